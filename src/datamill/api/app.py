@@ -1,0 +1,88 @@
+"""The FastAPI application factory and the one error mapping."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from datamill.api import job_routes
+from datamill.api.wire import Clock, PrettyJSONResponse, failure
+from datamill.errors import DatamillError, NotAuthenticated
+from datamill.services.auth import Authenticator
+from datamill.services.jobs import JobService
+from datamill.settings import Settings
+
+_SLASHES = re.compile(r"/{2,}")
+
+
+class TolerantPaths:
+    """Accept `//rest/...` and a trailing slash, as Datameer does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Normalise the path, then pass the request on."""
+        if scope["type"] == "http":
+            path = _SLASHES.sub("/", scope["path"])
+            if len(path) > 1:
+                path = path.rstrip("/") or "/"
+            if path != scope["path"]:
+                scope = dict(scope, path=path, raw_path=path.encode())
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, jobs: JobService) -> FastAPI:
+    """Build the HTTP application around ready services."""
+    app = FastAPI(title="Datamill", version="0.1.0", docs_url=None, redoc_url=None)
+    app.state.jobs = jobs
+    app.state.authenticator = Authenticator(jobs.store)
+    app.state.clock = Clock(settings.timezone)
+    app.include_router(job_routes.router)
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    _install_error_mapping(app)
+    app.add_middleware(TolerantPaths)
+    return app
+
+
+def _install_error_mapping(app: FastAPI) -> None:
+    @app.exception_handler(DatamillError)
+    async def _datamill_error(_request: Request, error: DatamillError) -> Response:
+        headers = None
+        if isinstance(error, NotAuthenticated):
+            headers = {"WWW-Authenticate": 'Basic realm="datamill"'}
+        return failure(error.http_status, error.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, error: RequestValidationError) -> Response:
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("path", "query"))
+            problems.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+        return failure(400, "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, error: StarletteHTTPException) -> Response:
+        reasons: dict[int, str] = {
+            404: "No such route.",
+            405: "This method is not allowed on this route.",
+        }
+        reason: Any = reasons.get(error.status_code, error.detail)
+        return failure(error.status_code, str(reason), getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _bug(_request: Request, error: Exception) -> Response:
+        return PrettyJSONResponse(
+            {"status": "failure", "reason": f"internal error: {type(error).__name__}"},
+            status_code=500,
+        )

@@ -1,0 +1,151 @@
+"""The job commands of the Datameer API (spec §4): status, trigger, stop, details, lists."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from datamill.api.security import current_user
+from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis
+from datamill.domain.estimate import format_duration, remaining_seconds
+from datamill.domain.records import Execution, User
+from datamill.domain.status import JobStatus
+from datamill.services.jobs import JobService
+from datamill.services.permissions import Access, has_access, require_access
+from datamill.store import executions as ex
+from datamill.store.db import utcnow
+
+router = APIRouter()
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def _service(request: Request) -> JobService:
+    service: JobService = request.app.state.jobs
+    return service
+
+
+def _clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+@router.get("/api/job-execution/list-running")
+@router.get("/rest/jobs/list-running")
+def list_running(request: Request, user: CurrentUser) -> Response:
+    """Every active execution the caller may read."""
+    service = _service(request)
+    items: list[dict[str, Any]] = []
+    with service.store.db.read() as conn:
+        for execution in ex.active_executions(conn):
+            entry = service.store.files.get(conn, execution.file_id)
+            if not has_access(conn, user, entry, Access.READ):
+                continue
+            remaining = _remaining_ms(conn, execution)
+            items.append(
+                {
+                    "jobStatus": execution.status.value,
+                    "fileName": entry.name.rsplit(".", 1)[0],
+                    "jobName": entry.name,
+                    "fileId": entry.id,
+                    "uuid": entry.uuid,
+                    "creationDate": epoch_millis(execution.created_at),
+                    "jobExecutionId": execution.id,
+                    "dapJobConfigurationId": execution.job_configuration_id,
+                    "estimatedTime": remaining,
+                    "startTime": epoch_millis(execution.started_at),
+                }
+            )
+    return PrettyJSONResponse(items)
+
+
+def _remaining_ms(conn: Any, execution: Execution) -> int:
+    if execution.status is not JobStatus.RUNNING or execution.started_at is None:
+        return 0
+    elapsed = (utcnow() - execution.started_at).total_seconds()
+    seconds = remaining_seconds(
+        elapsed, execution.progress, ex.mean_run_seconds(conn, execution.job_configuration_id)
+    )
+    return int((seconds or 0.0) * 1000)
+
+
+@router.get("/api/job-execution/{reference:path}/status")
+def job_status(reference: str, request: Request, user: CurrentUser) -> Response:
+    """Status of the newest execution of a job file (v2)."""
+    view = _service(request).status(reference, user)
+    clock = _clock(request)
+    execution = view.execution
+    if execution is None:
+        return PrettyJSONResponse({"status": "success", "job-status": "_NONE"})
+    body: dict[str, Any] = {
+        "status": "success",
+        "file-id": view.file.id,
+        "job-execution-id": execution.id,
+        "job-status": execution.status.value,
+        "start-time": clock.datameer(execution.started_at),
+    }
+    if execution.status is JobStatus.RUNNING:
+        body["estimate-time"] = format_duration(view.remaining_seconds or 0.0)
+        body["job-progress"] = str(int((execution.progress or 0.0) * 100))
+    elif execution.status.is_terminal:
+        body["stop-time"] = clock.datameer(execution.finished_at)
+    return PrettyJSONResponse(body)
+
+
+@router.post("/api/job-execution/{reference:path}/trigger")
+def trigger(reference: str, request: Request, user: CurrentUser) -> Response:
+    """Queue a run of a job file."""
+    execution = _service(request).trigger(reference, user)
+    return PrettyJSONResponse(
+        {
+            "status": "success",
+            "job-execution-id": execution.id,
+            "job-execution-user": execution.triggered_by,
+            "job-execution-trigger": execution.trigger_type.value,
+        }
+    )
+
+
+@router.post("/api/job-execution/{reference:path}/stop")
+def stop(reference: str, request: Request, user: CurrentUser) -> Response:
+    """Stop the active run of a job file; an empty 200 once it no longer runs."""
+    _service(request).stop(reference, user)
+    return Response(status_code=200)
+
+
+@router.get("/rest/job-execution/job-details/{execution_id}")
+def job_details(execution_id: int, request: Request, user: CurrentUser) -> Response:
+    """Times, status, counts and counters of one execution."""
+    execution, entry = _service(request).execution(execution_id, user)
+    clock = _clock(request)
+    return PrettyJSONResponse(
+        {
+            "startTime": clock.datameer(execution.started_at),
+            "stopTime": clock.datameer(execution.finished_at),
+            "jobStatus": execution.status.value,
+            "jobConfigurationId": execution.job_configuration_id,
+            "file": {"id": entry.id, "uuid": entry.uuid},
+            "successCount": execution.success_count,
+            "failureCount": execution.failure_count,
+            "counters": execution.counters,
+        }
+    )
+
+
+@router.get("/rest/job-configuration/job-history/{config_id}")
+def job_history(
+    config_id: int,
+    request: Request,
+    user: CurrentUser,
+    start: Annotated[int, Query(ge=0)] = 0,
+    length: Annotated[int, Query(ge=0, le=10000)] = 10,
+) -> Response:
+    """A page of a configuration's executions, newest first."""
+    service = _service(request)
+    with service.store.db.read() as conn:
+        config = service.store.jobs.get(conn, config_id)
+        entry = service.store.files.get(conn, config.file_id)
+        require_access(conn, user, entry, Access.READ)
+        page = ex.execution_history(conn, config_id, start, length)
+    return PrettyJSONResponse([{"id": i, "jobStatus": s.value} for i, s in page])

@@ -1,0 +1,28 @@
+"""HTTP Basic authentication for every route."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from fastapi import Request
+
+from datamill.domain.records import User
+from datamill.errors import NotAuthenticated
+
+
+def current_user(request: Request) -> User:
+    """The authenticated caller (a FastAPI dependency)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise NotAuthenticated("authentication required: use HTTP Basic (curl -u user:password)")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise NotAuthenticated("malformed Basic credentials") from None
+    name, sep, password = decoded.partition(":")
+    if not sep:
+        raise NotAuthenticated("malformed Basic credentials")
+    user: User = request.app.state.authenticator.authenticate(name, password)
+    return user

@@ -1,0 +1,1 @@
+"""Plain records and rules. Imports nothing else of datamill."""

@@ -1,0 +1,277 @@
+"""The versioned JSON definitions of import jobs, workbooks and export jobs.
+
+These are Datamill's own format (the Datameer contract leaves it open); what a
+client sends is validated here, and what `model_dump(by_alias=True)` returns can
+be sent back unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from datamill.domain.status import JobKind
+
+DEFINITION_VERSION = 1
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+# Column and variable types a definition may declare. They are the portable
+# subset that DuckDB and Spark SQL both understand.
+ColumnType = Literal[
+    "VARCHAR", "BIGINT", "INTEGER", "DOUBLE", "DECIMAL", "BOOLEAN", "DATE", "TIMESTAMP"
+]
+VariableType = Literal["VARCHAR", "BIGINT", "DOUBLE", "BOOLEAN", "DATE", "TIMESTAMP"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+# ---------------------------------------------------------------- sources
+
+
+class CsvSource(_Model):
+    """Delimited text files: one path or a glob."""
+
+    kind: Literal["csv"] = "csv"
+    path: str = Field(min_length=1)
+    header: bool = True
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quote: str = Field(default='"', min_length=1, max_length=1)
+    encoding: Literal["utf-8", "latin-1", "utf-16"] = "utf-8"
+
+
+class JsonLinesSource(_Model):
+    """Newline-delimited JSON objects: one path or a glob."""
+
+    kind: Literal["jsonl"] = "jsonl"
+    path: str = Field(min_length=1)
+
+
+class ParquetSource(_Model):
+    """Parquet files: one path or a glob."""
+
+    kind: Literal["parquet"] = "parquet"
+    path: str = Field(min_length=1)
+
+
+class DatabaseSource(_Model):
+    """A table or a query of a database reached through a SQLAlchemy URL."""
+
+    kind: Literal["database"] = "database"
+    url: str = Field(min_length=1)
+    table: str | None = None
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> DatabaseSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        return self
+
+
+Source = Annotated[
+    CsvSource | JsonLinesSource | ParquetSource | DatabaseSource, Field(discriminator="kind")
+]
+
+
+class Column(_Model):
+    """One declared column of an import job's schema."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: ColumnType
+
+
+class ImportJobDefinition(_Model):
+    """An import job: read a source, optionally enforce a schema, store the records."""
+
+    version: Literal[1] = 1
+    kind: Literal["import"] = "import"
+    description: str = ""
+    source: Source
+    columns: list[Column] | None = Field(default=None, alias="schema")
+    error_mode: Literal["DROP_RECORD", "FAIL"] = Field(default="DROP_RECORD", alias="errorMode")
+    min_keep_count: int = Field(default=1, ge=1, alias="minKeepCount")
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_columns(cls, value: list[Column] | None) -> list[Column] | None:
+        if value is not None:
+            _require_unique([c.name for c in value], "column")
+            if not value:
+                raise ValueError("a declared schema needs at least one column")
+        return value
+
+
+# ---------------------------------------------------------------- workbooks
+
+
+class DataSheetSource(_Model):
+    """Where a data sheet reads from: an import job, or a kept sheet of a workbook."""
+
+    import_job: str | None = Field(default=None, alias="importJob")
+    workbook: str | None = None
+    sheet: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSheetSource:
+        if (self.import_job is None) == (self.workbook is None):
+            raise ValueError("give exactly one of 'importJob' or 'workbook'")
+        if self.workbook is not None and self.sheet is None:
+            raise ValueError("a workbook source needs the 'sheet' to read")
+        if self.import_job is not None and self.sheet is not None:
+            raise ValueError("an import job source has no 'sheet'")
+        return self
+
+    @property
+    def reference(self) -> str:
+        """The file reference (path, uuid or id) of the job read from."""
+        return self.import_job if self.import_job is not None else str(self.workbook)
+
+
+class DataSheet(_Model):
+    """A sheet holding the newest data of another job."""
+
+    kind: Literal["data"] = "data"
+    name: str = Field(pattern=NAME_PATTERN)
+    source: DataSheetSource
+    keep: bool = False
+
+
+class SqlSheet(_Model):
+    """A sheet computed by a SQL query over earlier sheets."""
+
+    kind: Literal["sql"] = "sql"
+    name: str = Field(pattern=NAME_PATTERN)
+    sql: str = Field(min_length=1)
+    keep: bool = False
+
+
+Sheet = Annotated[DataSheet | SqlSheet, Field(discriminator="kind")]
+
+
+class Variable(_Model):
+    """A workbook variable, referenced as ${name} in SQL sheets."""
+
+    type: VariableType = "VARCHAR"
+    default: str | int | float | bool | None = None
+
+
+class Triggering(_Model):
+    """When a workbook runs by itself."""
+
+    mode: Literal["MANUAL", "DATA_DRIVEN", "SCHEDULED"] = "MANUAL"
+    cron: str | None = None
+
+    @model_validator(mode="after")
+    def _cron_for_schedule(self) -> Triggering:
+        if self.mode == "SCHEDULED" and not self.cron:
+            raise ValueError("a SCHEDULED workbook needs a 'cron' expression")
+        if self.mode != "SCHEDULED" and self.cron:
+            raise ValueError("'cron' is only for mode SCHEDULED")
+        return self
+
+
+class WorkbookDefinition(_Model):
+    """A workbook: variables and sheets; kept sheets become the run's data."""
+
+    version: Literal[1] = 1
+    kind: Literal["workbook"] = "workbook"
+    description: str = ""
+    triggering: Triggering = Triggering()
+    variables: dict[str, Variable] = {}
+    sheets: list[Sheet] = Field(min_length=1)
+    min_keep_count: int = Field(default=1, ge=1, alias="minKeepCount")
+
+    @field_validator("variables")
+    @classmethod
+    def _variable_names(cls, value: dict[str, Variable]) -> dict[str, Variable]:
+        for name in value:
+            if not _NAME_RE.match(name):
+                raise ValueError(f"variable name {name!r} is not a plain identifier")
+        return value
+
+    @model_validator(mode="after")
+    def _sheets_make_sense(self) -> WorkbookDefinition:
+        _require_unique([s.name.lower() for s in self.sheets], "sheet")
+        if not any(s.keep for s in self.sheets):
+            raise ValueError("at least one sheet needs 'keep': true")
+        return self
+
+    def kept_sheets(self) -> list[str]:
+        """Names of the sheets stored as the run's data, in definition order."""
+        return [s.name for s in self.sheets if s.keep]
+
+
+# ---------------------------------------------------------------- exports
+
+
+class FileSink(_Model):
+    """A file written whole: CSV, Parquet or JSON lines."""
+
+    kind: Literal["csv", "parquet", "jsonl"]
+    path: str = Field(min_length=1)
+    header: bool = True
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+
+
+class DatabaseSink(_Model):
+    """A database table reached through a SQLAlchemy URL."""
+
+    kind: Literal["database"] = "database"
+    url: str = Field(min_length=1)
+    table: str = Field(pattern=NAME_PATTERN)
+    mode: Literal["replace", "append"] = "replace"
+
+
+Sink = Annotated[FileSink | DatabaseSink, Field(discriminator="kind")]
+
+
+class ExportJobDefinition(_Model):
+    """An export job: write one kept sheet (or an import job's data) to a sink."""
+
+    version: Literal[1] = 1
+    kind: Literal["export"] = "export"
+    description: str = ""
+    source: DataSheetSource
+    sink: Sink
+
+
+JobDefinition = ImportJobDefinition | WorkbookDefinition | ExportJobDefinition
+
+_MODELS: dict[JobKind, type[ImportJobDefinition | WorkbookDefinition | ExportJobDefinition]] = {
+    JobKind.IMPORT: ImportJobDefinition,
+    JobKind.WORKBOOK: WorkbookDefinition,
+    JobKind.EXPORT: ExportJobDefinition,
+}
+
+
+def definition_model(kind: JobKind) -> type[JobDefinition]:
+    """The pydantic model for one job kind."""
+    return _MODELS[kind]
+
+
+def dump_definition(definition: JobDefinition) -> dict[str, Any]:
+    """The JSON form of a definition, as stored and as returned to clients."""
+    return definition.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def upstream_references(definition: JobDefinition) -> list[str]:
+    """File references of the jobs whose data this definition reads."""
+    if isinstance(definition, WorkbookDefinition):
+        return [s.source.reference for s in definition.sheets if isinstance(s, DataSheet)]
+    if isinstance(definition, ExportJobDefinition):
+        return [definition.source.reference]
+    return []
+
+
+def _require_unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name.lower() in seen:
+            raise ValueError(f"duplicate {what} name {name!r}")
+        seen.add(name.lower())

@@ -1,0 +1,1 @@
+"""Engines run job definitions on data; they never touch the metadata store."""

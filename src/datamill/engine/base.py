@@ -1,0 +1,69 @@
+"""The Engine protocol and the records that cross the worker/engine boundary.
+
+A request names its inputs as dataset locations and a staging folder for its
+outputs, so an engine can run in a child process, on another node, or on a
+cluster without reaching into the store. Everything here pickles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from datamill.domain.status import JobKind, JobStatus
+
+ProgressCallback = Callable[[float], None]
+"""Called with the fraction done (0.0 to 1.0) while a run goes on."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PathRoots:
+    """Folders that sources may read from and sinks may write to."""
+
+    source_roots: tuple[str, ...]
+    sink_roots: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunRequest:
+    """Everything an engine needs to run one execution."""
+
+    execution_id: int
+    kind: JobKind
+    definition: dict[str, Any]
+    # Workbooks: data-sheet name -> Parquet file. Exports: "source" -> Parquet file.
+    inputs: dict[str, str]
+    # Values given for this run; defaults of the workbook fill the rest.
+    variables: dict[str, Any]
+    # The engine writes outputs only below this folder; the worker publishes them.
+    staging_dir: str
+    roots: PathRoots
+    memory_limit: str = "2GB"
+    threads: int = 2
+    temp_dir: str | None = None
+    # Database URLs that user sources and sinks must never point at (the metadata store).
+    forbidden_database_urls: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a successful run produced, still staged and invisible to users."""
+
+    status: JobStatus
+    success_count: int
+    failure_count: int
+    counters: dict[str, int]
+    # Kept sheet name -> record count; each is staged as <staging_dir>/<name>.parquet.
+    sheets: dict[str, int]
+    # Export files to move into place when the run is published: (staged, final).
+    moves: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+class Engine(Protocol):
+    """Runs one job definition and stages its output."""
+
+    def run(self, request: RunRequest, progress: ProgressCallback) -> RunResult:
+        """Run the request; raise a DatamillError with a clear message on failure."""
+        ...

@@ -1,0 +1,80 @@
+"""Password hashing (argon2) and verification with a short, safe cache."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from datamill.domain.records import User
+from datamill.errors import NotAuthenticated
+from datamill.store.store import Store
+
+_HASHER = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of the password."""
+    return _HASHER.hash(password)
+
+
+class Authenticator:
+    """Checks HTTP Basic credentials against stored argon2 hashes.
+
+    argon2 is deliberately slow (tens of ms), so a script polling status many
+    times a second would be bound by it. A successful check is remembered for
+    a short time as an HMAC of the password under a key that lives only in
+    this process, tied to the stored hash: a password change produces a new
+    hash and so invalidates the entry at once.
+    """
+
+    def __init__(self, store: Store, ttl_seconds: float = 60.0) -> None:
+        self._store = store
+        self._ttl = ttl_seconds
+        self._key = secrets.token_bytes(32)
+        self._cache: dict[str, tuple[bytes, str, float]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, name: str, password: str) -> User:
+        """The user if the credentials are right, else NotAuthenticated."""
+        with self._store.db.read() as conn:
+            user = self._store.users.get(conn, name)
+        if user is None:
+            # Spend the same time as a real check so timing does not reveal user names.
+            _verify(_dummy_hash(), password)
+            raise NotAuthenticated("wrong user name or password")
+        digest = hmac.new(self._key, password.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        mac = digest.digest()
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(name)
+        if (
+            cached is not None
+            and cached[1] == user.password_hash
+            and cached[2] > now
+            and hmac.compare_digest(cached[0], mac)
+        ):
+            return user
+        if not _verify(user.password_hash, password):
+            raise NotAuthenticated("wrong user name or password")
+        with self._lock:
+            self._cache[name] = (mac, user.password_hash, now + self._ttl)
+        return user
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _HASHER.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _HASHER.hash(secrets.token_urlsafe(16))

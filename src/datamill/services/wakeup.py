@@ -1,0 +1,82 @@
+"""Waking workers promptly: in-process events, and LISTEN/NOTIFY on PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "datamill_queue"
+
+
+class Wakeup:
+    """Tells sleeping worker threads that there is new work or a stop request."""
+
+    def __init__(self) -> None:
+        self._work = threading.Condition()
+        self._generation = 0
+        self.stop_requested = threading.Event()
+
+    def notify_work(self) -> None:
+        """New or newly startable executions exist."""
+        with self._work:
+            self._generation += 1
+            self._work.notify_all()
+
+    def notify_stop(self) -> None:
+        """A running execution was asked to stop."""
+        self.stop_requested.set()
+
+    def wait_for_work(self, timeout: float, seen: int) -> int:
+        """Sleep until work newer than generation `seen` is announced; return the generation."""
+        with self._work:
+            if self._generation == seen:
+                self._work.wait(timeout)
+            return self._generation
+
+    @property
+    def generation(self) -> int:
+        """A counter bumped by every work announcement."""
+        with self._work:
+            return self._generation
+
+
+class PostgresListener(threading.Thread):
+    """Relays NOTIFYs from other nodes (API servers, workers) to a local Wakeup."""
+
+    def __init__(self, conninfo: str, wakeup: Wakeup) -> None:
+        super().__init__(name="datamill-listen", daemon=True)
+        self._conninfo = conninfo
+        self._wakeup = wakeup
+        self._closing = threading.Event()
+
+    def run(self) -> None:
+        """Listen until closed, reconnecting after database outages."""
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self._closing.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            if note.payload == "stop":
+                                self._wakeup.notify_stop()
+                            else:
+                                self._wakeup.notify_work()
+            except psycopg.Error as error:
+                log.warning("listening for wake-ups failed, retrying: %s", error)
+                self._closing.wait(1.0)
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._closing.set()
+
+
+def libpq_conninfo(sqlalchemy_url: str) -> str:
+    """A libpq connection string from a SQLAlchemy PostgreSQL URL."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(sqlalchemy_url)
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)

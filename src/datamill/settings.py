@@ -1,0 +1,125 @@
+"""All configuration, read once at start-up from DATAMILL_* environment variables.
+
+Nothing creates a Settings object at import time: the CLI builds one and passes
+it down, so tests can run many differently configured servers in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Datamill's settings; each field is documented once, here."""
+
+    model_config = SettingsConfigDict(env_prefix="DATAMILL_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".datamill"),
+        description="Folder for the embedded metadata database, data results and temp files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the metadata store; default SQLite under home.",
+    )
+    data_root: Path | None = Field(
+        default=None, description="Where data results live; default <home>/data."
+    )
+    source_roots: list[Path] | None = Field(
+        default=None,
+        description="Folders import sources may read; default <home>/files.",
+    )
+    sink_roots: list[Path] | None = Field(
+        default=None,
+        description="Folders export sinks may write; default <home>/files.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(default=8080, description="Port of the HTTP server.")
+    timezone: str | None = Field(
+        default=None, description="IANA zone for timestamps on the wire; default the host's."
+    )
+    concurrency: int = Field(
+        default=2, ge=1, description="Executions one worker runs at once (warm child processes)."
+    )
+    engine_memory_limit: str = Field(
+        default="2GB", description="DuckDB memory limit per execution; beyond it, it spills."
+    )
+    engine_threads: int = Field(default=2, ge=1, description="DuckDB threads per execution.")
+    heartbeat_seconds: float = Field(
+        default=2.0, gt=0, description="How often a worker proves it is alive."
+    )
+    worker_lost_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="A worker silent this long is lost; its running executions end in ERROR.",
+    )
+    poll_seconds: float = Field(
+        default=1.0, gt=0, description="Fallback polling for new work when no wake-up arrives."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="On shutdown, how long running executions may finish before handed back.",
+    )
+    stop_wait_seconds: float = Field(
+        default=30.0, ge=0, description="How long a stop request waits for the run to end."
+    )
+    admin_password: str | None = Field(
+        default=None, description="Password of the first admin; generated and printed if unset."
+    )
+    demo: bool = Field(default=False, description="Set up the demo workspace (admin/admin).")
+
+    @property
+    def resolved_home(self) -> Path:
+        """The absolute home folder."""
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The metadata database URL."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_home / 'datamill.db'}"
+
+    @property
+    def resolved_data_root(self) -> Path:
+        """The folder holding published data results."""
+        return (self.data_root or self.resolved_home / "data").expanduser().resolve()
+
+    @property
+    def resolved_source_roots(self) -> tuple[str, ...]:
+        """Absolute folders import sources may read."""
+        roots = self.source_roots or [self.resolved_home / "files"]
+        return tuple(str(p.expanduser().resolve()) for p in roots)
+
+    @property
+    def resolved_sink_roots(self) -> tuple[str, ...]:
+        """Absolute folders export sinks may write."""
+        roots = self.sink_roots or [self.resolved_home / "files"]
+        return tuple(str(p.expanduser().resolve()) for p in roots)
+
+    def ensure_folders(self) -> None:
+        """Create the home, data, staging and default file folders."""
+        for folder in (
+            self.resolved_home,
+            self.resolved_data_root,
+            self.staging_root,
+            self.temp_root,
+            *(Path(p) for p in self.resolved_source_roots),
+            *(Path(p) for p in self.resolved_sink_roots),
+        ):
+            os.makedirs(folder, exist_ok=True)
+
+    @property
+    def staging_root(self) -> Path:
+        """Where runs write before they are published (same file system as the data root)."""
+        return self.resolved_data_root / ".staging"
+
+    @property
+    def temp_root(self) -> Path:
+        """Where the engine spills."""
+        return self.resolved_home / "tmp"

@@ -1,0 +1,1 @@
+"""All persistence of metadata: tables, the Store API, the execution queue, migrations."""

@@ -1,0 +1,299 @@
+"""The worker's side of executions: claim, heartbeat, progress, publish, reconcile."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from datamill.domain.records import Execution
+from datamill.domain.status import JobStatus
+from datamill.store import tables as t
+from datamill.store.db import Database, utcnow
+from datamill.store.executions import execution_from_row
+
+E = t.executions
+W = t.workers
+
+WORKER_LOST = "worker lost: the process running this execution stopped answering"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended, as the worker reports it to the store."""
+
+    status: JobStatus
+    success_count: int = 0
+    failure_count: int = 0
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    error_message: str | None = None
+    # Kept sheet -> record count; staged under staging_dir as <sheet>.parquet.
+    sheets: dict[str, int] = dataclasses.field(default_factory=dict)
+    staging_dir: str | None = None
+    moves: tuple[tuple[str, str], ...] = ()
+    bytes_read: int = 0
+
+
+class ExecutionQueue:
+    """Atomic hand-over of executions between the store and workers."""
+
+    def __init__(self, db: Database, data_root: str) -> None:
+        self._db = db
+        self._data_root = data_root
+
+    # ------------------------------------------------------------ workers
+
+    def register_worker(self, worker_id: str, hostname: str, pid: int) -> None:
+        """Announce a worker; reconciliation looks at its heartbeat."""
+        now = utcnow()
+        with self._db.write() as conn:
+            conn.execute(
+                sa.insert(W).values(
+                    id=worker_id, hostname=hostname, pid=pid, started_at=now, heartbeat_at=now
+                )
+            )
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Forget a worker that shut down cleanly."""
+        with self._db.write() as conn:
+            conn.execute(sa.delete(W).where(W.c.id == worker_id))
+
+    def heartbeat(self, worker_id: str) -> set[int]:
+        """Prove the worker is alive; returns its running executions asked to stop."""
+        now = utcnow()
+        with self._db.write() as conn:
+            alive = conn.execute(
+                sa.update(W).where(W.c.id == worker_id).values(heartbeat_at=now)
+            ).rowcount
+            if not alive:
+                # Declared lost by someone else; come back as the same worker.
+                conn.execute(
+                    sa.insert(W).values(
+                        id=worker_id,
+                        hostname=os.uname().nodename,
+                        pid=os.getpid(),
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
+                )
+            conn.execute(
+                sa.update(E)
+                .where(E.c.worker_id == worker_id, E.c.status == JobStatus.RUNNING.value)
+                .values(heartbeat_at=now)
+            )
+            rows = conn.execute(
+                sa.select(E.c.id).where(
+                    E.c.worker_id == worker_id,
+                    E.c.status == JobStatus.RUNNING.value,
+                    E.c.stop_requested.is_(True),
+                )
+            ).all()
+        return {r.id for r in rows}
+
+    # ------------------------------------------------------------ claiming
+
+    def claim_next_execution(self, worker_id: str) -> Execution | None:
+        """Move the oldest startable QUEUED execution to RUNNING for this worker.
+
+        Startable means no other execution of the same configuration is
+        RUNNING. SQLite serialises claims with BEGIN IMMEDIATE; PostgreSQL
+        skips rows other workers hold, and the unique index on running
+        executions turns a same-configuration race into a retry, not a double run.
+        """
+        for _ in range(8):
+            try:
+                with self._db.write() as conn:
+                    return self._claim(conn, worker_id)
+            except IntegrityError:
+                continue
+        return None
+
+    def _claim(self, conn: Connection, worker_id: str) -> Execution | None:
+        running = sa.alias(E, "running")
+        query = (
+            sa.select(E.c.id)
+            .where(
+                E.c.status == JobStatus.QUEUED.value,
+                ~sa.exists().where(
+                    running.c.job_configuration_id == E.c.job_configuration_id,
+                    running.c.status == JobStatus.RUNNING.value,
+                ),
+            )
+            .order_by(E.c.id)
+            .limit(1)
+        )
+        if not self._db.is_sqlite:
+            query = query.with_for_update(skip_locked=True, of=E)
+        row = conn.execute(query).first()
+        if row is None:
+            return None
+        now = utcnow()
+        updated = conn.execute(
+            sa.update(E)
+            .where(E.c.id == row.id, E.c.status == JobStatus.QUEUED.value)
+            .values(
+                status=JobStatus.RUNNING.value,
+                started_at=now,
+                worker_id=worker_id,
+                heartbeat_at=now,
+                progress=0.0,
+            )
+            .returning(*E.c)
+        ).first()
+        return execution_from_row(updated) if updated is not None else None
+
+    # ------------------------------------------------------------ while running
+
+    def report_progress(self, execution_id: int, fraction: float) -> None:
+        """Record how far a running execution has got (0.0 to 1.0)."""
+        with self._db.write() as conn:
+            conn.execute(
+                sa.update(E)
+                .where(E.c.id == execution_id, E.c.status == JobStatus.RUNNING.value)
+                .values(progress=max(0.0, min(1.0, fraction)))
+            )
+
+    # ------------------------------------------------------------ ending
+
+    def finish(self, execution: Execution, worker_id: str, outcome: Outcome) -> bool:
+        """End a running execution and publish its data in the same transaction.
+
+        Returns False, publishing nothing, when the execution is no longer this
+        worker's to finish (it was declared lost meanwhile). Staged files are
+        moved into place inside the transaction: if the commit fails, the
+        moved folder is unreachable (no data row names it) and housekeeping
+        removes it.
+        """
+        now = utcnow()
+        with self._db.write() as conn:
+            owned = conn.execute(
+                sa.select(E.c.id).where(
+                    E.c.id == execution.id,
+                    E.c.status == JobStatus.RUNNING.value,
+                    E.c.worker_id == worker_id,
+                )
+            ).first()
+            if owned is None:
+                return False
+            if outcome.status.is_success and outcome.sheets and outcome.staging_dir:
+                self._publish_data(conn, execution, outcome, now)
+            for staged, final in outcome.moves:
+                os.replace(staged, final)
+            conn.execute(
+                sa.update(E)
+                .where(E.c.id == execution.id)
+                .values(
+                    status=outcome.status.value,
+                    finished_at=now,
+                    progress=1.0 if outcome.status.is_success else None,
+                    success_count=outcome.success_count,
+                    failure_count=outcome.failure_count,
+                    counters=outcome.counters,
+                    error_message=outcome.error_message,
+                    bytes_read=outcome.bytes_read,
+                )
+            )
+        return True
+
+    def _publish_data(
+        self, conn: Connection, execution: Execution, outcome: Outcome, now: dt.datetime
+    ) -> None:
+        result = conn.execute(
+            sa.insert(t.data)
+            .values(
+                job_configuration_id=execution.job_configuration_id,
+                execution_id=execution.id,
+                created_at=now,
+                record_count=sum(outcome.sheets.values()),
+                sheets=outcome.sheets,
+                location="",
+                deleted=False,
+            )
+            .returning(t.data.c.id)
+        )
+        data_id = int(result.scalar_one())
+        location = os.path.join(self._data_root, str(data_id))
+        assert outcome.staging_dir is not None
+        os.replace(outcome.staging_dir, location)
+        conn.execute(sa.update(t.data).where(t.data.c.id == data_id).values(location=location))
+
+    def hand_back(self, execution_id: int, worker_id: str) -> bool:
+        """Return a running execution to the queue (graceful shutdown)."""
+        with self._db.write() as conn:
+            return bool(
+                conn.execute(
+                    sa.update(E)
+                    .where(
+                        E.c.id == execution_id,
+                        E.c.status == JobStatus.RUNNING.value,
+                        E.c.worker_id == worker_id,
+                    )
+                    .values(
+                        status=JobStatus.QUEUED.value,
+                        started_at=None,
+                        worker_id=None,
+                        heartbeat_at=None,
+                        progress=None,
+                    )
+                ).rowcount
+            )
+
+    # ------------------------------------------------------------ reconciliation
+
+    def reconcile_lost_workers(
+        self,
+        lost_after: dt.timedelta,
+        *,
+        is_local_pid_alive: Callable[[int], bool],
+        hostname: str,
+        staging_root: str | None = None,
+    ) -> list[int]:
+        """End in ERROR every RUNNING execution whose worker is gone; return their ids.
+
+        A worker is gone when its heartbeat is older than `lost_after`, or, on
+        this host, at once when its process no longer exists, so a restarted
+        server does not leave runs RUNNING for the whole timeout.
+        """
+        now = utcnow()
+        with self._db.write() as conn:
+            workers = conn.execute(sa.select(W)).all()
+            gone = [
+                w.id
+                for w in workers
+                if w.heartbeat_at < now - lost_after
+                or (w.hostname == hostname and not is_local_pid_alive(w.pid))
+            ]
+            known = {w.id for w in workers} - set(gone)
+            orphaned = conn.execute(
+                sa.select(E.c.id, E.c.worker_id).where(E.c.status == JobStatus.RUNNING.value)
+            ).all()
+            lost = [r.id for r in orphaned if r.worker_id not in known]
+            if lost:
+                conn.execute(
+                    sa.update(E)
+                    .where(E.c.id.in_(lost), E.c.status == JobStatus.RUNNING.value)
+                    .values(
+                        status=JobStatus.ERROR.value,
+                        finished_at=now,
+                        progress=None,
+                        error_message=WORKER_LOST,
+                    )
+                )
+            if gone:
+                conn.execute(sa.delete(W).where(W.c.id.in_(gone)))
+        if staging_root:
+            for execution_id in lost:
+                shutil.rmtree(os.path.join(staging_root, str(execution_id)), ignore_errors=True)
+        return lost
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a store error is a passing one (lock contention, lost connection)."""
+    return isinstance(error, OperationalError)

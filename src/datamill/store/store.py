@@ -1,0 +1,32 @@
+"""The Store: the one place that reads and writes metadata."""
+
+from __future__ import annotations
+
+from datamill.store.db import Database
+from datamill.store.files import FileRepository
+from datamill.store.jobs import JobRepository
+from datamill.store.migrate import upgrade
+from datamill.store.queue import ExecutionQueue
+from datamill.store.users import UserRepository
+
+
+class Store:
+    """Metadata access for services and workers, over SQLite or PostgreSQL."""
+
+    def __init__(self, database_url: str, data_root: str) -> None:
+        self.db = Database(database_url)
+        self.files = FileRepository(self.db)
+        self.jobs = JobRepository(self.db, self.files)
+        self.users = UserRepository(self.db)
+        self.queue = ExecutionQueue(self.db, data_root)
+        self.data_root = data_root
+
+    def migrate(self) -> None:
+        """Bring the schema up to date and create the built-in rows."""
+        upgrade(self.db)
+        self.files.ensure_default_tree()
+        self.users.ensure_builtin_roles()
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.db.dispose()

@@ -1,0 +1,173 @@
+"""The metadata schema (SQLAlchemy Core). Alembic migrations must produce exactly this."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Each runnable artifact has four ids from four independent sequences: the
+# autoincrement keys of files, job_configurations, executions and data.
+
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("uuid", sa.String(36), nullable=False, unique=True),
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("files.id"), nullable=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("path", sa.String(4096), nullable=False, unique=True),
+    sa.Column("is_folder", sa.Boolean, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=True),
+    sa.Column("owner", sa.String(128), nullable=False),
+    sa.Column("others_readable", sa.Boolean, nullable=False, default=False),
+    sa.Column("others_writable", sa.Boolean, nullable=False, default=False),
+    sa.Column("others_executable", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+file_group_permissions = sa.Table(
+    "file_group_permissions",
+    metadata,
+    sa.Column("file_id", sa.Integer, sa.ForeignKey("files.id"), primary_key=True),
+    sa.Column("group_name", sa.String(128), primary_key=True),
+    sa.Column("readable", sa.Boolean, nullable=False),
+    sa.Column("writable", sa.Boolean, nullable=False),
+    sa.Column("executable", sa.Boolean, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("email", sa.String(255), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+groups = sa.Table(
+    "groups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+)
+
+roles = sa.Table(
+    "roles",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("capabilities", sa.JSON, nullable=False),
+)
+
+user_groups = sa.Table(
+    "user_groups",
+    metadata,
+    sa.Column("user_name", sa.String(128), primary_key=True),
+    sa.Column("group_name", sa.String(128), primary_key=True),
+)
+
+user_roles = sa.Table(
+    "user_roles",
+    metadata,
+    sa.Column("user_name", sa.String(128), primary_key=True),
+    sa.Column("role_name", sa.String(128), primary_key=True),
+)
+
+job_configurations = sa.Table(
+    "job_configurations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("file_id", sa.Integer, sa.ForeignKey("files.id"), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("definition", sa.JSON, nullable=False),
+    sa.Column("trigger_mode", sa.String(16), nullable=False),
+    sa.Column("cron", sa.String(128), nullable=True),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+executions = sa.Table(
+    "executions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "job_configuration_id",
+        sa.Integer,
+        sa.ForeignKey("job_configurations.id"),
+        nullable=False,
+    ),
+    sa.Column("file_id", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("trigger_type", sa.String(16), nullable=False),
+    sa.Column("triggered_by", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=True),
+    sa.Column("finished_at", sa.DateTime, nullable=True),
+    sa.Column("progress", sa.Float, nullable=True),
+    sa.Column("success_count", sa.BigInteger, nullable=False, default=0),
+    sa.Column("failure_count", sa.BigInteger, nullable=False, default=0),
+    sa.Column("counters", sa.JSON, nullable=False),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("worker_id", sa.String(128), nullable=True),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=True),
+    sa.Column("variables", sa.JSON, nullable=False),
+    sa.Column("stop_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("bytes_read", sa.BigInteger, nullable=False, default=0),
+    sa.Index("ix_executions_config_id", "job_configuration_id", "id"),
+    sa.Index("ix_executions_status_id", "status", "id"),
+    # The database itself guarantees that one configuration never has two
+    # RUNNING executions, whatever the workers race to do.
+    sa.Index(
+        "uq_executions_one_running_per_config",
+        "job_configuration_id",
+        unique=True,
+        sqlite_where=sa.text("status = 'RUNNING'"),
+        postgresql_where=sa.text("status = 'RUNNING'"),
+    ),
+)
+
+execution_inputs = sa.Table(
+    "execution_inputs",
+    metadata,
+    sa.Column("execution_id", sa.Integer, sa.ForeignKey("executions.id"), primary_key=True),
+    sa.Column("data_id", sa.Integer, sa.ForeignKey("data.id"), primary_key=True),
+)
+
+data = sa.Table(
+    "data",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "job_configuration_id",
+        sa.Integer,
+        sa.ForeignKey("job_configurations.id"),
+        nullable=False,
+    ),
+    sa.Column("execution_id", sa.Integer, sa.ForeignKey("executions.id"), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("record_count", sa.BigInteger, nullable=False),
+    sa.Column("sheets", sa.JSON, nullable=False),
+    sa.Column("location", sa.String(4096), nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("deleted_at", sa.DateTime, nullable=True),
+    sa.Index("ix_data_config_id", "job_configuration_id", "id"),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=False),
+)

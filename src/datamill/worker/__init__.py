@@ -1,0 +1,1 @@
+"""Workers claim executions and run each one in a child process."""

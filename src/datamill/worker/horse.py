@@ -1,0 +1,142 @@
+"""Work horses: warm child processes that run one execution at a time.
+
+Running the engine in a child process means a crash, a runaway query or an
+out-of-memory kill ends only that run; and a stop can always end it by
+killing the process. Processes are started ahead of time ("warm") because
+importing DuckDB and pyarrow takes far longer than a trivial job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from datamill.engine.base import RunRequest, RunResult
+
+_CONTEXT = multiprocessing.get_context("spawn")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # The kernel kills us when the worker dies (Linux); elsewhere, poll.
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def horse_main(conn: Connection, parent_pid: int) -> None:
+    """Entry point of a child process: run requests until the pipe closes."""
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from datamill.engine.duckdb import DuckDBEngine
+    from datamill.errors import DatamillError
+
+    engine = DuckDBEngine()
+    while True:
+        try:
+            request: RunRequest = conn.recv()
+        except (EOFError, OSError):
+            return
+        last_sent = 0.0
+
+        def progress(fraction: float) -> None:
+            nonlocal last_sent
+            now = time.monotonic()
+            # Throttled: the parent writes progress to the store.
+            if now - last_sent >= 0.2 or fraction >= 1.0:
+                last_sent = now
+                with contextlib.suppress(Exception):
+                    conn.send(("progress", float(fraction)))
+
+        try:
+            result = engine.run(request, progress)
+            conn.send(("done", result))
+        except DatamillError as error:
+            conn.send(("failed", error.message))
+        except MemoryError:
+            conn.send(("failed", "the job ran out of memory"))
+        except Exception as error:  # a bug in the engine: report it, keep the horse
+            conn.send(("failed", f"internal error: {error!r}\n{traceback.format_exc(limit=5)}"))
+
+
+class HorseDied(Exception):
+    """The child process ended before it answered."""
+
+
+class Horse:
+    """The parent's handle on one child process."""
+
+    def __init__(self) -> None:
+        parent_end, child_end = _CONTEXT.Pipe()
+        self._conn = parent_end
+        self.process = _CONTEXT.Process(
+            target=horse_main, args=(child_end, os.getpid()), name="datamill-horse", daemon=True
+        )
+        self.process.start()
+        child_end.close()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.process.is_alive()
+
+    def send(self, request: RunRequest) -> None:
+        """Hand a request to the child."""
+        try:
+            self._conn.send(request)
+        except (OSError, ValueError) as error:
+            raise HorseDied(str(error)) from error
+
+    def receive(self, timeout: float) -> tuple[str, Any] | None:
+        """The next message, None if none arrived within timeout; HorseDied on EOF."""
+        try:
+            if not self._conn.poll(timeout):
+                if not self.process.is_alive():
+                    raise HorseDied(self.exit_description())
+                return None
+            message: tuple[str, Any] = self._conn.recv()
+            return message
+        except (EOFError, OSError) as error:
+            self.process.join(1.0)
+            raise HorseDied(self.exit_description()) from error
+
+    def exit_description(self) -> str:
+        """Why the process ended, in words."""
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"the execution process was killed by {signal.Signals(-code).name}"
+        return f"the execution process ended unexpectedly (exit code {code})"
+
+    def kill(self) -> None:
+        """End the child at once."""
+        with contextlib.suppress(Exception):
+            self.process.kill()
+        self.process.join(5.0)
+        with contextlib.suppress(Exception):
+            self._conn.close()
+
+
+def run_result(message: tuple[str, Any]) -> RunResult | str:
+    """The result of a 'done' message, or the error text of a 'failed' one."""
+    kind, payload = message
+    if kind == "done":
+        assert isinstance(payload, RunResult)
+        return payload
+    return str(payload)

@@ -1,0 +1,78 @@
+"""Turning a claimed execution into an engine RunRequest: resolve what it reads."""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy.engine import Connection
+
+from datamill.domain.definitions import (
+    DataSheet,
+    DataSheetSource,
+    ExportJobDefinition,
+    WorkbookDefinition,
+    definition_model,
+)
+from datamill.domain.records import DataResult, Execution, JobConfiguration
+from datamill.domain.status import JobKind
+from datamill.engine.base import PathRoots, RunRequest
+from datamill.errors import JobFailed
+from datamill.settings import Settings
+from datamill.store import data as data_store
+from datamill.store.store import Store
+
+
+def _resolve_source(
+    conn: Connection, store: Store, source: DataSheetSource, what: str
+) -> tuple[str, DataResult]:
+    entry = store.files.find(conn, source.reference)
+    config = store.jobs.for_file(conn, entry.id) if entry is not None else None
+    wanted = JobKind.IMPORT if source.import_job is not None else JobKind.WORKBOOK
+    if config is None or config.kind is not wanted:
+        raise JobFailed(f"{what} reads {source.reference}, which is not a {wanted.value} job")
+    result = data_store.newest_data(conn, config.id)
+    if result is None:
+        raise JobFailed(f"{what} reads {source.reference}, which has no data yet: run it first")
+    sheet = source.sheet or "data"
+    if sheet not in result.sheets:
+        raise JobFailed(f"{what} reads sheet {sheet!r} of {source.reference}, which is not kept")
+    return os.path.join(result.location, f"{sheet}.parquet"), result
+
+
+def build_request(
+    conn: Connection,
+    store: Store,
+    settings: Settings,
+    execution: Execution,
+    config: JobConfiguration,
+) -> RunRequest:
+    """The engine request for one execution; records the data it reads."""
+    definition = definition_model(config.kind).model_validate(config.definition)
+    inputs: dict[str, str] = {}
+    read: list[int] = []
+    if isinstance(definition, WorkbookDefinition):
+        for index, sheet in enumerate(definition.sheets):
+            if isinstance(sheet, DataSheet):
+                path, result = _resolve_source(
+                    conn, store, sheet.source, f"sheets[{index}] ({sheet.name})"
+                )
+                inputs[sheet.name] = path
+                read.append(result.id)
+    elif isinstance(definition, ExportJobDefinition):
+        path, result = _resolve_source(conn, store, definition.source, "the export source")
+        inputs["source"] = path
+        read.append(result.id)
+    data_store.record_inputs(conn, execution.id, read)
+    return RunRequest(
+        execution_id=execution.id,
+        kind=config.kind,
+        definition=config.definition,
+        inputs=inputs,
+        variables=execution.variables,
+        staging_dir=str(settings.staging_root / str(execution.id)),
+        roots=PathRoots(settings.resolved_source_roots, settings.resolved_sink_roots),
+        memory_limit=settings.engine_memory_limit,
+        threads=settings.engine_threads,
+        temp_dir=str(settings.temp_root),
+        forbidden_database_urls=(settings.resolved_database_url,),
+    )

@@ -1,0 +1,234 @@
+"""The worker: claim executions, run them in work horses, heartbeat, reconcile."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+
+from datamill.domain.records import Execution
+from datamill.domain.status import JobStatus
+from datamill.engine.base import RunResult
+from datamill.errors import DatamillError
+from datamill.services.wakeup import PostgresListener, Wakeup, libpq_conninfo
+from datamill.settings import Settings
+from datamill.store.queue import Outcome
+from datamill.store.store import Store
+from datamill.worker.horse import Horse, HorseDied, run_result
+from datamill.worker.inputs import build_request
+
+log = logging.getLogger(__name__)
+
+STOPPED_BY_USER = "Stopped by user."
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Worker:
+    """Runs up to `settings.concurrency` executions at once, each in a warm child process."""
+
+    def __init__(self, store: Store, settings: Settings, wakeup: Wakeup | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.wakeup = wakeup or Wakeup()
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._closing = threading.Event()
+        self._draining_deadline: float | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop_ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._listener: PostgresListener | None = None
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Register, reconcile what earlier workers left, and start the threads."""
+        self.settings.ensure_folders()
+        self.store.queue.register_worker(self.id, socket.gethostname(), os.getpid())
+        self.reconcile()
+        if not self.store.db.is_sqlite:
+            self._listener = PostgresListener(libpq_conninfo(self.store.db.url), self.wakeup)
+            self._listener.start()
+        for slot in range(self.settings.concurrency):
+            self._spawn(self._slot_loop, f"datamill-slot-{slot}")
+        self._spawn(self._heartbeat_loop, "datamill-heartbeat")
+        log.info("worker %s started with %d slots", self.id, self.settings.concurrency)
+
+    def _spawn(self, target: object, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self._threads.append(thread)
+
+    def shutdown(self, grace_seconds: float | None = None) -> None:
+        """Stop claiming; let running executions finish within the grace, hand back the rest."""
+        grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        self._draining_deadline = time.monotonic() + grace
+        self._closing.set()
+        self.wakeup.notify_work()
+        for thread in self._threads:
+            thread.join()
+        if self._listener is not None:
+            self._listener.close()
+        try:
+            self.store.queue.unregister_worker(self.id)
+        except Exception:  # the database may be gone; reconciliation will cope
+            log.exception("could not unregister worker %s", self.id)
+        log.info("worker %s stopped", self.id)
+
+    def reconcile(self) -> list[int]:
+        """End in ERROR the running executions of workers that are gone."""
+        lost = self.store.queue.reconcile_lost_workers(
+            dt.timedelta(seconds=self.settings.worker_lost_seconds),
+            is_local_pid_alive=pid_alive,
+            hostname=socket.gethostname(),
+            staging_root=str(self.settings.staging_root),
+        )
+        if lost:
+            log.warning("executions %s ended in ERROR: their worker was lost", lost)
+            self.wakeup.notify_work()
+        return lost
+
+    # ------------------------------------------------------------ threads
+
+    def _heartbeat_loop(self) -> None:
+        beats = 0
+        while not self._closing.is_set():
+            try:
+                stop_ids = self.store.queue.heartbeat(self.id)
+                with self._lock:
+                    self._stop_ids |= stop_ids
+                beats += 1
+                if beats % 5 == 0:
+                    self.reconcile()
+            except Exception:
+                log.exception("heartbeat failed; retrying")
+            # A stop request wakes us early so it takes effect at once.
+            if self.wakeup.stop_requested.wait(self.settings.heartbeat_seconds):
+                self.wakeup.stop_requested.clear()
+
+    def _slot_loop(self) -> None:
+        horse: Horse | None = None
+        seen = -1
+        while not self._closing.is_set():
+            generation = self.wakeup.generation
+            try:
+                execution = self.store.queue.claim_next_execution(self.id)
+            except Exception:
+                log.exception("claiming failed; retrying")
+                execution = None
+                time.sleep(self.settings.poll_seconds)
+            if execution is None:
+                seen = self.wakeup.wait_for_work(self.settings.poll_seconds, generation)
+                continue
+            if horse is None or not horse.alive:
+                horse = Horse()
+            horse = self._run(execution, horse)
+            # The configuration's slot is free again: its next run may start.
+            self.wakeup.notify_work()
+        del seen
+        if horse is not None:
+            horse.kill()
+
+    # ------------------------------------------------------------ one execution
+
+    def _run(self, execution: Execution, horse: Horse) -> Horse | None:
+        """Run one claimed execution to a terminal state; returns the horse if reusable."""
+        staging = self.settings.staging_root / str(execution.id)
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            with self.store.db.write() as conn:
+                config = self.store.jobs.get(conn, execution.job_configuration_id)
+                request = build_request(conn, self.store, self.settings, execution, config)
+        except DatamillError as error:
+            self._finish(execution, Outcome(JobStatus.ERROR, error_message=error.message))
+            return horse
+        os.makedirs(staging, exist_ok=True)
+        reusable: Horse | None = horse
+        try:
+            horse.send(request)
+            outcome, reusable = self._await(execution, horse)
+        except HorseDied as died:
+            outcome, reusable = Outcome(JobStatus.ERROR, error_message=str(died)), None
+        if outcome is None:  # handed back during shutdown
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
+        self._finish(execution, outcome)
+        shutil.rmtree(staging, ignore_errors=True)
+        return reusable
+
+    def _await(self, execution: Execution, horse: Horse) -> tuple[Outcome | None, Horse | None]:
+        last_progress = 0.0
+        while True:
+            if self._stop_asked(execution.id):
+                horse.kill()
+                return Outcome(JobStatus.CANCELED, error_message=STOPPED_BY_USER), None
+            if self._draining_deadline is not None and time.monotonic() > self._draining_deadline:
+                horse.kill()
+                self.store.queue.hand_back(execution.id, self.id)
+                log.info("execution %d handed back at shutdown", execution.id)
+                return None, None
+            message = horse.receive(0.05)
+            if message is None:
+                continue
+            if message[0] == "progress":
+                now = time.monotonic()
+                if now - last_progress >= 0.5:
+                    last_progress = now
+                    try:
+                        self.store.queue.report_progress(execution.id, float(message[1]))
+                    except Exception:
+                        log.exception("could not record progress")
+                continue
+            result = run_result(message)
+            if isinstance(result, str):
+                return Outcome(JobStatus.ERROR, error_message=result), horse
+            return _success(result, str(self.settings.staging_root / str(execution.id))), horse
+
+    def _stop_asked(self, execution_id: int) -> bool:
+        with self._lock:
+            if execution_id in self._stop_ids:
+                self._stop_ids.discard(execution_id)
+                return True
+        return False
+
+    def _finish(self, execution: Execution, outcome: Outcome) -> None:
+        # The store may be briefly unreachable (a PostgreSQL restart): keep
+        # trying rather than leave the run stranded; reconciliation is the backstop.
+        for attempt in range(30):
+            try:
+                if not self.store.queue.finish(execution, self.id, outcome):
+                    log.warning("execution %d was no longer ours to finish", execution.id)
+                return
+            except OSError:
+                log.exception("publishing execution %d failed", execution.id)
+                outcome = Outcome(JobStatus.ERROR, error_message="publishing the data failed")
+            except Exception:
+                log.exception("finishing execution %d failed (attempt %d)", execution.id, attempt)
+                time.sleep(min(0.1 * 2**attempt, 2.0))
+
+
+def _success(result: RunResult, staging_dir: str) -> Outcome:
+    return Outcome(
+        status=result.status,
+        success_count=result.success_count,
+        failure_count=result.failure_count,
+        counters=result.counters,
+        sheets=result.sheets,
+        staging_dir=staging_dir,
+        moves=result.moves,
+        bytes_read=result.counters.get("IMPORT_BYTES", 0),
+    )

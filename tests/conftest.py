@@ -1,0 +1,116 @@
+"""Shared fixtures: every store-backed test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from datamill.bootstrap import Node, open_node
+from datamill.services.auth import hash_password
+from datamill.settings import Settings
+from datamill.store.db import Database
+from datamill.store.migrate import upgrade
+
+PG_URL = os.environ.get(
+    "DATAMILL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI") == "true"
+TEMPLATE = f"datamill_tpl_{os.getpid()}"
+
+
+def _admin_conninfo() -> str:
+    url = make_url(PG_URL).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def postgres_unavailable_reason() -> str | None:
+    """Why PostgreSQL tests cannot run here, or None if they can."""
+    try:
+        with psycopg.connect(_admin_conninfo(), connect_timeout=3):
+            return None
+    except psycopg.Error as error:
+        return f"PostgreSQL at {PG_URL} is not reachable: {error}"
+
+
+def require_postgres() -> None:
+    """Skip locally without PostgreSQL; fail under CI, which must never pass by skipping."""
+    reason = postgres_unavailable_reason()
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated template database; each test clones it (fast, isolated)."""
+    require_postgres()
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    db = Database(make_url(PG_URL).set(database=TEMPLATE).render_as_string(hide_password=False))
+    upgrade(db)
+    db.dispose()
+    yield TEMPLATE
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test."""
+    template = request.getfixturevalue("postgres_template")
+    name = f"datamill_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The metadata database URL, once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'meta.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Settings for an isolated Datamill home on the backend under test."""
+    return Settings(
+        home=tmp_path / "home",
+        database_url=database_url,
+        heartbeat_seconds=0.2,
+        worker_lost_seconds=2.0,
+        poll_seconds=0.2,
+        shutdown_grace_seconds=5.0,
+        stop_wait_seconds=20.0,
+        engine_memory_limit="512MB",
+        concurrency=2,
+    )
+
+
+@pytest.fixture
+def node(settings: Settings) -> Iterator[Node]:
+    """A migrated store with services and an admin user 'admin' (password 'secret')."""
+    node = open_node(settings)
+    node.store.users.create("admin", hash_password("secret"), roles=("ADMIN",))
+    yield node
+    node.store.close()
+
+
+@pytest.fixture
+def files_root(settings: Settings) -> Path:
+    """The folder sources may read and sinks may write."""
+    root = Path(settings.resolved_source_roots[0])
+    root.mkdir(parents=True, exist_ok=True)
+    return root
