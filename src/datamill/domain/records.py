@@ -59,6 +59,7 @@ class Execution:
     heartbeat_at: dt.datetime | None
     variables: dict[str, Any]
     stop_requested: bool
+    attempts: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -50,8 +50,9 @@ def expand_source_paths(path: str, roots: tuple[str, ...]) -> list[str]:
         if not os.path.isfile(real):
             raise PathNotAllowed(f"source file {path!r} does not exist")
         return [real]
-    check_path(os.path.dirname(path.split("*")[0].split("?")[0].split("[")[0]) or "/", roots,
-               "source path")
+    check_path(
+        os.path.dirname(path.split("*")[0].split("?")[0].split("[")[0]) or "/", roots, "source path"
+    )
     matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
     if not matches:
         raise PathNotAllowed(f"source glob {path!r} matches no file")

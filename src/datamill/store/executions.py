@@ -37,6 +37,7 @@ def execution_from_row(row: Any) -> Execution:
         heartbeat_at=row.heartbeat_at,
         variables=dict(row.variables or {}),
         stop_requested=bool(row.stop_requested),
+        attempts=row.attempts,
     )
 
 
@@ -65,6 +66,7 @@ def create_execution(
             variables=variables or {},
             stop_requested=False,
             bytes_read=0,
+            attempts=0,
         )
         .returning(E.c.id)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 import uuid as uuid_module
 from typing import Any
 
@@ -15,6 +16,7 @@ from datamill.errors import AlreadyExists, InvalidInput, NotFound
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 DEFAULT_FOLDERS = ("/Data/ImportJobs", "/Data/ExportJobs", "/Analytics/Workbooks", "/.system")
 ROOT_OWNER = "system"
 
@@ -115,15 +117,15 @@ class FileRepository:
             if len(reference) > 18:
                 return None
             column, value = t.files.c.id, int(reference)
-        elif reference.startswith("/"):
-            try:
-                column, value = t.files.c.path, normalize_path(reference)
-            except InvalidInput:
-                return None
-        elif len(reference) == 36:
+        elif _UUID.match(reference):
             column, value = t.files.c.uuid, reference.lower()
         else:
-            return None
+            # A path; the leading slash is lost when a client writes it raw after
+            # the route's own slash and the doubled slash is folded.
+            try:
+                column, value = t.files.c.path, normalize_path("/" + reference.lstrip("/"))
+            except InvalidInput:
+                return None
         row = conn.execute(sa.select(t.files).where(column == value)).first()
         return file_from_row(row) if row is not None else None
 

@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import shutil
 from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -144,6 +143,7 @@ class ExecutionQueue:
                 worker_id=worker_id,
                 heartbeat_at=now,
                 progress=0.0,
+                attempts=E.c.attempts + 1,
             )
             .returning(*E.c)
         ).first()

@@ -122,6 +122,8 @@ executions = sa.Table(
     sa.Column("variables", sa.JSON, nullable=False),
     sa.Column("stop_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("bytes_read", sa.BigInteger, nullable=False, default=0),
+    # How often a worker claimed this execution: 1 unless it was handed back.
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Index("ix_executions_config_id", "job_configuration_id", "id"),
     sa.Index("ix_executions_status_id", "status", "id"),
     # The database itself guarantees that one configuration never has two

@@ -121,8 +121,9 @@ class Worker:
                 self.wakeup.stop_requested.clear()
 
     def _slot_loop(self) -> None:
-        horse: Horse | None = None
-        seen = -1
+        # Started before any work arrives, so the first run does not pay for
+        # spawning a process and importing the engine.
+        horse: Horse | None = Horse()
         while not self._closing.is_set():
             generation = self.wakeup.generation
             try:
@@ -132,14 +133,14 @@ class Worker:
                 execution = None
                 time.sleep(self.settings.poll_seconds)
             if execution is None:
-                seen = self.wakeup.wait_for_work(self.settings.poll_seconds, generation)
+                # Announcements made since `generation` was read end the wait at once.
+                self.wakeup.wait_for_work(self.settings.poll_seconds, generation)
                 continue
             if horse is None or not horse.alive:
                 horse = Horse()
             horse = self._run(execution, horse)
             # The configuration's slot is free again: its next run may start.
             self.wakeup.notify_work()
-        del seen
         if horse is not None:
             horse.kill()
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 13:26:17.580514
+Create Date: 2026-11-28 13:30:58.231279
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ def upgrade() -> None:
         sa.Column("variables", sa.JSON(), nullable=False),
         sa.Column("stop_requested", sa.Boolean(), nullable=False),
         sa.Column("bytes_read", sa.BigInteger(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["job_configuration_id"],
             ["job_configurations.id"],

@@ -1,0 +1,100 @@
+"""Small helpers shared by tests: waiting for runs, defining demo-like jobs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from datamill.bootstrap import Node
+from datamill.domain.records import Execution, User
+from datamill.domain.status import JobKind, JobStatus
+from datamill.store import executions as ex
+
+
+def admin(node: Node) -> User:
+    """The 'admin' user created by the node fixture."""
+    with node.store.db.read() as conn:
+        user = node.store.users.get(conn, "admin")
+    assert user is not None
+    return user
+
+
+def execution(node: Node, execution_id: int) -> Execution:
+    """The execution as stored now."""
+    with node.store.db.read() as conn:
+        return ex.get_execution(conn, execution_id)
+
+
+def wait_for(
+    node: Node, execution_id: int, statuses: set[JobStatus], timeout: float = 60.0
+) -> Execution:
+    """Poll until the execution reaches one of `statuses`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = execution(node, execution_id)
+        if current.status in statuses:
+            return current
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"execution {execution_id} still {current.status} after {timeout}s"
+            )
+        time.sleep(0.05)
+
+
+def wait_terminal(node: Node, execution_id: int, timeout: float = 60.0) -> Execution:
+    """Poll until the execution has ended."""
+    terminal = {s for s in JobStatus if s.is_terminal}
+    return wait_for(node, execution_id, terminal, timeout)
+
+
+def write_orders_csv(folder: Path, rows: int = 50, bad_rows: int = 0) -> Path:
+    """orders.csv with `rows` good records and `bad_rows` records whose amount is not a number."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["order_id,region,amount"]
+    regions = ["north", "south", "east"]
+    for i in range(1, rows + 1):
+        lines.append(f"{i},{regions[i % 3]},{i * 10}")
+    for j in range(bad_rows):
+        lines.append(f"{rows + j + 1},west,not-a-number")
+    path = folder / "orders.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def orders_import(path: Path) -> dict[str, Any]:
+    """An import job definition for write_orders_csv's file."""
+    return {
+        "source": {"kind": "csv", "path": str(path)},
+        "schema": [
+            {"name": "order_id", "type": "BIGINT"},
+            {"name": "region", "type": "VARCHAR"},
+            {"name": "amount", "type": "DOUBLE"},
+        ],
+        "errorMode": "DROP_RECORD",
+    }
+
+
+def totals_workbook(import_path: str, sql: str | None = None) -> dict[str, Any]:
+    """A workbook that sums amounts per region above ${min_amount}."""
+    return {
+        "variables": {"min_amount": {"type": "DOUBLE", "default": 0}},
+        "sheets": [
+            {"kind": "data", "name": "orders", "source": {"importJob": import_path}},
+            {
+                "kind": "sql",
+                "name": "totals",
+                "keep": True,
+                "sql": sql
+                or "SELECT region, count(*) AS n, sum(amount) AS total FROM orders "
+                "WHERE amount >= ${min_amount} GROUP BY region ORDER BY region",
+            },
+        ],
+    }
+
+
+def define(node: Node, path: str, definition: dict[str, Any]) -> int:
+    """Define a job owned by admin; returns its file id."""
+    kind = {".imp": JobKind.IMPORT, ".wbk": JobKind.WORKBOOK, ".exp": JobKind.EXPORT}[path[-4:]]
+    entry, _ = node.jobs.define_job(path, kind, definition, "admin")
+    return entry.id
