@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     stop_wait_seconds: float = Field(
         default=30.0, ge=0, description="How long a stop request waits for the run to end."
     )
+    housekeeping_seconds: float = Field(
+        default=30.0, gt=0, description="How often a worker removes deleted and expired data."
+    )
     admin_password: str | None = Field(
         default=None, description="Password of the first admin; generated and printed if unset."
     )

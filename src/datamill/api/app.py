@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from datamill.api import job_routes
+from datamill.api import data_routes, job_routes, legacy_routes
 from datamill.api.wire import Clock, PrettyJSONResponse, failure
 from datamill.errors import DatamillError, NotAuthenticated
 from datamill.services.auth import Authenticator
@@ -45,6 +45,8 @@ def create_app(settings: Settings, jobs: JobService) -> FastAPI:
     app.state.authenticator = Authenticator(jobs.store)
     app.state.clock = Clock(settings.timezone)
     app.include_router(job_routes.router)
+    app.include_router(legacy_routes.router)
+    app.include_router(data_routes.router)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

@@ -5,15 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from datamill.api.bodies import lenient_json_body
 from datamill.api.security import current_user
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis
 from datamill.domain.estimate import format_duration, remaining_seconds
 from datamill.domain.records import Execution, User
 from datamill.domain.status import JobStatus
+from datamill.errors import InvalidInput
+from datamill.services import plans
 from datamill.services.jobs import JobService
-from datamill.services.permissions import Access, has_access, require_access
+from datamill.services.permissions import Access, has_access
 from datamill.store import executions as ex
 from datamill.store.db import utcnow
 
@@ -142,10 +146,54 @@ def job_history(
     length: Annotated[int, Query(ge=0, le=10000)] = 10,
 ) -> Response:
     """A page of a configuration's executions, newest first."""
-    service = _service(request)
-    with service.store.db.read() as conn:
-        config = service.store.jobs.get(conn, config_id)
-        entry = service.store.files.get(conn, config.file_id)
-        require_access(conn, user, entry, Access.READ)
-        page = ex.execution_history(conn, config_id, start, length)
+    page = _service(request).history(config_id, user, start, length)
     return PrettyJSONResponse([{"id": i, "jobStatus": s.value} for i, s in page])
+
+
+@router.post("/api/job-execution/sequential-trigger")
+async def sequential_trigger(request: Request, user: CurrentUser) -> Response:
+    """Trigger files and their data-driven downstream as one ordered plan."""
+    body = await lenient_json_body(request)
+    references, variables = _plan_request(body)
+    plan = await run_in_threadpool(
+        plans.sequential_trigger, _service(request), references, user, variables
+    )
+    members: list[dict[str, Any]] = []
+    for member in plan:
+        item: dict[str, Any] = {
+            "job-configuration-name": member.name.rsplit(".", 1)[0],
+            "job-configuration-id": member.configuration_id,
+            "trigger": member.execution_id is not None,
+        }
+        if member.execution_id is not None:
+            item["job-execution-id"] = member.execution_id
+        else:
+            item["reason"] = member.reason
+        members.append(item)
+    return PrettyJSONResponse({"status": "success", "execution-plan": members})
+
+
+def _plan_request(body: Any) -> tuple[list[str], dict[str, Any]]:
+    # The older form is a bare array of file references.
+    if isinstance(body, list):
+        body = {"fileIds": body}
+    if not isinstance(body, dict):
+        raise InvalidInput('the body must be {"fileIds": [...], "variables": {...}} or an array')
+    unknown = set(body) - {"fileIds", "variables"}
+    if unknown:
+        raise InvalidInput(f"unknown member(s): {', '.join(sorted(unknown))}")
+    file_ids = body.get("fileIds")
+    if not isinstance(file_ids, list):
+        raise InvalidInput("fileIds must be an array of file ids, uuids or paths")
+    references = []
+    for index, item in enumerate(file_ids):
+        if isinstance(item, bool) or not isinstance(item, (int, str)) or item == "":
+            raise InvalidInput(f"fileIds[{index}] must be a file id, uuid or path")
+        references.append(str(item))
+    variables = body.get("variables") or {}
+    if not isinstance(variables, dict):
+        raise InvalidInput("variables must be an object of name: value")
+    for name, value in variables.items():
+        if isinstance(value, (dict, list)):
+            raise InvalidInput(f"variables.{name} must be a single value")
+    return references, variables

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import pydantic
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.domain.definitions import JobDefinition, definition_model
@@ -16,7 +15,7 @@ from datamill.domain.records import Execution, FileEntry, JobConfiguration, User
 from datamill.domain.status import JobKind, JobStatus, TriggerType
 from datamill.errors import Conflict, InvalidDefinition, InvalidInput, NotFound, StopTimeout
 from datamill.services.permissions import Access, require_access
-from datamill.services.wakeup import CHANNEL, Wakeup
+from datamill.services.wakeup import Wakeup
 from datamill.store import executions as ex
 from datamill.store.db import utcnow
 from datamill.store.store import Store
@@ -35,6 +34,17 @@ def parse_definition(kind: JobKind, raw: dict[str, Any]) -> JobDefinition:
             message = item["msg"].removeprefix("Value error, ")
             problems.append(f"{where}: {message}" if where else message)
         raise InvalidDefinition("; ".join(problems)) from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ByConfiguration:
+    """Names a job by its configuration id (the older /rest routes do)."""
+
+    id: int
+
+
+JobReference = str | ByConfiguration
+"""A file id, uuid or path as text, or a configuration id."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,20 +89,36 @@ class JobService:
         return entry
 
     def resolve_job(
-        self, conn: Connection, reference: str, user: User, access: Access
+        self, conn: Connection, reference: JobReference, user: User, access: Access
     ) -> tuple[FileEntry, JobConfiguration]:
-        """The job file and configuration a reference names."""
+        """The job file and configuration a file reference or configuration id names."""
+        if isinstance(reference, ByConfiguration):
+            return self._resolve_configuration(conn, reference.id, user, access)
         entry = self.resolve_file(conn, reference, user, access)
         config = self.store.jobs.for_file(conn, entry.id)
         if config is None:
             raise InvalidInput(f"{entry.path} is not a job (import job, workbook or export job)")
         return entry, config
 
+    def _resolve_configuration(
+        self, conn: Connection, config_id: int, user: User, access: Access
+    ) -> tuple[FileEntry, JobConfiguration]:
+        missing = NotFound(f"Entity of type 'JobConfiguration' with id '{config_id}' not found.")
+        try:
+            config = self.store.jobs.get(conn, config_id)
+            entry = self.store.files.get(conn, config.file_id)
+            require_access(conn, user, entry, Access.READ)
+        except NotFound:
+            # Unknown and unreadable configurations answer alike.
+            raise missing from None
+        require_access(conn, user, entry, access)
+        return entry, config
+
     # ------------------------------------------------------------ triggering
 
     def trigger(
         self,
-        reference: str,
+        reference: JobReference,
         user: User,
         *,
         trigger_type: TriggerType = TriggerType.RESTAPI,
@@ -104,19 +130,14 @@ class JobService:
             execution_id = ex.create_execution(
                 conn, config, trigger_type, user.name, variables=variables
             )
-            self._notify_other_nodes(conn, "work")
+            ex.notify_other_nodes(conn, "work")
             execution = ex.get_execution(conn, execution_id)
         self.wakeup.notify_work()
         return execution
 
-    def _notify_other_nodes(self, conn: Connection, payload: str) -> None:
-        # Delivered on commit, so a woken worker always finds the new row.
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
-
     # ------------------------------------------------------------ inspecting
 
-    def status(self, reference: str, user: User) -> StatusView:
+    def status(self, reference: JobReference, user: User) -> StatusView:
         """The newest execution of a job file, with an estimate if it runs."""
         with self.store.db.read() as conn:
             entry, config = self.resolve_job(conn, reference, user, Access.READ)
@@ -133,17 +154,42 @@ class JobService:
         mean = ex.mean_run_seconds(conn, execution.job_configuration_id)
         return remaining_seconds(elapsed, execution.progress, mean)
 
+    def history(
+        self, config_id: int, user: User, start: int, length: int
+    ) -> list[tuple[int, JobStatus]]:
+        """A page of a configuration's executions, newest first."""
+        with self.store.db.read() as conn:
+            self.resolve_job(conn, ByConfiguration(config_id), user, Access.READ)
+            return ex.execution_history(conn, config_id, start, length)
+
+    def volume_report(self, config_id: int, user: User) -> list[tuple[int, JobStatus, int]]:
+        """(execution id, status, bytes read) of a configuration's ended runs, newest first."""
+        with self.store.db.read() as conn:
+            self.resolve_job(conn, ByConfiguration(config_id), user, Access.READ)
+            return ex.volume_report(conn, config_id)
+
     def execution(self, execution_id: int, user: User) -> tuple[Execution, FileEntry]:
         """One execution, if the user may read its job file."""
         with self.store.db.read() as conn:
+            return self._visible_execution(conn, execution_id, user)
+
+    def _visible_execution(
+        self, conn: Connection, execution_id: int, user: User
+    ) -> tuple[Execution, FileEntry]:
+        try:
             execution = ex.get_execution(conn, execution_id)
             entry = self.store.files.get(conn, execution.file_id)
             require_access(conn, user, entry, Access.READ)
+        except NotFound:
+            # Unknown and unreadable executions answer alike.
+            raise NotFound(
+                f"Entity of type 'JobExecution' with id '{execution_id}' not found."
+            ) from None
         return execution, entry
 
     # ------------------------------------------------------------ stopping
 
-    def stop(self, reference: str, user: User) -> Execution:
+    def stop(self, reference: JobReference, user: User) -> Execution:
         """Stop the job's active execution; return once it is no longer running."""
         with self.store.db.write() as conn:
             _entry, config = self.resolve_job(conn, reference, user, Access.EXECUTE)
@@ -152,10 +198,24 @@ class JobService:
                 raise Conflict("There is no queued or running execution of this job to stop.")
             status = ex.request_stop(conn, active.id)
             if status is JobStatus.RUNNING:
-                self._notify_other_nodes(conn, "stop")
+                ex.notify_other_nodes(conn, "stop")
         if status is JobStatus.RUNNING:
             self.wakeup.notify_stop()
         return self.wait_until_not_running(active.id)
+
+    def stop_execution(self, execution_id: int, user: User) -> Execution:
+        """Stop one execution by id (the older job-kill route)."""
+        with self.store.db.write() as conn:
+            execution, entry = self._visible_execution(conn, execution_id, user)
+            require_access(conn, user, entry, Access.EXECUTE)
+            if execution.status.is_terminal:
+                raise Conflict(f"Execution {execution_id} has already ended ({execution.status}).")
+            status = ex.request_stop(conn, execution_id)
+            if status is JobStatus.RUNNING:
+                ex.notify_other_nodes(conn, "stop")
+        if status is JobStatus.RUNNING:
+            self.wakeup.notify_stop()
+        return self.wait_until_not_running(execution_id)
 
     def wait_until_not_running(self, execution_id: int) -> Execution:
         """Poll until the execution has left RUNNING, within the configured bound."""

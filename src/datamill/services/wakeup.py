@@ -7,9 +7,9 @@ import threading
 
 import psycopg
 
-log = logging.getLogger(__name__)
+from datamill.store.executions import WAKEUP_CHANNEL as CHANNEL
 
-CHANNEL = "datamill_queue"
+log = logging.getLogger(__name__)
 
 
 class Wakeup:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.domain.records import DataResult
+from datamill.domain.status import ACTIVE_STATUSES
 from datamill.store import tables as t
 
 D = t.data
@@ -27,14 +29,21 @@ def data_from_row(row: Any) -> DataResult:
     )
 
 
-def newest_data(conn: Connection, config_id: int) -> DataResult | None:
-    """The newest visible data of a configuration."""
-    row = conn.execute(
+def newest_data(conn: Connection, config_id: int, *, lock: bool = False) -> DataResult | None:
+    """The newest visible data of a configuration.
+
+    With `lock`, the row is share-locked until the transaction ends, so a
+    concurrent deletion waits until the reader has recorded that it reads it.
+    """
+    query = (
         sa.select(D)
         .where(D.c.job_configuration_id == config_id, D.c.deleted.is_(False))
         .order_by(D.c.id.desc())
         .limit(1)
-    ).first()
+    )
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    row = conn.execute(query).first()
     return data_from_row(row) if row is not None else None
 
 
@@ -55,3 +64,59 @@ def record_inputs(conn: Connection, execution_id: int, data_ids: list[int]) -> N
             sa.insert(t.execution_inputs),
             [{"execution_id": execution_id, "data_id": d} for d in sorted(set(data_ids))],
         )
+
+
+def get_data(conn: Connection, data_id: int) -> DataResult | None:
+    """One data result, deleted or not."""
+    row = conn.execute(sa.select(D).where(D.c.id == data_id)).first()
+    return data_from_row(row) if row is not None else None
+
+
+def mark_deleted(conn: Connection, data_id: int, now: dt.datetime) -> bool:
+    """Hide a data result at once; False if it was already marked."""
+    return bool(
+        conn.execute(
+            sa.update(D)
+            .where(D.c.id == data_id, D.c.deleted.is_(False))
+            .values(deleted=True, deleted_at=now)
+        ).rowcount
+    )
+
+
+def removable_data(conn: Connection) -> list[DataResult]:
+    """Marked data whose files may go: no active execution reads them."""
+    active = [s.value for s in ACTIVE_STATUSES]
+    in_use = (
+        sa.select(t.execution_inputs.c.data_id)
+        .join(t.executions, t.executions.c.id == t.execution_inputs.c.execution_id)
+        .where(t.executions.c.status.in_(active))
+    )
+    rows = conn.execute(
+        sa.select(D).where(D.c.deleted.is_(True), D.c.location != "", D.c.id.not_in(in_use))
+    ).all()
+    return [data_from_row(r) for r in rows]
+
+
+def forget_location(conn: Connection, data_id: int) -> None:
+    """Record that a marked result's files are gone."""
+    conn.execute(sa.update(D).where(D.c.id == data_id).values(location=""))
+
+
+def expire_beyond_keep_count(conn: Connection, config_id: int, keep: int, now: dt.datetime) -> int:
+    """Mark all but the newest `keep` visible results of a configuration; returns how many."""
+    keep_ids = (
+        sa.select(D.c.id)
+        .where(D.c.job_configuration_id == config_id, D.c.deleted.is_(False))
+        .order_by(D.c.id.desc())
+        .limit(keep)
+    )
+    result = conn.execute(
+        sa.update(D)
+        .where(
+            D.c.job_configuration_id == config_id,
+            D.c.deleted.is_(False),
+            D.c.id.not_in(keep_ids),
+        )
+        .values(deleted=True, deleted_at=now)
+    )
+    return int(result.rowcount)

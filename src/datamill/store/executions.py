@@ -8,12 +8,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.domain.records import Execution, JobConfiguration
-from datamill.domain.status import ACTIVE_STATUSES, JobStatus, TriggerType
+from datamill.domain.status import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, TriggerType
 from datamill.errors import NotFound
 from datamill.store import tables as t
 from datamill.store.db import utcnow
+from datamill.store.plans import settle_dependents
 
 E = t.executions
+WAKEUP_CHANNEL = "datamill_queue"
 
 
 def execution_from_row(row: Any) -> Execution:
@@ -71,6 +73,12 @@ def create_execution(
         .returning(E.c.id)
     )
     return int(result.scalar_one())
+
+
+def notify_other_nodes(conn: Connection, payload: str) -> None:
+    """Wake workers on other nodes (PostgreSQL NOTIFY, delivered on commit)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": WAKEUP_CHANNEL, "p": payload})
 
 
 def get_execution(conn: Connection, execution_id: int) -> Execution:
@@ -150,6 +158,7 @@ def request_stop(conn: Connection, execution_id: int) -> JobStatus:
         )
     )
     if canceled.rowcount:
+        settle_dependents(conn, execution_id, JobStatus.CANCELED)
         return JobStatus.CANCELED
     conn.execute(
         sa.update(E)
@@ -173,3 +182,16 @@ def mean_run_seconds(conn: Connection, config_id: int, last: int = 5) -> float |
     ).all()
     durations = [(r.finished_at - r.started_at).total_seconds() for r in rows if r.finished_at]
     return sum(durations) / len(durations) if durations else None
+
+
+def volume_report(conn: Connection, config_id: int) -> list[tuple[int, JobStatus, int]]:
+    """(id, status, bytes read) of a configuration's ended executions, newest first."""
+    rows = conn.execute(
+        sa.select(E.c.id, E.c.status, E.c.bytes_read)
+        .where(
+            E.c.job_configuration_id == config_id,
+            E.c.status.in_([s.value for s in TERMINAL_STATUSES]),
+        )
+        .order_by(E.c.id.desc())
+    ).all()
+    return [(r.id, JobStatus(r.status), int(r.bytes_read)) for r in rows]

@@ -161,3 +161,41 @@ class FileRepository:
             .returning(t.files.c.id)
         )
         return int(result.scalar_one())
+
+    def set_others_flags(
+        self, conn: Connection, file_id: int, *, readable: bool, writable: bool, executable: bool
+    ) -> None:
+        """Set what every user may do with a file."""
+        conn.execute(
+            sa.update(t.files)
+            .where(t.files.c.id == file_id)
+            .values(
+                others_readable=readable,
+                others_writable=writable,
+                others_executable=executable,
+                updated_at=utcnow(),
+            )
+        )
+
+    def set_group_flags(
+        self,
+        conn: Connection,
+        file_id: int,
+        group: str,
+        *,
+        readable: bool,
+        writable: bool,
+        executable: bool,
+    ) -> None:
+        """Set what members of one group may do with a file."""
+        gp = t.file_group_permissions
+        conn.execute(sa.delete(gp).where(gp.c.file_id == file_id, gp.c.group_name == group))
+        conn.execute(
+            sa.insert(gp).values(
+                file_id=file_id,
+                group_name=group,
+                readable=readable,
+                writable=writable,
+                executable=executable,
+            )
+        )

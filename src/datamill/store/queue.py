@@ -16,7 +16,8 @@ from datamill.domain.records import Execution
 from datamill.domain.status import JobStatus
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
-from datamill.store.executions import execution_from_row
+from datamill.store.executions import execution_from_row, notify_other_nodes
+from datamill.store.plans import settle_dependents
 
 E = t.executions
 W = t.workers
@@ -200,6 +201,8 @@ class ExecutionQueue:
                     bytes_read=outcome.bytes_read,
                 )
             )
+            if settle_dependents(conn, execution.id, outcome.status):
+                notify_other_nodes(conn, "work")
         return True
 
     def _publish_data(
@@ -286,6 +289,8 @@ class ExecutionQueue:
                         error_message=WORKER_LOST,
                     )
                 )
+                for execution_id in lost:
+                    settle_dependents(conn, execution_id, JobStatus.ERROR)
             if gone:
                 conn.execute(sa.delete(W).where(W.c.id.in_(gone)))
         if staging_root:

@@ -137,6 +137,17 @@ executions = sa.Table(
     ),
 )
 
+# Edges of a sequential plan: an execution waits until all its upstreams succeed.
+execution_dependencies = sa.Table(
+    "execution_dependencies",
+    metadata,
+    sa.Column("execution_id", sa.Integer, sa.ForeignKey("executions.id"), primary_key=True),
+    sa.Column(
+        "upstream_execution_id", sa.Integer, sa.ForeignKey("executions.id"), primary_key=True
+    ),
+    sa.Index("ix_execution_dependencies_upstream", "upstream_execution_id"),
+)
+
 execution_inputs = sa.Table(
     "execution_inputs",
     metadata,

@@ -30,7 +30,7 @@ def _resolve_source(
     wanted = JobKind.IMPORT if source.import_job is not None else JobKind.WORKBOOK
     if config is None or config.kind is not wanted:
         raise JobFailed(f"{what} reads {source.reference}, which is not a {wanted.value} job")
-    result = data_store.newest_data(conn, config.id)
+    result = data_store.newest_data(conn, config.id, lock=True)
     if result is None:
         raise JobFailed(f"{what} reads {source.reference}, which has no data yet: run it first")
     sheet = source.sheet or "data"

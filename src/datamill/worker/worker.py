@@ -17,9 +17,15 @@ from datamill.engine.base import RunResult
 from datamill.errors import DatamillError
 from datamill.services.wakeup import PostgresListener, Wakeup, libpq_conninfo
 from datamill.settings import Settings
+from datamill.store.executions import active_executions
 from datamill.store.queue import Outcome
 from datamill.store.store import Store
 from datamill.worker.horse import Horse, HorseDied, run_result
+from datamill.worker.housekeeping import (
+    expire_old_results,
+    remove_deleted_files,
+    remove_stale_staging,
+)
 from datamill.worker.inputs import build_request
 
 log = logging.getLogger(__name__)
@@ -104,8 +110,17 @@ class Worker:
 
     # ------------------------------------------------------------ threads
 
+    def housekeep(self) -> None:
+        """Expire old results, remove deleted data files and stale staging folders."""
+        expire_old_results(self.store)
+        remove_deleted_files(self.store)
+        with self.store.db.read() as conn:
+            running = {e.id for e in active_executions(conn)}
+        remove_stale_staging(self.settings.staging_root, running)
+
     def _heartbeat_loop(self) -> None:
         beats = 0
+        next_housekeeping = time.monotonic()
         while not self._closing.is_set():
             try:
                 stop_ids = self.store.queue.heartbeat(self.id)
@@ -114,8 +129,11 @@ class Worker:
                 beats += 1
                 if beats % 5 == 0:
                     self.reconcile()
+                if time.monotonic() >= next_housekeeping:
+                    next_housekeeping = time.monotonic() + self.settings.housekeeping_seconds
+                    self.housekeep()
             except Exception:
-                log.exception("heartbeat failed; retrying")
+                log.exception("heartbeat or housekeeping failed; retrying")
             # A stop request wakes us early so it takes effect at once.
             if self.wakeup.stop_requested.wait(self.settings.heartbeat_seconds):
                 self.wakeup.stop_requested.clear()

@@ -1,0 +1,98 @@
+"""The dependency graph between jobs, derived from their definitions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy.engine import Connection
+
+from datamill.domain.definitions import definition_model, upstream_references
+from datamill.domain.records import JobConfiguration
+from datamill.store.store import Store
+
+
+def upstream_graph(conn: Connection, store: Store) -> dict[int, set[int]]:
+    """Configuration id -> ids of the configurations whose data it reads."""
+    graph: dict[int, set[int]] = {}
+    for config in store.jobs.list_all(conn):
+        graph[config.id] = set(upstream_ids(conn, store, config))
+    return graph
+
+
+def upstream_ids(conn: Connection, store: Store, config: JobConfiguration) -> list[int]:
+    """Ids of the configurations one configuration reads from (unresolvable ones skipped)."""
+    definition = definition_model(config.kind).model_validate(config.definition)
+    ids = []
+    for reference in upstream_references(definition):
+        entry = store.files.find(conn, reference)
+        upstream = store.jobs.for_file(conn, entry.id) if entry is not None else None
+        if upstream is not None:
+            ids.append(upstream.id)
+    return ids
+
+
+def downstream_graph(upstream: Mapping[int, Iterable[int]]) -> dict[int, set[int]]:
+    """The reverse of an upstream graph."""
+    downstream: dict[int, set[int]] = {node: set() for node in upstream}
+    for node, sources in upstream.items():
+        for source in sources:
+            downstream.setdefault(source, set()).add(node)
+    return downstream
+
+
+def topological_order(members: list[int], upstream: Mapping[int, Iterable[int]]) -> list[int]:
+    """Members ordered so each comes after its in-plan upstreams; ties keep `members` order.
+
+    Raises CycleFound with the cycle when there is none.
+    """
+    inside = set(members)
+    remaining = {m: {u for u in upstream.get(m, ()) if u in inside and u != m} for m in members}
+    for m in members:
+        if m in set(upstream.get(m, ())):
+            raise CycleFound([m, m])
+    order: list[int] = []
+    while remaining:
+        ready = [m for m in members if m in remaining and not remaining[m]]
+        if not ready:
+            raise CycleFound(find_cycle(remaining))
+        for m in ready:
+            order.append(m)
+            del remaining[m]
+        for deps in remaining.values():
+            deps.difference_update(ready)
+    return order
+
+
+def find_cycle(upstream: Mapping[int, Iterable[int]]) -> list[int]:
+    """One cycle of the graph as a list of nodes (first = last), or [] if there is none."""
+    state: dict[int, int] = {}
+    stack: list[int] = []
+
+    def visit(node: int) -> list[int]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in upstream.get(node, ()):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if state.get(nxt) is None:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in list(upstream):
+        if state.get(node) is None:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+class CycleFound(Exception):
+    """The jobs read from each other in a circle."""
+
+    def __init__(self, cycle: list[int]) -> None:
+        super().__init__(cycle)
+        self.cycle = cycle

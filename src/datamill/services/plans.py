@@ -1,0 +1,102 @@
+"""The sequential trigger: one plan of executions released in dependency order."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from datamill.domain.records import JobConfiguration, User
+from datamill.domain.status import JobKind, JobStatus, TriggerType
+from datamill.errors import InvalidInput
+from datamill.services.graph import CycleFound, downstream_graph, topological_order, upstream_graph
+from datamill.services.jobs import ByConfiguration, JobService
+from datamill.services.permissions import Access
+from datamill.store import executions as ex
+from datamill.store import plans as plan_store
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlanMember:
+    """One line of the execution plan answer."""
+
+    name: str
+    configuration_id: int
+    execution_id: int | None
+    reason: str | None = None
+
+
+def sequential_trigger(
+    jobs: JobService, references: list[str], user: User, variables: dict[str, Any]
+) -> list[PlanMember]:
+    """Trigger the files and every data-driven workbook downstream, in order; all or nothing."""
+    if not references:
+        raise InvalidInput("fileIds must name at least one job")
+    store = jobs.store
+    with store.db.write() as conn:
+        given: list[int] = []
+        for reference in references:
+            _entry, config = jobs.resolve_job(conn, reference, user, Access.EXECUTE)
+            if config.id not in given:
+                given.append(config.id)
+        upstream = upstream_graph(conn, store)
+        configs = {c.id: c for c in store.jobs.list_all(conn)}
+        members = _with_data_driven_downstream(given, upstream, configs)
+        for config_id in members:
+            # All or nothing: every member must be runnable by the caller.
+            jobs.resolve_job(conn, ByConfiguration(config_id), user, Access.EXECUTE)
+        try:
+            order = topological_order(members, upstream)
+        except CycleFound as cycle:
+            names = " -> ".join(configs[c].name for c in cycle.cycle)
+            raise InvalidInput(f"the jobs read from each other in a cycle: {names}") from None
+        plan = _create_executions(conn, order, upstream, configs, user, variables)
+        ex.notify_other_nodes(conn, "work")
+    jobs.wakeup.notify_work()
+    return plan
+
+
+def _with_data_driven_downstream(
+    given: list[int], upstream: dict[int, set[int]], configs: dict[int, JobConfiguration]
+) -> list[int]:
+    downstream = downstream_graph(upstream)
+    members = list(given)
+    index = 0
+    while index < len(members):
+        for candidate in sorted(downstream.get(members[index], ())):
+            config = configs[candidate]
+            data_driven = config.kind is JobKind.WORKBOOK and config.trigger_mode == "DATA_DRIVEN"
+            if data_driven and candidate not in members:
+                members.append(candidate)
+        index += 1
+    return members
+
+
+def _create_executions(
+    conn: Connection,
+    order: list[int],
+    upstream: dict[int, set[int]],
+    configs: dict[int, JobConfiguration],
+    user: User,
+    variables: dict[str, Any],
+) -> list[PlanMember]:
+    execution_of: dict[int, int] = {}
+    edges: list[tuple[int, int]] = []
+    plan = []
+    for config_id in order:
+        waits_on = [execution_of[u] for u in upstream.get(config_id, ()) if u in execution_of]
+        status = JobStatus.WAITING_FOR_OTHER_JOB if waits_on else JobStatus.QUEUED
+        execution_id = ex.create_execution(
+            conn,
+            configs[config_id],
+            TriggerType.SEQUENTIAL,
+            user.name,
+            variables=variables,
+            status=status,
+        )
+        execution_of[config_id] = execution_id
+        edges.extend((execution_id, u) for u in waits_on)
+        plan.append(PlanMember(configs[config_id].name, config_id, execution_id))
+    plan_store.add_dependencies(conn, edges)
+    return plan

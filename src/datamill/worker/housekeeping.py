@@ -1,0 +1,50 @@
+"""Housekeeping: remove deleted and expired data files, and stale staging folders."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from datamill.domain.definitions import definition_model
+from datamill.store import data as data_store
+from datamill.store.db import utcnow
+from datamill.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def expire_old_results(store: Store) -> int:
+    """Mark results beyond each job's minKeepCount for deletion; returns how many."""
+    expired = 0
+    with store.db.write() as conn:
+        now = utcnow()
+        for config in store.jobs.list_all(conn):
+            definition = definition_model(config.kind).model_validate(config.definition)
+            keep = getattr(definition, "min_keep_count", None)
+            if keep is not None:
+                expired += data_store.expire_beyond_keep_count(conn, config.id, keep, now)
+    return expired
+
+
+def remove_deleted_files(store: Store) -> list[int]:
+    """Delete the files of marked data that no active execution reads; returns their ids."""
+    with store.db.read() as conn:
+        removable = data_store.removable_data(conn)
+    removed = []
+    for result in removable:
+        shutil.rmtree(result.location, ignore_errors=True)
+        with store.db.write() as conn:
+            data_store.forget_location(conn, result.id)
+        removed.append(result.id)
+    return removed
+
+
+def remove_stale_staging(staging_root: Path, active_execution_ids: set[int]) -> None:
+    """Remove staging folders of executions that are no longer running."""
+    if not staging_root.is_dir():
+        return
+    for entry in os.scandir(staging_root):
+        if entry.name.isdigit() and int(entry.name) not in active_execution_ids:
+            shutil.rmtree(entry.path, ignore_errors=True)
