@@ -108,7 +108,7 @@ def test_no_permission_on_a_downstream_member_triggers_nothing(node: Node, diamo
         sequential_trigger(node.jobs, [A], eve, {})
     with node.store.db.read() as conn:
         assert active_executions(conn) == []
-    assert [e.name for e in sequential_trigger(node.jobs, [A], admin(node), {})][0] == "a.imp"
+    assert next(e.name for e in sequential_trigger(node.jobs, [A], admin(node), {})) == "a.imp"
 
 
 def test_a_cycle_is_refused_and_names_its_members(node: Node) -> None:
