@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from datamill.bootstrap import Node, open_node
-from datamill.services.auth import hash_password
 from datamill.settings import Settings
 from datamill.store.db import Database
 from datamill.store.migrate import upgrade
+from tests.helpers import password_hash
 
 PG_URL = os.environ.get(
     "DATAMILL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
@@ -103,7 +103,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 def node(settings: Settings) -> Iterator[Node]:
     """A migrated store with services and an admin user 'admin' (password 'secret')."""
     node = open_node(settings)
-    node.store.users.create("admin", hash_password("secret"), roles=("ADMIN",))
+    node.store.users.create("admin", password_hash("secret"), roles=("ADMIN",))
     yield node
     node.store.close()
 

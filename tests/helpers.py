@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
+
+from argon2 import PasswordHasher
 
 from datamill.bootstrap import Node
 from datamill.domain.records import Execution, User
 from datamill.domain.status import JobKind, JobStatus
 from datamill.store import executions as ex
+
+_CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+
+
+@functools.cache
+def password_hash(password: str) -> str:
+    """A real argon2 hash at a low cost, so the many logins of a test run stay fast.
+
+    The server verifies with the parameters stored in the hash, exactly as it
+    does for the hashes it makes itself at the full cost.
+    """
+    return _CHEAP_HASHER.hash(password)
 
 
 def admin(node: Node) -> User:

@@ -9,11 +9,10 @@ import pytest
 from datamill.bootstrap import Node
 from datamill.domain.status import JobStatus, TriggerType
 from datamill.errors import InvalidInput, NotFound
-from datamill.services.auth import hash_password
 from datamill.services.plans import sequential_trigger
 from datamill.store.executions import active_executions
 from datamill.store.queue import Outcome
-from tests.helpers import admin, define, execution
+from tests.helpers import admin, define, execution, password_hash
 
 A = "/Data/ImportJobs/a.imp"
 B = "/Analytics/Workbooks/b.wbk"
@@ -92,7 +91,7 @@ def test_stopping_a_waiting_member_cancels_its_downstream(node: Node, diamond: N
 
 
 def test_no_permission_on_a_downstream_member_triggers_nothing(node: Node, diamond: None) -> None:
-    node.store.users.create("eve", hash_password("pw"), roles=("ANALYST",))
+    node.store.users.create("eve", password_hash("pw"), roles=("ANALYST",))
     with node.store.db.read() as conn:
         eve = node.store.users.get(conn, "eve")
     assert eve is not None

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from datamill.api.bodies import lenient_json_body
-from datamill.api.security import current_user
+from datamill.api.types import CurrentUser, EntityId
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis
 from datamill.domain.estimate import format_duration, remaining_seconds
-from datamill.domain.records import Execution, User
+from datamill.domain.records import Execution
 from datamill.domain.status import JobStatus
 from datamill.errors import InvalidInput
 from datamill.services import plans
@@ -22,7 +22,6 @@ from datamill.store import executions as ex
 from datamill.store.db import utcnow
 
 router = APIRouter()
-CurrentUser = Annotated[User, Depends(current_user)]
 
 
 def _service(request: Request) -> JobService:
@@ -119,7 +118,7 @@ def stop(reference: str, request: Request, user: CurrentUser) -> Response:
 
 
 @router.get("/rest/job-execution/job-details/{execution_id}")
-def job_details(execution_id: int, request: Request, user: CurrentUser) -> Response:
+def job_details(execution_id: EntityId, request: Request, user: CurrentUser) -> Response:
     """Times, status, counts and counters of one execution."""
     execution, entry = _service(request).execution(execution_id, user)
     clock = _clock(request)
@@ -139,7 +138,7 @@ def job_details(execution_id: int, request: Request, user: CurrentUser) -> Respo
 
 @router.get("/rest/job-configuration/job-history/{config_id}")
 def job_history(
-    config_id: int,
+    config_id: EntityId,
     request: Request,
     user: CurrentUser,
     start: Annotated[int, Query(ge=0)] = 0,

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from datamill.api.security import current_user
+from datamill.api.types import ConfigurationQuery, CurrentUser, EntityId
 from datamill.api.wire import PrettyJSONResponse
-from datamill.domain.records import User
 from datamill.services.jobs import ByConfiguration, JobService
 
 router = APIRouter()
-CurrentUser = Annotated[User, Depends(current_user)]
 
 
 def _service(request: Request) -> JobService:
@@ -22,7 +20,7 @@ def _service(request: Request) -> JobService:
 
 
 @router.get("/rest/job-configuration/job-status/{config_id}")
-def job_status(config_id: int, request: Request, user: CurrentUser) -> Response:
+def job_status(config_id: EntityId, request: Request, user: CurrentUser) -> Response:
     """The newest execution of a configuration, or {} if it never ran."""
     view = _service(request).status(ByConfiguration(config_id), user)
     body: dict[str, Any] = {}
@@ -32,23 +30,21 @@ def job_status(config_id: int, request: Request, user: CurrentUser) -> Response:
 
 
 @router.post("/rest/job-execution")
-def trigger(
-    request: Request, user: CurrentUser, configuration: Annotated[int, Query()]
-) -> Response:
+def trigger(request: Request, user: CurrentUser, configuration: ConfigurationQuery) -> Response:
     """Trigger a configuration by id."""
     execution = _service(request).trigger(ByConfiguration(configuration), user)
     return PrettyJSONResponse({"id": execution.id, "jobStatus": execution.status.value})
 
 
 @router.post("/rest/job-execution/job-kill/{execution_id}")
-def job_kill(execution_id: int, request: Request, user: CurrentUser) -> Response:
+def job_kill(execution_id: EntityId, request: Request, user: CurrentUser) -> Response:
     """Stop one execution."""
     _service(request).stop_execution(execution_id, user)
     return PrettyJSONResponse({"status": "success"})
 
 
 @router.get("/rest/job-configuration/volume-report/{config_id}")
-def volume_report(config_id: int, request: Request, user: CurrentUser) -> Response:
+def volume_report(config_id: EntityId, request: Request, user: CurrentUser) -> Response:
     """Bytes read by each ended run of a configuration, newest first."""
     rows = _service(request).volume_report(config_id, user)
     return PrettyJSONResponse(

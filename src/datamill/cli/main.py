@@ -69,6 +69,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(config)
     print(f"Datamill serving on http://{settings.host}:{settings.port}", flush=True)
+    # uvicorn re-raises the signal that stopped it once it has shut down; with
+    # these handlers in place that re-raise is harmless and the worker below
+    # still gets to finish or hand back its running executions.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         server.run()
     finally:

@@ -17,6 +17,7 @@ from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+MAX_ID = 2**31 - 1
 DEFAULT_FOLDERS = ("/Data/ImportJobs", "/Data/ExportJobs", "/Analytics/Workbooks", "/.system")
 ROOT_OWNER = "system"
 
@@ -114,8 +115,8 @@ class FileRepository:
         column: Any
         value: Any
         if reference.isdigit():
-            if len(reference) > 18:
-                return None
+            if len(reference) > 10 or int(reference) > MAX_ID:
+                return None  # larger than any id the store can hold
             column, value = t.files.c.id, int(reference)
         elif _UUID.match(reference):
             column, value = t.files.c.uuid, reference.lower()
