@@ -213,3 +213,25 @@ def test_unknown_history_and_details_are_404(client: TestClient) -> None:
     assert client.get("/rest/job-execution/job-details/999", headers=AUTH).status_code == 404
     bad = client.get("/rest/job-execution/job-details/abc", headers=AUTH)
     assert bad.status_code == 400 and bad.json()["status"] == "failure"
+
+
+def test_openapi_describes_every_route_behind_authentication(client: TestClient) -> None:
+    assert client.get("/openapi.json").status_code == 401
+    schema = client.get("/openapi.json", headers=AUTH).json()
+    assert schema["components"]["securitySchemes"]["basic"]["scheme"] == "basic"
+    paths = set(schema["paths"])
+    for route in (
+        "/api/job-execution/{reference}/status",
+        "/api/job-execution/{reference}/trigger",
+        "/api/job-execution/{reference}/stop",
+        "/api/job-execution/sequential-trigger",
+        "/api/job-execution/list-running",
+        "/rest/job-execution/job-details/{execution_id}",
+        "/rest/job-configuration/job-history/{config_id}",
+        "/rest/data/{data_id}",
+    ):
+        assert route in paths
+
+
+def test_the_health_probe_needs_no_credentials(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}

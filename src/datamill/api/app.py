@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datamill.api import data_routes, job_routes, legacy_routes
+from datamill.api.types import CurrentUser
 from datamill.api.wire import Clock, PrettyJSONResponse, failure
 from datamill.errors import DatamillError, NotAuthenticated
 from datamill.services.auth import Authenticator
@@ -40,7 +41,14 @@ class TolerantPaths:
 
 def create_app(settings: Settings, jobs: JobService) -> FastAPI:
     """Build the HTTP application around ready services."""
-    app = FastAPI(title="Datamill", version="0.1.0", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Datamill",
+        version="0.1.0",
+        description="The Datameer X job REST API. Every route needs HTTP Basic credentials.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.jobs = jobs
     app.state.authenticator = Authenticator(jobs.store)
     app.state.clock = Clock(settings.timezone)
@@ -52,9 +60,23 @@ def create_app(settings: Settings, jobs: JobService) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_user: CurrentUser) -> Response:
+        # Behind authentication like every other route but the health probe.
+        return PrettyJSONResponse(_openapi_with_basic_auth(app))
+
     _install_error_mapping(app)
     app.add_middleware(TolerantPaths)
     return app
+
+
+def _openapi_with_basic_auth(app: FastAPI) -> dict[str, Any]:
+    schema = app.openapi()
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "basic": {"type": "http", "scheme": "basic"}
+    }
+    schema["security"] = [{"basic": []}]
+    return schema
 
 
 def _install_error_mapping(app: FastAPI) -> None:

@@ -149,7 +149,38 @@ def job_history(
     return PrettyJSONResponse([{"id": i, "jobStatus": s.value} for i, s in page])
 
 
-@router.post("/api/job-execution/sequential-trigger")
+_PLAN_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "Lenient JSON, whatever the Content-Type; a bare array is the older form.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "properties": {
+                                "fileIds": {
+                                    "type": "array",
+                                    "items": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
+                                },
+                                "variables": {"type": "object"},
+                            },
+                            "required": ["fileIds"],
+                        },
+                        {
+                            "type": "array",
+                            "items": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/api/job-execution/sequential-trigger", openapi_extra=_PLAN_BODY)
 async def sequential_trigger(request: Request, user: CurrentUser) -> Response:
     """Trigger files and their data-driven downstream as one ordered plan."""
     body = await lenient_json_body(request)
