@@ -113,7 +113,7 @@ def safe_url(url: sa.URL | str) -> str:
     if isinstance(url, str):
         try:
             url = sa.make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             return "<invalid URL>"
     return url.render_as_string(hide_password=True)
 
@@ -121,7 +121,7 @@ def safe_url(url: sa.URL | str) -> str:
 def _parse_url(url: str, what: str) -> sa.URL:
     try:
         return sa.make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise InvalidDefinition(f"{what} URL {safe_url(url)!r} is not a SQLAlchemy URL") from None
 
 
@@ -134,18 +134,19 @@ def _query_value(url: sa.URL, key: str) -> str | None:
 
 def _pg_identity(url: sa.URL) -> tuple[str, int, str]:
     """(host, port, database) as libpq would resolve them, for comparison."""
-    host = (url.host or _query_value(url, "host") or "").lower()
+    # Connection options in the query string override the URL's parts (psycopg).
+    host = (_query_value(url, "host") or url.host or "").lower().strip("[]")
     # A socket folder, like every loopback name, reaches this very machine.
     if host in _LOOPBACK_NAMES or host.startswith("/"):
         host = _LOOPBACK
-    port_text = url.port or _query_value(url, "port") or 5432
+    port_text = _query_value(url, "port") or url.port or 5432
     try:
         port = int(port_text)
     except ValueError:
         raise InvalidDefinition(
             f"port {port_text!r} of {safe_url(url)!r} is not a number"
         ) from None
-    database = url.database or _query_value(url, "dbname") or url.username or "postgres"
+    database = _query_value(url, "dbname") or url.database or url.username or "postgres"
     return host, port, database
 
 
@@ -214,7 +215,7 @@ def check_database_url(
     for item in forbidden:
         try:
             other = sa.make_url(item)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             continue
         if _same_database(parsed, other):
             raise PathNotAllowed(f"{what} URL {safe_url(parsed)!r} names Datamill's own database")

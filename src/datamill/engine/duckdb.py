@@ -1,0 +1,411 @@
+"""The DuckDB engine: runs import jobs, workbooks and export jobs in one fresh connection each."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from pydantic import ValidationError
+
+from datamill.domain.definitions import (
+    CsvSource,
+    DataSheet,
+    ImportJobDefinition,
+    SqlSheet,
+    WorkbookDefinition,
+    definition_model,
+)
+from datamill.domain.status import JobStatus
+from datamill.engine import sinks, sources
+from datamill.engine.base import ProgressCallback, RunRequest, RunResult
+from datamill.engine.sources import Output, Scan, ident, lit, lit_list
+from datamill.engine.sql import bind_workbook
+from datamill.errors import DatamillError, InvalidDefinition, InvalidInput, InvalidSql, JobFailed
+
+_POLL_SECONDS = 0.1
+_PREVIEW_RECORDS = 5_000
+_MESSAGE_LIMIT = 1500
+# DuckDB errors that mean the user's SQL is wrong rather than the run failing.
+_SQL_ERRORS = (
+    duckdb.BinderException,
+    duckdb.CatalogException,
+    duckdb.ParserException,
+    duckdb.PermissionException,
+)
+
+
+def _duckdb_message(error: duckdb.Error) -> str:
+    text = str(error).strip()
+    return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + " ..."
+
+
+class _Progress:
+    """One monotonic 0..1 fraction for the callback, fed from steps and poll threads."""
+
+    def __init__(self, callback: ProgressCallback) -> None:
+        self._callback = callback
+        self._lock = threading.Lock()
+        self._reported = 0.0
+        self.done = 0.0
+
+    def report(self, fraction: float) -> None:
+        """Pass `fraction` on if it moves forward."""
+        with self._lock:
+            fraction = min(1.0, fraction)
+            if fraction <= self._reported:
+                return
+            self._reported = fraction
+            self._callback(fraction)
+
+    def advance(self, share: float) -> None:
+        """Mark `share` more of the run as done."""
+        self.done = min(1.0, self.done + share)
+        self.report(self.done)
+
+
+class _Poller(threading.Thread):
+    """Reads DuckDB's progress of the running query and reports it; never raises."""
+
+    def __init__(self, session: Session, start: float, share: float) -> None:
+        super().__init__(name="duckdb-progress", daemon=True)
+        self._session = session
+        self._start = start
+        self._share = share
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        """Poll until stopped."""
+        while not self._stop_event.wait(_POLL_SECONDS):
+            try:
+                percent = float(self._session.con.query_progress())
+            except Exception:  # the query may just have ended; polling must never fail a run
+                continue
+            if percent < 0:
+                continue
+            try:
+                self._session.progress.report(self._start + self._share * min(percent, 100.0) / 100)
+            except BaseException as error:
+                # The callback refused (the worker stops the run, say): stop the query
+                # and let the main thread raise the callback's exception.
+                self._session.callback_error = error
+                self._session.con.interrupt()
+                return
+
+    def stop(self) -> None:
+        """Ask the thread to end and wait for it."""
+        self._stop_event.set()
+        self.join()
+
+
+class Session:
+    """The DuckDB connection of one run, with progress and error translation."""
+
+    def __init__(self, request: RunRequest, callback: ProgressCallback) -> None:
+        self.request = request
+        self.progress = _Progress(callback)
+        self.callback_error: BaseException | None = None
+        self.locked = False
+        self.staging_dir = os.path.realpath(request.staging_dir)
+        os.makedirs(self.staging_dir, exist_ok=True)
+        self._own_temp = request.temp_dir is None
+        # Spill files go to the run's staging area unless the operator chose a folder.
+        self.temp_dir = os.path.realpath(
+            request.temp_dir or os.path.join(self.staging_dir, ".duckdb_tmp")
+        )
+        os.makedirs(self.temp_dir, exist_ok=True)
+        config: dict[str, Any] = {
+            "memory_limit": request.memory_limit,
+            "threads": request.threads,
+            "temp_directory": self.temp_dir,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        }
+        try:
+            self.con = duckdb.connect(":memory:", config=config)
+            # query_progress() answers -1 unless the progress bar is on; printing stays off.
+            self.con.execute("SET enable_progress_bar = true")
+            self.con.execute("SET enable_progress_bar_print = false")
+        except duckdb.Error as error:
+            raise InvalidInput(f"cannot start DuckDB: {_duckdb_message(error)}") from None
+
+    def close(self) -> None:
+        """Close the connection and remove spill files."""
+        self.con.close()
+        if self._own_temp:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def execute(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        context: str,
+        share: float = 0.0,
+        user_sql: str | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement; `share` of the run's progress follows DuckDB's progress.
+
+        DuckDB errors become JobFailed naming `context`, or InvalidSql naming
+        `user_sql` when the statement runs a user's query that DuckDB refused.
+        """
+        poller = _Poller(self, self.progress.done, share) if share > 0 else None
+        if poller is not None:
+            poller.start()
+        try:
+            rows = self.con.execute(sql, list(params)).fetchall()
+        except duckdb.Error as error:
+            if self.callback_error is not None:
+                raise self.callback_error from None
+            message = _duckdb_message(error)
+            if user_sql is not None and isinstance(error, _SQL_ERRORS):
+                raise InvalidSql(f"{user_sql}: {message}") from None
+            raise JobFailed(f"{context}: {message}") from None
+        finally:
+            if poller is not None:
+                poller.stop()
+        if self.callback_error is not None:
+            raise self.callback_error
+        self.progress.advance(share)
+        return rows
+
+    def lock_down(self, files: Sequence[str]) -> None:
+        """Let DuckDB touch only `files`, the staging and the spill folder, for good.
+
+        Defense in depth: whatever SQL gets this far can no longer read other
+        files, attach databases, load extensions or undo these settings.
+        """
+        if self.locked:
+            return
+        self.locked = True
+        dirs = [self.staging_dir, self.temp_dir]
+        statements = [
+            f"SET allowed_paths = {lit_list([os.path.realpath(f) for f in files])}",
+            f"SET allowed_directories = {lit_list(dirs)}",
+            "SET enable_external_access = false",
+            "SET lock_configuration = true",
+        ]
+        for statement in statements:
+            self.execute(statement, context="locking down DuckDB")
+
+
+class DuckDBEngine:
+    """Runs one job definition on DuckDB and stages its output."""
+
+    def run(self, request: RunRequest, progress: ProgressCallback) -> RunResult:
+        """Run the request; raise a DatamillError with a clear message on failure."""
+        model = definition_model(request.kind)
+        try:
+            definition = model.model_validate(request.definition)
+        except ValidationError as error:
+            raise InvalidDefinition(f"invalid {request.kind.value} definition: {error}") from None
+        session = Session(request, progress)
+        try:
+            if isinstance(definition, ImportJobDefinition):
+                result = _run_import(session, definition)
+            elif isinstance(definition, WorkbookDefinition):
+                result = _run_workbook(session, definition)
+            else:
+                result = sinks.run_export(session, definition)
+        except DatamillError:
+            raise
+        except duckdb.Error as error:  # a path we did not wrap: still never leak a raw error
+            raise JobFailed(_duckdb_message(error)) from None
+        except (OSError, pa.ArrowException) as error:
+            raise JobFailed(f"cannot read or write a file: {error}") from None
+        finally:
+            session.close()
+        session.progress.report(1.0)
+        return result
+
+
+def _run_workbook(session: Session, definition: WorkbookDefinition) -> RunResult:
+    """Register data sheets as views, run SQL sheets in order, stage the kept ones."""
+    request = session.request
+    # Every sheet is checked and bound before any data is touched.
+    bound = bind_workbook(definition, request.variables)
+    inputs: list[str] = []
+    for index, sheet in enumerate(definition.sheets):
+        if isinstance(sheet, DataSheet):
+            path = request.inputs.get(sheet.name)
+            if path is None:
+                raise InvalidInput(f'sheets[{index}]: no data was given for sheet "{sheet.name}"')
+            real = os.path.realpath(path)
+            if not os.path.isfile(real):
+                raise JobFailed(f'sheets[{index}]: the data of sheet "{sheet.name}" is missing')
+            inputs.append(real)
+            session.execute(
+                f"CREATE VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({lit(real)})",
+                context=f'sheets[{index}]: reading the data of sheet "{sheet.name}"',
+            )
+    session.lock_down(inputs)
+    work_dir = os.path.join(session.staging_dir, "_work")
+    os.makedirs(work_dir, exist_ok=True)
+    steps = [s for s in definition.sheets if isinstance(s, SqlSheet) or s.keep]
+    share = 0.99 / len(steps)
+    kept: dict[str, int] = {}
+    for index, sheet in enumerate(definition.sheets):
+        folder = session.staging_dir if sheet.keep else work_dir
+        target = lit(os.path.join(folder, f"{sheet.name}.parquet"))
+        context = f'sheets[{index}] "{sheet.name}"'
+        if isinstance(sheet, SqlSheet):
+            query = bound[sheet.name]
+            rows = session.execute(
+                f"COPY ({query.sql}) TO {target} (FORMAT parquet)",
+                query.params,
+                context=context,
+                share=share,
+                user_sql=f"sheets[{index}].sql",
+            )
+            # Later sheets read the stored result, so each query runs once.
+            session.execute(
+                f"CREATE VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({target})",
+                context=context,
+            )
+        elif sheet.keep:
+            rows = session.execute(
+                f"COPY (SELECT * FROM {ident(sheet.name)}) TO {target} (FORMAT parquet)",
+                context=context,
+                share=share,
+            )
+        if sheet.keep:
+            kept[sheet.name] = int(rows[0][0])
+    shutil.rmtree(work_dir, ignore_errors=True)
+    records = sum(kept.values())
+    output_bytes = sum(
+        os.path.getsize(os.path.join(session.staging_dir, f"{name}.parquet")) for name in kept
+    )
+    return RunResult(
+        status=JobStatus.COMPLETED,
+        success_count=records,
+        failure_count=0,
+        counters={
+            "WORKBOOK_RECORDS": records,
+            "WORKBOOK_DROPPED_RECORDS": 0,
+            "WORKBOOK_OUTPUT_BYTES": output_bytes,
+            "WORKBOOK_SHEETS": len(definition.sheets),
+        },
+        sheets=kept,
+    )
+
+
+def _first_bad(session: Session, scan: Scan, outputs: list[Output], bad: str) -> str:
+    checked = [o for o in outputs if o.fits() is not None]
+    items = [f"{o.fits()}, {o.source.expr}" for o in checked]
+    row = session.execute(
+        f"SELECT {', '.join(items)} FROM {scan.relation('example')} "
+        f"WHERE {scan.readable} AND {bad} LIMIT 1",
+        context="finding the first bad record",
+    )
+    for index, output in enumerate(checked):
+        if row and not row[0][2 * index]:
+            return (
+                f"column {output.name!r} value {row[0][2 * index + 1]!r} is not a {output.target}"
+            )
+    return "unknown"
+
+
+def _csv_rejects(session: Session, tag: str) -> tuple[int, str]:
+    count = session.execute(
+        f"SELECT count(*) FROM (SELECT DISTINCT file_id, line FROM dm_rejects_{tag})",
+        context="counting unreadable CSV lines",
+    )[0][0]
+    first = session.execute(
+        f"SELECT s.file_path, r.line, r.error_message FROM dm_rejects_{tag} r "
+        f"JOIN dm_scans_{tag} s USING (scan_id, file_id) ORDER BY r.file_id, r.line LIMIT 1",
+        context="reading unreadable CSV lines",
+    )
+    where = (
+        f"line {first[0][1]} of {os.path.basename(str(first[0][0]))}: {first[0][2]}"
+        if first
+        else ""
+    )
+    return int(count), where
+
+
+def _failed(problems: list[str]) -> str:
+    return "found " + "; ".join(problems) + "; errorMode FAIL stops the import"
+
+
+def _run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
+    """Read the source, enforce the schema, stage data.parquet."""
+    source = definition.source
+    declared = definition.columns
+    scan = sources.open_scan(session, source, declared)
+    header = source.header if isinstance(source, CsvSource) else True
+    outputs = sources.plan_outputs(session, scan, declared, header)
+    if not outputs:
+        raise JobFailed("no columns could be read from the source")
+    fail = definition.error_mode == "FAIL"
+    checks = [(o, o.fits()) for o in outputs]
+    bad_any = " OR ".join(f"NOT {f}" for _, f in checks if f is not None) or "FALSE"
+    remaining = 0.99 - session.progress.done
+    unreadable = bad = 0
+    problems: list[str] = []
+    if scan.readable != "TRUE" or bad_any != "FALSE":
+        items = [f"count(*) FILTER (WHERE NOT {scan.readable})"]
+        items.append(f"count(*) FILTER (WHERE {scan.readable} AND ({bad_any}))")
+        items += [f"count(*) FILTER (WHERE {scan.readable} AND NOT {f})" for _, f in checks if f]
+        counts = session.execute(
+            f"SELECT {', '.join(items)} FROM {scan.relation('check')}",
+            context="checking the records",
+            share=remaining / 2,
+        )[0]
+        unreadable, bad = int(counts[0]), int(counts[1])
+        if declared is None:
+            # Without a schema nothing is dropped for its type: a column with a
+            # value that does not fit the detected type stays text.
+            failing = iter(counts[2:])
+            outputs = [
+                Output(o.name, o.source, "VARCHAR") if f and next(failing) else o for o, f in checks
+            ]
+            bad_any, bad = "FALSE", 0
+        elif bad:
+            problems.append(
+                f"{bad} record(s) that do not match the schema (first: "
+                f"{_first_bad(session, scan, outputs, f'({bad_any})')})"
+            )
+        if unreadable:
+            problems.append(f"{unreadable} line(s) that are not JSON objects")
+        if fail and problems:
+            raise JobFailed(_failed(problems))
+    target = os.path.join(session.staging_dir, "data.parquet")
+    selects = ", ".join(o.select() for o in outputs)
+    written = int(
+        session.execute(
+            f"COPY (SELECT {selects} FROM {scan.relation('write')} "
+            f"WHERE {scan.readable} AND NOT ({bad_any})) TO {lit(target)} (FORMAT parquet)",
+            context="writing the imported data",
+            share=0.99 - session.progress.done,
+        )[0][0]
+    )
+    # Staged database rows were only a means: staging must hold just the output.
+    shutil.rmtree(os.path.join(session.staging_dir, "_source"), ignore_errors=True)
+    broken = 0
+    if scan.csv_rejects:
+        broken, first = _csv_rejects(session, "write")
+        if broken:
+            problems.append(f"{broken} CSV line(s) that could not be read (first: {first})")
+            if fail:
+                raise JobFailed(_failed(problems))
+    dropped = bad + unreadable + broken
+    return RunResult(
+        status=JobStatus.COMPLETED_WITH_WARNINGS if dropped else JobStatus.COMPLETED,
+        success_count=written,
+        failure_count=dropped,
+        counters={
+            "IMPORT_RECORDS": written,
+            "IMPORT_BYTES": scan.source_bytes,
+            "IMPORT_DROPPED_RECORDS": dropped,
+            "IMPORT_PREVIEW_RECORDS": min(written, _PREVIEW_RECORDS),
+            "IMPORT_OUTPUT_BYTES": os.path.getsize(target),
+            "IMPORT_DROPPED_SPLITS": 0,
+            "IMPORT_OUTPUT_PARTITIONS": 1,
+        },
+        sheets={"data": written},
+        warnings=tuple(f"dropped {p}" for p in problems),
+    )

@@ -1,0 +1,189 @@
+"""Sink connectors of export jobs: staged CSV, Parquet and JSON-lines files, database tables.
+
+A file sink is written to the staging folder and moved into place by the
+worker when the run is published, so a failed or stopped run never leaves a
+half-written file at the user's path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from datamill.domain.definitions import DatabaseSink, ExportJobDefinition, FileSink
+from datamill.domain.status import JobStatus
+from datamill.engine.base import RunResult
+from datamill.engine.paths import check_database_url, check_sink_path
+from datamill.engine.sources import database_error, lit
+from datamill.errors import InvalidInput, JobFailed
+
+if TYPE_CHECKING:
+    from datamill.engine.duckdb import Session
+
+DB_BATCH_ROWS = 5_000
+_COPY_OPTIONS = {"parquet": "FORMAT parquet", "jsonl": "FORMAT json"}
+
+
+def run_export(session: Session, definition: ExportJobDefinition) -> RunResult:
+    """Write the source sheet to a staged file (moved at publish) or to a database table."""
+    source = session.request.inputs.get("source")
+    if source is None:
+        raise InvalidInput("an export run needs its 'source' data")
+    real = os.path.realpath(source)
+    if not os.path.isfile(real):
+        raise JobFailed("the data to export is missing")
+    session.lock_down([real])
+    moves: tuple[tuple[str, str], ...] = ()
+    if isinstance(definition.sink, FileSink):
+        staged, final, records, written = stage_file(session, definition.sink, real)
+        moves = ((staged, final),)
+    else:
+        records, written = write_database(session, definition.sink, real)
+    return RunResult(
+        status=JobStatus.COMPLETED,
+        success_count=records,
+        failure_count=0,
+        counters={"EXPORT_RECORDS": records, "EXPORT_DROPPED_RECORDS": 0, "EXPORT_BYTES": written},
+        sheets={},
+        moves=moves,
+    )
+
+
+def stage_file(session: Session, sink: FileSink, source: str) -> tuple[str, str, int, int]:
+    """Write the file into staging: (staged path, final path, records, bytes)."""
+    final = check_sink_path(sink.path, session.request.roots.sink_roots)
+    folder = os.path.join(session.staging_dir, "export")
+    os.makedirs(folder, exist_ok=True)
+    staged = os.path.join(folder, os.path.basename(final))
+    options = _COPY_OPTIONS.get(sink.kind)
+    if options is None:
+        options = f"FORMAT csv, HEADER {str(sink.header).lower()}, DELIMITER {lit(sink.delimiter)}"
+    rows = session.execute(
+        f"COPY (SELECT * FROM read_parquet({lit(source)})) TO {lit(staged)} ({options})",
+        context=f"writing {sink.kind} file {sink.path!r}",
+        share=0.99,
+    )
+    return staged, final, int(rows[0][0]), os.path.getsize(staged)
+
+
+# ---------------------------------------------------------------- databases
+
+
+def _column_type(type_: pa.DataType) -> sa.types.TypeEngine[Any]:
+    """The SQLAlchemy type for an Arrow type; nested and unknown types become JSON text."""
+    if pa.types.is_boolean(type_):
+        return sa.Boolean()
+    if pa.types.is_int8(type_) or pa.types.is_int16(type_) or pa.types.is_int32(type_):
+        return sa.Integer()
+    if pa.types.is_uint8(type_) or pa.types.is_uint16(type_):
+        return sa.Integer()
+    if pa.types.is_int64(type_) or pa.types.is_uint32(type_):
+        return sa.BigInteger()
+    if pa.types.is_floating(type_):
+        return sa.Double()
+    if pa.types.is_decimal(type_):
+        return sa.Numeric(type_.precision, type_.scale)
+    if pa.types.is_date(type_):
+        return sa.Date()
+    if pa.types.is_timestamp(type_):
+        return sa.DateTime(timezone=type_.tz is not None)
+    if pa.types.is_time(type_):
+        return sa.Time()
+    if pa.types.is_binary(type_) or pa.types.is_large_binary(type_):
+        return sa.LargeBinary()
+    return sa.Text()
+
+
+def _plain(value: Any) -> Any:
+    """A value a database driver accepts for a TEXT column."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
+
+
+def _sqlite_transactions(engine: sa.Engine) -> None:
+    """Make pysqlite run DDL inside the transaction, so a replace is atomic.
+
+    By default Python's sqlite3 module only opens a transaction before DML,
+    so CREATE/DROP/ALTER would commit on their own.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_implicit(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def write_database(session: Session, sink: DatabaseSink, source: str) -> tuple[int, int]:
+    """Write all records to the table in one transaction: (records, bytes)."""
+    request = session.request
+    url = check_database_url(
+        sink.url,
+        request.roots.sink_roots,
+        request.forbidden_database_urls,
+        "database sink",
+        must_exist=False,
+    )
+    parquet = pq.ParquetFile(source)
+    total = max(1, parquet.metadata.num_rows)
+    engine = sa.create_engine(url, poolclass=NullPool)
+    if url.get_backend_name() == "sqlite":
+        _sqlite_transactions(engine)
+    records = written = 0
+    try:
+        with engine.begin() as conn:
+            exists = sa.inspect(conn).has_table(sink.table)
+            if sink.mode == "replace" or not exists:
+                # Replace builds a new table beside the old one and swaps it in at
+                # the end of the same transaction: readers see old or new, never half.
+                name = f"{sink.table[:48]}__dm_new" if exists else sink.table
+                table = sa.Table(
+                    name,
+                    sa.MetaData(),
+                    *(sa.Column(f.name, _column_type(f.type)) for f in parquet.schema_arrow),
+                )
+                table.drop(conn, checkfirst=True)
+                table.create(conn)
+            else:
+                table = sa.Table(sink.table, sa.MetaData(), autoload_with=conn)
+                have = {c.name.lower() for c in table.columns}
+                missing = [f.name for f in parquet.schema_arrow if f.name.lower() not in have]
+                if missing:
+                    raise InvalidInput(
+                        f"table {sink.table!r} has no column {', '.join(map(repr, missing))}"
+                    )
+            names = {c.name.lower(): c.name for c in table.columns}
+            text = {c.name for c in table.columns if isinstance(c.type, sa.Text)}
+            for batch in parquet.iter_batches(batch_size=DB_BATCH_ROWS):
+                rows = [
+                    {
+                        names[k.lower()]: _plain(v) if names[k.lower()] in text else v
+                        for k, v in row.items()
+                    }
+                    for row in batch.to_pylist()
+                ]
+                if rows:
+                    conn.execute(table.insert(), rows)
+                records += batch.num_rows
+                written += batch.nbytes
+                session.progress.report(0.99 * records / total)
+            if table.name != sink.table:
+                quote = engine.dialect.identifier_preparer.quote
+                conn.exec_driver_sql(f"DROP TABLE {quote(sink.table)}")
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {quote(table.name)} RENAME TO {quote(sink.table)}"
+                )
+    except sa.exc.SQLAlchemyError as error:
+        raise database_error("database sink", url, error) from None
+    finally:
+        engine.dispose()
+    return records, written
