@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import pytest
 import sqlalchemy as sa
 
 from datamill.domain.status import JobKind
@@ -95,23 +93,6 @@ def run_import(area: Area, source: dict[str, Any], **definition: Any) -> RunResu
 def imported(area: Area) -> list[dict[str, Any]]:
     """The records an import staged."""
     return rows(area.staging / "data.parquet")
-
-
-def reachable_postgres_url() -> str:
-    """A reachable PostgreSQL URL; skips (or fails under CI=true) when there is none."""
-    url = os.environ.get("DATAMILL_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception as error:
-        message = f"PostgreSQL at {sa.make_url(url).render_as_string()} is unreachable: {error}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    finally:
-        engine.dispose()
-    return url
 
 
 def pg_execute(url: str, *statements: str) -> list[tuple[Any, ...]]:

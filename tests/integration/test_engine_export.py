@@ -19,25 +19,10 @@ from datamill.engine.duckdb import DuckDBEngine
 from datamill.errors import InvalidInput, PathNotAllowed
 from tests.integration.engine_fixtures import (
     Area,
-    make_area,
     pg_execute,
-    reachable_postgres_url,
     rows,
     run,
 )
-
-
-@pytest.fixture
-def area(tmp_path: Path) -> Area:
-    """Fresh source, sink, staging and outside folders."""
-    return make_area(tmp_path)
-
-
-@pytest.fixture
-def postgres_url() -> str:
-    """A reachable PostgreSQL URL (skips or fails when there is none)."""
-    return reachable_postgres_url()
-
 
 SHEET = {"id": [1, 2, 3], "name": ["a", "b,c", 'say "hi"'], "price": [1.5, None, 3.0]}
 

@@ -19,25 +19,10 @@ from datamill.errors import InvalidInput, JobFailed
 from tests.integration.engine_fixtures import (
     Area,
     imported,
-    make_area,
     pg_execute,
-    reachable_postgres_url,
     run,
     run_import,
 )
-
-
-@pytest.fixture
-def area(tmp_path: Path) -> Area:
-    """Fresh source, sink, staging and outside folders."""
-    return make_area(tmp_path)
-
-
-@pytest.fixture
-def postgres_url() -> str:
-    """A reachable PostgreSQL URL (skips or fails when there is none)."""
-    return reachable_postgres_url()
-
 
 ORDERS_CSV = "id,name,amount\n1,Ann,10.5\n2,Bob,7\n3,Cid,\n"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -11,14 +10,7 @@ from datamill.domain.status import JobKind
 from datamill.engine.base import RunRequest
 from datamill.engine.duckdb import DuckDBEngine
 from datamill.errors import InvalidDefinition, InvalidInput, PathNotAllowed
-from tests.integration.engine_fixtures import Area, imported, make_area, run_import
-
-
-@pytest.fixture
-def area(tmp_path: Path) -> Area:
-    """Fresh source, sink, staging and outside folders."""
-    return make_area(tmp_path)
-
+from tests.integration.engine_fixtures import Area, imported, run_import
 
 CSV = "a,b\n1,2\n"
 

@@ -16,14 +16,7 @@ from datamill.domain.status import JobKind, JobStatus
 from datamill.engine.base import RunRequest
 from datamill.engine.duckdb import Session
 from datamill.errors import InvalidInput, InvalidSql
-from tests.integration.engine_fixtures import Area, make_area, rows, run
-
-
-@pytest.fixture
-def area(tmp_path: Path) -> Area:
-    """Fresh source, sink, staging and outside folders."""
-    return make_area(tmp_path)
-
+from tests.integration.engine_fixtures import Area, rows, run
 
 ORDERS = {
     "id": [1, 2, 3, 4],
