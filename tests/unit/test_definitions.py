@@ -6,7 +6,7 @@ import pytest
 
 from datamill.domain.definitions import dump_definition, upstream_references
 from datamill.domain.status import JobKind
-from datamill.errors import InvalidDefinition
+from datamill.errors import InvalidDefinition, InvalidInput
 from datamill.services.jobs import parse_definition
 
 WORKBOOK = {
@@ -65,3 +65,15 @@ def test_upstream_references_are_the_data_sheets_and_export_sources() -> None:
     assert upstream_references(parse_definition(JobKind.WORKBOOK, WORKBOOK)) == [
         "/Data/ImportJobs/o.imp"
     ]
+
+
+def test_workbook_sql_is_checked_when_defined() -> None:
+    bad = dict(
+        WORKBOOK,
+        sheets=[
+            WORKBOOK["sheets"][0],  # type: ignore[index]
+            {"kind": "sql", "name": "big", "sql": "SELECT * FROM ordrs", "keep": True},
+        ],
+    )
+    with pytest.raises(InvalidInput, match=r'sheets\[1\]\.sql: unknown sheet "ordrs"'):
+        parse_definition(JobKind.WORKBOOK, bad)

@@ -9,10 +9,11 @@ from typing import Any
 import pydantic
 from sqlalchemy.engine import Connection
 
-from datamill.domain.definitions import JobDefinition, definition_model
+from datamill.domain.definitions import JobDefinition, WorkbookDefinition, definition_model
 from datamill.domain.estimate import remaining_seconds
 from datamill.domain.records import Execution, FileEntry, JobConfiguration, User
 from datamill.domain.status import JobKind, JobStatus, TriggerType
+from datamill.engine.sql import check_workbook
 from datamill.errors import Conflict, InvalidDefinition, InvalidInput, NotFound, StopTimeout
 from datamill.services.permissions import Access, require_access
 from datamill.services.wakeup import Wakeup
@@ -24,7 +25,7 @@ from datamill.store.store import Store
 def parse_definition(kind: JobKind, raw: dict[str, Any]) -> JobDefinition:
     """Validate a JSON definition; errors name the member and the problem."""
     try:
-        return definition_model(kind).model_validate(raw)
+        definition = definition_model(kind).model_validate(raw)
     except pydantic.ValidationError as error:
         problems = []
         for item in error.errors():
@@ -34,6 +35,10 @@ def parse_definition(kind: JobKind, raw: dict[str, Any]) -> JobDefinition:
             message = item["msg"].removeprefix("Value error, ")
             problems.append(f"{where}: {message}" if where else message)
         raise InvalidDefinition("; ".join(problems)) from None
+    if isinstance(definition, WorkbookDefinition):
+        # Refuse SQL that could never run now, not at its first run.
+        check_workbook(definition)
+    return definition
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -139,28 +139,40 @@ class Worker:
                 self.wakeup.stop_requested.clear()
 
     def _slot_loop(self) -> None:
-        # Started before any work arrives, so the first run does not pay for
-        # spawning a process and importing the engine.
-        horse: Horse | None = Horse()
+        horse: Horse | None = None
         while not self._closing.is_set():
-            generation = self.wakeup.generation
             try:
-                execution = self.store.queue.claim_next_execution(self.id)
+                if horse is None or not horse.alive:
+                    # Started before work arrives, so a run does not pay for
+                    # spawning a process and importing the engine.
+                    horse = Horse()
+                horse = self._claim_and_run(horse)
             except Exception:
-                log.exception("claiming failed; retrying")
-                execution = None
+                # A slot must outlive any single failure, or its runs would stop.
+                log.exception("worker slot failed; going on")
                 time.sleep(self.settings.poll_seconds)
-            if execution is None:
-                # Announcements made since `generation` was read end the wait at once.
-                self.wakeup.wait_for_work(self.settings.poll_seconds, generation)
-                continue
-            if horse is None or not horse.alive:
-                horse = Horse()
-            horse = self._run(execution, horse)
-            # The configuration's slot is free again: its next run may start.
-            self.wakeup.notify_work()
         if horse is not None:
             horse.kill()
+
+    def _claim_and_run(self, horse: Horse) -> Horse | None:
+        generation = self.wakeup.generation
+        execution = self.store.queue.claim_next_execution(self.id)
+        if execution is None:
+            # Announcements made since `generation` was read end the wait at once.
+            self.wakeup.wait_for_work(self.settings.poll_seconds, generation)
+            return horse
+        try:
+            reusable = self._run(execution, horse)
+        except Exception as error:
+            log.exception("execution %d failed inside the worker", execution.id)
+            horse.kill()
+            self._finish(
+                execution, Outcome(JobStatus.ERROR, error_message=f"internal error: {error}")
+            )
+            reusable = None
+        # The configuration's slot is free again: its next run may start.
+        self.wakeup.notify_work()
+        return reusable
 
     # ------------------------------------------------------------ one execution
 
@@ -226,8 +238,11 @@ class Worker:
 
     def _finish(self, execution: Execution, outcome: Outcome) -> None:
         # The store may be briefly unreachable (a PostgreSQL restart): keep
-        # trying rather than leave the run stranded; reconciliation is the backstop.
-        for attempt in range(30):
+        # trying rather than leave the run stranded. If this worker is closing
+        # meanwhile, reconciliation by the next worker ends the run instead.
+        attempt = 0
+        while attempt == 0 or not self._closing.is_set():
+            attempt += 1
             try:
                 if not self.store.queue.finish(execution, self.id, outcome):
                     log.warning("execution %d was no longer ours to finish", execution.id)
@@ -237,7 +252,7 @@ class Worker:
                 outcome = Outcome(JobStatus.ERROR, error_message="publishing the data failed")
             except Exception:
                 log.exception("finishing execution %d failed (attempt %d)", execution.id, attempt)
-                time.sleep(min(0.1 * 2**attempt, 2.0))
+                time.sleep(min(0.1 * 2 ** min(attempt, 5), 2.0))
 
 
 def _success(result: RunResult, staging_dir: str) -> Outcome:
