@@ -11,7 +11,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from datamill.api import data_routes, job_routes, legacy_routes
+from datamill.api import (
+    artifact_routes,
+    data_routes,
+    filesystem_routes,
+    job_routes,
+    legacy_routes,
+    user_routes,
+)
 from datamill.api.types import CurrentUser
 from datamill.api.wire import Clock, PrettyJSONResponse, failure
 from datamill.errors import DatamillError, NotAuthenticated
@@ -55,6 +62,9 @@ def create_app(settings: Settings, jobs: JobService) -> FastAPI:
     app.include_router(job_routes.router)
     app.include_router(legacy_routes.router)
     app.include_router(data_routes.router)
+    app.include_router(artifact_routes.router)
+    app.include_router(filesystem_routes.router)
+    app.include_router(user_routes.router)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
