@@ -22,6 +22,7 @@ from datamill.api import (
 from datamill.api.types import CurrentUser
 from datamill.api.wire import Clock, PrettyJSONResponse, failure
 from datamill.errors import DatamillError, NotAuthenticated
+from datamill.services.artifacts import ArtifactService
 from datamill.services.auth import Authenticator
 from datamill.services.jobs import JobService
 from datamill.settings import Settings
@@ -57,6 +58,7 @@ def create_app(settings: Settings, jobs: JobService) -> FastAPI:
         openapi_url=None,
     )
     app.state.jobs = jobs
+    app.state.artifacts = ArtifactService(jobs)
     app.state.authenticator = Authenticator(jobs.store)
     app.state.clock = Clock(settings.timezone)
     app.include_router(job_routes.router)

@@ -51,3 +51,15 @@ def require_access(conn: Connection, user: User, entry: FileEntry, access: Acces
 
 
 _VERBS = {Access.READ: "read", Access.WRITE: "change", Access.EXECUTE: "run"}
+
+
+def has_capability(conn: Connection, user: User, capability: str) -> bool:
+    """Whether one of the user's roles grants `capability` ('*' grants all)."""
+    if user.is_admin:
+        return True
+    if not user.roles:
+        return False
+    rows = conn.execute(
+        sa.select(t.roles.c.capabilities).where(t.roles.c.name.in_(user.roles))
+    ).scalars()
+    return any("*" in caps or capability in caps for caps in rows)

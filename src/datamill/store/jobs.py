@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,10 +12,10 @@ from sqlalchemy.engine import Connection
 from datamill.domain.definitions import JobDefinition, WorkbookDefinition, dump_definition
 from datamill.domain.records import FileEntry, JobConfiguration
 from datamill.domain.status import JobKind
-from datamill.errors import NotFound
+from datamill.errors import AlreadyExists, InvalidInput, NotFound
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
-from datamill.store.files import FileRepository
+from datamill.store.files import FileRepository, normalize_path
 
 
 def configuration_from_row(row: Any) -> JobConfiguration:
@@ -35,6 +37,9 @@ def _trigger_fields(definition: JobDefinition) -> dict[str, Any]:
     return {"trigger_mode": "MANUAL", "cron": None}
 
 
+Check = Callable[[Connection, JobConfiguration], None]
+"""A validation run inside a create transaction."""
+
 _SELECT = sa.select(
     t.job_configurations.c.id,
     t.job_configurations.c.file_id,
@@ -54,9 +59,19 @@ class JobRepository:
         self._files = files
 
     def create(
-        self, path: str, kind: JobKind, definition: JobDefinition, owner: str
+        self,
+        path: str,
+        kind: JobKind,
+        definition: JobDefinition,
+        owner: str,
+        *,
+        check: Check | None = None,
     ) -> tuple[FileEntry, JobConfiguration]:
-        """Create the job file and its configuration in one transaction."""
+        """Create the job file and its configuration in one transaction.
+
+        `check` runs inside the transaction after the insert; raising from it
+        leaves nothing behind.
+        """
         with self._db.write() as conn:
             entry = self._files.create_file(conn, path, kind, owner)
             result = conn.execute(
@@ -70,22 +85,25 @@ class JobRepository:
                 )
                 .returning(t.job_configurations.c.id)
             )
-            config_id = int(result.scalar_one())
-            return entry, self.get(conn, config_id)
+            config = self.get(conn, int(result.scalar_one()))
+            if check is not None:
+                check(conn, config)
+            return entry, config
 
-    def update(self, config_id: int, definition: JobDefinition) -> JobConfiguration:
+    def update(
+        self, conn: Connection, config_id: int, definition: JobDefinition
+    ) -> JobConfiguration:
         """Replace the definition of a configuration."""
-        with self._db.write() as conn:
-            conn.execute(
-                sa.update(t.job_configurations)
-                .where(t.job_configurations.c.id == config_id)
-                .values(
-                    definition=dump_definition(definition),
-                    updated_at=utcnow(),
-                    **_trigger_fields(definition),
-                )
+        conn.execute(
+            sa.update(t.job_configurations)
+            .where(t.job_configurations.c.id == config_id)
+            .values(
+                definition=dump_definition(definition),
+                updated_at=utcnow(),
+                **_trigger_fields(definition),
             )
-            return self.get(conn, config_id)
+        )
+        return self.get(conn, config_id)
 
     def get(self, conn: Connection, config_id: int) -> JobConfiguration:
         """The configuration with this id, or NotFound."""
@@ -103,3 +121,66 @@ class JobRepository:
         """Every configuration, oldest first."""
         rows = conn.execute(_SELECT.order_by(t.job_configurations.c.id)).all()
         return [configuration_from_row(r) for r in rows]
+
+
+def move_job_file(conn: Connection, files: FileRepository, entry: FileEntry, path: str) -> None:
+    """Give a job file a new path (rename and/or move), creating missing folders."""
+    path = normalize_path(path)
+    if path == entry.path:
+        return
+    if entry.kind is not None and not path.endswith(entry.kind.extension):
+        raise InvalidInput(
+            f"a {entry.kind.value} job file name must end with {entry.kind.extension}"
+        )
+    if conn.execute(sa.select(t.files.c.id).where(t.files.c.path == path)).first():
+        raise AlreadyExists(f"{path} already exists")
+    parent_id = files.ensure_folder(conn, posixpath.dirname(path), entry.owner)
+    conn.execute(
+        sa.update(t.files)
+        .where(t.files.c.id == entry.id)
+        .values(path=path, name=posixpath.basename(path), parent_id=parent_id, updated_at=utcnow())
+    )
+
+
+def delete_job(conn: Connection, config: JobConfiguration) -> list[str]:
+    """Delete a job file with its configuration, history and data rows.
+
+    Returns the data folders to remove once the transaction has committed.
+    """
+    E, D = t.executions, t.data
+    execution_ids = sa.select(E.c.id).where(E.c.job_configuration_id == config.id)
+    data_ids = sa.select(D.c.id).where(D.c.job_configuration_id == config.id)
+    folders = [
+        row.location
+        for row in conn.execute(
+            sa.select(D.c.location).where(D.c.job_configuration_id == config.id)
+        )
+        if row.location
+    ]
+    conn.execute(
+        sa.delete(t.execution_inputs).where(
+            sa.or_(
+                t.execution_inputs.c.execution_id.in_(execution_ids),
+                t.execution_inputs.c.data_id.in_(data_ids),
+            )
+        )
+    )
+    dep = t.execution_dependencies
+    conn.execute(
+        sa.delete(dep).where(
+            sa.or_(
+                dep.c.execution_id.in_(execution_ids),
+                dep.c.upstream_execution_id.in_(execution_ids),
+            )
+        )
+    )
+    conn.execute(sa.delete(D).where(D.c.job_configuration_id == config.id))
+    conn.execute(sa.delete(E).where(E.c.job_configuration_id == config.id))
+    conn.execute(sa.delete(t.job_configurations).where(t.job_configurations.c.id == config.id))
+    conn.execute(
+        sa.delete(t.file_group_permissions).where(
+            t.file_group_permissions.c.file_id == config.file_id
+        )
+    )
+    conn.execute(sa.delete(t.files).where(t.files.c.id == config.file_id))
+    return folders

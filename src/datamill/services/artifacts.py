@@ -1,0 +1,177 @@
+"""Import jobs, workbooks and export jobs as documents: create, read, update, delete, list.
+
+A document is the job's definition plus its `path`. What `read` returns can be
+sent back to `update` unchanged.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shutil
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from datamill.domain.definitions import definition_model
+from datamill.domain.records import FileEntry, JobConfiguration, User
+from datamill.domain.status import JobKind
+from datamill.errors import Conflict, Forbidden, InvalidDefinition, NotFound
+from datamill.services.graph import find_cycle, upstream_graph
+from datamill.services.jobs import ByConfiguration, JobService, parse_definition
+from datamill.services.permissions import Access, has_access, has_capability
+from datamill.store import executions as ex
+from datamill.store import jobs as job_store
+
+DEFINE_CAPABILITY = "job.define"
+
+
+def document_path(kind: JobKind, document: dict[str, Any]) -> str:
+    """The file path a document names; a bare name goes to the kind's default folder."""
+    path = document.get("path")
+    if not isinstance(path, str) or not path.strip():
+        raise InvalidDefinition(
+            f"path: required, e.g. {kind.default_folder}/name{kind.extension} or just a name"
+        )
+    path = path.strip()
+    if "/" not in path:
+        path = f"{kind.default_folder}/{path}"
+    others = [k.extension for k in JobKind if k is not kind]
+    if any(path.endswith(extension) for extension in others):
+        raise InvalidDefinition(
+            f"path: a {kind.value} job file name must end with {kind.extension}"
+        )
+    if not path.endswith(kind.extension):
+        path += kind.extension
+    return path
+
+
+def document_schema(kind: JobKind) -> dict[str, Any]:
+    """The JSON Schema of a job document: the definition plus its path."""
+    schema = definition_model(kind).model_json_schema(by_alias=True, mode="validation")
+    schema["properties"] = {
+        "path": {
+            "type": "string",
+            "description": f"Where the job file lives, e.g. {kind.default_folder}/name"
+            f"{kind.extension}; a bare name goes to {kind.default_folder}.",
+        },
+        **schema["properties"],
+    }
+    schema["required"] = ["path", *schema.get("required", [])]
+    schema["$id"] = f"https://datamill.invalid/schemas/{kind.value}-job-v1.json"
+    return schema
+
+
+def _definition_part(document: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in document.items() if k != "path"}
+
+
+class ArtifactService:
+    """CRUD of job documents, with permissions and dependency rules."""
+
+    def __init__(self, jobs: JobService) -> None:
+        self.jobs = jobs
+        self.store = jobs.store
+
+    def create(self, kind: JobKind, document: dict[str, Any], user: User) -> JobConfiguration:
+        """Create a job file from a document; the caller becomes its owner."""
+        path = document_path(kind, document)
+        definition = parse_definition(kind, _definition_part(document))
+        with self.store.db.read() as conn:
+            self._require_define(conn, user, path)
+        _entry, config = self.store.jobs.create(
+            path, kind, definition, user.name, check=self._refuse_cycles
+        )
+        return config
+
+    def read(self, kind: JobKind, config_id: int, user: User) -> dict[str, Any]:
+        """The document of a job: its path and definition."""
+        with self.store.db.read() as conn:
+            entry, config = self._locate(conn, kind, config_id, user, Access.READ)
+        return {"path": entry.path, **config.definition}
+
+    def update(self, kind: JobKind, config_id: int, document: dict[str, Any], user: User) -> None:
+        """Replace a job's definition; a different path renames or moves the file."""
+        definition = parse_definition(kind, _definition_part(document))
+        with self.store.db.write() as conn:
+            entry, _config = self._locate(conn, kind, config_id, user, Access.WRITE)
+            if "path" in document:
+                path = document_path(kind, document)
+                if path != entry.path:
+                    self._require_define(conn, user, path)
+                    job_store.move_job_file(conn, self.store.files, entry, path)
+            config = self.store.jobs.update(conn, config_id, definition)
+            self._refuse_cycles(conn, config)
+
+    def delete(self, kind: JobKind, config_id: int, user: User) -> None:
+        """Delete a job, its history and its data; refused while others read it or it runs."""
+        with self.store.db.write() as conn:
+            entry, config = self._locate(conn, kind, config_id, user, Access.WRITE)
+            dependents = self._dependents(conn, config)
+            if dependents:
+                raise Conflict(
+                    f"{entry.path} cannot be deleted: {', '.join(dependents)} read its data"
+                )
+            if ex.active_execution_for_config(conn, config.id) is not None:
+                raise Conflict(f"{entry.path} cannot be deleted while it is queued or running")
+            folders = job_store.delete_job(conn, config)
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def list_jobs(self, kind: JobKind, user: User) -> list[dict[str, Any]]:
+        """Every job of a kind the caller may read."""
+        items = []
+        with self.store.db.read() as conn:
+            for config in self.store.jobs.list_all(conn):
+                if config.kind is not kind:
+                    continue
+                entry = self.store.files.get(conn, config.file_id)
+                if has_access(conn, user, entry, Access.READ):
+                    items.append(
+                        {
+                            "path": entry.path,
+                            "id": config.id,
+                            "name": entry.name.rsplit(".", 1)[0],
+                            "file-id": entry.id,
+                            "uuid": entry.uuid,
+                            "owner": entry.owner,
+                            "description": config.definition.get("description", ""),
+                        }
+                    )
+        return items
+
+    # ------------------------------------------------------------ rules
+
+    def _locate(
+        self, conn: Connection, kind: JobKind, config_id: int, user: User, access: Access
+    ) -> tuple[FileEntry, JobConfiguration]:
+        entry, config = self.jobs.resolve_job(conn, ByConfiguration(config_id), user, access)
+        if config.kind is not kind:
+            # Another kind's id answers like a missing one: the URL names no such job.
+            raise NotFound(f"Entity of type 'JobConfiguration' with id '{config_id}' not found.")
+        return entry, config
+
+    def _require_define(self, conn: Connection, user: User, path: str) -> None:
+        if not has_capability(conn, user, DEFINE_CAPABILITY):
+            raise Forbidden("your roles do not allow defining jobs")
+        parent = self.store.files.find(conn, posixpath.dirname(path))
+        if parent is not None and not has_access(conn, user, parent, Access.READ):
+            raise NotFound(f"folder {posixpath.dirname(path)} does not exist")
+
+    def _dependents(self, conn: Connection, config: JobConfiguration) -> list[str]:
+        graph = upstream_graph(conn, self.store)
+        names = []
+        for other, sources in sorted(graph.items()):
+            if config.id in sources and other != config.id:
+                entry = self.store.files.get(conn, self.store.jobs.get(conn, other).file_id)
+                names.append(entry.path)
+        return names
+
+    def _refuse_cycles(self, conn: Connection, config: JobConfiguration) -> None:
+        cycle = find_cycle(upstream_graph(conn, self.store))
+        if cycle and config.id in cycle:
+            paths = [
+                self.store.files.get(conn, self.store.jobs.get(conn, c).file_id).path for c in cycle
+            ]
+            raise InvalidDefinition(
+                f"the jobs would read from each other in a cycle: {' -> '.join(paths)}"
+            )

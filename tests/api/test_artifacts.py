@@ -1,0 +1,282 @@
+"""Defining jobs over HTTP: create, read, update, round-trip, delete, list; every refusal."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from datamill.api.app import create_app
+from datamill.bootstrap import Node
+from datamill.domain.status import JobKind
+from datamill.services.artifacts import document_schema
+from datamill.worker.worker import Worker
+from tests.helpers import (
+    orders_import,
+    password_hash,
+    totals_workbook,
+    wait_terminal,
+    write_orders_csv,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _auth(name: str, password: str = "pw") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()}
+
+
+ADMIN = _auth("admin", "secret")
+
+
+@pytest.fixture
+def client(node: Node) -> Iterator[TestClient]:
+    """The app, with analyst 'ann' and 'viewer' (a role without job.define)."""
+    node.store.users.create("ann", password_hash("pw"), roles=("ANALYST",))
+    node.store.users.create("viewer", password_hash("pw"), roles=())
+    with TestClient(create_app(node.settings, node.jobs)) as client:
+        yield client
+
+
+def _post(client: TestClient, url: str, document: Any, headers: dict[str, str] = ADMIN) -> Any:
+    return client.post(url, content=json.dumps(document), headers=headers)
+
+
+def _documents(files_root: Path) -> dict[str, dict[str, Any]]:
+    source = write_orders_csv(files_root / "in", rows=12)
+    out = files_root / "out" / "totals.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "/rest/import-job": {"path": "/Data/ImportJobs/orders.imp", **orders_import(source)},
+        "/rest/workbook": {
+            "path": "/Analytics/Workbooks/totals.wbk",
+            **totals_workbook("/Data/ImportJobs/orders.imp"),
+        },
+        "/rest/export-job": {
+            "path": "/Data/ExportJobs/totals.exp",
+            "source": {"workbook": "/Analytics/Workbooks/totals.wbk", "sheet": "totals"},
+            "sink": {"kind": "csv", "path": str(out)},
+        },
+    }
+
+
+def test_create_read_round_trip_update_delete_each_kind(
+    client: TestClient, files_root: Path
+) -> None:
+    documents = _documents(files_root)
+    ids = {}
+    for base, document in documents.items():
+        created = _post(client, base, document)
+        assert created.status_code == 200, created.text
+        body = created.json()
+        assert list(body) == ["configuration-id", "status"] and body["status"] == "success"
+        ids[base] = body["configuration-id"]
+
+    for base, config_id in ids.items():
+        read = client.get(f"{base}/{config_id}", headers=ADMIN).json()
+        assert read["path"] == documents[base]["path"]
+        assert read["version"] == 1
+        # What GET returns can be PUT back unchanged, and reads the same afterwards.
+        put = client.put(f"{base}/{config_id}", content=json.dumps(read), headers=ADMIN)
+        assert put.json() == {"status": "success"}
+        assert client.get(f"{base}/{config_id}", headers=ADMIN).json() == read
+        listing = client.get(base, headers=ADMIN).json()
+        assert [(item["path"], item["id"]) for item in listing] == [(read["path"], config_id)]
+
+    changed = client.get(f"/rest/workbook/{ids['/rest/workbook']}", headers=ADMIN).json()
+    changed["description"] = "now with a description"
+    changed["path"] = "/Analytics/Workbooks/renamed.wbk"
+    assert client.put(
+        f"/rest/workbook/{ids['/rest/workbook']}", content=json.dumps(changed), headers=ADMIN
+    ).json() == {"status": "success"}
+    again = client.get(f"/rest/workbook/{ids['/rest/workbook']}", headers=ADMIN).json()
+    assert again["description"] == "now with a description"
+    assert again["path"] == "/Analytics/Workbooks/renamed.wbk"
+
+    # Deleting what others read is refused, naming the readers; then in order it works.
+    refused = client.delete(f"/rest/import-job/{ids['/rest/import-job']}", headers=ADMIN)
+    assert refused.status_code == 409
+    assert "/Analytics/Workbooks/renamed.wbk" in refused.json()["reason"]
+    for base in ("/rest/export-job", "/rest/workbook", "/rest/import-job"):
+        deleted = client.delete(f"{base}/{ids[base]}", headers=ADMIN)
+        assert deleted.json() == {"status": "success"}, deleted.text
+        assert client.get(f"{base}/{ids[base]}", headers=ADMIN).status_code == 404
+        assert client.get(base, headers=ADMIN).json() == []
+
+
+def test_deleting_a_job_others_read_names_them(client: TestClient, files_root: Path) -> None:
+    documents = _documents(files_root)
+    imp = _post(client, "/rest/import-job", documents["/rest/import-job"]).json()
+    _post(client, "/rest/workbook", documents["/rest/workbook"])
+    refused = client.delete(f"/rest/import-job/{imp['configuration-id']}", headers=ADMIN)
+    assert refused.status_code == 409
+    assert "/Analytics/Workbooks/totals.wbk" in refused.json()["reason"]
+
+
+def test_a_bare_name_goes_to_the_default_folder(client: TestClient, files_root: Path) -> None:
+    document = dict(_documents(files_root)["/rest/import-job"], path="sales")
+    created = _post(client, "/rest/import-job", document).json()
+    read = client.get(f"/rest/import-job/{created['configuration-id']}", headers=ADMIN).json()
+    assert read["path"] == "/Data/ImportJobs/sales.imp"
+
+
+@pytest.mark.parametrize(
+    ("base", "change", "reason"),
+    [
+        ("/rest/import-job", {"path": None}, "path: required"),
+        ("/rest/import-job", {"unknownMember": 1}, "unknownMember: Extra inputs"),
+        ("/rest/import-job", {"errorMode": "SOMETIMES"}, "errorMode: Input should be"),
+        ("/rest/import-job", {"schema": []}, "schema: "),
+        ("/rest/import-job", {"path": "/Data/ImportJobs/x.wbk"}, "must end with .imp"),
+        ("/rest/workbook", {"sheets": []}, "sheets: "),
+        (
+            "/rest/workbook",
+            {
+                "sheets": [
+                    {"kind": "data", "name": "orders", "source": {"importJob": "/x.imp"}},
+                    {"kind": "sql", "name": "t", "sql": "SELECT * FROM ordrs", "keep": True},
+                ]
+            },
+            'sheets[1].sql: unknown sheet "ordrs"',
+        ),
+        (
+            "/rest/workbook",
+            {"triggering": {"mode": "SCHEDULED"}},
+            "needs a 'cron' expression",
+        ),
+        ("/rest/export-job", {"sink": {"kind": "xml", "path": "/x"}}, "sink"),
+    ],
+)
+def test_validation_errors_name_the_member(
+    client: TestClient, files_root: Path, base: str, change: dict[str, Any], reason: str
+) -> None:
+    document = {**_documents(files_root)[base], **change}
+    if document.get("path") is None:
+        document.pop("path")
+    response = _post(client, base, document)
+    assert response.status_code == 400, response.text
+    assert reason in response.json()["reason"]
+    assert client.get(base, headers=ADMIN).json() == []
+
+
+def test_duplicate_paths_are_refused(client: TestClient, files_root: Path) -> None:
+    document = _documents(files_root)["/rest/import-job"]
+    assert _post(client, "/rest/import-job", document).status_code == 200
+    again = _post(client, "/rest/import-job", document)
+    assert again.status_code == 409
+    assert "already exists" in again.json()["reason"]
+
+
+def test_lenient_bodies_as_curl_sends_them(client: TestClient, files_root: Path) -> None:
+    source = write_orders_csv(files_root / "in", rows=3)
+    body = f"{{path: '/Data/ImportJobs/lenient.imp', source: {{kind: csv, path: '{source}',}},}}"
+    response = client.post(
+        "/rest/import-job",
+        content=body,
+        headers={**ADMIN, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.text
+    broken = client.post("/rest/import-job", content=b"{path: ", headers=ADMIN)
+    assert broken.status_code == 400
+
+
+def test_a_cycle_is_refused_when_defined(client: TestClient, files_root: Path) -> None:
+    documents = _documents(files_root)
+    _post(client, "/rest/import-job", documents["/rest/import-job"])
+    first = _post(client, "/rest/workbook", documents["/rest/workbook"]).json()
+    second = {
+        "path": "/Analytics/Workbooks/second.wbk",
+        "sheets": [
+            {
+                "kind": "data",
+                "name": "t",
+                "source": {"workbook": "/Analytics/Workbooks/totals.wbk", "sheet": "totals"},
+            },
+            {"kind": "sql", "name": "out", "sql": "SELECT * FROM t", "keep": True},
+        ],
+    }
+    assert _post(client, "/rest/workbook", second).status_code == 200
+    looped = client.get(f"/rest/workbook/{first['configuration-id']}", headers=ADMIN).json()
+    looped["sheets"][0] = {
+        "kind": "data",
+        "name": "orders",
+        "source": {"workbook": "/Analytics/Workbooks/second.wbk", "sheet": "out"},
+    }
+    response = client.put(
+        f"/rest/workbook/{first['configuration-id']}", content=json.dumps(looped), headers=ADMIN
+    )
+    assert response.status_code == 400
+    assert "cycle" in response.json()["reason"] and "second.wbk" in response.json()["reason"]
+    unchanged = client.get(f"/rest/workbook/{first['configuration-id']}", headers=ADMIN).json()
+    assert unchanged["sheets"][0]["source"] == {"importJob": "/Data/ImportJobs/orders.imp"}
+
+
+def test_who_may_define_read_and_change(client: TestClient, files_root: Path) -> None:
+    document = _documents(files_root)["/rest/import-job"]
+    denied = _post(client, "/rest/import-job", document, _auth("viewer"))
+    assert denied.status_code == 403
+    created = _post(client, "/rest/import-job", document, _auth("ann")).json()
+    url = f"/rest/import-job/{created['configuration-id']}"
+    assert client.get(url, headers=_auth("ann")).status_code == 200
+    hidden = client.get(url, headers=_auth("viewer"))
+    missing = client.get("/rest/import-job/999", headers=_auth("viewer"))
+    assert hidden.status_code == missing.status_code == 404
+    assert client.get("/rest/import-job", headers=_auth("viewer")).json() == []
+    assert client.delete(url, headers=_auth("viewer")).status_code == 404
+    assert client.get(url, headers=ADMIN).status_code == 200
+    assert (
+        client.get("/rest/workbook/" + str(created["configuration-id"]), headers=ADMIN).status_code
+        == 404
+    )
+
+
+def test_data_listing_download_and_deletion(
+    node: Node, client: TestClient, files_root: Path
+) -> None:
+    documents = _documents(files_root)
+    imp = _post(client, "/rest/import-job", documents["/rest/import-job"]).json()[
+        "configuration-id"
+    ]
+    wbk = _post(client, "/rest/workbook", documents["/rest/workbook"]).json()["configuration-id"]
+    worker = Worker(node.store, node.settings, node.wakeup)
+    worker.start()
+    try:
+        for path in ("/Data/ImportJobs/orders.imp", "/Analytics/Workbooks/totals.wbk"):
+            run = client.post(f"/api/job-execution{path}/trigger", headers=ADMIN).json()
+            wait_terminal(node, run["job-execution-id"])
+    finally:
+        worker.shutdown(grace_seconds=1.0)
+    listing = client.get(f"/rest/data/import-job/{imp}", headers=ADMIN).json()
+    assert listing[0]["path"] == "/Data/ImportJobs/orders.imp"
+    assert listing[0]["record-count"] == 12
+    data = listing[0]["datas"][0]
+    assert list(data) == ["timestamp", "record-count", "id"] and data["record-count"] == 12
+    sheets = client.get(f"/rest/data/workbook/{wbk}", headers=ADMIN).json()
+    assert [s["path"] for s in sheets] == ["/Analytics/Workbooks/totals.wbk/totals"]
+    csv = client.get(f"/rest/data/workbook/{wbk}/totals/download", headers=ADMIN)
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text.strip().splitlines()
+    assert lines[0] == '"region","n","total"' and len(lines) == 4
+    raw = client.get(f"/rest/data/import-job/{imp}/download", headers=ADMIN).text.splitlines()
+    assert len(raw) == 13
+    assert client.get(f"/rest/data/workbook/{wbk}/nope/download", headers=ADMIN).status_code == 404
+    deleted = client.delete(f"/rest/data/{data['id']}", headers=ADMIN)
+    assert deleted.json() == {"status": True}
+    assert client.get(f"/rest/data/import-job/{imp}", headers=ADMIN).json()[0]["datas"] == []
+
+
+def test_published_json_schemas_match_the_models(client: TestClient) -> None:
+    for name, kind in (
+        ("import-job", JobKind.IMPORT),
+        ("workbook", JobKind.WORKBOOK),
+        ("export-job", JobKind.EXPORT),
+    ):
+        on_disk = json.loads((ROOT / "docs" / "schemas" / f"{name}.json").read_text())
+        assert on_disk == document_schema(kind), f"run scripts/schemas to refresh {name}.json"
+        served = client.get(f"/rest/schemas/{name}", headers=ADMIN).json()
+        assert served == on_disk
