@@ -3,60 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.acceptance.conftest import DATAMILL, Server
 from tests.helpers import orders_import, totals_workbook, write_orders_csv
 
-DATAMILL = [sys.executable, "-m", "datamill.cli.main"]
 PASSWORD = "acceptance-secret"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """`datamill serve` on a free port with its own home; yields (base URL, env)."""
-    port = _free_port()
-    env = dict(
-        os.environ,
-        DATAMILL_HOME=str(tmp_path / "home"),
-        DATAMILL_ADMIN_PASSWORD=PASSWORD,
-        DATAMILL_PORT=str(port),
-    )
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen([*DATAMILL, "serve"], env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError((tmp_path / "server.log").read_text())
-        time.sleep(0.1)
-    yield base, env
-    process.send_signal(signal.SIGTERM)
-    try:
-        assert process.wait(timeout=30) == 0
-    finally:
-        process.kill()
+def server(start_server: Callable[..., Server]) -> tuple[str, dict[str, str]]:
+    """`datamill serve` with its own home and admin password; (base URL, env)."""
+    started = start_server(DATAMILL_ADMIN_PASSWORD=PASSWORD)
+    return started.base, started.env
 
 
 def _define(
