@@ -30,10 +30,16 @@ class Node:
 def open_node(settings: Settings) -> Node:
     """Create folders, migrate the store and build the services."""
     settings.ensure_folders()
-    store = Store(settings.resolved_database_url, str(settings.resolved_data_root))
+    store = Store(
+        settings.resolved_database_url,
+        str(settings.resolved_data_root),
+        max_running=settings.max_running,
+    )
     store.migrate()
     wakeup = Wakeup()
-    jobs = JobService(store, wakeup, stop_wait_seconds=settings.stop_wait_seconds)
+    jobs = JobService(
+        store, wakeup, stop_wait_seconds=settings.stop_wait_seconds, timezone=settings.timezone
+    )
     return Node(settings, store, wakeup, jobs)
 
 

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     concurrency: int = Field(
         default=2, ge=1, description="Executions one worker runs at once (warm child processes)."
     )
+    max_running: int = Field(
+        default=0,
+        ge=0,
+        description="Executions running at once across all workers; 0 for no global limit.",
+    )
     engine_memory_limit: str = Field(
         default="2GB", description="DuckDB memory limit per execution; beyond it, it spills."
     )
@@ -70,6 +75,9 @@ class Settings(BaseSettings):
     )
     housekeeping_seconds: float = Field(
         default=30.0, gt=0, description="How often a worker removes deleted and expired data."
+    )
+    history_days: float = Field(
+        default=28.0, gt=0, description="Ended executions older than this are dropped."
     )
     admin_password: str | None = Field(
         default=None, description="Password of the first admin; generated and printed if unset."

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from datamill.domain.schedule import is_valid_cron
 from datamill.domain.status import JobKind
 
 DEFINITION_VERSION = 1
@@ -173,6 +174,8 @@ class Triggering(_Model):
             raise ValueError("a SCHEDULED workbook needs a 'cron' expression")
         if self.mode != "SCHEDULED" and self.cron:
             raise ValueError("'cron' is only for mode SCHEDULED")
+        if self.cron and not is_valid_cron(self.cron):
+            raise ValueError(f"cron: {self.cron!r} is not a valid cron expression")
         return self
 
 

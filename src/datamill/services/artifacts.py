@@ -16,7 +16,7 @@ from datamill.domain.definitions import definition_model
 from datamill.domain.records import FileEntry, JobConfiguration, User
 from datamill.domain.status import JobKind
 from datamill.errors import Conflict, Forbidden, InvalidDefinition, NotFound
-from datamill.services.graph import find_cycle, upstream_graph
+from datamill.services.graph import find_cycle, rebuild_dependencies, upstream_graph
 from datamill.services.jobs import ByConfiguration, JobService, parse_definition
 from datamill.services.permissions import Access, has_access, has_capability
 from datamill.store import executions as ex
@@ -75,11 +75,10 @@ class ArtifactService:
     def create(self, kind: JobKind, document: dict[str, Any], user: User) -> JobConfiguration:
         """Create a job file from a document; the caller becomes its owner."""
         path = document_path(kind, document)
-        definition = parse_definition(kind, _definition_part(document))
         with self.store.db.read() as conn:
             self._require_define(conn, user, path)
-        _entry, config = self.store.jobs.create(
-            path, kind, definition, user.name, check=self._refuse_cycles
+        _entry, config = self.jobs.define_job(
+            path, kind, _definition_part(document), user.name, check=self._refuse_cycles
         )
         return config
 
@@ -100,6 +99,7 @@ class ArtifactService:
                     self._require_define(conn, user, path)
                     job_store.move_job_file(conn, self.store.files, entry, path)
             config = self.store.jobs.update(conn, config_id, definition)
+            self.jobs.refresh_job(conn, config)
             self._refuse_cycles(conn, config)
 
     def delete(self, kind: JobKind, config_id: int, user: User) -> None:
@@ -114,6 +114,7 @@ class ArtifactService:
             if ex.active_execution_for_config(conn, config.id) is not None:
                 raise Conflict(f"{entry.path} cannot be deleted while it is queued or running")
             folders = job_store.delete_job(conn, config)
+            rebuild_dependencies(conn, self.store)
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -4,19 +4,37 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.domain.definitions import definition_model, upstream_references
 from datamill.domain.records import JobConfiguration
+from datamill.store import tables as t
 from datamill.store.store import Store
+from datamill.store.triggers import replace_dependencies
 
 
 def upstream_graph(conn: Connection, store: Store) -> dict[int, set[int]]:
-    """Configuration id -> ids of the configurations whose data it reads."""
-    graph: dict[int, set[int]] = {}
-    for config in store.jobs.list_all(conn):
-        graph[config.id] = set(upstream_ids(conn, store, config))
+    """Configuration id -> ids of the configurations whose data it reads (as stored)."""
+    graph: dict[int, set[int]] = {c.id: set() for c in store.jobs.list_all(conn)}
+    for config_id, upstream in conn.execute(
+        sa.select(
+            t.job_dependencies.c.job_configuration_id,
+            t.job_dependencies.c.upstream_configuration_id,
+        )
+    ).all():
+        graph.setdefault(config_id, set()).add(upstream)
     return graph
+
+
+def rebuild_dependencies(conn: Connection, store: Store) -> None:
+    """Resolve every definition's references again and store the graph.
+
+    Run whenever a job is created, changed or deleted: a reference to a job
+    defined later resolves once that job exists.
+    """
+    edges = {c.id: upstream_ids(conn, store, c) for c in store.jobs.list_all(conn)}
+    replace_dependencies(conn, edges)
 
 
 def upstream_ids(conn: Connection, store: Store, config: JobConfiguration) -> list[int]:

@@ -12,14 +12,18 @@ from sqlalchemy.engine import Connection
 from datamill.domain.definitions import JobDefinition, WorkbookDefinition, definition_model
 from datamill.domain.estimate import remaining_seconds
 from datamill.domain.records import Execution, FileEntry, JobConfiguration, User
+from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobKind, JobStatus, TriggerType
 from datamill.engine.sql import check_workbook
 from datamill.errors import Conflict, InvalidDefinition, InvalidInput, NotFound, StopTimeout
+from datamill.services.graph import rebuild_dependencies
 from datamill.services.permissions import Access, require_access
 from datamill.services.wakeup import Wakeup
 from datamill.store import executions as ex
 from datamill.store.db import utcnow
+from datamill.store.jobs import Check
 from datamill.store.store import Store
+from datamill.store.triggers import set_next_fire
 
 
 def parse_definition(kind: JobKind, raw: dict[str, Any]) -> JobDefinition:
@@ -64,19 +68,46 @@ class StatusView:
 class JobService:
     """The job use cases, shared by the API, the CLI and the demo set-up."""
 
-    def __init__(self, store: Store, wakeup: Wakeup, *, stop_wait_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        wakeup: Wakeup,
+        *,
+        stop_wait_seconds: float = 30.0,
+        timezone: str | None = None,
+    ) -> None:
         self.store = store
         self.wakeup = wakeup
         self.stop_wait_seconds = stop_wait_seconds
+        self.timezone = timezone
 
     # ------------------------------------------------------------ defining
 
     def define_job(
-        self, path: str, kind: JobKind, raw: dict[str, Any], owner: str
+        self,
+        path: str,
+        kind: JobKind,
+        raw: dict[str, Any],
+        owner: str,
+        *,
+        check: Check | None = None,
     ) -> tuple[FileEntry, JobConfiguration]:
         """Create a job file with a validated definition."""
         definition = parse_definition(kind, raw)
-        return self.store.jobs.create(path, kind, definition, owner)
+
+        def after_insert(conn: Connection, config: JobConfiguration) -> None:
+            self.refresh_job(conn, config)
+            if check is not None:
+                check(conn, config)
+
+        return self.store.jobs.create(path, kind, definition, owner, check=after_insert)
+
+    def refresh_job(self, conn: Connection, config: JobConfiguration) -> None:
+        """Bring derived state up to date after a definition changed: graph and schedule."""
+        rebuild_dependencies(conn, self.store)
+        cron = config.definition.get("triggering", {}).get("cron")
+        when = next_fire_time(cron, utcnow(), self.timezone) if cron else None
+        set_next_fire(conn, config.id, when)
 
     # ------------------------------------------------------------ resolving
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from datamill.domain.records import Execution, JobConfiguration
+from datamill.domain.records import Execution
 from datamill.domain.status import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, TriggerType
 from datamill.errors import NotFound
 from datamill.store import tables as t
 from datamill.store.db import utcnow
-from datamill.store.plans import settle_dependents
+from datamill.store.plans import lock_downstream, settle_dependents
 
 E = t.executions
 WAKEUP_CHANNEL = "datamill_queue"
@@ -43,9 +43,23 @@ def execution_from_row(row: Any) -> Execution:
     )
 
 
+class ConfigurationKey(Protocol):
+    """What an execution needs of its configuration: both ids."""
+
+    @property
+    def id(self) -> int:
+        """The configuration id."""
+        ...
+
+    @property
+    def file_id(self) -> int:
+        """The id of the job file."""
+        ...
+
+
 def create_execution(
     conn: Connection,
-    config: JobConfiguration,
+    config: ConfigurationKey,
     trigger_type: TriggerType,
     user: str,
     *,
@@ -144,6 +158,7 @@ def request_stop(conn: Connection, execution_id: int) -> JobStatus:
     clauses make this safe against a worker finishing the run concurrently.
     """
     now = utcnow()
+    lock_downstream(conn, execution_id)
     canceled = conn.execute(
         sa.update(E)
         .where(

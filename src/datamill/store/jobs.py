@@ -174,6 +174,15 @@ def delete_job(conn: Connection, config: JobConfiguration) -> list[str]:
             )
         )
     )
+    deps = t.job_dependencies
+    conn.execute(
+        sa.delete(deps).where(
+            sa.or_(
+                deps.c.job_configuration_id == config.id,
+                deps.c.upstream_configuration_id == config.id,
+            )
+        )
+    )
     conn.execute(sa.delete(D).where(D.c.job_configuration_id == config.id))
     conn.execute(sa.delete(E).where(E.c.job_configuration_id == config.id))
     conn.execute(sa.delete(t.job_configurations).where(t.job_configurations.c.id == config.id))

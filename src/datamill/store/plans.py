@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -11,6 +13,7 @@ from datamill.store.db import utcnow
 
 E = t.executions
 DEP = t.execution_dependencies
+LOCK_SPACE = 7373
 
 
 def add_dependencies(conn: Connection, edges: list[tuple[int, int]]) -> None:
@@ -19,6 +22,42 @@ def add_dependencies(conn: Connection, edges: list[tuple[int, int]]) -> None:
         conn.execute(
             sa.insert(DEP), [{"execution_id": e, "upstream_execution_id": u} for e, u in edges]
         )
+
+
+def lock_configurations(conn: Connection, config_ids: Iterable[int]) -> None:
+    """Serialise, until commit, decisions about these configurations' waiting runs.
+
+    Two upstream runs ending at once each see the other still running; without
+    this lock (PostgreSQL) both would leave their common dependent waiting
+    forever. SQLite's BEGIN IMMEDIATE already serialises every writer.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    for config_id in sorted(set(config_ids)):
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:space, :id)"),
+            {"space": LOCK_SPACE, "id": config_id},
+        )
+
+
+def lock_downstream(conn: Connection, execution_id: int) -> None:
+    """Lock every configuration whose waiting runs this execution's end may decide.
+
+    Taken before the execution's status changes, so of two upstream runs
+    ending together the second sees everything the first decided.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    config_id = sa.select(E.c.job_configuration_id).where(E.c.id == execution_id)
+    data_driven = sa.select(t.job_dependencies.c.job_configuration_id).where(
+        t.job_dependencies.c.upstream_configuration_id.in_(config_id.scalar_subquery())
+    )
+    planned = (
+        sa.select(E.c.job_configuration_id)
+        .join(DEP, DEP.c.execution_id == E.c.id)
+        .where(DEP.c.upstream_execution_id == execution_id)
+    )
+    lock_configurations(conn, conn.execute(sa.union(data_driven, planned)).scalars().all())
 
 
 def settle_dependents(conn: Connection, upstream_id: int, status: JobStatus) -> list[int]:
@@ -34,6 +73,12 @@ def settle_dependents(conn: Connection, upstream_id: int, status: JobStatus) -> 
     pending = [(upstream_id, status)]
     while pending:
         current, current_status = pending.pop()
+        configs = conn.execute(
+            sa.select(E.c.job_configuration_id)
+            .join(DEP, DEP.c.execution_id == E.c.id)
+            .where(DEP.c.upstream_execution_id == current)
+        ).scalars()
+        lock_configurations(conn, configs)
         dependents = (
             conn.execute(
                 sa.select(DEP.c.execution_id).where(DEP.c.upstream_execution_id == current)

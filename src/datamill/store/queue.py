@@ -13,11 +13,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from datamill.domain.records import Execution
-from datamill.domain.status import JobStatus
+from datamill.domain.status import JobStatus, TriggerType
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.executions import execution_from_row, notify_other_nodes
-from datamill.store.plans import settle_dependents
+from datamill.store.plans import lock_downstream, settle_dependents
+from datamill.store.triggers import fire_data_driven
 
 E = t.executions
 W = t.workers
@@ -44,9 +45,11 @@ class Outcome:
 class ExecutionQueue:
     """Atomic hand-over of executions between the store and workers."""
 
-    def __init__(self, db: Database, data_root: str) -> None:
+    def __init__(self, db: Database, data_root: str, *, max_running: int = 0) -> None:
         self._db = db
         self._data_root = data_root
+        # Across all workers; 0 means only each worker's own concurrency limits.
+        self._max_running = max_running
 
     # ------------------------------------------------------------ workers
 
@@ -116,6 +119,8 @@ class ExecutionQueue:
         return None
 
     def _claim(self, conn: Connection, worker_id: str) -> Execution | None:
+        if self._max_running and not self._below_global_limit(conn):
+            return None
         running = sa.alias(E, "running")
         query = (
             sa.select(E.c.id)
@@ -150,6 +155,16 @@ class ExecutionQueue:
         ).first()
         return execution_from_row(updated) if updated is not None else None
 
+    def _below_global_limit(self, conn: Connection) -> bool:
+        if not self._db.is_sqlite:
+            # Claims with a global limit take turns, or two workers could both
+            # see one free place and both take it.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(727272)"))
+        count = conn.execute(
+            sa.select(sa.func.count()).select_from(E).where(E.c.status == JobStatus.RUNNING.value)
+        ).scalar_one()
+        return int(count) < self._max_running
+
     # ------------------------------------------------------------ while running
 
     def report_progress(self, execution_id: int, fraction: float) -> None:
@@ -183,6 +198,7 @@ class ExecutionQueue:
             ).first()
             if owned is None:
                 return False
+            lock_downstream(conn, execution.id)
             if outcome.status.is_success and outcome.sheets and outcome.staging_dir:
                 self._publish_data(conn, execution, outcome, now)
             for staged, final in outcome.moves:
@@ -201,7 +217,11 @@ class ExecutionQueue:
                     bytes_read=outcome.bytes_read,
                 )
             )
-            if settle_dependents(conn, execution.id, outcome.status):
+            released = settle_dependents(conn, execution.id, outcome.status)
+            # Plan members are released by their plan, not by data-driven triggers.
+            if outcome.status.is_success and execution.trigger_type is not TriggerType.SEQUENTIAL:
+                released += fire_data_driven(conn, execution.job_configuration_id)
+            if released:
                 notify_other_nodes(conn, "work")
         return True
 
@@ -278,6 +298,8 @@ class ExecutionQueue:
                 sa.select(E.c.id, E.c.worker_id).where(E.c.status == JobStatus.RUNNING.value)
             ).all()
             lost = [r.id for r in orphaned if r.worker_id not in known]
+            for execution_id in lost:
+                lock_downstream(conn, execution_id)
             if lost:
                 conn.execute(
                     sa.update(E)

@@ -92,7 +92,29 @@ job_configurations = sa.Table(
     sa.Column("definition", sa.JSON, nullable=False),
     sa.Column("trigger_mode", sa.String(16), nullable=False),
     sa.Column("cron", sa.String(128), nullable=True),
+    # When a SCHEDULED job fires next (UTC); NULL for other jobs.
+    sa.Column("next_fire_at", sa.DateTime, nullable=True),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Index("ix_job_configurations_next_fire_at", "next_fire_at"),
+)
+
+# Which configuration reads the data of which, resolved from the definitions.
+job_dependencies = sa.Table(
+    "job_dependencies",
+    metadata,
+    sa.Column(
+        "job_configuration_id",
+        sa.Integer,
+        sa.ForeignKey("job_configurations.id"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "upstream_configuration_id",
+        sa.Integer,
+        sa.ForeignKey("job_configurations.id"),
+        primary_key=True,
+    ),
+    sa.Index("ix_job_dependencies_upstream", "upstream_configuration_id"),
 )
 
 executions = sa.Table(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -90,3 +93,228 @@ class UserRepository:
             conn.execute(
                 sa.update(t.users).where(t.users.c.name == name).values(password_hash=password_hash)
             )
+
+
+# Below: connection-level functions for the user-management use cases, so one
+# transaction can check, change and create a home folder all or nothing.
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Group:
+    """A named set of users that file permissions can grant rights to."""
+
+    name: str
+    members: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Role:
+    """A named list of capabilities."""
+
+    name: str
+    capabilities: tuple[str, ...]
+
+    @property
+    def builtin(self) -> bool:
+        """ADMIN and ANALYST come with every Datamill and cannot be changed."""
+        return self.name in BUILTIN_ROLES
+
+
+def _by_name(conn: Connection, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    # PostgreSQL sorts text by the database's locale, SQLite by code point; the
+    # "C" collation makes both agree, so a page holds the same names everywhere.
+    return column.collate("C") if conn.dialect.name == "postgresql" else column
+
+
+def count_names(conn: Connection, table: sa.Table) -> int:
+    """How many rows the users, groups or roles table holds."""
+    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def page_of_names(conn: Connection, table: sa.Table, offset: int, limit: int) -> list[str]:
+    """Names from the users, groups or roles table in name order, `limit` from `offset`."""
+    if limit <= 0:
+        return []
+    column = table.c.name
+    query = sa.select(column).order_by(_by_name(conn, column)).offset(offset).limit(limit)
+    return list(conn.execute(query).scalars())
+
+
+def existing_names(
+    conn: Connection, table: sa.Table, names: Sequence[str], *, share_lock: bool = False
+) -> set[str]:
+    """Which of `names` exist in the table; `share_lock` keeps them from being deleted."""
+    if not names:
+        return set()
+    query = sa.select(table.c.name).where(table.c.name.in_(list(names)))
+    if share_lock:
+        query = query.with_for_update(read=True)
+    return set(conn.execute(query).scalars())
+
+
+def get_users(conn: Connection, names: Sequence[str]) -> list[User]:
+    """The users with these names, in the order given; unknown names are skipped."""
+    if not names:
+        return []
+    wanted = list(names)
+    rows = {r.name: r for r in conn.execute(sa.select(t.users).where(t.users.c.name.in_(wanted)))}
+    roles = _memberships(conn, t.user_roles, "role_name", wanted)
+    groups = _memberships(conn, t.user_groups, "group_name", wanted)
+    return [
+        User(
+            name=name,
+            password_hash=rows[name].password_hash,
+            roles=tuple(sorted(roles.get(name, ()))),
+            groups=tuple(sorted(groups.get(name, ()))),
+            email=rows[name].email,
+        )
+        for name in wanted
+        if name in rows
+    ]
+
+
+def _memberships(
+    conn: Connection, table: sa.Table, column: str, user_names: list[str]
+) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    query = sa.select(table.c.user_name, table.c[column]).where(table.c.user_name.in_(user_names))
+    for user_name, value in conn.execute(query):
+        found.setdefault(user_name, []).append(value)
+    return found
+
+
+def insert_user(conn: Connection, name: str, password_hash: str, email: str | None) -> None:
+    """Add a user row (no groups or roles yet)."""
+    conn.execute(
+        sa.insert(t.users).values(
+            name=name, password_hash=password_hash, email=email, created_at=utcnow()
+        )
+    )
+
+
+def set_email(conn: Connection, name: str, email: str | None) -> None:
+    """Replace a user's e-mail address (None clears it)."""
+    conn.execute(sa.update(t.users).where(t.users.c.name == name).values(email=email))
+
+
+def replace_groups(conn: Connection, name: str, groups: Sequence[str]) -> None:
+    """Make `groups` exactly the user's groups."""
+    conn.execute(sa.delete(t.user_groups).where(t.user_groups.c.user_name == name))
+    for group in groups:
+        conn.execute(sa.insert(t.user_groups).values(user_name=name, group_name=group))
+
+
+def replace_roles(conn: Connection, name: str, roles: Sequence[str]) -> None:
+    """Make `roles` exactly the user's roles."""
+    conn.execute(sa.delete(t.user_roles).where(t.user_roles.c.user_name == name))
+    for role in roles:
+        conn.execute(sa.insert(t.user_roles).values(user_name=name, role_name=role))
+
+
+def update_password_hash(conn: Connection, name: str, password_hash: str) -> bool:
+    """Replace a user's password hash; False if there is no such user."""
+    result = conn.execute(
+        sa.update(t.users).where(t.users.c.name == name).values(password_hash=password_hash)
+    )
+    return bool(result.rowcount)
+
+
+def delete_user(conn: Connection, name: str) -> None:
+    """Remove a user with their group and role memberships."""
+    conn.execute(sa.delete(t.user_groups).where(t.user_groups.c.user_name == name))
+    conn.execute(sa.delete(t.user_roles).where(t.user_roles.c.user_name == name))
+    conn.execute(sa.delete(t.users).where(t.users.c.name == name))
+
+
+def holders_of_role(conn: Connection, role: str, *, lock: bool = False) -> list[str]:
+    """Names of the users who hold `role`, sorted.
+
+    With `lock`, the role's row is locked first, so two transactions that each
+    take the role from a different holder cannot both see the other holder
+    and leave nobody (SQLite's write transactions are serial anyway).
+    """
+    if lock:
+        conn.execute(sa.select(t.roles.c.id).where(t.roles.c.name == role).with_for_update())
+    query = sa.select(t.user_roles.c.user_name).where(t.user_roles.c.role_name == role)
+    return sorted(conn.execute(query).scalars())
+
+
+def insert_group(conn: Connection, name: str) -> None:
+    """Add an empty group."""
+    conn.execute(sa.insert(t.groups).values(name=name))
+
+
+def get_groups(conn: Connection, names: Sequence[str]) -> list[Group]:
+    """The groups with these names and their members, in the order given."""
+    present = existing_names(conn, t.groups, names)
+    members: dict[str, list[str]] = {}
+    if present:
+        query = sa.select(t.user_groups.c.group_name, t.user_groups.c.user_name).where(
+            t.user_groups.c.group_name.in_(list(present))
+        )
+        for group, user in conn.execute(query):
+            members.setdefault(group, []).append(user)
+    return [
+        Group(name=name, members=tuple(sorted(members.get(name, ()))))
+        for name in names
+        if name in present
+    ]
+
+
+def delete_group(conn: Connection, name: str) -> None:
+    """Remove a group, its memberships and the file rights granted to it.
+
+    The rights go too: a later group of the same name must not inherit them.
+    """
+    gp = t.file_group_permissions
+    conn.execute(sa.delete(gp).where(gp.c.group_name == name))
+    conn.execute(sa.delete(t.user_groups).where(t.user_groups.c.group_name == name))
+    conn.execute(sa.delete(t.groups).where(t.groups.c.name == name))
+
+
+def insert_role(conn: Connection, name: str, capabilities: Sequence[str]) -> None:
+    """Add a role with its capabilities."""
+    conn.execute(sa.insert(t.roles).values(name=name, capabilities=list(capabilities)))
+
+
+def get_roles(conn: Connection, names: Sequence[str]) -> list[Role]:
+    """The roles with these names, in the order given."""
+    if not names:
+        return []
+    query = sa.select(t.roles.c.name, t.roles.c.capabilities).where(t.roles.c.name.in_(list(names)))
+    found = {name: tuple(capabilities) for name, capabilities in conn.execute(query)}
+    return [Role(name=name, capabilities=found[name]) for name in names if name in found]
+
+
+def set_capabilities(conn: Connection, name: str, capabilities: Sequence[str]) -> None:
+    """Replace a role's capabilities."""
+    conn.execute(
+        sa.update(t.roles).where(t.roles.c.name == name).values(capabilities=list(capabilities))
+    )
+
+
+def delete_role(conn: Connection, name: str) -> None:
+    """Remove a role and take it from every user who held it."""
+    conn.execute(sa.delete(t.user_roles).where(t.user_roles.c.role_name == name))
+    conn.execute(sa.delete(t.roles).where(t.roles.c.name == name))
+
+
+def hand_over_files(conn: Connection, from_owner: str, to_owner: str) -> int:
+    """Make `to_owner` the owner of everything `from_owner` owns; returns how many entries.
+
+    A deleted user's files must not wait, ownerless, for a later user who
+    happens to be given the same name.
+    """
+    result = conn.execute(
+        sa.update(t.files)
+        .where(t.files.c.owner == from_owner)
+        .values(owner=to_owner, updated_at=utcnow())
+    )
+    return int(result.rowcount)
+
+
+def set_file_owner(conn: Connection, file_id: int, owner: str) -> None:
+    """Give one file or folder to `owner`."""
+    conn.execute(
+        sa.update(t.files).where(t.files.c.id == file_id).values(owner=owner, updated_at=utcnow())
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 from datamill.domain.definitions import definition_model
 from datamill.store import data as data_store
 from datamill.store.db import utcnow
+from datamill.store.history import drop_history_before
 from datamill.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -48,3 +50,9 @@ def remove_stale_staging(staging_root: Path, active_execution_ids: set[int]) -> 
     for entry in os.scandir(staging_root):
         if entry.name.isdigit() and int(entry.name) not in active_execution_ids:
             shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def drop_old_history(store: Store, days: float) -> int:
+    """Drop ended executions older than `days`; returns how many."""
+    with store.db.write() as conn:
+        return drop_history_before(conn, utcnow() - dt.timedelta(days=days))

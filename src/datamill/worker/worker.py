@@ -12,16 +12,20 @@ import time
 import uuid
 
 from datamill.domain.records import Execution
+from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobStatus
 from datamill.engine.base import RunResult
 from datamill.errors import DatamillError
 from datamill.services.wakeup import PostgresListener, Wakeup, libpq_conninfo
 from datamill.settings import Settings
-from datamill.store.executions import active_executions
+from datamill.store.db import utcnow
+from datamill.store.executions import active_executions, notify_other_nodes
 from datamill.store.queue import Outcome
 from datamill.store.store import Store
+from datamill.store.triggers import fire_due_schedules
 from datamill.worker.horse import Horse, HorseDied, run_result
 from datamill.worker.housekeeping import (
+    drop_old_history,
     expire_old_results,
     remove_deleted_files,
     remove_stale_staging,
@@ -117,6 +121,20 @@ class Worker:
         with self.store.db.read() as conn:
             running = {e.id for e in active_executions(conn)}
         remove_stale_staging(self.settings.staging_root, running)
+        drop_old_history(self.store, self.settings.history_days)
+
+    def fire_schedules(self) -> list[int]:
+        """Queue the scheduled jobs whose time has come."""
+        zone = self.settings.timezone
+        with self.store.db.write() as conn:
+            created = fire_due_schedules(
+                conn, utcnow(), lambda cron, now: next_fire_time(cron, now, zone)
+            )
+            if created:
+                notify_other_nodes(conn, "work")
+        if created:
+            self.wakeup.notify_work()
+        return created
 
     def _heartbeat_loop(self) -> None:
         beats = 0
@@ -126,6 +144,7 @@ class Worker:
                 stop_ids = self.store.queue.heartbeat(self.id)
                 with self._lock:
                     self._stop_ids |= stop_ids
+                self.fire_schedules()
                 beats += 1
                 if beats % 5 == 0:
                     self.reconcile()

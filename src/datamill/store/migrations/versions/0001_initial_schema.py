@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 13:46:27.157752
+Create Date: 2026-11-28 14:08:55.144393
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def upgrade() -> None:
         sa.Column("definition", sa.JSON(), nullable=False),
         sa.Column("trigger_mode", sa.String(length=16), nullable=False),
         sa.Column("cron", sa.String(length=128), nullable=True),
+        sa.Column("next_fire_at", sa.DateTime(), nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["file_id"], ["files.id"], name=op.f("fk_job_configurations_file_id_files")
@@ -111,6 +112,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_configurations")),
         sa.UniqueConstraint("file_id", name=op.f("uq_job_configurations_file_id")),
     )
+    with op.batch_alter_table("job_configurations", schema=None) as batch_op:
+        batch_op.create_index("ix_job_configurations_next_fire_at", ["next_fire_at"], unique=False)
+
     op.create_table(
         "executions",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -151,6 +155,29 @@ def upgrade() -> None:
             unique=True,
             sqlite_where=sa.text("status = 'RUNNING'"),
             postgresql_where=sa.text("status = 'RUNNING'"),
+        )
+
+    op.create_table(
+        "job_dependencies",
+        sa.Column("job_configuration_id", sa.Integer(), nullable=False),
+        sa.Column("upstream_configuration_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["job_configuration_id"],
+            ["job_configurations.id"],
+            name=op.f("fk_job_dependencies_job_configuration_id_job_configurations"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["upstream_configuration_id"],
+            ["job_configurations.id"],
+            name=op.f("fk_job_dependencies_upstream_configuration_id_job_configurations"),
+        ),
+        sa.PrimaryKeyConstraint(
+            "job_configuration_id", "upstream_configuration_id", name=op.f("pk_job_dependencies")
+        ),
+    )
+    with op.batch_alter_table("job_dependencies", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_job_dependencies_upstream", ["upstream_configuration_id"], unique=False
         )
 
     op.create_table(
@@ -228,6 +255,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_data_config_id")
 
     op.drop_table("data")
+    with op.batch_alter_table("job_dependencies", schema=None) as batch_op:
+        batch_op.drop_index("ix_job_dependencies_upstream")
+
+    op.drop_table("job_dependencies")
     with op.batch_alter_table("executions", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_executions_one_running_per_config",
@@ -238,6 +269,9 @@ def downgrade() -> None:
         batch_op.drop_index("ix_executions_config_id")
 
     op.drop_table("executions")
+    with op.batch_alter_table("job_configurations", schema=None) as batch_op:
+        batch_op.drop_index("ix_job_configurations_next_fire_at")
+
     op.drop_table("job_configurations")
     op.drop_table("file_group_permissions")
     op.drop_table("workers")

@@ -1,0 +1,126 @@
+"""Executions that Datamill creates by itself: data-driven runs and schedules."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from datamill.domain.status import ACTIVE_STATUSES, JobStatus, TriggerType
+from datamill.store import tables as t
+from datamill.store.executions import create_execution
+from datamill.store.plans import add_dependencies, lock_configurations
+
+C = t.job_configurations
+E = t.executions
+DEPS = t.job_dependencies
+
+
+def replace_dependencies(conn: Connection, edges: dict[int, list[int]]) -> None:
+    """Store the whole dependency graph: configuration -> configurations it reads."""
+    conn.execute(sa.delete(DEPS))
+    rows = [
+        {"job_configuration_id": config_id, "upstream_configuration_id": upstream}
+        for config_id, upstreams in edges.items()
+        for upstream in sorted(set(upstreams))
+    ]
+    if rows:
+        conn.execute(sa.insert(DEPS), rows)
+
+
+def _already_waiting(conn: Connection, config_id: int, trigger: TriggerType) -> bool:
+    # A run of the same kind that has not started yet will read the newest
+    # data anyway, so a second one would only repeat it.
+    return (
+        conn.execute(
+            sa.select(E.c.id)
+            .where(
+                E.c.job_configuration_id == config_id,
+                E.c.status.in_([JobStatus.QUEUED.value, JobStatus.WAITING_FOR_OTHER_JOB.value]),
+                E.c.trigger_type == trigger.value,
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def _active_upstream_runs(conn: Connection, config_id: int) -> list[int]:
+    """Unfinished executions of the jobs a configuration reads from."""
+    upstream = sa.select(DEPS.c.upstream_configuration_id).where(
+        DEPS.c.job_configuration_id == config_id
+    )
+    rows = conn.execute(
+        sa.select(E.c.id).where(
+            E.c.job_configuration_id.in_(upstream),
+            E.c.status.in_([s.value for s in ACTIVE_STATUSES]),
+        )
+    ).all()
+    return [r.id for r in rows]
+
+
+def fire_data_driven(conn: Connection, upstream_config_id: int) -> list[int]:
+    """Start each DATA_DRIVEN workbook that reads a configuration that just succeeded.
+
+    The run belongs to the workbook's owner. If other sources of the workbook
+    are still being refreshed, the run waits for them (WAITING_FOR_OTHER_JOB)
+    and is released when they succeed; a workbook that already has a
+    data-driven run waiting is not queued again. So several sources changing
+    together make one run. Returns the runs that may start now.
+    """
+    rows = conn.execute(
+        sa.select(C.c.id, C.c.file_id, t.files.c.owner)
+        .join(DEPS, DEPS.c.job_configuration_id == C.c.id)
+        .join(t.files, t.files.c.id == C.c.file_id)
+        .where(DEPS.c.upstream_configuration_id == upstream_config_id)
+        .where(C.c.trigger_mode == "DATA_DRIVEN")
+        .order_by(C.c.id)
+    ).all()
+    lock_configurations(conn, [row.id for row in rows])
+    startable = []
+    for row in rows:
+        if _already_waiting(conn, row.id, TriggerType.DATA_DRIVEN):
+            continue
+        waits_on = _active_upstream_runs(conn, row.id)
+        status = JobStatus.WAITING_FOR_OTHER_JOB if waits_on else JobStatus.QUEUED
+        created = create_execution(conn, row, TriggerType.DATA_DRIVEN, row.owner, status=status)
+        add_dependencies(conn, [(created, upstream) for upstream in waits_on])
+        if not waits_on:
+            startable.append(created)
+    return startable
+
+
+def fire_due_schedules(
+    conn: Connection,
+    now: dt.datetime,
+    next_after: Callable[[str, dt.datetime], dt.datetime],
+) -> list[int]:
+    """Queue every SCHEDULED job whose slot has come; returns the new execution ids.
+
+    However many slots passed while nothing ran (downtime), a job runs once
+    and its next slot is counted from now. On PostgreSQL the rows are locked
+    with SKIP LOCKED, so two schedulers never fire the same slot.
+    """
+    query = (
+        sa.select(C.c.id, C.c.file_id, C.c.cron, t.files.c.owner)
+        .join(t.files, t.files.c.id == C.c.file_id)
+        .where(C.c.trigger_mode == "SCHEDULED", C.c.next_fire_at <= now)
+        .order_by(C.c.next_fire_at)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=C)
+    created = []
+    for row in conn.execute(query).all():
+        if not _already_waiting(conn, row.id, TriggerType.SCHEDULER):
+            created.append(create_execution(conn, row, TriggerType.SCHEDULER, row.owner))
+        conn.execute(
+            sa.update(C).where(C.c.id == row.id).values(next_fire_at=next_after(row.cron, now))
+        )
+    return created
+
+
+def set_next_fire(conn: Connection, config_id: int, when: dt.datetime | None) -> None:
+    """Set (or clear) when a configuration fires next."""
+    conn.execute(sa.update(C).where(C.c.id == config_id).values(next_fire_at=when))
