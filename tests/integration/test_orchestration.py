@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from datamill.domain.status import JobKind, JobStatus, TriggerType
 from datamill.services.plans import sequential_trigger
 from datamill.store import tables as t
 from datamill.store.db import utcnow
+from datamill.store.store import Store
 from datamill.worker.worker import Worker
 from tests.helpers import admin, define, execution, orders_import, wait_terminal, write_orders_csv
 
@@ -222,3 +224,42 @@ def test_two_schedulers_never_fire_the_same_slot(node: Node) -> None:
             )
         ).all()
     assert all(n == 1 for _, n in per_config) and len(per_config) == count
+
+
+def test_the_global_limit_keeps_runs_apart(node: Node, files_root: Path) -> None:
+    source = write_orders_csv(files_root / "in", rows=3)
+    paths = [f"/Data/ImportJobs/j{i}.imp" for i in range(6)]
+    for path in paths:
+        define(node, path, orders_import(source))
+    limited = Store(
+        node.settings.resolved_database_url, str(node.settings.resolved_data_root), max_running=1
+    )
+    worker = Worker(limited, node.settings, node.wakeup)
+    worker.start()
+    try:
+        ids = [node.jobs.trigger(path, admin(node)).id for path in paths for _ in range(2)]
+        runs = sorted((wait_terminal(node, i) for i in ids), key=lambda r: r.started_at)  # type: ignore[arg-type, return-value]
+    finally:
+        worker.shutdown(grace_seconds=1.0)
+        limited.close()
+    assert all(r.status is JobStatus.COMPLETED for r in runs)
+    for earlier, later in itertools.pairwise(runs):
+        assert _before(earlier, later)
+
+
+def test_old_history_is_dropped_but_the_newest_run_and_runs_with_data_stay(
+    node: Node, worker: Worker, files_root: Path
+) -> None:
+    source = write_orders_csv(files_root / "in", rows=3)
+    define(node, A, orders_import(source))
+    ids = [wait_terminal(node, node.jobs.trigger(A, admin(node)).id).id for _ in range(4)]
+    with node.store.db.write() as conn:
+        conn.execute(sa.update(t.executions).values(finished_at=utcnow() - dt.timedelta(days=40)))
+    worker.housekeep()  # expires data beyond minKeepCount, then drops old history
+    with node.store.db.read() as conn:
+        left = conn.execute(sa.select(t.executions.c.id).order_by(t.executions.c.id)).scalars()
+        left_ids = list(left)
+    # Only the newest run is left: it is the job's status and holds the kept data.
+    assert left_ids == [ids[-1]]
+    status = node.jobs.status(A, admin(node))
+    assert status.execution is not None and status.execution.id == ids[-1]

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from datamill.bootstrap import Node
 from datamill.domain.status import JobStatus
+from datamill.services.plans import sequential_trigger
 from datamill.store import tables as t
 from datamill.store.queue import WORKER_LOST
 from tests.helpers import (
@@ -136,6 +137,73 @@ def test_two_workers_on_postgres_never_run_an_execution_twice(
     assert all(n == 1 for _, n in published)
     by_config: dict[int, list[tuple[object, object]]] = {}
     for r in runs:
+        by_config.setdefault(r.job_configuration_id, []).append((r.started_at, r.finished_at))
+    for intervals in by_config.values():
+        intervals.sort()
+        for (_, end), (start, _) in itertools.pairwise(intervals):
+            assert end <= start  # type: ignore[operator]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_three_workers_run_hundreds_of_chained_executions_correctly(
+    node: Node, workers: WorkerProcesses, files_root: Path
+) -> None:
+    user = admin(node)
+    chains = 8
+    for c in range(chains):
+        source = write_orders_csv(files_root / f"c{c}", rows=5)
+        imp = f"/Data/ImportJobs/c{c}.imp"
+        define(node, imp, orders_import(source))
+        previous: tuple[str, str | None] = (imp, None)
+        for step in range(2):
+            path = f"/Analytics/Workbooks/c{c}_{step}.wbk"
+            source_ref = (
+                {"importJob": previous[0]}
+                if previous[1] is None
+                else {"workbook": previous[0], "sheet": previous[1]}
+            )
+            define(
+                node,
+                path,
+                {
+                    "triggering": {"mode": "DATA_DRIVEN"},
+                    "sheets": [
+                        {"kind": "data", "name": "src", "source": source_ref},
+                        {"kind": "sql", "name": "out", "sql": "SELECT * FROM src", "keep": True},
+                    ],
+                },
+            )
+            previous = (path, "out")
+    for _ in range(3):
+        workers.start(concurrency=2)
+    plans = []
+    for _ in range(12):
+        for c in range(chains):
+            plan = sequential_trigger(node.jobs, [f"/Data/ImportJobs/c{c}.imp"], user, {})
+            plans.append([m.execution_id for m in plan])
+    ids = [i for plan in plans for i in plan if i is not None]
+    assert len(ids) == 12 * chains * 3
+    runs = {i: wait_terminal(node, i, timeout=240) for i in ids}
+    assert all(r.status is JobStatus.COMPLETED for r in runs.values()), {
+        i: (r.status, r.error_message)
+        for i, r in runs.items()
+        if r.status is not JobStatus.COMPLETED
+    }
+    with node.store.db.read() as conn:
+        attempts = dict(conn.execute(sa.select(t.executions.c.id, t.executions.c.attempts)).all())
+        total = conn.execute(sa.select(sa.func.count()).select_from(t.executions)).scalar_one()
+    # No extra data-driven runs on top of the plans, and none ran twice.
+    assert total == len(ids)
+    assert all(attempts[i] == 1 for i in ids)
+    assert len({r.worker_id for r in runs.values()}) == 3
+    for plan in plans:
+        members = [runs[i] for i in plan if i is not None]
+        for earlier, later in itertools.pairwise(members):
+            assert earlier.finished_at is not None and later.started_at is not None
+            assert earlier.finished_at <= later.started_at
+    by_config: dict[int, list[tuple[object, object]]] = {}
+    for r in runs.values():
         by_config.setdefault(r.job_configuration_id, []).append((r.started_at, r.finished_at))
     for intervals in by_config.values():
         intervals.sort()

@@ -17,15 +17,12 @@ def drop_history_before(conn: Connection, cutoff: dt.datetime) -> int:
     """Delete ended executions that finished before `cutoff`; returns how many.
 
     The newest execution of each job stays, so its status never falls back to
-    "never ran", and so does every execution whose data is still stored.
-    Removed data rows whose files are gone go with them.
+    "never ran", and so does every execution whose data files still exist.
     """
-    gone_data = sa.select(D.c.id).where(
-        D.c.deleted.is_(True), D.c.location == "", D.c.created_at < cutoff
-    )
-    conn.execute(sa.delete(t.execution_inputs).where(t.execution_inputs.c.data_id.in_(gone_data)))
-    conn.execute(sa.delete(D).where(D.c.id.in_(gone_data)))
     newest = sa.select(sa.func.max(E.c.id)).group_by(E.c.job_configuration_id)
+    # Data whose files are still there (visible, or marked but not yet removed)
+    # keeps its execution; rows of data already removed go with it.
+    stored = sa.select(D.c.execution_id).where(D.c.location != "")
     doomed = [
         row.id
         for row in conn.execute(
@@ -33,7 +30,7 @@ def drop_history_before(conn: Connection, cutoff: dt.datetime) -> int:
                 E.c.status.in_([s.value for s in TERMINAL_STATUSES]),
                 E.c.finished_at < cutoff,
                 E.c.id.not_in(newest),
-                E.c.id.not_in(sa.select(D.c.execution_id)),
+                E.c.id.not_in(stored),
             )
         )
     ]
@@ -45,8 +42,13 @@ def drop_history_before(conn: Connection, cutoff: dt.datetime) -> int:
                 sa.or_(dep.c.execution_id.in_(chunk), dep.c.upstream_execution_id.in_(chunk))
             )
         )
+        removed = sa.select(D.c.id).where(D.c.execution_id.in_(chunk))
+        inputs = t.execution_inputs
         conn.execute(
-            sa.delete(t.execution_inputs).where(t.execution_inputs.c.execution_id.in_(chunk))
+            sa.delete(inputs).where(
+                sa.or_(inputs.c.execution_id.in_(chunk), inputs.c.data_id.in_(removed))
+            )
         )
+        conn.execute(sa.delete(D).where(D.c.execution_id.in_(chunk)))
         conn.execute(sa.delete(E).where(E.c.id.in_(chunk)))
     return len(doomed)
