@@ -15,6 +15,7 @@ from datamill.bootstrap import Node, open_node
 from datamill.settings import Settings
 from datamill.store.db import Database
 from datamill.store.migrate import upgrade
+from datamill.worker.worker import Worker
 from tests.helpers import password_hash
 
 PG_URL = os.environ.get(
@@ -114,3 +115,12 @@ def files_root(settings: Settings) -> Path:
     root = Path(settings.resolved_source_roots[0])
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+@pytest.fixture
+def worker(node: Node) -> Iterator[Worker]:
+    """An embedded worker on the node's store, shut down after the test."""
+    worker = Worker(node.store, node.settings, node.wakeup)
+    worker.start()
+    yield worker
+    worker.shutdown(grace_seconds=1.0)

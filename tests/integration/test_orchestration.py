@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +40,6 @@ def _workbook(
         "variables": {"min": {"type": "BIGINT", "default": 0}},
         "sheets": sheets,
     }
-
-
-@pytest.fixture
-def worker(node: Node) -> Iterator[Worker]:
-    """An embedded worker."""
-    worker = Worker(node.store, node.settings, node.wakeup)
-    worker.start()
-    yield worker
-    worker.shutdown(grace_seconds=1.0)
 
 
 def _diamond(node: Node, files_root: Path, b_sql: str = "SELECT * FROM s0") -> None:

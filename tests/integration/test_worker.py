@@ -7,10 +7,7 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from datamill.bootstrap import Node
 from datamill.domain.status import JobStatus
@@ -30,15 +27,6 @@ from tests.helpers import (
 IMP = "/Data/ImportJobs/orders.imp"
 WBK = "/Analytics/Workbooks/totals.wbk"
 EXP = "/Data/ExportJobs/totals.exp"
-
-
-@pytest.fixture
-def worker(node: Node) -> Iterator[Worker]:
-    """An embedded worker, shut down after the test."""
-    worker = Worker(node.store, node.settings, node.wakeup)
-    worker.start()
-    yield worker
-    worker.shutdown(grace_seconds=1.0)
 
 
 def _newest_data(node: Node, path: str):  # type: ignore[no-untyped-def]
