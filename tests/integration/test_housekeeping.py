@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from datamill.bootstrap import Node
 from datamill.domain.status import JobStatus
 from datamill.services.data import delete_data
 from datamill.store import data as data_store
+from datamill.store import tables as t
 from datamill.store.queue import Outcome
 from datamill.worker.worker import Worker
 from tests.helpers import (
@@ -92,6 +96,8 @@ def test_data_a_running_execution_reads_survives_until_it_ends(
         run = wait_for(
             node, node.jobs.trigger("/Analytics/Workbooks/slow.wbk", user).id, {JobStatus.RUNNING}
         )
+        # RUNNING comes with the claim; the inputs are recorded just after it.
+        _wait_until_reading(node, run.id, data_id)
         assert delete_data(node.store, data_id, user) is True
         worker.housekeep()
         assert folder.is_dir(), "a running execution still reads it"
@@ -101,3 +107,22 @@ def test_data_a_running_execution_reads_survives_until_it_ends(
         assert not folder.exists()
     finally:
         worker.shutdown(grace_seconds=1.0)
+
+
+def _wait_until_reading(node: Node, execution_id: int, data_id: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with node.store.db.read() as conn:
+            reads = (
+                conn.execute(
+                    sa.select(t.execution_inputs.c.data_id).where(
+                        t.execution_inputs.c.execution_id == execution_id
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if data_id in reads:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"execution {execution_id} never recorded that it reads {data_id}")

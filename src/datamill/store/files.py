@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 import uuid as uuid_module
@@ -12,14 +13,26 @@ from sqlalchemy.engine import Connection
 
 from datamill.domain.records import FileEntry
 from datamill.domain.status import JobKind
-from datamill.errors import AlreadyExists, InvalidInput, NotFound
+from datamill.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAX_ID = 2**31 - 1
-DEFAULT_FOLDERS = ("/Data/ImportJobs", "/Data/ExportJobs", "/Analytics/Workbooks", "/.system")
+DEFAULT_FOLDERS = (
+    "/Data/ImportJobs",
+    "/Data/ExportJobs",
+    "/Analytics/Workbooks",
+    "/.system",
+    "/Users",
+)
+PROTECTED_FOLDERS = frozenset(
+    {"/", *DEFAULT_FOLDERS, *(posixpath.dirname(folder) for folder in DEFAULT_FOLDERS)}
+)
+"""Folders every workspace relies on: they can be neither deleted, renamed nor moved."""
 ROOT_OWNER = "system"
+MAX_NAME = 255
+MAX_PATH = 4096
 
 
 def normalize_path(path: str) -> str:
@@ -32,6 +45,58 @@ def normalize_path(path: str) -> str:
     if any(part in (".", "..") for part in path.split("/")):
         raise InvalidInput(f"path {path!r} must not contain '.' or '..'")
     return clean
+
+
+def check_name(name: str) -> str:
+    """The name of one folder entry, or InvalidInput saying what is wrong with it."""
+    if not name.strip():
+        raise InvalidInput("the name must not be empty")
+    if name != name.strip():
+        # Leading or trailing blanks get lost in URLs and shell scripts.
+        raise InvalidInput(f"the name {name!r} must not start or end with spaces")
+    if "/" in name:
+        raise InvalidInput(f"the name {name!r} must not contain '/'")
+    if name in (".", ".."):
+        raise InvalidInput(f"the name {name!r} is not allowed")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidInput(f"the name {name!r} must not contain control characters")
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"the name must be at most {MAX_NAME} characters long")
+    return name
+
+
+def is_path_reference(reference: str) -> bool:
+    """Whether a file reference is a path rather than a decimal id or a uuid."""
+    return not ((reference.isascii() and reference.isdigit()) or _UUID.match(reference))
+
+
+def child_path(parent: FileEntry, name: str) -> str:
+    """The path of `name` inside the folder `parent`."""
+    return posixpath.join(parent.path, name)
+
+
+def _below(path: str) -> Any:
+    # substr rather than LIKE: folder names may contain '%' and '_'.
+    prefix = path.rstrip("/") + "/"
+    return sa.func.substr(t.files.c.path, 1, len(prefix)) == prefix
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Flags:
+    """The three permission flags."""
+
+    readable: bool
+    writable: bool
+    executable: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Permissions:
+    """Who may do what with one entry: its owner, per-group flags and everyone else's."""
+
+    owner: str
+    others: Flags
+    groups: tuple[tuple[str, Flags], ...]
 
 
 def file_from_row(row: Any) -> FileEntry:
@@ -97,6 +162,7 @@ class FileRepository:
         path = normalize_path(path)
         if not path.endswith(kind.extension):
             raise InvalidInput(f"a {kind.value} job file name must end with {kind.extension}")
+        self.lock_tree(conn)
         if conn.execute(sa.select(t.files.c.id).where(t.files.c.path == path)).first():
             raise AlreadyExists(f"{path} already exists")
         parent_id = self.ensure_folder(conn, posixpath.dirname(path), owner)
@@ -114,7 +180,7 @@ class FileRepository:
         """The entry a reference names: a decimal id, a uuid, or an absolute path."""
         column: Any
         value: Any
-        if reference.isdigit():
+        if reference.isascii() and reference.isdigit():
             if len(reference) > 10 or int(reference) > MAX_ID:
                 return None  # larger than any id the store can hold
             column, value = t.files.c.id, int(reference)
@@ -200,3 +266,136 @@ class FileRepository:
                 executable=executable,
             )
         )
+
+    # ------------------------------------------------------------ tree shape
+
+    def lock_tree(self, conn: Connection) -> None:
+        """Serialise changes to the shape of the tree until the transaction ends.
+
+        A move rewrites the paths of everything below a folder; on PostgreSQL an
+        entry created below the old path meanwhile would keep a stale path, so
+        every creation, move and deletion takes the root row's lock first.
+        SQLite writers are serialised already (BEGIN IMMEDIATE).
+        """
+        conn.execute(sa.select(t.files.c.id).where(t.files.c.path == "/").with_for_update())
+
+    def children(self, conn: Connection, folder_id: int) -> list[FileEntry]:
+        """The entries directly inside a folder, by name."""
+        rows = conn.execute(sa.select(t.files).where(t.files.c.parent_id == folder_id)).all()
+        # Sorted here: SQLite and PostgreSQL collations order names differently.
+        return sorted((file_from_row(r) for r in rows), key=lambda e: (e.name.casefold(), e.name))
+
+    def create_folder(
+        self, conn: Connection, parent: FileEntry, name: str, owner: str
+    ) -> FileEntry:
+        """Create an empty folder inside `parent`; a taken name is AlreadyExists."""
+        self.lock_tree(conn)
+        path = self._free_child_path(conn, parent, name)
+        # Readable by everyone, like the folders ensure_folder creates for new jobs.
+        folder_id = self._insert(
+            conn, parent.id, path, posixpath.basename(path), True, None, owner, others_readable=True
+        )
+        return self.get(conn, folder_id)
+
+    def move_folder(
+        self, conn: Connection, folder: FileEntry, parent: FileEntry, name: str
+    ) -> FileEntry:
+        """Give a folder a new parent and/or name; every path below it follows."""
+        new_path = self.check_move(conn, folder, parent, name)
+        if new_path is None:
+            return folder
+        longest = conn.execute(
+            sa.select(sa.func.max(sa.func.length(t.files.c.path))).where(_below(folder.path))
+        ).scalar()
+        if longest is not None and int(longest) - len(folder.path) + len(new_path) > MAX_PATH:
+            raise InvalidInput(f"paths below {new_path} would be longer than {MAX_PATH} characters")
+        now = utcnow()
+        conn.execute(
+            sa.update(t.files)
+            .where(t.files.c.id == folder.id)
+            .values(path=new_path, name=name, parent_id=parent.id, updated_at=now)
+        )
+        tail = sa.func.substr(
+            t.files.c.path, sa.cast(sa.literal(len(folder.path) + 1), sa.Integer), type_=sa.String
+        )
+        conn.execute(
+            sa.update(t.files)
+            .where(_below(folder.path))
+            .values(path=sa.literal(new_path, sa.String).concat(tail), updated_at=now)
+        )
+        return self.get(conn, folder.id)
+
+    def check_move(
+        self, conn: Connection, folder: FileEntry, parent: FileEntry, name: str
+    ) -> str | None:
+        """The folder's path after the move, None if nothing changes; raises if not allowed."""
+        self.lock_tree(conn)
+        if parent.path == folder.path or parent.path.startswith(folder.path + "/"):
+            raise InvalidInput(f"cannot move {folder.path} into itself")
+        if parent.id == folder.parent_id and name == folder.name:
+            return None
+        return self._free_child_path(conn, parent, name)
+
+    def delete_folder(self, conn: Connection, folder: FileEntry) -> None:
+        """Delete a folder that holds nothing; otherwise Conflict."""
+        self.lock_tree(conn)
+        holds = conn.execute(
+            sa.select(t.files.c.id).where(t.files.c.parent_id == folder.id).limit(1)
+        ).first()
+        if holds is not None:
+            raise Conflict(
+                f"the folder {folder.path} is not empty; delete or move its entries first"
+            )
+        gp = t.file_group_permissions
+        conn.execute(sa.delete(gp).where(gp.c.file_id == folder.id))
+        conn.execute(sa.delete(t.files).where(t.files.c.id == folder.id))
+
+    def _free_child_path(self, conn: Connection, parent: FileEntry, name: str) -> str:
+        if not parent.is_folder:
+            raise InvalidInput(f"{parent.path} is not a folder")
+        path = child_path(parent, check_name(name))
+        if len(path) > MAX_PATH:
+            raise InvalidInput(f"the path would be longer than {MAX_PATH} characters")
+        if conn.execute(sa.select(t.files.c.id).where(t.files.c.path == path)).first():
+            raise AlreadyExists(f"{path} already exists")
+        return path
+
+    # ------------------------------------------------------------ permissions
+
+    def permissions(self, conn: Connection, file_id: int) -> Permissions:
+        """The owner and the flags of one entry."""
+        row = conn.execute(sa.select(t.files).where(t.files.c.id == file_id)).first()
+        if row is None:
+            raise NotFound()
+        gp = t.file_group_permissions
+        groups = conn.execute(
+            sa.select(gp).where(gp.c.file_id == file_id).order_by(gp.c.group_name)
+        ).all()
+        return Permissions(
+            owner=row.owner,
+            others=Flags(row.others_readable, row.others_writable, row.others_executable),
+            groups=tuple(
+                (g.group_name, Flags(g.readable, g.writable, g.executable)) for g in groups
+            ),
+        )
+
+    def set_owner(self, conn: Connection, file_id: int, owner: str) -> None:
+        """Hand an entry to another user."""
+        conn.execute(
+            sa.update(t.files)
+            .where(t.files.c.id == file_id)
+            .values(owner=owner, updated_at=utcnow())
+        )
+
+    def delete_group_flags(self, conn: Connection, file_id: int, group: str) -> bool:
+        """Remove one group's flags from an entry; False if it had none."""
+        gp = t.file_group_permissions
+        result = conn.execute(
+            sa.delete(gp).where(gp.c.file_id == file_id, gp.c.group_name == group)
+        )
+        return bool(result.rowcount)
+
+    def group_exists(self, conn: Connection, name: str) -> bool:
+        """Whether a user group of this name exists."""
+        row = conn.execute(sa.select(t.groups.c.id).where(t.groups.c.name == name)).first()
+        return row is not None
