@@ -39,7 +39,7 @@ class WorkerProcesses:
         self._log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    def start(self, concurrency: int = 2, poll_seconds: float = 0.2) -> subprocess.Popen[bytes]:
         """One more worker process."""
         settings = self._node.settings
         env = dict(
@@ -49,7 +49,7 @@ class WorkerProcesses:
             DATAMILL_CONCURRENCY=str(concurrency),
             DATAMILL_HEARTBEAT_SECONDS="0.2",
             DATAMILL_WORKER_LOST_SECONDS="2",
-            DATAMILL_POLL_SECONDS="0.2",
+            DATAMILL_POLL_SECONDS=str(poll_seconds),
             DATAMILL_ENGINE_MEMORY_LIMIT="256MB",
             DATAMILL_ENGINE_THREADS="1",
         )
@@ -209,3 +209,19 @@ def test_three_workers_run_hundreds_of_chained_executions_correctly(
         intervals.sort()
         for (_, end), (start, _) in itertools.pairwise(intervals):
             assert end <= start  # type: ignore[operator]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_worker_on_another_node_is_woken_by_notify_not_polling(
+    node: Node, workers: WorkerProcesses, files_root: Path
+) -> None:
+    source = write_orders_csv(files_root / "in", rows=3)
+    define(node, "/Data/ImportJobs/o.imp", orders_import(source))
+    workers.start(poll_seconds=600)
+    user = admin(node)
+    # Let the worker settle into its long wait first; then only a NOTIFY can wake it soon.
+    first = wait_terminal(node, node.jobs.trigger("/Data/ImportJobs/o.imp", user).id, 60)
+    assert first.status is JobStatus.COMPLETED
+    second = wait_terminal(node, node.jobs.trigger("/Data/ImportJobs/o.imp", user).id, 60)
+    assert second.status is JobStatus.COMPLETED
