@@ -41,9 +41,11 @@ def list_running(request: Request, user: CurrentUser) -> Response:
     service = _service(request)
     items: list[dict[str, Any]] = []
     with service.store.db.read() as conn:
-        for execution in ex.active_executions(conn):
-            entry = service.store.files.get(conn, execution.file_id)
-            if not has_access(conn, user, entry, Access.READ):
+        active = ex.active_executions(conn)
+        entries = service.store.files.get_many(conn, (e.file_id for e in active))
+        for execution in active:
+            entry = entries.get(execution.file_id)
+            if entry is None or not has_access(conn, user, entry, Access.READ):
                 continue
             remaining = _remaining_ms(conn, execution)
             items.append(

@@ -102,41 +102,58 @@ class _Poller(threading.Thread):
         self.join()
 
 
+def database_config(request: RunRequest) -> dict[str, Any]:
+    """The DuckDB settings a run's fresh database is opened with."""
+    return {
+        "memory_limit": request.memory_limit,
+        "threads": request.threads,
+        "temp_directory": os.path.realpath(
+            request.temp_dir or os.path.join(request.staging_dir, ".duckdb_tmp")
+        ),
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
+
+
+def open_database(config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB database with progress reporting on."""
+    try:
+        con = duckdb.connect(":memory:", config=config)
+        # query_progress() answers -1 unless the progress bar is on; printing stays off.
+        con.execute("SET enable_progress_bar = true")
+        con.execute("SET enable_progress_bar_print = false")
+    except duckdb.Error as error:
+        raise InvalidInput(f"cannot start DuckDB: {_duckdb_message(error)}") from None
+    return con
+
+
 class Session:
     """The DuckDB connection of one run, with progress and error translation."""
 
-    def __init__(self, request: RunRequest, callback: ProgressCallback) -> None:
+    def __init__(
+        self,
+        request: RunRequest,
+        callback: ProgressCallback,
+        spare: duckdb.DuckDBPyConnection | None = None,
+    ) -> None:
         self.request = request
         self.progress = _Progress(callback)
         self.callback_error: BaseException | None = None
         self.locked = False
         self.staging_dir = os.path.realpath(request.staging_dir)
         os.makedirs(self.staging_dir, exist_ok=True)
-        self._own_temp = request.temp_dir is None
+        self.owns_temp_dir = request.temp_dir is None
         # Spill files go to the run's staging area unless the operator chose a folder.
         self.temp_dir = os.path.realpath(
             request.temp_dir or os.path.join(self.staging_dir, ".duckdb_tmp")
         )
         os.makedirs(self.temp_dir, exist_ok=True)
-        config: dict[str, Any] = {
-            "memory_limit": request.memory_limit,
-            "threads": request.threads,
-            "temp_directory": self.temp_dir,
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-        }
-        try:
-            self.con = duckdb.connect(":memory:", config=config)
-            # query_progress() answers -1 unless the progress bar is on; printing stays off.
-            self.con.execute("SET enable_progress_bar = true")
-            self.con.execute("SET enable_progress_bar_print = false")
-        except duckdb.Error as error:
-            raise InvalidInput(f"cannot start DuckDB: {_duckdb_message(error)}") from None
+        self.con = spare if spare is not None else open_database(database_config(request))
 
     def close(self) -> None:
         """Close the connection and remove spill files."""
         self.con.close()
-        if self._own_temp:
+        if self.owns_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def execute(
@@ -194,7 +211,35 @@ class Session:
 
 
 class DuckDBEngine:
-    """Runs one job definition on DuckDB and stages its output."""
+    """Runs one job definition on DuckDB and stages its output.
+
+    Every run gets a fresh database, locked down to its own files. Opening and
+    closing one costs tens of milliseconds, so a long-lived engine (a warm work
+    horse) may open the next run's database and close the last one's between
+    runs, off the critical path: see `between_runs`.
+    """
+
+    def __init__(self, *, keep_warm: bool = False) -> None:
+        self._keep_warm = keep_warm
+        self._spare: tuple[dict[str, Any], duckdb.DuckDBPyConnection] | None = None
+        self._finished: list[Session] = []
+        self._last_config: dict[str, Any] | None = None
+
+    def between_runs(self) -> None:
+        """Close finished runs' databases and open the next run's in advance."""
+        while self._finished:
+            self._finished.pop().close()
+        if self._keep_warm and self._spare is None and self._last_config is not None:
+            self._spare = (self._last_config, open_database(self._last_config))
+
+    def _take_spare(self, config: dict[str, Any]) -> duckdb.DuckDBPyConnection | None:
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        if spare[0] == config:
+            return spare[1]
+        spare[1].close()
+        return None
 
     def run(self, request: RunRequest, progress: ProgressCallback) -> RunResult:
         """Run the request; raise a DatamillError with a clear message on failure."""
@@ -203,7 +248,9 @@ class DuckDBEngine:
             definition = model.model_validate(request.definition)
         except ValidationError as error:
             raise InvalidDefinition(f"invalid {request.kind.value} definition: {error}") from None
-        session = Session(request, progress)
+        config = database_config(request)
+        self._last_config = config
+        session = Session(request, progress, self._take_spare(config))
         try:
             if isinstance(definition, ImportJobDefinition):
                 result = _run_import(session, definition)
@@ -218,7 +265,12 @@ class DuckDBEngine:
         except (OSError, pa.ArrowException) as error:
             raise JobFailed(f"cannot read or write a file: {error}") from None
         finally:
-            session.close()
+            # A run's own spill folder lies in its staging folder, which is
+            # about to be published: that database must close first.
+            if self._keep_warm and not session.owns_temp_dir:
+                self._finished.append(session)
+            else:
+                session.close()
         session.progress.report(1.0)
         return result
 

@@ -39,6 +39,7 @@ class Authenticator:
         self._ttl = ttl_seconds
         self._key = secrets.token_bytes(32)
         self._cache: dict[str, tuple[bytes, str, float]] = {}
+        self._verifying: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def authenticate(self, name: str, password: str) -> User:
@@ -61,10 +62,25 @@ class Authenticator:
             and hmac.compare_digest(cached[0], mac)
         ):
             return user
-        if not _verify(user.password_hash, password):
-            raise NotAuthenticated("wrong user name or password")
+        # One verification per user at a time: when a cached login expires under
+        # load, the other requests wait for its result instead of all running
+        # argon2 at once.
         with self._lock:
-            self._cache[name] = (mac, user.password_hash, now + self._ttl)
+            user_lock = self._verifying.setdefault(name, threading.Lock())
+        with user_lock:
+            with self._lock:
+                cached = self._cache.get(name)
+            if (
+                cached is not None
+                and cached[1] == user.password_hash
+                and cached[2] > time.monotonic()
+                and hmac.compare_digest(cached[0], mac)
+            ):
+                return user
+            if not _verify(user.password_hash, password):
+                raise NotAuthenticated("wrong user name or password")
+            with self._lock:
+                self._cache[name] = (mac, user.password_hash, time.monotonic() + self._ttl)
         return user
 
 

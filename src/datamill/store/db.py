@@ -31,8 +31,13 @@ class Database:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
+            # As many pooled connections as the API has threads: opening an
+            # overflow connection per request (with its PRAGMAs) is slow.
             self.engine: Engine = sa.create_engine(
-                self.url, connect_args={"timeout": 30, "check_same_thread": False}
+                self.url,
+                connect_args={"timeout": 30, "check_same_thread": False},
+                pool_size=40,
+                max_overflow=10,
             )
             _configure_sqlite(self.engine)
         else:

@@ -6,6 +6,7 @@ import dataclasses
 import posixpath
 import re
 import uuid as uuid_module
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -175,6 +176,14 @@ class FileRepository:
         if row is None:
             raise NotFound()
         return file_from_row(row)
+
+    def get_many(self, conn: Connection, file_ids: Iterable[int]) -> dict[int, FileEntry]:
+        """The entries with these ids, in one query (missing ones are left out)."""
+        wanted = sorted(set(file_ids))
+        if not wanted:
+            return {}
+        rows = conn.execute(sa.select(t.files).where(t.files.c.id.in_(wanted))).all()
+        return {row.id: file_from_row(row) for row in rows}
 
     def find(self, conn: Connection, reference: str) -> FileEntry | None:
         """The entry a reference names: a decimal id, a uuid, or an absolute path."""

@@ -47,7 +47,7 @@ def horse_main(conn: Connection, parent_pid: int) -> None:
     from datamill.engine.duckdb import DuckDBEngine
     from datamill.errors import DatamillError
 
-    engine = DuckDBEngine()
+    engine = DuckDBEngine(keep_warm=True)
     while True:
         try:
             request: RunRequest = conn.recv()
@@ -73,6 +73,9 @@ def horse_main(conn: Connection, parent_pid: int) -> None:
             conn.send(("failed", "the job ran out of memory"))
         except Exception as error:  # a bug in the engine: report it, keep the horse
             conn.send(("failed", f"internal error: {error!r}\n{traceback.format_exc(limit=5)}"))
+        # After the answer is sent, so the worker publishes without waiting for this.
+        with contextlib.suppress(Exception):
+            engine.between_runs()
 
 
 class HorseDied(Exception):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 14:08:55.144393
+Create Date: 2026-11-28 15:09:19.036126
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("executions", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_executions_config_id", ["job_configuration_id", "id"], unique=False
+            "ix_executions_config_id", ["job_configuration_id", "id", "status"], unique=False
         )
         batch_op.create_index("ix_executions_status_id", ["status", "id"], unique=False)
         batch_op.create_index(
