@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,10 +12,22 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+_clock_lock = threading.Lock()
+_last_now = dt.datetime.min
+
 
 def utcnow() -> dt.datetime:
-    """The current time as a naive UTC datetime, the way the store keeps times."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    """The current time as a naive UTC datetime, the way the store keeps times.
+
+    Never earlier than a time it gave before in this process: when the host's
+    clock is stepped back, a run that started after another ended must still
+    show a later start time.
+    """
+    global _last_now
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with _clock_lock:
+        _last_now = max(_last_now, now)
+        return _last_now
 
 
 def normalize_url(url: str) -> str:
