@@ -26,3 +26,13 @@ def test_upgrading_twice_changes_nothing(database_url: str) -> None:
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     db.dispose()
+
+
+def test_sqlite_never_reuses_data_ids(tmp_path: object) -> None:
+    # Data ids name folders; a rolled-back id handed out again would collide.
+    db = Database(f"sqlite:///{tmp_path}/m.db")
+    upgrade(db)
+    with db.engine.connect() as conn:
+        ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'data'").scalar()
+    db.dispose()
+    assert ddl is not None and "AUTOINCREMENT" in ddl

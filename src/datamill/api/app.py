@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -115,6 +116,11 @@ def _install_error_mapping(app: FastAPI) -> None:
         }
         reason: Any = reasons.get(error.status_code, error.detail)
         return failure(error.status_code, str(reason), getattr(error, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_request: Request, _error: DataError) -> Response:
+        # e.g. a NUL character, which PostgreSQL text cannot hold.
+        return failure(400, "the request holds a value that cannot be stored or looked up")
 
     @app.exception_handler(Exception)
     async def _bug(_request: Request, error: Exception) -> Response:

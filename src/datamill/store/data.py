@@ -120,3 +120,8 @@ def expire_beyond_keep_count(conn: Connection, config_id: int, keep: int, now: d
         .values(deleted=True, deleted_at=now)
     )
     return int(result.rowcount)
+
+
+def stored_locations(conn: Connection) -> set[str]:
+    """Every folder a data row names."""
+    return {row.location for row in conn.execute(sa.select(D.c.location)) if row.location}

@@ -38,6 +38,8 @@ MAX_PATH = 4096
 
 def normalize_path(path: str) -> str:
     """A clean absolute path: one leading slash, no trailing or doubled slashes."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise InvalidInput(f"the path {path!r} must not contain control characters")
     if not path.startswith("/"):
         raise InvalidInput(f"path {path!r} must start with '/'")
     clean = posixpath.normpath("/" + path.strip("/"))
@@ -187,6 +189,8 @@ class FileRepository:
 
     def find(self, conn: Connection, reference: str) -> FileEntry | None:
         """The entry a reference names: a decimal id, a uuid, or an absolute path."""
+        if "\x00" in reference:
+            return None  # no name holds NUL, and PostgreSQL text cannot carry it
         column: Any
         value: Any
         if reference.isascii() and reference.isdigit():

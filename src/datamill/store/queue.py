@@ -244,12 +244,21 @@ class ExecutionQueue:
         data_id = int(result.scalar_one())
         location = os.path.join(self._data_root, str(data_id))
         assert outcome.staging_dir is not None
+        # A folder here can only be the leftover of a publish whose commit
+        # never happened (the process died): no data row names it.
+        shutil.rmtree(location, ignore_errors=True)
         os.replace(outcome.staging_dir, location)
         conn.execute(sa.update(t.data).where(t.data.c.id == data_id).values(location=location))
 
     def hand_back(self, execution_id: int, worker_id: str) -> bool:
         """Return a running execution to the queue (graceful shutdown)."""
         with self._db.write() as conn:
+            # The next claim resolves and records its inputs afresh.
+            conn.execute(
+                sa.delete(t.execution_inputs).where(
+                    t.execution_inputs.c.execution_id == execution_id
+                )
+            )
             return bool(
                 conn.execute(
                     sa.update(E)

@@ -196,6 +196,8 @@ data = sa.Table(
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
     sa.Column("deleted_at", sa.DateTime, nullable=True),
     sa.Index("ix_data_config_id", "job_configuration_id", "id"),
+    # Data ids name folders: a rolled-back id must never be handed out again.
+    sqlite_autoincrement=True,
 )
 
 workers = sa.Table(

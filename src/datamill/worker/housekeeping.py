@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 from datamill.domain.definitions import definition_model
@@ -56,3 +57,28 @@ def drop_old_history(store: Store, days: float) -> int:
     """Drop ended executions older than `days`; returns how many."""
     with store.db.write() as conn:
         return drop_history_before(conn, utcnow() - dt.timedelta(days=days))
+
+
+def remove_orphaned_data_folders(store: Store, min_age_seconds: float = 300.0) -> list[str]:
+    """Remove data folders no data row names: leftovers of publishes that never committed.
+
+    Only folders older than `min_age_seconds`, so a publish whose transaction
+    is committing right now keeps its folder.
+    """
+    root = Path(store.data_root)
+    if not root.is_dir():
+        return []
+    with store.db.read() as conn:
+        named = data_store.stored_locations(conn)
+    removed = []
+    now = time.time()
+    for entry in os.scandir(root):
+        if not entry.name.isdigit() or entry.path in named:
+            continue
+        if now - entry.stat(follow_symlinks=False).st_mtime < min_age_seconds:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.path)
+    if removed:
+        log.warning("removed data folders no data row names: %s", removed)
+    return removed

@@ -28,6 +28,7 @@ from datamill.worker.housekeeping import (
     drop_old_history,
     expire_old_results,
     remove_deleted_files,
+    remove_orphaned_data_folders,
     remove_stale_staging,
 )
 from datamill.worker.inputs import build_request
@@ -121,6 +122,7 @@ class Worker:
         with self.store.db.read() as conn:
             running = {e.id for e in active_executions(conn)}
         remove_stale_staging(self.settings.staging_root, running)
+        remove_orphaned_data_folders(self.store)
         drop_old_history(self.store, self.settings.history_days)
 
     def fire_schedules(self) -> list[int]:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 15:09:19.036126
+Create Date: 2026-11-28 15:25:48.588447
 """
 
 from __future__ import annotations
@@ -200,6 +200,7 @@ def upgrade() -> None:
             name=op.f("fk_data_job_configuration_id_job_configurations"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_data")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("data", schema=None) as batch_op:
         batch_op.create_index("ix_data_config_id", ["job_configuration_id", "id"], unique=False)
