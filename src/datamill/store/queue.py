@@ -50,6 +50,8 @@ class ExecutionQueue:
         self._data_root = data_root
         # Across all workers; 0 means only each worker's own concurrency limits.
         self._max_running = max_running
+        # Execution id -> {staged path: where a failed finish attempt moved it}.
+        self._moved: dict[int, dict[str, str]] = {}
 
     # ------------------------------------------------------------ workers
 
@@ -197,12 +199,13 @@ class ExecutionQueue:
                 )
             ).first()
             if owned is None:
+                self._moved.pop(execution.id, None)
                 return False
             lock_downstream(conn, execution.id)
             if outcome.status.is_success and outcome.sheets and outcome.staging_dir:
                 self._publish_data(conn, execution, outcome, now)
             for staged, final in outcome.moves:
-                os.replace(staged, final)
+                self._move(execution.id, staged, final)
             conn.execute(
                 sa.update(E)
                 .where(E.c.id == execution.id)
@@ -223,6 +226,7 @@ class ExecutionQueue:
                 released += fire_data_driven(conn, execution.job_configuration_id)
             if released:
                 notify_other_nodes(conn, "work")
+        self._moved.pop(execution.id, None)
         return True
 
     def _publish_data(
@@ -247,8 +251,22 @@ class ExecutionQueue:
         # A folder here can only be the leftover of a publish whose commit
         # never happened (the process died): no data row names it.
         shutil.rmtree(location, ignore_errors=True)
-        os.replace(outcome.staging_dir, location)
+        self._move(execution.id, outcome.staging_dir, location)
         conn.execute(sa.update(t.data).where(t.data.c.id == data_id).values(location=location))
+
+    def _move(self, execution_id: int, source: str, target: str) -> None:
+        """Move a staged file or folder into place, remembering where it went.
+
+        If the transaction around the move fails (say, the database connection
+        is lost before the commit) and the finish is retried, the staged
+        source is already gone; the retry takes it from where it went.
+        """
+        moved = self._moved.setdefault(execution_id, {})
+        current = moved.get(source, source)
+        if current == target:
+            return
+        os.replace(current, target)
+        moved[source] = target
 
     def hand_back(self, execution_id: int, worker_id: str) -> bool:
         """Return a running execution to the queue (graceful shutdown)."""

@@ -11,6 +11,8 @@ import threading
 import time
 import uuid
 
+from sqlalchemy.exc import DBAPIError
+
 from datamill.domain.records import Execution
 from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobStatus
@@ -184,6 +186,12 @@ class Worker:
             return horse
         try:
             reusable = self._run(execution, horse)
+        except DBAPIError as error:
+            # The store went away before the run started (a database restart):
+            # nothing ran, so the run goes back to the queue rather than failing.
+            log.warning("execution %d handed back: the store failed: %s", execution.id, error)
+            self._hand_back_when_possible(execution)
+            reusable = horse
         except Exception as error:
             log.exception("execution %d failed inside the worker", execution.id)
             horse.kill()
@@ -256,6 +264,19 @@ class Worker:
                 self._stop_ids.discard(execution_id)
                 return True
         return False
+
+    def _hand_back_when_possible(self, execution: Execution) -> None:
+        attempt = 0
+        while not self._closing.is_set():
+            attempt += 1
+            try:
+                self.store.queue.hand_back(execution.id, self.id)
+                return
+            except Exception:
+                log.exception(
+                    "handing back execution %d failed (attempt %d)", execution.id, attempt
+                )
+                time.sleep(min(0.1 * 2 ** min(attempt, 5), 2.0))
 
     def _finish(self, execution: Execution, outcome: Outcome) -> None:
         # The store may be briefly unreachable (a PostgreSQL restart): keep
