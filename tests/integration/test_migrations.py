@@ -28,8 +28,8 @@ def test_upgrading_twice_changes_nothing(database_url: str) -> None:
     db.dispose()
 
 
-def test_sqlite_never_reuses_data_ids(tmp_path: object) -> None:
-    # Data ids name folders; a rolled-back id handed out again would collide.
+def test_sqlite_never_reuses_ids_of_deleted_data(tmp_path: object) -> None:
+    # Data ids name folders: ids of deleted data rows are never handed out again.
     db = Database(f"sqlite:///{tmp_path}/m.db")
     upgrade(db)
     with db.engine.connect() as conn:

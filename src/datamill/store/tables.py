@@ -196,7 +196,9 @@ data = sa.Table(
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
     sa.Column("deleted_at", sa.DateTime, nullable=True),
     sa.Index("ix_data_config_id", "job_configuration_id", "id"),
-    # Data ids name folders: a rolled-back id must never be handed out again.
+    # Data ids name folders. AUTOINCREMENT keeps ids of deleted rows from
+    # coming back; an id whose insert was rolled back can still be reused,
+    # which is why publishing clears a leftover folder at its target first.
     sqlite_autoincrement=True,
 )
 

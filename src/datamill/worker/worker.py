@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import OperationalError
 
 from datamill.domain.records import Execution
 from datamill.domain.schedule import next_fire_time
@@ -186,9 +186,10 @@ class Worker:
             return horse
         try:
             reusable = self._run(execution, horse)
-        except DBAPIError as error:
+        except OperationalError as error:
             # The store went away before the run started (a database restart):
             # nothing ran, so the run goes back to the queue rather than failing.
+            # Other database errors are not passing ones and end the run below.
             log.warning("execution %d handed back: the store failed: %s", execution.id, error)
             self._hand_back_when_possible(execution)
             reusable = horse
