@@ -72,8 +72,10 @@ class ExecutionQueue:
 
     def heartbeat(self, worker_id: str) -> set[int]:
         """Prove the worker is alive; returns its running executions asked to stop."""
-        now = utcnow()
         with self._db.write() as conn:
+            # Taken once the write lock is held: a heartbeat that waited for the
+            # lock must not record the time it started waiting.
+            now = utcnow()
             alive = conn.execute(
                 sa.update(W).where(W.c.id == worker_id).values(heartbeat_at=now)
             ).rowcount
@@ -124,6 +126,7 @@ class ExecutionQueue:
         if self._max_running and not self._below_global_limit(conn):
             return None
         running = sa.alias(E, "running")
+        older = sa.alias(E, "older")
         query = (
             sa.select(E.c.id)
             .where(
@@ -131,6 +134,13 @@ class ExecutionQueue:
                 ~sa.exists().where(
                     running.c.job_configuration_id == E.c.job_configuration_id,
                     running.c.status == JobStatus.RUNNING.value,
+                ),
+                # Runs of one job start in the order they were queued, even when
+                # another worker holds the older one locked (SKIP LOCKED).
+                ~sa.exists().where(
+                    older.c.job_configuration_id == E.c.job_configuration_id,
+                    older.c.status == JobStatus.QUEUED.value,
+                    older.c.id < E.c.id,
                 ),
             )
             .order_by(E.c.id)
@@ -304,6 +314,7 @@ class ExecutionQueue:
         is_local_pid_alive: Callable[[int], bool],
         hostname: str,
         staging_root: str | None = None,
+        alive_worker_id: str | None = None,
     ) -> list[int]:
         """End in ERROR every RUNNING execution whose worker is gone; return their ids.
 
@@ -311,16 +322,23 @@ class ExecutionQueue:
         this host, at once when its process no longer exists, so a restarted
         server does not leave runs RUNNING for the whole timeout.
         """
-        now = utcnow()
         with self._db.write() as conn:
+            now = utcnow()
             workers = conn.execute(sa.select(W)).all()
+            # The worker reconciling is alive by definition, however late its
+            # last heartbeat got through under load.
             gone = [
                 w.id
                 for w in workers
-                if w.heartbeat_at < now - lost_after
-                or (w.hostname == hostname and not is_local_pid_alive(w.pid))
+                if w.id != alive_worker_id
+                and (
+                    w.heartbeat_at < now - lost_after
+                    or (w.hostname == hostname and not is_local_pid_alive(w.pid))
+                )
             ]
             known = {w.id for w in workers} - set(gone)
+            if alive_worker_id is not None:
+                known.add(alive_worker_id)
             orphaned = conn.execute(
                 sa.select(E.c.id, E.c.worker_id).where(E.c.status == JobStatus.RUNNING.value)
             ).all()

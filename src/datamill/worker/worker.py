@@ -109,6 +109,7 @@ class Worker:
             is_local_pid_alive=pid_alive,
             hostname=socket.gethostname(),
             staging_root=str(self.settings.staging_root),
+            alive_worker_id=self.id,
         )
         if lost:
             log.warning("executions %s ended in ERROR: their worker was lost", lost)
