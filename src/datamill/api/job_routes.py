@@ -11,7 +11,7 @@ from starlette.responses import Response
 from datamill.api.bodies import lenient_json_body
 from datamill.api.types import CurrentUser, EntityId
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis
-from datamill.domain.estimate import format_duration, remaining_seconds
+from datamill.domain.estimate import format_duration
 from datamill.domain.records import Execution
 from datamill.domain.status import JobStatus
 from datamill.errors import InvalidInput
@@ -19,7 +19,6 @@ from datamill.services import plans
 from datamill.services.jobs import JobService
 from datamill.services.permissions import Access, has_access
 from datamill.store import executions as ex
-from datamill.store.db import utcnow
 
 router = APIRouter()
 
@@ -47,7 +46,7 @@ def list_running(request: Request, user: CurrentUser) -> Response:
             entry = entries.get(execution.file_id)
             if entry is None or not has_access(conn, user, entry, Access.READ):
                 continue
-            remaining = _remaining_ms(conn, execution)
+            remaining = _remaining_ms(service, conn, execution)
             items.append(
                 {
                     "jobStatus": execution.status.value,
@@ -65,14 +64,10 @@ def list_running(request: Request, user: CurrentUser) -> Response:
     return PrettyJSONResponse(items)
 
 
-def _remaining_ms(conn: Any, execution: Execution) -> int:
-    if execution.status is not JobStatus.RUNNING or execution.started_at is None:
+def _remaining_ms(service: JobService, conn: Any, execution: Execution) -> int:
+    if execution.status is not JobStatus.RUNNING:
         return 0
-    elapsed = (utcnow() - execution.started_at).total_seconds()
-    seconds = remaining_seconds(
-        elapsed, execution.progress, ex.mean_run_seconds(conn, execution.job_configuration_id)
-    )
-    return int((seconds or 0.0) * 1000)
+    return int((service.remaining(conn, execution) or 0.0) * 1000)
 
 
 @router.get("/api/job-execution/{reference:path}/status")

@@ -180,10 +180,11 @@ class JobService:
             execution = ex.newest_execution(conn, config.id)
             remaining = None
             if execution is not None and execution.status is JobStatus.RUNNING:
-                remaining = self._remaining(conn, execution)
+                remaining = self.remaining(conn, execution)
         return StatusView(entry, execution, remaining)
 
-    def _remaining(self, conn: Connection, execution: Execution) -> float | None:
+    def remaining(self, conn: Connection, execution: Execution) -> float | None:
+        """Seconds a running execution probably still needs, None if unknown."""
         if execution.started_at is None:
             return None
         elapsed = (utcnow() - execution.started_at).total_seconds()
