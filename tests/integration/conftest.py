@@ -9,7 +9,7 @@ import pytest
 from tests.integration.engine_fixtures import Area, make_area
 
 
-@pytest.fixture
-def area(tmp_path: Path) -> Area:
-    """Fresh source, sink, staging and outside folders."""
-    return make_area(tmp_path)
+@pytest.fixture(params=["run", "worker"])
+def area(tmp_path: Path, request: pytest.FixtureRequest) -> Area:
+    """Fresh source, sink, staging and outside folders, for both engine isolations."""
+    return make_area(tmp_path, shared=request.param == "worker")

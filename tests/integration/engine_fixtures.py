@@ -21,6 +21,8 @@ class Area:
     """A test's folders: where sources live, where sinks may write, the staging area."""
 
     root: Path
+    # Whether runs use the engine's long-lived shared database (isolation "worker").
+    shared: bool = False
 
     @property
     def sources(self) -> Path:
@@ -34,8 +36,13 @@ class Area:
 
     @property
     def staging(self) -> Path:
-        """The run's staging folder."""
-        return self.root / "staging"
+        """The run's staging folder (below the data root, as in production, when shared)."""
+        return self.data / ".staging" / "1" if self.shared else self.root / "staging"
+
+    @property
+    def data(self) -> Path:
+        """The data root (published results) of the shared database."""
+        return self.root / "data"
 
     @property
     def outside(self) -> Path:
@@ -60,14 +67,15 @@ class Area:
             variables=variables or {},
             staging_dir=str(self.staging),
             roots=PathRoots(source_roots=(str(self.sources),), sink_roots=(str(self.sinks),)),
-            **extra,
+            **({"shared_database": True, "data_root": str(self.data)} if self.shared else {})
+            | extra,
         )
 
 
-def make_area(tmp_path: Path) -> Area:
-    """Fresh source, sink, staging and outside folders below tmp_path."""
-    made = Area(tmp_path)
-    for folder in (made.sources, made.sinks, made.outside):
+def make_area(tmp_path: Path, *, shared: bool = False) -> Area:
+    """Fresh source, sink, data, staging and outside folders below tmp_path."""
+    made = Area(tmp_path, shared)
+    for folder in (made.sources, made.sinks, made.data, made.outside):
         folder.mkdir()
     return made
 

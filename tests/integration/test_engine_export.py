@@ -30,9 +30,7 @@ SHEET = {"id": [1, 2, 3], "name": ["a", "b,c", 'say "hi"'], "price": [1.5, None,
 @pytest.fixture
 def sheet(area: Area) -> str:
     """The kept sheet to export, as the worker hands it over."""
-    folder = area.root / "data"
-    folder.mkdir()
-    path = folder / "sheet.parquet"
+    path = area.data / "sheet.parquet"
     pq.write_table(pa.table(SHEET), path)
     return str(path)
 

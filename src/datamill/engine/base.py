@@ -44,6 +44,12 @@ class RunRequest:
     temp_dir: str | None = None
     # Database URLs that user sources and sinks must never point at (the metadata store).
     forbidden_database_urls: tuple[str, ...] = ()
+    # Run in a connection of a database the engine keeps for its process, locked
+    # down to data_root, the spill folder and the source roots, instead of a
+    # fresh database locked down to this run's own files (see docs/decisions.md).
+    shared_database: bool = False
+    # The folder of published data and staging; only read with shared_database.
+    data_root: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

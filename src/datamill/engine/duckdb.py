@@ -1,9 +1,11 @@
-"""The DuckDB engine: runs import jobs, workbooks and export jobs in one fresh connection each."""
+"""The DuckDB engine: runs import jobs, workbooks and export jobs, each in a fresh connection."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -115,16 +117,122 @@ def database_config(request: RunRequest) -> dict[str, Any]:
     }
 
 
+def _show_progress(con: duckdb.DuckDBPyConnection) -> None:
+    # query_progress() answers -1 unless the progress bar is on; printing stays off.
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
+
+
 def open_database(config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory DuckDB database with progress reporting on."""
     try:
         con = duckdb.connect(":memory:", config=config)
-        # query_progress() answers -1 unless the progress bar is on; printing stays off.
-        con.execute("SET enable_progress_bar = true")
-        con.execute("SET enable_progress_bar_print = false")
+        _show_progress(con)
     except duckdb.Error as error:
         raise InvalidInput(f"cannot start DuckDB: {_duckdb_message(error)}") from None
     return con
+
+
+_SPILL_PREFIX = "engine-"
+
+
+def _remove_dead_spill_folders(parent: str) -> None:
+    """Spill folders of engine processes that were killed are never cleaned otherwise."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(parent):
+            pid = name.removeprefix(_SPILL_PREFIX)
+            if name.startswith(_SPILL_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SharedDatabase:
+    """One process's long-lived DuckDB database; every run gets its own connection in it.
+
+    Creating a DuckDB database costs 15-25 ms of CPU, more than a trivial run,
+    so a warm work horse keeps one. It is locked down once, to the folders any
+    run of this worker may touch (data root with staging, its spill folder,
+    the source roots); a run's connection sees only its own TEMP views, and
+    closing the connection drops them. The per-run lock-down to a run's own
+    files is what `isolation = "run"` keeps (see docs/decisions.md).
+    """
+
+    def __init__(self, request: RunRequest) -> None:
+        parent = os.path.realpath(request.temp_dir or tempfile.gettempdir())
+        _remove_dead_spill_folders(parent)
+        # A folder per process: DuckDB's spill file names are not unique across databases.
+        self.spill_dir = os.path.join(parent, f"{_SPILL_PREFIX}{os.getpid()}")
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
+        os.makedirs(self.spill_dir)
+        staging_root = os.path.dirname(os.path.realpath(request.staging_dir))
+        self.directories = sorted(
+            {
+                os.path.realpath(request.data_root or staging_root),
+                staging_root,
+                self.spill_dir,
+                *(os.path.realpath(r) for r in request.roots.source_roots),
+            }
+        )
+        config = database_config(request) | {"temp_directory": self.spill_dir}
+        self.key = self.key_of(request)
+        self.con = open_database(config)
+        try:
+            # Unlike the per-run lock-down, lock_configuration stays off: a run's
+            # connection must still turn progress reporting on for itself. These
+            # two cannot be undone while the database is open.
+            self.con.execute(f"SET allowed_directories = {lit_list(self.directories)}")
+            self.con.execute("SET enable_external_access = false")
+        except duckdb.Error as error:
+            self.con.close()
+            raise InvalidInput(f"cannot start DuckDB: {_duckdb_message(error)}") from None
+
+    @staticmethod
+    def key_of(request: RunRequest) -> tuple[Any, ...]:
+        """What must be equal for two requests to share a database."""
+        return (
+            request.memory_limit,
+            request.threads,
+            request.temp_dir,
+            request.data_root,
+            os.path.dirname(os.path.realpath(request.staging_dir)),
+            request.roots.source_roots,
+        )
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A new connection for one run."""
+        try:
+            con = self.con.cursor()
+            _show_progress(con)
+        except duckdb.Error as error:
+            raise JobFailed(f"cannot start DuckDB: {_duckdb_message(error)}") from None
+        return con
+
+    def healthy(self) -> bool:
+        """Whether the database still answers (a fatal error invalidates it)."""
+        try:
+            con = self.con.cursor()
+            try:
+                con.execute("SELECT 1").fetchall()
+            finally:
+                con.close()
+        except duckdb.Error:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the database and remove its spill folder."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
 
 
 class Session:
@@ -135,13 +243,21 @@ class Session:
         request: RunRequest,
         callback: ProgressCallback,
         spare: duckdb.DuckDBPyConnection | None = None,
+        shared: SharedDatabase | None = None,
     ) -> None:
         self.request = request
         self.progress = _Progress(callback)
         self.callback_error: BaseException | None = None
-        self.locked = False
         self.staging_dir = os.path.realpath(request.staging_dir)
         os.makedirs(self.staging_dir, exist_ok=True)
+        if shared is not None:
+            # Locked down already, to the worker's folders.
+            self.locked = True
+            self.owns_temp_dir = False
+            self.temp_dir = shared.spill_dir
+            self.con = shared.connect()
+            return
+        self.locked = False
         self.owns_temp_dir = request.temp_dir is None
         # Spill files go to the run's staging area unless the operator chose a folder.
         self.temp_dir = os.path.realpath(
@@ -213,10 +329,12 @@ class Session:
 class DuckDBEngine:
     """Runs one job definition on DuckDB and stages its output.
 
-    Every run gets a fresh database, locked down to its own files. Opening and
-    closing one costs tens of milliseconds, so a long-lived engine (a warm work
-    horse) may open the next run's database and close the last one's between
-    runs, off the critical path: see `between_runs`.
+    A request with `shared_database` runs in a connection of the database this
+    engine keeps (see SharedDatabase). Otherwise every run gets a fresh
+    database, locked down to its own files; opening and closing one costs tens
+    of milliseconds, so a long-lived engine (a warm work horse) may open the
+    next run's database and close the last one's between runs, off the
+    critical path: see `between_runs`.
     """
 
     def __init__(self, *, keep_warm: bool = False) -> None:
@@ -224,6 +342,12 @@ class DuckDBEngine:
         self._spare: tuple[dict[str, Any], duckdb.DuckDBPyConnection] | None = None
         self._finished: list[Session] = []
         self._last_config: dict[str, Any] | None = None
+        self._shared: SharedDatabase | None = None
+
+    @property
+    def shared_database(self) -> SharedDatabase | None:
+        """The database kept for shared-database requests, once one has run."""
+        return self._shared
 
     def between_runs(self) -> None:
         """Close finished runs' databases and open the next run's in advance."""
@@ -231,6 +355,16 @@ class DuckDBEngine:
             self._finished.pop().close()
         if self._keep_warm and self._spare is None and self._last_config is not None:
             self._spare = (self._last_config, open_database(self._last_config))
+
+    def close(self) -> None:
+        """Close every database this engine holds."""
+        self.between_runs()
+        if self._spare is not None:
+            self._spare[1].close()
+            self._spare = None
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
 
     def _take_spare(self, config: dict[str, Any]) -> duckdb.DuckDBPyConnection | None:
         spare, self._spare = self._spare, None
@@ -241,6 +375,18 @@ class DuckDBEngine:
         spare[1].close()
         return None
 
+    def _session(self, request: RunRequest, progress: ProgressCallback) -> Session:
+        if not request.shared_database:
+            config = database_config(request)
+            self._last_config = config
+            return Session(request, progress, self._take_spare(config))
+        if self._shared is not None and self._shared.key != SharedDatabase.key_of(request):
+            self._shared.close()
+            self._shared = None
+        if self._shared is None:
+            self._shared = SharedDatabase(request)
+        return Session(request, progress, shared=self._shared)
+
     def run(self, request: RunRequest, progress: ProgressCallback) -> RunResult:
         """Run the request; raise a DatamillError with a clear message on failure."""
         model = definition_model(request.kind)
@@ -248,9 +394,8 @@ class DuckDBEngine:
             definition = model.model_validate(request.definition)
         except ValidationError as error:
             raise InvalidDefinition(f"invalid {request.kind.value} definition: {error}") from None
-        config = database_config(request)
-        self._last_config = config
-        session = Session(request, progress, self._take_spare(config))
+        session = self._session(request, progress)
+        failed = True
         try:
             if isinstance(definition, ImportJobDefinition):
                 result = _run_import(session, definition)
@@ -258,6 +403,7 @@ class DuckDBEngine:
                 result = _run_workbook(session, definition)
             else:
                 result = sinks.run_export(session, definition)
+            failed = False
         except DatamillError:
             raise
         except duckdb.Error as error:  # a path we did not wrap: still never leak a raw error
@@ -267,10 +413,14 @@ class DuckDBEngine:
         finally:
             # A run's own spill folder lies in its staging folder, which is
             # about to be published: that database must close first.
-            if self._keep_warm and not session.owns_temp_dir:
+            if self._keep_warm and not session.owns_temp_dir and self._shared is None:
                 self._finished.append(session)
             else:
                 session.close()
+            # A fatal DuckDB error invalidates the whole database: start afresh.
+            if failed and self._shared is not None and not self._shared.healthy():
+                self._shared.close()
+                self._shared = None
         session.progress.report(1.0)
         return result
 
@@ -291,7 +441,7 @@ def _run_workbook(session: Session, definition: WorkbookDefinition) -> RunResult
                 raise JobFailed(f'sheets[{index}]: the data of sheet "{sheet.name}" is missing')
             inputs.append(real)
             session.execute(
-                f"CREATE VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({lit(real)})",
+                f"CREATE TEMP VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({lit(real)})",
                 context=f'sheets[{index}]: reading the data of sheet "{sheet.name}"',
             )
     session.lock_down(inputs)
@@ -315,7 +465,7 @@ def _run_workbook(session: Session, definition: WorkbookDefinition) -> RunResult
             )
             # Later sheets read the stored result, so each query runs once.
             session.execute(
-                f"CREATE VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({target})",
+                f"CREATE TEMP VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({target})",
                 context=context,
             )
         elif sheet.keep:

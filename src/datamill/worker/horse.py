@@ -52,6 +52,7 @@ def horse_main(conn: Connection, parent_pid: int) -> None:
         try:
             request: RunRequest = conn.recv()
         except (EOFError, OSError):
+            engine.close()
             return
         last_sent = 0.0
 

@@ -75,4 +75,6 @@ def build_request(
         threads=settings.engine_threads,
         temp_dir=str(settings.temp_root),
         forbidden_database_urls=(settings.resolved_database_url,),
+        shared_database=settings.engine_isolation == "worker",
+        data_root=str(settings.resolved_data_root),
     )

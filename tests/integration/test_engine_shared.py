@@ -1,0 +1,183 @@
+"""The shared database of isolation "worker": one DuckDB database, a connection per run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datamill.domain.status import JobKind, JobStatus
+from datamill.engine.duckdb import DuckDBEngine, Session, SharedDatabase
+from datamill.errors import JobFailed
+from tests.integration.engine_fixtures import Area, make_area, rows
+
+
+@pytest.fixture
+def area(tmp_path: Path) -> Area:
+    """Folders for runs in the shared database."""
+    return make_area(tmp_path, shared=True)
+
+
+def _orders(area: Area) -> str:
+    path = area.data / "orders.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3], "region": ["EU", "US", "EU"]}), path)
+    return str(path)
+
+
+def _workbook(sql: str) -> dict[str, Any]:
+    return {
+        "kind": "workbook",
+        "sheets": [
+            {"kind": "data", "name": "orders", "source": {"importJob": "/Data/o.imp"}},
+            {"kind": "sql", "name": "out", "sql": sql, "keep": True},
+        ],
+    }
+
+
+def _user_objects(database: SharedDatabase) -> list[tuple[Any, ...]]:
+    con = database.con.cursor()
+    try:
+        return con.execute(
+            "SELECT 'view', view_name FROM duckdb_views() WHERE NOT internal "
+            "UNION ALL SELECT 'table', table_name FROM duckdb_tables()"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def test_runs_share_one_database_and_leave_nothing_in_it(area: Area) -> None:
+    orders = _orders(area)
+    (area.sources / "people.csv").write_text("name,age\nann,31\nbob,oops\n")
+    engine = DuckDBEngine(keep_warm=True)
+    try:
+        first = engine.run(
+            area.request(
+                JobKind.WORKBOOK,
+                _workbook("SELECT region, count(*) AS n FROM orders GROUP BY region"),
+                inputs={"orders": orders},
+            ),
+            lambda _: None,
+        )
+        database = engine.shared_database
+        assert database is not None
+        assert first.sheets == {"out": 2}
+        assert _user_objects(database) == []
+        shutil.rmtree(area.staging)
+        # An import whose bad line lands in DuckDB's reject tables (TEMP tables).
+        imported = engine.run(
+            area.request(
+                JobKind.IMPORT,
+                {
+                    "source": {"kind": "csv", "path": str(area.sources / "people.csv")},
+                    "schema": [
+                        {"name": "name", "type": "VARCHAR"},
+                        {"name": "age", "type": "INTEGER"},
+                    ],
+                    "errorMode": "DROP_RECORD",
+                },
+            ),
+            lambda _: None,
+        )
+        assert imported.status == JobStatus.COMPLETED_WITH_WARNINGS
+        assert rows(area.staging / "data.parquet") == [{"name": "ann", "age": 31}]
+        assert engine.shared_database is database
+        assert _user_objects(database) == []
+        shutil.rmtree(area.staging)
+        # The same sheet name again: the first run's view is gone, not reused.
+        second = engine.run(
+            area.request(
+                JobKind.WORKBOOK,
+                _workbook("SELECT id FROM orders WHERE region = 'US'"),
+                inputs={"orders": orders},
+            ),
+            lambda _: None,
+        )
+        assert second.sheets == {"out": 1}
+        assert rows(area.staging / "out.parquet") == [{"id": 2}]
+        assert engine.shared_database is database
+        assert _user_objects(database) == []
+    finally:
+        engine.close()
+
+
+def test_a_failed_run_leaves_the_database_usable(area: Area) -> None:
+    orders = _orders(area)
+    engine = DuckDBEngine(keep_warm=True)
+    try:
+        failing = _workbook("SELECT CAST(region AS INTEGER) AS n FROM orders")
+        with pytest.raises(JobFailed, match="Could not convert"):
+            engine.run(
+                area.request(JobKind.WORKBOOK, failing, inputs={"orders": orders}),
+                lambda _: None,
+            )
+        shutil.rmtree(area.staging, ignore_errors=True)
+        fine = area.request(
+            JobKind.WORKBOOK, _workbook("SELECT * FROM orders"), inputs={"orders": orders}
+        )
+        assert engine.run(fine, lambda _: None).sheets == {"out": 3}
+    finally:
+        engine.close()
+
+
+def test_the_shared_database_is_locked_to_the_worker_folders(area: Area) -> None:
+    orders = _orders(area)
+    secret = area.outside / "secret.csv"
+    secret.write_text("a\n1\n")
+    request = area.request(JobKind.WORKBOOK, _workbook("SELECT 1"), inputs={"orders": orders})
+    database = SharedDatabase(request)
+    session = Session(request, lambda _: None, shared=database)
+    try:
+        con = session.con
+        # The trade-off of isolation "worker": the whole data root is readable,
+        # not only this run's inputs (SQL checking is what keeps users apart).
+        assert con.execute(f"SELECT count(*) FROM read_parquet('{orders}')").fetchone() == (3,)
+        refused = [
+            f"SELECT * FROM read_csv('{secret}')",
+            f"SELECT * FROM '{secret}'",
+            f"ATTACH '{area.outside / 'x.db'}' AS x",
+            f"COPY (SELECT 1) TO '{area.outside / 'leak.csv'}'",
+            "INSTALL httpfs",
+            "LOAD httpfs",
+            "SET enable_external_access = true",
+            "SET allowed_directories = ['/']",
+            "SET temp_directory = '/tmp'",
+        ]
+        for statement in refused:
+            with pytest.raises(duckdb.Error):
+                con.execute(statement)
+        con.execute(f"COPY (SELECT 1 AS one) TO '{area.staging / 'ok.parquet'}' (FORMAT parquet)")
+    finally:
+        session.close()
+        database.close()
+    assert not (area.outside / "leak.csv").exists()
+
+
+def test_spill_folders_are_per_process_and_dead_ones_are_removed(
+    area: Area, tmp_path: Path
+) -> None:
+    spill = tmp_path / "spill"
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = spill / f"engine-{int(done.stdout)}"
+    dead.mkdir(parents=True)
+    (dead / "duckdb_temp_storage.tmp").write_bytes(b"x" * 10)
+    request = area.request(JobKind.WORKBOOK, _workbook("SELECT 1"), temp_dir=str(spill))
+    database = SharedDatabase(request)
+    try:
+        assert not dead.exists()
+        assert Path(database.spill_dir).parent == spill.resolve()
+        assert Path(database.spill_dir).is_dir()
+    finally:
+        database.close()
+    assert not Path(database.spill_dir).exists()
