@@ -6,6 +6,7 @@ it down, so tests can run many differently configured servers in one process.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Literal
@@ -94,30 +95,30 @@ class Settings(BaseSettings):
     )
     demo: bool = Field(default=False, description="Set up the demo workspace (admin/admin).")
 
-    @property
+    @functools.cached_property
     def resolved_home(self) -> Path:
         """The absolute home folder."""
         return self.home.expanduser().resolve()
 
-    @property
+    @functools.cached_property
     def resolved_database_url(self) -> str:
         """The metadata database URL."""
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_home / 'datamill.db'}"
 
-    @property
+    @functools.cached_property
     def resolved_data_root(self) -> Path:
         """The folder holding published data results."""
         return (self.data_root or self.resolved_home / "data").expanduser().resolve()
 
-    @property
+    @functools.cached_property
     def resolved_source_roots(self) -> tuple[str, ...]:
         """Absolute folders import sources may read."""
         roots = self.source_roots or [self.resolved_home / "files"]
         return tuple(str(p.expanduser().resolve()) for p in roots)
 
-    @property
+    @functools.cached_property
     def resolved_sink_roots(self) -> tuple[str, ...]:
         """Absolute folders export sinks may write."""
         roots = self.sink_roots or [self.resolved_home / "files"]
@@ -135,12 +136,12 @@ class Settings(BaseSettings):
         ):
             os.makedirs(folder, exist_ok=True)
 
-    @property
+    @functools.cached_property
     def staging_root(self) -> Path:
         """Where runs write before they are published (same file system as the data root)."""
         return self.resolved_data_root / ".staging"
 
-    @property
+    @functools.cached_property
     def temp_root(self) -> Path:
         """Where the engine spills."""
         return self.resolved_home / "tmp"

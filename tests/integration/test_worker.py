@@ -216,3 +216,21 @@ def _a_dead_pid() -> int:
         except PermissionError:
             pass
         pid -= 1
+
+
+def test_a_claim_whose_answer_was_lost_is_handed_back_and_run(node: Node, files_root: Path) -> None:
+    # The claim committed, but the connection dropped before the worker heard
+    # of it: the run is RUNNING under a live worker that is not running it.
+    source = write_orders_csv(files_root / "in", rows=10)
+    define(node, IMP, orders_import(source))
+    worker = Worker(node.store, node.settings, node.wakeup)
+    run = node.jobs.trigger(IMP, admin(node))
+    claimed = node.store.queue.claim_next_execution(worker.id)
+    assert claimed is not None and claimed.id == run.id
+    worker.start()
+    try:
+        done = wait_terminal(node, run.id, timeout=20)
+        assert done.status is JobStatus.COMPLETED
+        assert done.attempts == 2
+    finally:
+        worker.shutdown(grace_seconds=1.0)

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import shutil
 from collections.abc import Callable
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -22,6 +23,8 @@ from datamill.store.triggers import fire_data_driven
 
 E = t.executions
 W = t.workers
+
+P = TypeVar("P")
 
 WORKER_LOST = "worker lost: the process running this execution stopped answering"
 
@@ -70,8 +73,8 @@ class ExecutionQueue:
         with self._db.write() as conn:
             conn.execute(sa.delete(W).where(W.c.id == worker_id))
 
-    def heartbeat(self, worker_id: str) -> set[int]:
-        """Prove the worker is alive; returns its running executions asked to stop."""
+    def heartbeat(self, worker_id: str) -> dict[int, bool]:
+        """Prove the worker is alive; returns its RUNNING executions -> stop requested."""
         with self._db.write() as conn:
             # Taken once the write lock is held: a heartbeat that waited for the
             # lock must not record the time it started waiting.
@@ -96,13 +99,11 @@ class ExecutionQueue:
                 .values(heartbeat_at=now)
             )
             rows = conn.execute(
-                sa.select(E.c.id).where(
-                    E.c.worker_id == worker_id,
-                    E.c.status == JobStatus.RUNNING.value,
-                    E.c.stop_requested.is_(True),
+                sa.select(E.c.id, E.c.stop_requested).where(
+                    E.c.worker_id == worker_id, E.c.status == JobStatus.RUNNING.value
                 )
             ).all()
-        return {r.id for r in rows}
+        return {r.id: bool(r.stop_requested) for r in rows}
 
     # ------------------------------------------------------------ claiming
 
@@ -114,10 +115,24 @@ class ExecutionQueue:
         skips rows other workers hold, and the unique index on running
         executions turns a same-configuration race into a retry, not a double run.
         """
+        claimed = self.claim_and_prepare(worker_id, lambda _conn, _execution: None)
+        return claimed[0] if claimed is not None else None
+
+    def claim_and_prepare(
+        self, worker_id: str, prepare: Callable[[Connection, Execution], P]
+    ) -> tuple[Execution, P] | None:
+        """Claim as claim_next_execution does, and call `prepare` in the same transaction.
+
+        One transaction instead of two per run; if `prepare` raises, the claim
+        is undone with it and the execution stays QUEUED.
+        """
         for _ in range(8):
             try:
                 with self._db.write() as conn:
-                    return self._claim(conn, worker_id)
+                    execution = self._claim(conn, worker_id)
+                    if execution is None:
+                        return None
+                    return execution, prepare(conn, execution)
             except IntegrityError:
                 continue
         return None

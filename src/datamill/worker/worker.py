@@ -11,12 +11,13 @@ import threading
 import time
 import uuid
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from datamill.domain.records import Execution
 from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobStatus
-from datamill.engine.base import RunResult
+from datamill.engine.base import RunRequest, RunResult
 from datamill.errors import DatamillError
 from datamill.services.wakeup import PostgresListener, Wakeup, libpq_conninfo
 from datamill.settings import Settings
@@ -63,6 +64,10 @@ class Worker:
         self._draining_deadline: float | None = None
         self._threads: list[threading.Thread] = []
         self._stop_ids: set[int] = set()
+        # Executions this worker's slots hold; an id is added inside the claim's
+        # transaction, before its commit, so a RUNNING execution of this worker
+        # that is not here was claimed by a commit whose answer got lost.
+        self._running: set[int] = set()
         self._lock = threading.Lock()
         self._listener: PostgresListener | None = None
 
@@ -146,9 +151,11 @@ class Worker:
         next_housekeeping = time.monotonic()
         while not self._closing.is_set():
             try:
-                stop_ids = self.store.queue.heartbeat(self.id)
+                running = self.store.queue.heartbeat(self.id)
                 with self._lock:
-                    self._stop_ids |= stop_ids
+                    self._stop_ids |= {i for i, stop in running.items() if stop}
+                    stranded = set(running) - self._running
+                self._hand_back_stranded(stranded)
                 self.fire_schedules()
                 beats += 1
                 if beats % 5 == 0:
@@ -178,15 +185,45 @@ class Worker:
         if horse is not None:
             horse.kill()
 
+    def _hand_back_stranded(self, stranded: set[int]) -> None:
+        for execution_id in sorted(stranded):
+            if self.store.queue.hand_back(execution_id, self.id):
+                log.warning("execution %d handed back: its claim's answer was lost", execution_id)
+                self.wakeup.notify_work()
+
+    def _prepare(self, conn: Connection, execution: Execution) -> RunRequest | str:
+        """The engine request of a claimed execution, or why it cannot run."""
+        with self._lock:
+            self._running.add(execution.id)
+        try:
+            config = self.store.jobs.get(conn, execution.job_configuration_id)
+            return build_request(conn, self.store, self.settings, execution, config)
+        except DatamillError as error:
+            return error.message
+
     def _claim_and_run(self, horse: Horse) -> Horse | None:
         generation = self.wakeup.generation
-        execution = self.store.queue.claim_next_execution(self.id)
-        if execution is None:
+        claiming: list[int] = []
+
+        def prepare(conn: Connection, execution: Execution) -> RunRequest | str:
+            claiming.append(execution.id)
+            return self._prepare(conn, execution)
+
+        try:
+            claimed = self.store.queue.claim_and_prepare(self.id, prepare)
+        except Exception:
+            # Rolled back, or committed with the answer lost: in the second
+            # case the next heartbeat finds the run RUNNING here and hands it back.
+            with self._lock:
+                self._running.difference_update(claiming)
+            raise
+        if claimed is None:
             # Announcements made since `generation` was read end the wait at once.
             self.wakeup.wait_for_work(self.settings.poll_seconds, generation)
             return horse
+        execution, request = claimed
         try:
-            reusable = self._run(execution, horse)
+            reusable = self._run(execution, request, horse)
         except OperationalError as error:
             # The store went away before the run started (a database restart):
             # nothing ran, so the run goes back to the queue rather than failing.
@@ -201,24 +238,24 @@ class Worker:
                 execution, Outcome(JobStatus.ERROR, error_message=f"internal error: {error}")
             )
             reusable = None
+        finally:
+            with self._lock:
+                self._running.discard(execution.id)
         # The configuration's slot is free again: its next run may start.
         self.wakeup.notify_work()
         return reusable
 
     # ------------------------------------------------------------ one execution
 
-    def _run(self, execution: Execution, horse: Horse) -> Horse | None:
+    def _run(self, execution: Execution, request: RunRequest | str, horse: Horse) -> Horse | None:
         """Run one claimed execution to a terminal state; returns the horse if reusable."""
-        staging = self.settings.staging_root / str(execution.id)
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            with self.store.db.write() as conn:
-                config = self.store.jobs.get(conn, execution.job_configuration_id)
-                request = build_request(conn, self.store, self.settings, execution, config)
-        except DatamillError as error:
-            self._finish(execution, Outcome(JobStatus.ERROR, error_message=error.message))
+        if isinstance(request, str):
+            self._finish(execution, Outcome(JobStatus.ERROR, error_message=request))
             return horse
-        os.makedirs(staging, exist_ok=True)
+        staging = self.settings.staging_root / str(execution.id)
+        # A folder left by an earlier attempt of this execution (handed back).
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
         reusable: Horse | None = horse
         try:
             horse.send(request)
@@ -233,7 +270,8 @@ class Worker:
         return reusable
 
     def _await(self, execution: Execution, horse: Horse) -> tuple[Outcome | None, Horse | None]:
-        last_progress = 0.0
+        # Progress is written at most every 0.5 s, and not for runs shorter than that.
+        last_progress = time.monotonic()
         while True:
             if self._stop_asked(execution.id):
                 horse.kill()
