@@ -20,6 +20,7 @@ from datamill.api import (
     legacy_routes,
     user_routes,
 )
+from datamill.api.fast_status import FastStatus
 from datamill.api.types import CurrentUser
 from datamill.api.wire import Clock, PrettyJSONResponse, failure
 from datamill.errors import DatamillError, NotAuthenticated
@@ -48,9 +49,26 @@ class TolerantPaths:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, jobs: JobService) -> FastAPI:
-    """Build the HTTP application around ready services."""
-    app = FastAPI(
+class DatamillApp(FastAPI):
+    """FastAPI with the status fast path in front of all of its machinery."""
+
+    fast_status: FastStatus | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Let the fast path answer if it can, else the framework."""
+        fast = self.fast_status
+        if fast is not None and await fast.handle(scope, receive, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True) -> FastAPI:
+    """Build the HTTP application around ready services.
+
+    `fast_status=False` leaves every status request to the FastAPI route
+    (tests compare the two paths).
+    """
+    app = DatamillApp(
         title="Datamill",
         version="0.1.0",
         description="The Datameer X job REST API. Every route needs HTTP Basic credentials.",
@@ -60,8 +78,10 @@ def create_app(settings: Settings, jobs: JobService) -> FastAPI:
     )
     app.state.jobs = jobs
     app.state.artifacts = ArtifactService(jobs)
-    app.state.authenticator = Authenticator(jobs.store)
-    app.state.clock = Clock(settings.timezone)
+    authenticator = Authenticator(jobs.store)
+    clock = Clock(settings.timezone)
+    app.state.authenticator = authenticator
+    app.state.clock = clock
     app.include_router(job_routes.router)
     app.include_router(legacy_routes.router)
     app.include_router(data_routes.router)
@@ -80,6 +100,8 @@ def create_app(settings: Settings, jobs: JobService) -> FastAPI:
 
     _install_error_mapping(app)
     app.add_middleware(TolerantPaths)
+    if fast_status:
+        app.fast_status = FastStatus(db=jobs.store.db, authenticator=authenticator, clock=clock)
     return app
 
 

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from datamill.api.bodies import lenient_json_body
+from datamill.api.fast_status import status_body
 from datamill.api.types import CurrentUser, EntityId
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis
 from datamill.domain.estimate import format_duration
@@ -73,24 +74,25 @@ def _remaining_ms(service: JobService, conn: Any, execution: Execution) -> int:
 @router.get("/api/job-execution/{reference:path}/status")
 def job_status(reference: str, request: Request, user: CurrentUser) -> Response:
     """Status of the newest execution of a job file (v2)."""
+    # api/fast_status.py answers most of these before they get here.
     view = _service(request).status(reference, user)
-    clock = _clock(request)
     execution = view.execution
+    clock = _clock(request)
     if execution is None:
-        return PrettyJSONResponse({"status": "success", "job-status": "_NONE"})
-    body: dict[str, Any] = {
-        "status": "success",
-        "file-id": view.file.id,
-        "job-execution-id": execution.id,
-        "job-status": execution.status.value,
-        "start-time": clock.datameer(execution.started_at),
-    }
-    if execution.status is JobStatus.RUNNING:
-        body["estimate-time"] = format_duration(view.remaining_seconds or 0.0)
-        body["job-progress"] = str(int((execution.progress or 0.0) * 100))
-    elif execution.status.is_terminal:
-        body["stop-time"] = clock.datameer(execution.finished_at)
-    return PrettyJSONResponse(body)
+        return PrettyJSONResponse(status_body(clock, view.file.id, None, None, None, None))
+    running = execution.status is JobStatus.RUNNING
+    return PrettyJSONResponse(
+        status_body(
+            clock,
+            view.file.id,
+            execution.id,
+            execution.status,
+            execution.started_at,
+            execution.finished_at,
+            estimate=format_duration(view.remaining_seconds or 0.0) if running else None,
+            progress=str(int((execution.progress or 0.0) * 100)) if running else None,
+        )
+    )
 
 
 @router.post("/api/job-execution/{reference:path}/trigger")

@@ -28,10 +28,13 @@ class Authenticator:
     """Checks HTTP Basic credentials against stored argon2 hashes.
 
     argon2 is deliberately slow (tens of ms), so a script polling status many
-    times a second would be bound by it. A successful check is remembered for
-    a short time as an HMAC of the password under a key that lives only in
-    this process, tied to the stored hash: a password change produces a new
-    hash and so invalidates the entry at once.
+    times a second would be bound by it. A successful check is remembered as
+    an HMAC of the password under a key that lives only in this process, tied
+    to the stored hash: a password change produces a new hash and so
+    invalidates the entry at once. An entry lapses after `ttl_seconds` without
+    use; each use extends it, because a password that verified against a
+    hash keeps verifying against it, and a fixed expiry made every poller
+    stall together on a fresh argon2 check once a minute.
     """
 
     def __init__(self, store: Store, ttl_seconds: float = 60.0) -> None:
@@ -50,38 +53,46 @@ class Authenticator:
             # Spend the same time as a real check so timing does not reveal user names.
             _verify(_dummy_hash(), password)
             raise NotAuthenticated("wrong user name or password")
-        digest = hmac.new(self._key, password.encode("utf-8", "surrogatepass"), hashlib.sha256)
-        mac = digest.digest()
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(name)
-        if (
-            cached is not None
-            and cached[1] == user.password_hash
-            and cached[2] > now
-            and hmac.compare_digest(cached[0], mac)
-        ):
+        if self.recently_verified(name, password, user.password_hash):
             return user
+        mac = self._mac(password)
         # One verification per user at a time: when a cached login expires under
         # load, the other requests wait for its result instead of all running
         # argon2 at once.
         with self._lock:
             user_lock = self._verifying.setdefault(name, threading.Lock())
         with user_lock:
-            with self._lock:
-                cached = self._cache.get(name)
-            if (
-                cached is not None
-                and cached[1] == user.password_hash
-                and cached[2] > time.monotonic()
-                and hmac.compare_digest(cached[0], mac)
-            ):
+            if self.recently_verified(name, password, user.password_hash):
                 return user
             if not _verify(user.password_hash, password):
                 raise NotAuthenticated("wrong user name or password")
             with self._lock:
                 self._cache[name] = (mac, user.password_hash, time.monotonic() + self._ttl)
         return user
+
+    def recently_verified(self, name: str, password: str, password_hash: str) -> bool:
+        """Whether this password was verified against this very hash within the TTL.
+
+        No database access: the caller reads the user's current hash itself.
+        """
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(name)
+        if (
+            cached is None
+            or cached[1] != password_hash
+            or cached[2] <= now
+            or not hmac.compare_digest(cached[0], self._mac(password))
+        ):
+            return False
+        with self._lock:
+            if self._cache.get(name) is cached:
+                self._cache[name] = (cached[0], cached[1], now + self._ttl)
+        return True
+
+    def _mac(self, password: str) -> bytes:
+        encoded = password.encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, encoded, hashlib.sha256).digest()
 
 
 def _verify(password_hash: str, password: str) -> bool:
