@@ -224,3 +224,31 @@ def test_check_workbook_accepts_variables_given_only_at_trigger_time() -> None:
     broken = definition.model_copy(update={"variables": {"d": Variable(type="DATE", default="x")}})
     with pytest.raises(InvalidInput, match='variable "d"'):
         check_workbook(broken)
+
+
+def test_repeated_binding_follows_the_variables_and_the_sql() -> None:
+    # Bound workbooks are remembered per process: never a stale answer.
+    def workbook(sql: str) -> WorkbookDefinition:
+        return WorkbookDefinition.model_validate(
+            {
+                "variables": {"d": {"type": "DATE", "default": "2024-01-01"}},
+                "sheets": [
+                    {"kind": "data", "name": "orders", "source": {"importJob": "/o.imp"}},
+                    {"kind": "sql", "name": "out", "sql": sql, "keep": True},
+                ],
+            }
+        )
+
+    first = workbook("SELECT * FROM orders WHERE day > ${d}")
+    for _ in range(2):
+        assert bind_workbook(first, {})["out"].params == (dt.date(2024, 1, 1),)
+        assert bind_workbook(first, {"d": "2025-02-03"})["out"].params == (dt.date(2025, 2, 3),)
+        assert bind_workbook(first, {"d": dt.date(2025, 2, 4)})["out"].params == (
+            dt.date(2025, 2, 4),
+        )
+    second = workbook("SELECT * FROM orders WHERE day < ${d}")
+    assert "<" in bind_workbook(second, {})["out"].sql
+    assert ">" in bind_workbook(first, {})["out"].sql
+    for _ in range(2):
+        with pytest.raises(InvalidInput, match='variable "d"'):
+            bind_workbook(first, {"d": "not a date"})

@@ -464,10 +464,11 @@ def _run_workbook(session: Session, definition: WorkbookDefinition) -> RunResult
                 user_sql=f"sheets[{index}].sql",
             )
             # Later sheets read the stored result, so each query runs once.
-            session.execute(
-                f"CREATE TEMP VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({target})",
-                context=context,
-            )
+            if index < len(definition.sheets) - 1:
+                session.execute(
+                    f"CREATE TEMP VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({target})",
+                    context=context,
+                )
         elif sheet.keep:
             rows = session.execute(
                 f"COPY (SELECT * FROM {ident(sheet.name)}) TO {target} (FORMAT parquet)",

@@ -12,9 +12,11 @@ their values are never pasted into SQL text.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import itertools
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -379,11 +381,27 @@ def bind_sheet_sql(
     return BoundQuery(sql=final, params=params, reads=reads)
 
 
+_BOUND_LIMIT = 256
+# Canonical (definition, variables) -> bound sheets. Checking is a pure function
+# of the two and costs milliseconds of sqlglot per sheet, so a job run again and
+# again (by cron, say) is checked once per process. Failures are not kept.
+_bound: collections.OrderedDict[str, dict[str, BoundQuery]] = collections.OrderedDict()
+
+
 def bind_workbook(
     definition: WorkbookDefinition, given: Mapping[str, Any]
 ) -> dict[str, BoundQuery]:
     """Every SQL sheet of a workbook checked and bound, by sheet name."""
-    return _bind_all(definition, resolve_variables(definition.variables, given))
+    key = definition.model_dump_json() + "\x00" + json.dumps(given, sort_keys=True, default=repr)
+    found = _bound.get(key)
+    if found is None:
+        found = _bind_all(definition, resolve_variables(definition.variables, given))
+        _bound[key] = found
+        if len(_bound) > _BOUND_LIMIT:
+            _bound.popitem(last=False)
+    else:
+        _bound.move_to_end(key)
+    return dict(found)
 
 
 def check_workbook(definition: WorkbookDefinition) -> None:
