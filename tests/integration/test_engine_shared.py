@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datamill.domain.status import JobKind, JobStatus
+from datamill.engine import duckdb as engine_module
 from datamill.engine.duckdb import DuckDBEngine, Session, SharedDatabase
 from datamill.errors import JobFailed
 from tests.integration.engine_fixtures import Area, make_area, rows
@@ -181,3 +182,35 @@ def test_spill_folders_are_per_process_and_dead_ones_are_removed(
     finally:
         database.close()
     assert not Path(database.spill_dir).exists()
+
+
+def test_a_database_grown_by_a_big_run_is_replaced_between_runs(
+    area: Area, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "RECYCLE_BYTES", 64 * 1024 * 1024)
+    orders = _orders(area)
+    engine = DuckDBEngine(keep_warm=True)
+    try:
+        small = area.request(
+            JobKind.WORKBOOK, _workbook("SELECT * FROM orders"), inputs={"orders": orders}
+        )
+        engine.run(small, lambda _: None)
+        engine.between_runs()
+        database = engine.shared_database
+        assert database is not None
+        shutil.rmtree(area.staging)
+        big_sql = (
+            "SELECT i, md5(CAST(i AS VARCHAR)) AS h FROM orders, range(3000000) AS t(i) "
+            "WHERE orders.id = 1 ORDER BY h"
+        )
+        big = area.request(JobKind.WORKBOOK, _workbook(big_sql), inputs={"orders": orders})
+        assert engine.run(big, lambda _: None).sheets == {"out": 3_000_000}
+        grown = engine_module.resident_bytes()
+        assert grown - database.opened_rss > 64 * 1024 * 1024
+        engine.between_runs()
+        assert engine.shared_database is not database
+        assert engine_module.resident_bytes() < grown
+        shutil.rmtree(area.staging)
+        assert engine.run(small, lambda _: None).sheets == {"out": 3}
+    finally:
+        engine.close()

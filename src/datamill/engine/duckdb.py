@@ -134,6 +134,17 @@ def open_database(config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
 
 
 _SPILL_PREFIX = "engine-"
+# How much a shared database may grow a process before it is replaced.
+RECYCLE_BYTES = 256 * 1024 * 1024
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux), 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _remove_dead_spill_folders(parent: str) -> None:
@@ -184,6 +195,7 @@ class SharedDatabase:
         )
         config = database_config(request) | {"temp_directory": self.spill_dir}
         self.key = self.key_of(request)
+        self.request = request
         self.con = open_database(config)
         try:
             # Unlike the per-run lock-down, lock_configuration stays off: a run's
@@ -194,6 +206,7 @@ class SharedDatabase:
         except duckdb.Error as error:
             self.con.close()
             raise InvalidInput(f"cannot start DuckDB: {_duckdb_message(error)}") from None
+        self.opened_rss = resident_bytes()
 
     @staticmethod
     def key_of(request: RunRequest) -> tuple[Any, ...]:
@@ -350,9 +363,18 @@ class DuckDBEngine:
         return self._shared
 
     def between_runs(self) -> None:
-        """Close finished runs' databases and open the next run's in advance."""
+        """Close finished runs' databases and open the next run's in advance.
+
+        A shared database keeps the memory a big run used (DuckDB returns its
+        buffer pool to the system only when the database closes), so one that
+        grew by more than RECYCLE_BYTES is replaced by a fresh one.
+        """
         while self._finished:
             self._finished.pop().close()
+        shared = self._shared
+        if shared is not None and resident_bytes() - shared.opened_rss > RECYCLE_BYTES:
+            shared.close()
+            self._shared = SharedDatabase(shared.request)
         if self._keep_warm and self._spare is None and self._last_config is not None:
             self._spare = (self._last_config, open_database(self._last_config))
 
