@@ -65,21 +65,26 @@ class UserRepository:
 
     def get(self, conn: Connection, name: str) -> User | None:
         """The user with this name, or None."""
-        row = conn.execute(sa.select(t.users).where(t.users.c.name == name)).first()
-        if row is None:
+        # One round trip: every authenticated request starts here.
+        u, r, g = t.users, t.user_roles, t.user_groups
+        rows = conn.execute(
+            sa.union_all(
+                sa.select(
+                    sa.literal("u").label("kind"), u.c.password_hash.label("value"), u.c.email
+                ).where(u.c.name == name),
+                sa.select(sa.literal("r"), r.c.role_name, sa.null()).where(r.c.user_name == name),
+                sa.select(sa.literal("g"), g.c.group_name, sa.null()).where(g.c.user_name == name),
+            )
+        ).all()
+        found = [row for row in rows if row.kind == "u"]
+        if not found:
             return None
-        roles = conn.execute(
-            sa.select(t.user_roles.c.role_name).where(t.user_roles.c.user_name == name)
-        ).scalars()
-        groups = conn.execute(
-            sa.select(t.user_groups.c.group_name).where(t.user_groups.c.user_name == name)
-        ).scalars()
         return User(
-            name=row.name,
-            password_hash=row.password_hash,
-            roles=tuple(sorted(roles)),
-            groups=tuple(sorted(groups)),
-            email=row.email,
+            name=name,
+            password_hash=found[0].value,
+            roles=tuple(sorted(row.value for row in rows if row.kind == "r")),
+            groups=tuple(sorted(row.value for row in rows if row.kind == "g")),
+            email=found[0].email,
         )
 
     def count(self) -> int:
