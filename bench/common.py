@@ -400,3 +400,46 @@ class StoreReader:
             self._sqlite.close()
         else:
             self._pg.close()
+
+
+# ---------------------------------------------------------------- standalone workers
+
+
+@dataclasses.dataclass
+class WorkerProcess:
+    """A `datamill worker` subprocess and when it was started (time.time())."""
+
+    home: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    started: float
+
+
+@contextlib.contextmanager
+def run_worker(
+    home: Path, database_url: str | None = None, **settings: str
+) -> Iterator[WorkerProcess]:
+    """Run `datamill worker` on this home (and database); SIGTERM it after.
+
+    Environment as `serve` builds it (`settings` become DATAMILL_<NAME>). Returns
+    at once: the worker registers, spawns its warm children and starts
+    claiming on its own time.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAMILL_")}
+    env["DATAMILL_HOME"] = str(home)
+    if database_url:
+        env["DATAMILL_DATABASE_URL"] = database_url
+    env.update({f"DATAMILL_{k.upper()}": v for k, v in settings.items()})
+    log = home.parent / f"{home.name}-worker.log"
+    with log.open("wb") as out:
+        started = time.time()
+        process = subprocess.Popen([*DATAMILL, "worker"], env=env, stdout=out, stderr=out)
+    try:
+        yield WorkerProcess(home, process, log, started)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

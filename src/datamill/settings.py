@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     concurrency: int = Field(
         default=2, ge=1, description="Executions one worker runs at once (warm child processes)."
     )
+    embedded_worker: bool = Field(
+        default=True,
+        description=(
+            "Whether `datamill serve` runs a worker in its process. False (or"
+            " `serve --no-worker`): an API-only node that queues executions and runs none;"
+            " `datamill worker` processes on the same database run them (on SQLite they"
+            " notice new work within poll_seconds; PostgreSQL wakes them at once)."
+        ),
+    )
     max_running: int = Field(
         default=0,
         ge=0,

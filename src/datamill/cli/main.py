@@ -28,6 +28,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             overrides[name] = value
     if getattr(args, "demo", False):
         overrides["demo"] = True
+    if getattr(args, "no_worker", False):
+        overrides["embedded_worker"] = False
     return Settings(**overrides)
 
 
@@ -50,7 +52,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the HTTP API with an embedded worker."""
+    """Run the HTTP API, with an embedded worker unless `--no-worker`."""
     import uvicorn
 
     from datamill.api.app import create_app
@@ -61,23 +63,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _announce_admin(node)
     if settings.demo:
         _install_demo(node)
-    worker = Worker(node.store, settings, node.wakeup)
-    worker.start()
+    worker: Worker | None = None
+    if settings.embedded_worker:
+        worker = Worker(node.store, settings, node.wakeup)
+        worker.start()
     app = create_app(settings, node.jobs)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False
     )
     server = uvicorn.Server(config)
-    print(f"Datamill serving on http://{settings.host}:{settings.port}", flush=True)
+    role = "" if worker is not None else " (API only: `datamill worker` runs the executions)"
+    print(f"Datamill serving on http://{settings.host}:{settings.port}{role}", flush=True)
     # uvicorn re-raises the signal that stopped it once it has shut down; with
     # these handlers in place that re-raise is harmless and the worker below
-    # still gets to finish or hand back its running executions.
+    # (if any) still gets to finish or hand back its running executions.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     try:
         server.run()
     finally:
-        worker.shutdown()
+        if worker is not None:
+            worker.shutdown()
         node.store.close()
     return 0
 
@@ -142,10 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database-url", help="metadata database URL (DATAMILL_DATABASE_URL)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the HTTP API with an embedded worker")
+    serve = commands.add_parser(
+        "serve", help="run the HTTP API with an embedded worker (unless --no-worker)"
+    )
     serve.add_argument("--port", type=int)
     serve.add_argument("--host")
     serve.add_argument("--demo", action="store_true", help="set up the demo workspace")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="API only: queue executions but run none; `datamill worker` runs them"
+        " (DATAMILL_EMBEDDED_WORKER=false)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     commands.add_parser("worker", help="run a standalone worker").set_defaults(func=cmd_worker)
