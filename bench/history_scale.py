@@ -5,6 +5,9 @@ workbooks); then executions are bulk-loaded straight into its table, spread
 round-robin over the 10 jobs (so the measured job holds a tenth of them):
 SQLite with executemany in large transactions, PostgreSQL with COPY followed
 by ANALYZE. Five executions stay active (3 RUNNING, 2 QUEUED) at every size.
+Every row gets the run number Datamill would give it (1, 2, 3, ... per job in
+id order); nothing is deleted, so execution_gaps stays empty and the history
+pages take the run-number path with no holes to skip.
 At each size the calls behind these endpoints are timed in-process, as the
 admin user (no HTTP, no authentication):
 - status      JobService.status(<file id>)            GET /api/job-execution/<id>/status
@@ -22,7 +25,6 @@ across sizes.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import sqlite3
 import time
 import types
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import sqlalchemy as sa
 from common import (
     Result,
     header,
@@ -48,16 +51,19 @@ from common import (
 from datamill.api import job_routes
 from datamill.bootstrap import Node, ensure_admin, open_node
 from datamill.domain.records import User
-from datamill.domain.status import JobKind
+from datamill.domain.status import JobKind, JobStatus
 from datamill.settings import Settings
+from datamill.store import tables
 
 JOBS = 10
 BATCH = 100_000
 COLUMNS = (
     "job_configuration_id, file_id, status, trigger_type, triggered_by, created_at, "
     "started_at, finished_at, progress, success_count, failure_count, counters, "
-    "error_message, worker_id, heartbeat_at, variables, stop_requested, bytes_read, attempts"
+    "error_message, worker_id, heartbeat_at, variables, stop_requested, bytes_read, attempts, "
+    "run_number"
 )
+ACTIVE = ["RUNNING", "RUNNING", "RUNNING", "QUEUED", "QUEUED"]  # on jobs[-1], jobs[-2], ...
 Job = tuple[int, int]  # (configuration id, file id)
 
 
@@ -83,7 +89,7 @@ def open_store(home: Path, database_url: str | None) -> tuple[Node, User, list[J
 
 
 def row(job: Job, status: str, created: dt.datetime) -> tuple[Any, ...]:
-    """One execution row (values in COLUMNS order)."""
+    """One execution row without its run number (values in COLUMNS order)."""
     config_id, file_id = job
     active = status in ("RUNNING", "QUEUED")
     return (
@@ -109,10 +115,18 @@ def row(job: Job, status: str, created: dt.datetime) -> tuple[Any, ...]:
     )
 
 
-def blocks(jobs: list[Job], first: int, count: int) -> Iterator[tuple[list[tuple[Any, ...]], int]]:
-    """Rows in blocks of up to 1,000 that share one timestamp: (templates, how many).
+def run_number(n: int) -> int:
+    """The run number of bulk row n: its job's active row (if any) was run 1."""
+    job = n % JOBS
+    return n // JOBS + (2 if job >= JOBS - len(ACTIVE) else 1)
 
-    The block's k-th row is templates[k % len(templates)].
+
+def blocks(
+    jobs: list[Job], first: int, count: int
+) -> Iterator[tuple[list[tuple[Any, ...]], int, int]]:
+    """Rows in blocks of up to 1,000 that share one timestamp: (templates, first row, how many).
+
+    The block's k-th row is templates[k % len(templates)] + (run_number(first row + k),).
 
     Row n belongs to job n % JOBS and is an ERROR when n % 50 == 0, else
     COMPLETED; a block's rows differ only in that, so each block needs 50
@@ -128,7 +142,7 @@ def blocks(jobs: list[Job], first: int, count: int) -> Iterator[tuple[list[tuple
             row(jobs[n % JOBS], "ERROR" if n % 50 == 0 else "COMPLETED", created)
             for n in range(number, number + min(size, 50))
         ]
-        yield templates, size
+        yield templates, number, size
         number += size
 
 
@@ -158,9 +172,13 @@ def bulk_load(database_url: str, jobs: list[Job], first: int, count: int) -> Non
         marks = ",".join("?" * len(COLUMNS.split(",")))
         insert = f"INSERT INTO executions ({COLUMNS}) VALUES ({marks})"
         conn.execute("BEGIN")
-        for done, (templates, size) in enumerate(blocks(jobs, first, count), start=1):
+        for done, (templates, number, size) in enumerate(blocks(jobs, first, count), start=1):
             converted = [tuple(map(_sqlite_value, r)) for r in templates]
-            conn.executemany(insert, itertools.islice(itertools.cycle(converted), size))
+            width = len(converted)
+            conn.executemany(
+                insert,
+                (converted[k % width] + (run_number(number + k),) for k in range(size)),
+            )
             if done % 100 == 0:
                 conn.execute("COMMIT")
                 conn.execute("BEGIN")
@@ -172,9 +190,12 @@ def bulk_load(database_url: str, jobs: list[Job], first: int, count: int) -> Non
             pg.cursor() as cursor,
             cursor.copy(f"COPY executions ({COLUMNS}) FROM STDIN") as copy,
         ):
-            for templates, size in blocks(jobs, first, count):
-                lines = ["\t".join(map(_copy_value, r)) + "\n" for r in templates]
-                copy.write("".join(itertools.islice(itertools.cycle(lines), size)))
+            for templates, number, size in blocks(jobs, first, count):
+                prefixes = ["\t".join(map(_copy_value, r)) + "\t" for r in templates]
+                width = len(prefixes)
+                copy.write(
+                    "".join(f"{prefixes[k % width]}{run_number(number + k)}\n" for k in range(size))
+                )
         pg.commit()
         pg.autocommit = True
         pg.execute("ANALYZE executions")
@@ -184,10 +205,7 @@ def add_active(node: Node, jobs: list[Job]) -> None:
     """Three RUNNING and two QUEUED executions, on different jobs."""
     url = node.store.db.url
     now = dt.datetime(2026, 1, 1)
-    active = [
-        row(jobs[JOBS - 1 - index], status, now)
-        for index, status in enumerate(["RUNNING", "RUNNING", "RUNNING", "QUEUED", "QUEUED"])
-    ]
+    active = [(*row(jobs[JOBS - 1 - index], status, now), 1) for index, status in enumerate(ACTIVE)]
     marks = ",".join("?" * len(COLUMNS.split(",")))
     if url.startswith("sqlite"):
         conn = sqlite3.connect(url.split(":///", 1)[1])
@@ -237,6 +255,25 @@ def calls(node: Node, admin: User, job: Job, per_job: int) -> dict[str, Callable
     }
 
 
+def check_pages(node: Node, admin: User, job: Job, per_job: int) -> None:
+    """The timed pages must be the ones plain OFFSET paging over ids gives."""
+    executions = tables.executions
+    config_id = job[0]
+    for start in (0, max(0, per_job - 10), per_job // 2):
+        with node.store.db.read() as conn:
+            expected = [
+                (r.id, JobStatus(r.status))
+                for r in conn.execute(
+                    sa.select(executions.c.id, executions.c.status)
+                    .where(executions.c.job_configuration_id == config_id)
+                    .order_by(executions.c.id.desc())
+                    .offset(start)
+                    .limit(10)
+                )
+            ]
+        assert node.jobs.history(config_id, admin, start, 10) == expected, start
+
+
 def run_backend(name: str, home: Path, database_url: str | None, sizes: list[int]) -> list[Result]:
     """Grow the table through `sizes`, timing the calls at each."""
     node, admin, jobs = open_store(home, database_url)
@@ -256,6 +293,7 @@ def run_backend(name: str, home: Path, database_url: str | None, sizes: list[int
             flush=True,
         )
         loaded = size
+        check_pages(node, admin, jobs[0], size // JOBS)
         for call_name, call in calls(node, admin, jobs[0], size // JOBS).items():
             samples = timed(call)
             p95 = percentile(samples, 0.95) * 1000

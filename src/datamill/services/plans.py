@@ -51,6 +51,7 @@ def sequential_trigger(
         except CycleFound as cycle:
             names = " -> ".join(configs[c].name for c in cycle.cycle)
             raise InvalidInput(f"the jobs read from each other in a cycle: {names}") from None
+        ex.lock_configurations_for_new_runs(conn, order)
         plan = _create_executions(conn, order, upstream, configs, user, variables)
         ex.notify_other_nodes(conn, "work")
     jobs.wakeup.notify_work()

@@ -15,7 +15,12 @@ from datamill.store.db import utcnow
 from datamill.store.plans import lock_downstream, settle_dependents
 
 E = t.executions
+G = t.execution_gaps
+C = t.job_configurations
 WAKEUP_CHANNEL = "datamill_queue"
+# No configuration has this many runs (run numbers are 32-bit): any page
+# starting further back is empty, and the arithmetic below stays in range.
+MAX_START = 2**40
 
 
 def execution_from_row(row: Any) -> Execution:
@@ -66,11 +71,21 @@ def create_execution(
     variables: dict[str, Any] | None = None,
     status: JobStatus = JobStatus.QUEUED,
 ) -> int:
-    """Insert a new execution and return its id."""
+    """Insert a new execution and return its id.
+
+    Its run number is the configuration's next one. On PostgreSQL the
+    configuration row is locked (FOR NO KEY UPDATE, which does not block
+    foreign-key checks) until commit, so concurrent triggers of one job take
+    turns, and their run numbers follow their ids; SQLite's BEGIN IMMEDIATE
+    already serialises writers. The unique index refuses duplicates anyway.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_CONFIGURATION, {"config_id": config.id})
     result = conn.execute(
         sa.insert(E)
         .values(
             job_configuration_id=config.id,
+            run_number=_NEXT_RUN_NUMBER,
             file_id=config.file_id,
             status=status.value,
             trigger_type=trigger_type.value,
@@ -84,9 +99,60 @@ def create_execution(
             bytes_read=0,
             attempts=0,
         )
-        .returning(E.c.id)
+        .returning(E.c.id),
+        {"run_of": config.id},
     )
     return int(result.scalar_one())
+
+
+def lock_configurations_for_new_runs(conn: Connection, config_ids: list[int]) -> None:
+    """Before creating runs of several configurations in one transaction: lock them in id order.
+
+    create_execution locks each configuration's row on PostgreSQL; taking the
+    rows in one global order keeps two such transactions from deadlocking.
+    """
+    if conn.dialect.name == "postgresql" and config_ids:
+        conn.execute(
+            sa.select(C.c.id)
+            .where(C.c.id.in_(sorted(set(config_ids))))
+            .order_by(C.c.id)
+            .with_for_update(key_share=True)
+        ).all()
+
+
+def _next_run_number(config_id: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
+    """1 + the highest run number the configuration ever had, deleted or not."""
+    newest = _or_zero(
+        sa.select(sa.func.max(E.c.run_number))
+        .where(E.c.job_configuration_id == config_id)
+        .scalar_subquery()
+    )
+    # Gaps never overlap: the one that starts highest also ends highest.
+    deleted = _or_zero(
+        sa.select(G.c.last_run)
+        .where(G.c.job_configuration_id == config_id)
+        .order_by(G.c.first_run.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return _greater(newest, deleted) + 1
+
+
+def _or_zero(value: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
+    return sa.func.coalesce(value, 0)
+
+
+def _greater(a: sa.ColumnElement[int], b: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
+    return sa.case((a >= b, a), else_=b)
+
+
+# Built once: building them costs more than running them.
+_NEXT_RUN_NUMBER = _next_run_number(sa.bindparam("run_of", type_=sa.Integer))
+_LOCK_CONFIGURATION = (
+    sa.select(C.c.id)
+    .where(C.c.id == sa.bindparam("config_id", type_=sa.Integer))
+    .with_for_update(key_share=True)
+)
 
 
 def notify_other_nodes(conn: Connection, payload: str) -> None:
@@ -111,16 +177,72 @@ def newest_execution(conn: Connection, config_id: int) -> Execution | None:
     return execution_from_row(row) if row is not None else None
 
 
+def _history_page() -> sa.Select[tuple[int, str]]:
+    """The statement behind execution_history, built once (building costs more than running)."""
+    config_id = sa.bindparam("config_id", type_=sa.Integer)
+    mine = G.c.job_configuration_id == config_id
+    newest = sa.select(sa.func.max(E.c.run_number)).where(E.c.job_configuration_id == config_id)
+    deleted = (
+        sa.select(G.c.last_run - G.c.kept_before)
+        .where(mine)
+        .order_by(G.c.first_run.desc())
+        .limit(1)
+    )
+    offset = sa.bindparam("start", type_=sa.BigInteger)
+    # OFFSET 0 keeps PostgreSQL from pulling this subquery up, which would copy
+    # its two lookups into each use of r and double the planning time.
+    rank = (
+        sa.select(
+            (
+                _or_zero(newest.scalar_subquery())
+                - _or_zero(deleted.scalar_subquery())
+                - 1
+                - offset
+            ).label("r")
+        )
+        .offset(0)
+        .subquery("page_rank")
+    )
+    deleted_below = (
+        sa.select(G.c.last_run - G.c.kept_before)
+        .where(mine, G.c.kept_before <= rank.c.r)
+        .order_by(G.c.kept_before.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    first_run = sa.select(rank.c.r + 1 + _or_zero(deleted_below)).scalar_subquery()
+    return (
+        sa.select(E.c.id, E.c.status)
+        .where(E.c.job_configuration_id == config_id, E.c.run_number <= first_run)
+        .order_by(E.c.run_number.desc())
+        .limit(sa.bindparam("length", type_=sa.Integer))
+    )
+
+
+_HISTORY_PAGE = _history_page()
+
+
 def execution_history(
     conn: Connection, config_id: int, start: int, length: int
 ) -> list[tuple[int, JobStatus]]:
-    """(id, status) of a configuration's executions, newest first, one page."""
+    """(id, status) of a configuration's executions, newest first, one page.
+
+    Exactly ORDER BY id DESC OFFSET start LIMIT length, in four index lookups
+    whatever `start` and the number of executions. Run numbers 1..M were
+    handed out in id order, and the newest run of a job is never deleted
+    (drop_history_before keeps it), so M is the highest existing one. The
+    deleted runs form the ranges in execution_gaps: with the newest gap
+    [first, last], D = last - kept_before of 1..M are gone, M - D runs exist,
+    and the page starts at the run of rank r = M - D - 1 - start (0 = the
+    oldest). That run is r + 1 plus the runs deleted below it: with the gap
+    of highest kept_before <= r, last - kept_before again. A negative rank
+    (start past the end) gives a bound below run 1, so no rows. One
+    statement, so PostgreSQL answers from a single snapshot.
+    """
+    if length <= 0 or start >= MAX_START:
+        return []
     rows = conn.execute(
-        sa.select(E.c.id, E.c.status)
-        .where(E.c.job_configuration_id == config_id)
-        .order_by(E.c.id.desc())
-        .offset(start)
-        .limit(length)
+        _HISTORY_PAGE, {"config_id": config_id, "start": start, "length": length}
     ).all()
     return [(r.id, JobStatus(r.status)) for r in rows]
 

@@ -185,6 +185,10 @@ def delete_job(conn: Connection, config: JobConfiguration) -> list[str]:
     )
     conn.execute(sa.delete(D).where(D.c.job_configuration_id == config.id))
     conn.execute(sa.delete(E).where(E.c.job_configuration_id == config.id))
+    # After the executions: on PostgreSQL that delete waits for a housekeeper
+    # deleting runs of this job, so the gaps it recorded are seen here.
+    gaps = t.execution_gaps
+    conn.execute(sa.delete(gaps).where(gaps.c.job_configuration_id == config.id))
     conn.execute(sa.delete(t.job_configurations).where(t.job_configurations.c.id == config.id))
     conn.execute(
         sa.delete(t.file_group_permissions).where(

@@ -146,8 +146,14 @@ executions = sa.Table(
     sa.Column("bytes_read", sa.BigInteger, nullable=False, default=0),
     # How often a worker claimed this execution: 1 unless it was handed back.
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    # Covers job history pages: skipping OFFSET rows walks the index alone.
+    # 1, 2, 3, ... per configuration in the order of ids, never reused. Deleted
+    # runs leave holes, recorded in execution_gaps, so a history page at any
+    # offset is found without counting rows (see execution_history). On SQLite
+    # migration 0002 had to add it with DEFAULT 0; inserts always set it.
+    sa.Column("run_number", sa.Integer, nullable=False),
+    # A job's newest runs by id (status, stop, estimates).
     sa.Index("ix_executions_config_id", "job_configuration_id", "id", "status"),
+    sa.Index("uq_executions_run_number", "job_configuration_id", "run_number", unique=True),
     sa.Index("ix_executions_status_id", "status", "id"),
     # The database itself guarantees that one configuration never has two
     # RUNNING executions, whatever the workers race to do.
@@ -158,6 +164,24 @@ executions = sa.Table(
         sqlite_where=sa.text("status = 'RUNNING'"),
         postgresql_where=sa.text("status = 'RUNNING'"),
     ),
+)
+
+# Runs of a configuration that were deleted, as merged ranges [first_run, last_run]
+# of run numbers: two rows never touch or overlap. kept_before is how many runs
+# of the configuration still exist below first_run; it grows with first_run.
+execution_gaps = sa.Table(
+    "execution_gaps",
+    metadata,
+    sa.Column(
+        "job_configuration_id",
+        sa.Integer,
+        sa.ForeignKey("job_configurations.id"),
+        primary_key=True,
+    ),
+    sa.Column("first_run", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_run", sa.Integer, nullable=False),
+    sa.Column("kept_before", sa.Integer, nullable=False),
+    sa.Index("ix_execution_gaps_kept_before", "job_configuration_id", "kept_before"),
 )
 
 # Edges of a sequential plan: an execution waits until all its upstreams succeed.
@@ -196,6 +220,8 @@ data = sa.Table(
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
     sa.Column("deleted_at", sa.DateTime, nullable=True),
     sa.Index("ix_data_config_id", "job_configuration_id", "id"),
+    # Dropping history deletes data rows by execution.
+    sa.Index("ix_data_execution_id", "execution_id"),
     # Data ids name folders. AUTOINCREMENT keeps ids of deleted rows from
     # coming back; an id whose insert was rolled back can still be reused,
     # which is why publishing clears a leftover folder at its target first.
