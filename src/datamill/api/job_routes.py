@@ -13,7 +13,6 @@ from datamill.api.fast_status import status_body
 from datamill.api.types import CurrentUser, EntityId
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis
 from datamill.domain.estimate import format_duration
-from datamill.domain.records import Execution
 from datamill.domain.status import JobStatus
 from datamill.errors import InvalidInput
 from datamill.services import plans
@@ -43,32 +42,29 @@ def list_running(request: Request, user: CurrentUser) -> Response:
     with service.store.db.read() as conn:
         active = ex.active_executions(conn)
         entries = service.store.files.get_many(conn, (e.file_id for e in active))
+        visible = []
         for execution in active:
             entry = entries.get(execution.file_id)
-            if entry is None or not has_access(conn, user, entry, Access.READ):
-                continue
-            remaining = _remaining_ms(service, conn, execution)
-            items.append(
-                {
-                    "jobStatus": execution.status.value,
-                    "fileName": entry.name.rsplit(".", 1)[0],
-                    "jobName": entry.name,
-                    "fileId": entry.id,
-                    "uuid": entry.uuid,
-                    "creationDate": epoch_millis(execution.created_at),
-                    "jobExecutionId": execution.id,
-                    "dapJobConfigurationId": execution.job_configuration_id,
-                    "estimatedTime": remaining,
-                    "startTime": epoch_millis(execution.started_at),
-                }
-            )
+            if entry is not None and has_access(conn, user, entry, Access.READ):
+                visible.append((execution, entry))
+        running = [e for e, _ in visible if e.status is JobStatus.RUNNING]
+        remaining = service.remaining_many(conn, running)
+    for execution, entry in visible:
+        items.append(
+            {
+                "jobStatus": execution.status.value,
+                "fileName": entry.name.rsplit(".", 1)[0],
+                "jobName": entry.name,
+                "fileId": entry.id,
+                "uuid": entry.uuid,
+                "creationDate": epoch_millis(execution.created_at),
+                "jobExecutionId": execution.id,
+                "dapJobConfigurationId": execution.job_configuration_id,
+                "estimatedTime": int((remaining.get(execution.id) or 0.0) * 1000),
+                "startTime": epoch_millis(execution.started_at),
+            }
+        )
     return PrettyJSONResponse(items)
-
-
-def _remaining_ms(service: JobService, conn: Any, execution: Execution) -> int:
-    if execution.status is not JobStatus.RUNNING:
-        return 0
-    return int((service.remaining(conn, execution) or 0.0) * 1000)
 
 
 @router.get("/api/job-execution/{reference:path}/status")

@@ -307,8 +307,18 @@ def request_stop(conn: Connection, execution_id: int) -> JobStatus:
 
 def mean_run_seconds(conn: Connection, config_id: int, last: int = 5) -> float | None:
     """Mean duration of the newest successful runs, for estimating remaining time."""
-    rows = conn.execute(
-        sa.select(E.c.started_at, E.c.finished_at)
+    return mean_run_seconds_many(conn, [config_id], last).get(config_id)
+
+
+def mean_run_seconds_many(
+    conn: Connection, config_ids: list[int], last: int = 5
+) -> dict[int, float | None]:
+    """mean_run_seconds of several configurations, in one statement."""
+    wanted = sorted(set(config_ids))
+    if not wanted:
+        return {}
+    newest = [
+        sa.select(E.c.job_configuration_id, E.c.started_at, E.c.finished_at)
         .where(
             E.c.job_configuration_id == config_id,
             E.c.status.in_([JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_WARNINGS.value]),
@@ -316,9 +326,17 @@ def mean_run_seconds(conn: Connection, config_id: int, last: int = 5) -> float |
         )
         .order_by(E.c.id.desc())
         .limit(last)
-    ).all()
-    durations = [(r.finished_at - r.started_at).total_seconds() for r in rows if r.finished_at]
-    return sum(durations) / len(durations) if durations else None
+        .subquery()
+        for config_id in wanted
+    ]
+    # Each part is its own subquery: SQLite allows no LIMIT inside a UNION's arms.
+    rows = conn.execute(sa.union_all(*(sa.select(part) for part in newest))).all()
+    durations: dict[int, list[float]] = {config_id: [] for config_id in wanted}
+    for row in rows:
+        if row.finished_at is not None:
+            seconds = (row.finished_at - row.started_at).total_seconds()
+            durations[row.job_configuration_id].append(seconds)
+    return {c: sum(d) / len(d) if d else None for c, d in durations.items()}
 
 
 def volume_report(conn: Connection, config_id: int) -> list[tuple[int, JobStatus, int]]:
