@@ -57,6 +57,10 @@ class Database:
             self.engine = sa.create_engine(
                 self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
             )
+        # The same pool; connections taken through it run each statement on its own.
+        self._autocommit_reads: Engine | None = (
+            None if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @property
     def dialect(self) -> str:
@@ -65,7 +69,17 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        """A transaction for reading."""
+        """A connection for reading.
+
+        SQLite: a deferred transaction, so all reads see one snapshot.
+        PostgreSQL: autocommit. Under its READ COMMITTED every statement sees
+        the newest commits whether or not a transaction is open, so BEGIN and
+        COMMIT would be two round trips that change nothing.
+        """
+        if self._autocommit_reads is not None:
+            with self._autocommit_reads.connect() as conn:
+                yield conn
+            return
         with self.engine.connect() as conn, conn.begin():
             yield conn
 

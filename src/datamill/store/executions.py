@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -317,26 +318,36 @@ def mean_run_seconds_many(
     wanted = sorted(set(config_ids))
     if not wanted:
         return {}
-    newest = [
-        sa.select(E.c.job_configuration_id, E.c.started_at, E.c.finished_at)
-        .where(
-            E.c.job_configuration_id == config_id,
-            E.c.status.in_([JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_WARNINGS.value]),
-            E.c.started_at.is_not(None),
-        )
-        .order_by(E.c.id.desc())
-        .limit(last)
-        .subquery()
-        for config_id in wanted
-    ]
-    # Each part is its own subquery: SQLite allows no LIMIT inside a UNION's arms.
-    rows = conn.execute(sa.union_all(*(sa.select(part) for part in newest))).all()
+    params: dict[str, Any] = {f"config_{i}": c for i, c in enumerate(wanted)} | {"last": last}
+    rows = conn.execute(_newest_successes(len(wanted)), params).all()
     durations: dict[int, list[float]] = {config_id: [] for config_id in wanted}
     for row in rows:
         if row.finished_at is not None:
             seconds = (row.finished_at - row.started_at).total_seconds()
             durations[row.job_configuration_id].append(seconds)
     return {c: sum(d) / len(d) if d else None for c, d in durations.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _newest_successes(count: int) -> sa.CompoundSelect[Any]:
+    """The last successful runs of `count` configurations (bound as config_0, ...).
+
+    Built once per count: building it costs more than running it. Each part is
+    its own subquery, since SQLite allows no LIMIT inside a UNION's arms.
+    """
+    parts = [
+        sa.select(E.c.job_configuration_id, E.c.started_at, E.c.finished_at)
+        .where(
+            E.c.job_configuration_id == sa.bindparam(f"config_{index}", type_=sa.Integer),
+            E.c.status.in_([JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_WARNINGS.value]),
+            E.c.started_at.is_not(None),
+        )
+        .order_by(E.c.id.desc())
+        .limit(sa.bindparam("last", type_=sa.Integer))
+        .subquery()
+        for index in range(count)
+    ]
+    return sa.union_all(*(sa.select(part) for part in parts))
 
 
 def volume_report(conn: Connection, config_id: int) -> list[tuple[int, JobStatus, int]]:
