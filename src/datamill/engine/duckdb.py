@@ -119,8 +119,7 @@ def database_config(request: RunRequest) -> dict[str, Any]:
 
 def _show_progress(con: duckdb.DuckDBPyConnection) -> None:
     # query_progress() answers -1 unless the progress bar is on; printing stays off.
-    con.execute("SET enable_progress_bar = true")
-    con.execute("SET enable_progress_bar_print = false")
+    con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")
 
 
 def open_database(config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
@@ -216,7 +215,8 @@ class SharedDatabase:
             request.threads,
             request.temp_dir,
             request.data_root,
-            os.path.dirname(os.path.realpath(request.staging_dir)),
+            # Staging folders of one worker share their parent; no realpath per run.
+            os.path.dirname(request.staging_dir),
             request.roots.source_roots,
         )
 
@@ -468,7 +468,8 @@ def _run_workbook(session: Session, definition: WorkbookDefinition) -> RunResult
             )
     session.lock_down(inputs)
     work_dir = os.path.join(session.staging_dir, "_work")
-    os.makedirs(work_dir, exist_ok=True)
+    if not all(sheet.keep for sheet in definition.sheets if isinstance(sheet, SqlSheet)):
+        os.makedirs(work_dir, exist_ok=True)
     steps = [s for s in definition.sheets if isinstance(s, SqlSheet) or s.keep]
     share = 0.99 / len(steps)
     kept: dict[str, int] = {}
@@ -499,7 +500,8 @@ def _run_workbook(session: Session, definition: WorkbookDefinition) -> RunResult
             )
         if sheet.keep:
             kept[sheet.name] = int(rows[0][0])
-    shutil.rmtree(work_dir, ignore_errors=True)
+    if os.path.lexists(work_dir):
+        shutil.rmtree(work_dir, ignore_errors=True)
     records = sum(kept.values())
     output_bytes = sum(
         os.path.getsize(os.path.join(session.staging_dir, f"{name}.parquet")) for name in kept

@@ -57,6 +57,9 @@ class Database:
             self.engine = sa.create_engine(
                 self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
             )
+        self._writers: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if self.is_sqlite else contextlib.nullcontext()
+        )
         # The same pool; connections taken through it run each statement on its own.
         self._autocommit_reads: Engine | None = (
             None if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -89,9 +92,12 @@ class Database:
 
         On SQLite it starts with BEGIN IMMEDIATE: taking the write lock up front
         means two writers queue on the busy timeout instead of one failing at
-        once when it tries to upgrade a read lock.
+        once when it tries to upgrade a read lock. Writers of one process queue
+        on a Python lock first: SQLite's busy handler sleeps 1, 2, 5, 10 ms...
+        between tries, so a writer would wait milliseconds for a lock that
+        was released microseconds after it asked.
         """
-        with self.engine.connect() as conn:
+        with self._writers, self.engine.connect() as conn:
             conn = conn.execution_options(datamill_immediate=True)
             with conn.begin():
                 yield conn

@@ -60,6 +60,14 @@ def lock_downstream(conn: Connection, execution_id: int) -> None:
     lock_configurations(conn, conn.execute(sa.union(data_driven, planned)).scalars().all())
 
 
+_DEPENDENTS = (
+    sa.select(DEP.c.execution_id, E.c.job_configuration_id)
+    .join(E, E.c.id == DEP.c.execution_id)
+    .where(DEP.c.upstream_execution_id == sa.bindparam("upstream"))
+    .order_by(DEP.c.execution_id)
+)
+
+
 def settle_dependents(conn: Connection, upstream_id: int, status: JobStatus) -> list[int]:
     """React to an ended plan member; returns the executions released to QUEUED.
 
@@ -73,20 +81,13 @@ def settle_dependents(conn: Connection, upstream_id: int, status: JobStatus) -> 
     pending = [(upstream_id, status)]
     while pending:
         current, current_status = pending.pop()
-        configs = conn.execute(
-            sa.select(E.c.job_configuration_id)
-            .join(DEP, DEP.c.execution_id == E.c.id)
-            .where(DEP.c.upstream_execution_id == current)
-        ).scalars()
-        lock_configurations(conn, configs)
-        dependents = (
-            conn.execute(
-                sa.select(DEP.c.execution_id).where(DEP.c.upstream_execution_id == current)
-            )
-            .scalars()
-            .all()
-        )
-        for dependent in dependents:
+        # Plan edges never change once made, so reading them before the lock is
+        # safe; the dependents' statuses are read after it.
+        edges = conn.execute(_DEPENDENTS, {"upstream": current}).all()
+        if not edges:
+            continue
+        lock_configurations(conn, [edge.job_configuration_id for edge in edges])
+        for dependent in [edge.execution_id for edge in edges]:
             if current_status.is_success:
                 if _all_upstreams_succeeded(conn, dependent) and _move(
                     conn, dependent, JobStatus.QUEUED, None

@@ -45,6 +45,97 @@ class Outcome:
     bytes_read: int = 0
 
 
+def _next_startable() -> sa.Select[tuple[int]]:
+    """The oldest QUEUED execution whose configuration has no RUNNING one."""
+    running = sa.alias(E, "running")
+    older = sa.alias(E, "older")
+    return (
+        sa.select(E.c.id)
+        .where(
+            E.c.status == JobStatus.QUEUED.value,
+            ~sa.exists().where(
+                running.c.job_configuration_id == E.c.job_configuration_id,
+                running.c.status == JobStatus.RUNNING.value,
+            ),
+            # Runs of one job start in the order they were queued, even when
+            # another worker holds the older one locked (SKIP LOCKED).
+            ~sa.exists().where(
+                older.c.job_configuration_id == E.c.job_configuration_id,
+                older.c.status == JobStatus.QUEUED.value,
+                older.c.id < E.c.id,
+            ),
+        )
+        .order_by(E.c.id)
+        .limit(1)
+    )
+
+
+# Built once: building them (table aliases, RETURNING every column) cost more
+# than running them on SQLite.
+_NEXT_SQLITE = _next_startable()
+_NEXT_POSTGRES = _next_startable().with_for_update(skip_locked=True, of=E)
+_START = (
+    sa.update(E)
+    .where(E.c.id == sa.bindparam("claimed_id"), E.c.status == JobStatus.QUEUED.value)
+    .values(
+        status=JobStatus.RUNNING.value,
+        started_at=sa.bindparam("now"),
+        worker_id=sa.bindparam("worker"),
+        heartbeat_at=sa.bindparam("now"),
+        progress=0.0,
+        attempts=E.c.attempts + 1,
+    )
+    .returning(*E.c)
+)
+
+_OWNED = sa.select(E.c.id).where(
+    E.c.id == sa.bindparam("owned_id"),
+    E.c.status == JobStatus.RUNNING.value,
+    E.c.worker_id == sa.bindparam("worker"),
+)
+_END = (
+    sa.update(E)
+    .where(E.c.id == sa.bindparam("ended_id"))
+    .values(
+        {
+            name: sa.bindparam(name, type_=E.c[name].type)
+            for name in (
+                "status",
+                "finished_at",
+                "progress",
+                "success_count",
+                "failure_count",
+                "counters",
+                "error_message",
+                "bytes_read",
+            )
+        }
+    )
+)
+_NEW_DATA = (
+    sa.insert(t.data)
+    .values(
+        {
+            name: sa.bindparam(name, type_=t.data.c[name].type)
+            for name in (
+                "job_configuration_id",
+                "execution_id",
+                "created_at",
+                "record_count",
+                "sheets",
+            )
+        }
+        | {"location": "", "deleted": False}
+    )
+    .returning(t.data.c.id)
+)
+_PLACE_DATA = (
+    sa.update(t.data)
+    .where(t.data.c.id == sa.bindparam("data_id"))
+    .values(location=sa.bindparam("location"))
+)
+
+
 class ExecutionQueue:
     """Atomic hand-over of executions between the store and workers."""
 
@@ -140,45 +231,12 @@ class ExecutionQueue:
     def _claim(self, conn: Connection, worker_id: str) -> Execution | None:
         if self._max_running and not self._below_global_limit(conn):
             return None
-        running = sa.alias(E, "running")
-        older = sa.alias(E, "older")
-        query = (
-            sa.select(E.c.id)
-            .where(
-                E.c.status == JobStatus.QUEUED.value,
-                ~sa.exists().where(
-                    running.c.job_configuration_id == E.c.job_configuration_id,
-                    running.c.status == JobStatus.RUNNING.value,
-                ),
-                # Runs of one job start in the order they were queued, even when
-                # another worker holds the older one locked (SKIP LOCKED).
-                ~sa.exists().where(
-                    older.c.job_configuration_id == E.c.job_configuration_id,
-                    older.c.status == JobStatus.QUEUED.value,
-                    older.c.id < E.c.id,
-                ),
-            )
-            .order_by(E.c.id)
-            .limit(1)
-        )
-        if not self._db.is_sqlite:
-            query = query.with_for_update(skip_locked=True, of=E)
-        row = conn.execute(query).first()
+        row = conn.execute(_NEXT_SQLITE if self._db.is_sqlite else _NEXT_POSTGRES).first()
         if row is None:
             return None
         now = utcnow()
         updated = conn.execute(
-            sa.update(E)
-            .where(E.c.id == row.id, E.c.status == JobStatus.QUEUED.value)
-            .values(
-                status=JobStatus.RUNNING.value,
-                started_at=now,
-                worker_id=worker_id,
-                heartbeat_at=now,
-                progress=0.0,
-                attempts=E.c.attempts + 1,
-            )
-            .returning(*E.c)
+            _START, {"claimed_id": row.id, "now": now, "worker": worker_id}
         ).first()
         return execution_from_row(updated) if updated is not None else None
 
@@ -216,13 +274,7 @@ class ExecutionQueue:
         """
         now = utcnow()
         with self._db.write() as conn:
-            owned = conn.execute(
-                sa.select(E.c.id).where(
-                    E.c.id == execution.id,
-                    E.c.status == JobStatus.RUNNING.value,
-                    E.c.worker_id == worker_id,
-                )
-            ).first()
+            owned = conn.execute(_OWNED, {"owned_id": execution.id, "worker": worker_id}).first()
             if owned is None:
                 self._moved.pop(execution.id, None)
                 return False
@@ -232,18 +284,18 @@ class ExecutionQueue:
             for staged, final in outcome.moves:
                 self._move(execution.id, staged, final)
             conn.execute(
-                sa.update(E)
-                .where(E.c.id == execution.id)
-                .values(
-                    status=outcome.status.value,
-                    finished_at=now,
-                    progress=1.0 if outcome.status.is_success else None,
-                    success_count=outcome.success_count,
-                    failure_count=outcome.failure_count,
-                    counters=outcome.counters,
-                    error_message=outcome.error_message,
-                    bytes_read=outcome.bytes_read,
-                )
+                _END,
+                {
+                    "ended_id": execution.id,
+                    "status": outcome.status.value,
+                    "finished_at": now,
+                    "progress": 1.0 if outcome.status.is_success else None,
+                    "success_count": outcome.success_count,
+                    "failure_count": outcome.failure_count,
+                    "counters": outcome.counters,
+                    "error_message": outcome.error_message,
+                    "bytes_read": outcome.bytes_read,
+                },
             )
             released = settle_dependents(conn, execution.id, outcome.status)
             # Plan members are released by their plan, not by data-driven triggers.
@@ -258,17 +310,14 @@ class ExecutionQueue:
         self, conn: Connection, execution: Execution, outcome: Outcome, now: dt.datetime
     ) -> None:
         result = conn.execute(
-            sa.insert(t.data)
-            .values(
-                job_configuration_id=execution.job_configuration_id,
-                execution_id=execution.id,
-                created_at=now,
-                record_count=sum(outcome.sheets.values()),
-                sheets=outcome.sheets,
-                location="",
-                deleted=False,
-            )
-            .returning(t.data.c.id)
+            _NEW_DATA,
+            {
+                "job_configuration_id": execution.job_configuration_id,
+                "execution_id": execution.id,
+                "created_at": now,
+                "record_count": sum(outcome.sheets.values()),
+                "sheets": outcome.sheets,
+            },
         )
         data_id = int(result.scalar_one())
         location = os.path.join(self._data_root, str(data_id))
@@ -277,7 +326,7 @@ class ExecutionQueue:
         # never happened (the process died): no data row names it.
         shutil.rmtree(location, ignore_errors=True)
         self._move(execution.id, outcome.staging_dir, location)
-        conn.execute(sa.update(t.data).where(t.data.c.id == data_id).values(location=location))
+        conn.execute(_PLACE_DATA, {"data_id": data_id, "location": location})
 
     def _move(self, execution_id: int, source: str, target: str) -> None:
         """Move a staged file or folder into place, remembering where it went.

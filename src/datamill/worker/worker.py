@@ -253,9 +253,12 @@ class Worker:
             self._finish(execution, Outcome(JobStatus.ERROR, error_message=request))
             return horse
         staging = self.settings.staging_root / str(execution.id)
-        # A folder left by an earlier attempt of this execution (handed back).
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging)
+        try:
+            os.makedirs(staging)
+        except FileExistsError:
+            # Left by an earlier attempt of this execution (handed back).
+            shutil.rmtree(staging, ignore_errors=True)
+            os.makedirs(staging)
         reusable: Horse | None = horse
         try:
             horse.send(request)
@@ -266,7 +269,8 @@ class Worker:
             shutil.rmtree(staging, ignore_errors=True)
             return None
         self._finish(execution, outcome)
-        shutil.rmtree(staging, ignore_errors=True)
+        if os.path.lexists(staging):  # published runs' staging folders moved away
+            shutil.rmtree(staging, ignore_errors=True)
         return reusable
 
     def _await(self, execution: Execution, horse: Horse) -> tuple[Outcome | None, Horse | None]:
