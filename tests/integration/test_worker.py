@@ -234,3 +234,19 @@ def test_a_claim_whose_answer_was_lost_is_handed_back_and_run(node: Node, files_
         assert done.attempts == 2
     finally:
         worker.shutdown(grace_seconds=1.0)
+
+
+def test_a_new_child_says_when_it_is_ready_for_work() -> None:
+    # The worker claims for a child only once it has imported the engine.
+    from datamill.worker.horse import Horse
+
+    horse = Horse()
+    try:
+        assert not horse.wait_ready(0)  # spawning and importing take far longer
+        deadline = time.monotonic() + 60
+        while not horse.wait_ready(0.5):
+            assert time.monotonic() < deadline and horse.alive
+        assert horse.wait_ready(0)
+    finally:
+        horse.kill()
+    assert not horse.alive

@@ -48,6 +48,8 @@ def horse_main(conn: Connection, parent_pid: int) -> None:
     from datamill.errors import DatamillError
 
     engine = DuckDBEngine(keep_warm=True)
+    # The imports are done: the worker claims work for this process only now.
+    conn.send(("ready", None))
     while True:
         try:
             request: RunRequest = conn.recv()
@@ -94,11 +96,19 @@ class Horse:
         )
         self.process.start()
         child_end.close()
+        self._ready = False
 
     @property
     def alive(self) -> bool:
         """Whether the process still runs."""
         return self.process.is_alive()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the child has imported the engine, waiting up to `timeout`."""
+        if not self._ready:
+            with contextlib.suppress(HorseDied):  # the caller sees it is not alive
+                self.receive(timeout)
+        return self._ready
 
     def send(self, request: RunRequest) -> None:
         """Hand a request to the child."""
@@ -115,6 +125,9 @@ class Horse:
                     raise HorseDied(self.exit_description())
                 return None
             message: tuple[str, Any] = self._conn.recv()
+            if message[0] == "ready":
+                self._ready = True
+                return None
             return message
         except (EOFError, OSError) as error:
             self.process.join(1.0)

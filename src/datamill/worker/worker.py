@@ -177,6 +177,10 @@ class Worker:
                     # Started before work arrives, so a run does not pay for
                     # spawning a process and importing the engine.
                     horse = Horse()
+                if not horse.wait_ready(0.2):
+                    # Nothing is claimed for a child still importing: the run
+                    # would sit RUNNING meanwhile, and another worker may be warm.
+                    continue
                 horse = self._claim_and_run(horse)
             except Exception:
                 # A slot must outlive any single failure, or its runs would stop.
