@@ -16,8 +16,6 @@ by `status_body`, which the route uses too, so the two paths give the same bytes
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import datetime as dt
 import re
@@ -26,8 +24,10 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from datamill.api.security import basic_credentials
 from datamill.api.wire import Clock, PrettyJSONResponse
 from datamill.domain.status import JobStatus
+from datamill.errors import NotAuthenticated
 from datamill.services.auth import Authenticator
 from datamill.store.db import Database
 
@@ -90,15 +90,11 @@ def status_body(
 def _credentials(scope: Scope) -> tuple[str, str] | None:
     for key, value in scope["headers"]:
         if key == b"authorization":
-            scheme, _, encoded = value.partition(b" ")
-            if scheme.lower() != b"basic":
-                return None
             try:
-                decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-            name, sep, password = decoded.partition(":")
-            return (name, password) if sep else None
+                # Header values are latin-1, as Starlette decodes them for the route.
+                return basic_credentials(value.decode("latin-1"))
+            except NotAuthenticated:
+                return None  # the route answers with the reason
     return None
 
 

@@ -13,7 +13,13 @@ from datamill.errors import NotAuthenticated
 
 def current_user(request: Request) -> User:
     """The authenticated caller (a FastAPI dependency)."""
-    header = request.headers.get("authorization", "")
+    name, password = basic_credentials(request.headers.get("authorization", ""))
+    user: User = request.app.state.authenticator.authenticate(name, password)
+    return user
+
+
+def basic_credentials(header: str) -> tuple[str, str]:
+    """(name, password) of an Authorization header value; NotAuthenticated unless Basic."""
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
         raise NotAuthenticated("authentication required: use HTTP Basic (curl -u user:password)")
@@ -24,5 +30,4 @@ def current_user(request: Request) -> User:
     name, sep, password = decoded.partition(":")
     if not sep:
         raise NotAuthenticated("malformed Basic credentials")
-    user: User = request.app.state.authenticator.authenticate(name, password)
-    return user
+    return name, password

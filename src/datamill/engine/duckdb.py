@@ -28,6 +28,7 @@ from datamill.engine.base import ProgressCallback, RunRequest, RunResult
 from datamill.engine.sources import Output, Scan, ident, lit, lit_list
 from datamill.engine.sql import bind_workbook
 from datamill.errors import DatamillError, InvalidDefinition, InvalidInput, InvalidSql, JobFailed
+from datamill.processes import pid_alive
 
 _POLL_SECONDS = 0.1
 _PREVIEW_RECORDS = 5_000
@@ -151,18 +152,8 @@ def _remove_dead_spill_folders(parent: str) -> None:
     with contextlib.suppress(OSError):
         for name in os.listdir(parent):
             pid = name.removeprefix(_SPILL_PREFIX)
-            if name.startswith(_SPILL_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            if name.startswith(_SPILL_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SharedDatabase:

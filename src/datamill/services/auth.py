@@ -53,16 +53,16 @@ class Authenticator:
             # Spend the same time as a real check so timing does not reveal user names.
             _verify(_dummy_hash(), password)
             raise NotAuthenticated("wrong user name or password")
-        if self.recently_verified(name, password, user.password_hash):
-            return user
         mac = self._mac(password)
+        if self._cached(name, mac, user.password_hash):
+            return user
         # One verification per user at a time: when a cached login expires under
         # load, the other requests wait for its result instead of all running
         # argon2 at once.
         with self._lock:
             user_lock = self._verifying.setdefault(name, threading.Lock())
         with user_lock:
-            if self.recently_verified(name, password, user.password_hash):
+            if self._cached(name, mac, user.password_hash):
                 return user
             if not _verify(user.password_hash, password):
                 raise NotAuthenticated("wrong user name or password")
@@ -75,6 +75,10 @@ class Authenticator:
 
         No database access: the caller reads the user's current hash itself.
         """
+        return self._cached(name, self._mac(password), password_hash)
+
+    def _cached(self, name: str, mac: bytes, password_hash: str) -> bool:
+        """Whether the cache holds `mac` for this hash; a hit extends the entry."""
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(name)
@@ -82,7 +86,7 @@ class Authenticator:
             cached is None
             or cached[1] != password_hash
             or cached[2] <= now
-            or not hmac.compare_digest(cached[0], self._mac(password))
+            or not hmac.compare_digest(cached[0], mac)
         ):
             return False
         with self._lock:

@@ -19,6 +19,7 @@ from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobStatus
 from datamill.engine.base import RunRequest, RunResult
 from datamill.errors import DatamillError
+from datamill.processes import pid_alive
 from datamill.services.wakeup import PostgresListener, Wakeup, libpq_conninfo
 from datamill.settings import Settings
 from datamill.store.db import utcnow
@@ -39,17 +40,6 @@ from datamill.worker.inputs import build_request
 log = logging.getLogger(__name__)
 
 STOPPED_BY_USER = "Stopped by user."
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Worker:
