@@ -10,6 +10,7 @@ from datamill.services.auth import hash_password
 from datamill.services.jobs import JobService
 from datamill.services.wakeup import Wakeup
 from datamill.settings import Settings
+from datamill.store.files import HOME_ROOT, ROOT_OWNER
 from datamill.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -59,4 +60,16 @@ def ensure_admin(node: Node) -> str | None:
         else:
             password = generated = secrets.token_urlsafe(12)
     node.store.users.create("admin", hash_password(password), roles=("ADMIN",))
+    make_private_home(node.store, "admin")
     return generated
+
+
+def make_private_home(store: Store, name: str) -> None:
+    """Give a user the home folder /Users/<name>, theirs and private like every home."""
+    with store.db.write() as conn:
+        store.files.ensure_folder(conn, HOME_ROOT, ROOT_OWNER)
+        folder_id = store.files.ensure_folder(conn, f"{HOME_ROOT}/{name}", name)
+        store.files.set_owner(conn, folder_id, name)
+        store.files.set_others_flags(
+            conn, folder_id, readable=False, writable=False, executable=False
+        )

@@ -102,12 +102,19 @@ def test_no_permission_on_a_downstream_member_triggers_nothing(node: Node, diamo
             node.store.files.set_others_flags(
                 conn, entry.id, readable=True, writable=False, executable=True
             )
-    # Eve may run A, B and C but cannot even see D, which is downstream.
-    with pytest.raises(NotFound):
-        sequential_trigger(node.jobs, [A], eve, {})
+    # Eve may run A, B and C but cannot even see D, which is downstream. Her plan
+    # leaves D out and never names it (issue #10, F10: others' workbooks never
+    # block or leak through a plan); D still runs, as its owner, when its data changes.
+    plan = sequential_trigger(node.jobs, [A], eve, {})
+    assert sorted(m.name for m in plan) == ["a.imp", "b.wbk", "c.wbk"]
+    ids = {m.name: m.execution_id for m in plan}
+    for name in ("a.imp", "b.wbk", "c.wbk"):
+        _finish(node, ids[name], JobStatus.COMPLETED)  # type: ignore[arg-type]
     with node.store.db.read() as conn:
-        assert active_executions(conn) == []
-    assert next(e.name for e in sequential_trigger(node.jobs, [A], admin(node), {})) == "a.imp"
+        (run,) = active_executions(conn)
+    assert (run.trigger_type, run.triggered_by) == (TriggerType.DATA_DRIVEN, "admin")
+    assert run.status is JobStatus.QUEUED
+    assert node.jobs.status(D, admin(node)).execution == run
 
 
 def test_a_cycle_is_refused_and_names_its_members(node: Node) -> None:

@@ -17,7 +17,7 @@ from datamill.domain.status import JobStatus
 from datamill.errors import InvalidInput
 from datamill.services import plans
 from datamill.services.jobs import JobService
-from datamill.services.permissions import Access, has_access
+from datamill.services.permissions import Access, Capability, has_access, require_capability
 from datamill.store import executions as ex
 
 router = APIRouter()
@@ -40,6 +40,7 @@ def list_running(request: Request, user: CurrentUser) -> Response:
     service = _service(request)
     items: list[dict[str, Any]] = []
     with service.store.db.read() as conn:
+        require_capability(conn, user, Capability.JOB_READ)
         active = ex.active_executions(conn)
         entries = service.store.files.get_many(conn, (e.file_id for e in active))
         visible = []

@@ -6,7 +6,6 @@ sent back to `update` unchanged.
 
 from __future__ import annotations
 
-import posixpath
 import shutil
 from typing import Any
 
@@ -15,14 +14,14 @@ from sqlalchemy.engine import Connection
 from datamill.domain.definitions import definition_model
 from datamill.domain.records import FileEntry, JobConfiguration, User
 from datamill.domain.status import JobKind
-from datamill.errors import Conflict, Forbidden, InvalidDefinition, NotFound
+from datamill.errors import Conflict, InvalidDefinition, NotFound
+from datamill.services.folders import require_create
 from datamill.services.graph import find_cycle, rebuild_dependencies, upstream_graph
 from datamill.services.jobs import ByConfiguration, JobService, parse_definition
-from datamill.services.permissions import Access, has_access, has_capability
+from datamill.services.permissions import Access, Capability, has_access, require_capability
+from datamill.services.references import check_references
 from datamill.store import executions as ex
 from datamill.store import jobs as job_store
-
-DEFINE_CAPABILITY = "job.define"
 
 
 def document_path(kind: JobKind, document: dict[str, Any]) -> str:
@@ -76,15 +75,28 @@ class ArtifactService:
         """Create a job file from a document; the caller becomes its owner."""
         path = document_path(kind, document)
         with self.store.db.read() as conn:
-            self._require_define(conn, user, path)
+            require_capability(conn, user, Capability.JOB_DEFINE)
+
+        definition = parse_definition(kind, _definition_part(document))
+
+        def before(conn: Connection) -> None:
+            # In the creating transaction, before its folders exist: the tree cannot
+            # change between the check and the insert.
+            require_create(conn, self.store, user, path, job=True)
+            check_references(conn, self.store, user, definition)
+
+        def check(conn: Connection, config: JobConfiguration) -> None:
+            self._refuse_cycles(conn, config, user)
+
         _entry, config = self.jobs.define_job(
-            path, kind, _definition_part(document), user.name, check=self._refuse_cycles
+            path, kind, _definition_part(document), user.name, check=check, before=before
         )
         return config
 
     def read(self, kind: JobKind, config_id: int, user: User) -> dict[str, Any]:
         """The document of a job: its path and definition."""
         with self.store.db.read() as conn:
+            require_capability(conn, user, Capability.JOB_READ)
             entry, config = self._locate(conn, kind, config_id, user, Access.READ)
         return {"path": entry.path, **config.definition}
 
@@ -92,25 +104,28 @@ class ArtifactService:
         """Replace a job's definition; a different path renames or moves the file."""
         definition = parse_definition(kind, _definition_part(document))
         with self.store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_DEFINE)
             entry, _config = self._locate(conn, kind, config_id, user, Access.WRITE)
+            # Every reference, old or new: one the user may no longer read cannot be saved again.
+            check_references(conn, self.store, user, definition)
             if "path" in document:
                 path = document_path(kind, document)
                 if path != entry.path:
-                    self._require_define(conn, user, path)
+                    require_create(conn, self.store, user, path, job=True)
                     job_store.move_job_file(conn, self.store.files, entry, path)
             config = self.store.jobs.update(conn, config_id, definition)
             self.jobs.refresh_job(conn, config)
-            self._refuse_cycles(conn, config)
+            self._refuse_cycles(conn, config, user)
 
     def delete(self, kind: JobKind, config_id: int, user: User) -> None:
-        """Delete a job, its history and its data; refused while others read it or it runs."""
+        """Delete a job, its history and its data; refused only while it runs.
+
+        Jobs that read its data never pin it (nobody else's permission is needed):
+        their next run fails, saying that the reference names no job their owner can read.
+        """
         with self.store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_DEFINE)
             entry, config = self._locate(conn, kind, config_id, user, Access.WRITE)
-            dependents = self._dependents(conn, config)
-            if dependents:
-                raise Conflict(
-                    f"{entry.path} cannot be deleted: {', '.join(dependents)} read its data"
-                )
             if ex.active_execution_for_config(conn, config.id) is not None:
                 raise Conflict(f"{entry.path} cannot be deleted while it is queued or running")
             folders = job_store.delete_job(conn, config)
@@ -122,6 +137,7 @@ class ArtifactService:
         """Every job of a kind the caller may read."""
         items = []
         with self.store.db.read() as conn:
+            require_capability(conn, user, Capability.JOB_READ)
             for config in self.store.jobs.list_all(conn):
                 if config.kind is not kind:
                     continue
@@ -151,28 +167,15 @@ class ArtifactService:
             raise NotFound(f"Entity of type 'JobConfiguration' with id '{config_id}' not found.")
         return entry, config
 
-    def _require_define(self, conn: Connection, user: User, path: str) -> None:
-        if not has_capability(conn, user, DEFINE_CAPABILITY):
-            raise Forbidden("your roles do not allow defining jobs")
-        parent = self.store.files.find(conn, posixpath.dirname(path))
-        if parent is not None and not has_access(conn, user, parent, Access.READ):
-            raise NotFound(f"folder {posixpath.dirname(path)} does not exist")
-
-    def _dependents(self, conn: Connection, config: JobConfiguration) -> list[str]:
-        graph = upstream_graph(conn, self.store)
-        names = []
-        for other, sources in sorted(graph.items()):
-            if config.id in sources and other != config.id:
-                entry = self.store.files.get(conn, self.store.jobs.get(conn, other).file_id)
-                names.append(entry.path)
-        return names
-
-    def _refuse_cycles(self, conn: Connection, config: JobConfiguration) -> None:
+    def _refuse_cycles(self, conn: Connection, config: JobConfiguration, user: User) -> None:
         cycle = find_cycle(upstream_graph(conn, self.store))
         if cycle and config.id in cycle:
-            paths = [
-                self.store.files.get(conn, self.store.jobs.get(conn, c).file_id).path for c in cycle
-            ]
+            # Only the jobs the user may read are named; the others are counted.
+            names: list[str] = []
+            for member in cycle:
+                entry = self.store.files.get(conn, self.store.jobs.get(conn, member).file_id)
+                visible = has_access(conn, user, entry, Access.READ)
+                names.append(entry.path if visible else "(a job you cannot see)")
             raise InvalidDefinition(
-                f"the jobs would read from each other in a cycle: {' -> '.join(paths)}"
+                f"the jobs would read from each other in a cycle: {' -> '.join(names)}"
             )

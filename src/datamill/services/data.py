@@ -11,7 +11,7 @@ from datamill.domain.definitions import WorkbookDefinition
 from datamill.domain.records import DataResult, FileEntry, JobConfiguration, User
 from datamill.domain.status import JobKind
 from datamill.errors import NotFound
-from datamill.services.permissions import Access, require_access
+from datamill.services.permissions import Access, Capability, require_access, require_capability
 from datamill.store import data as data_store
 from datamill.store.db import utcnow
 from datamill.store.store import Store
@@ -25,6 +25,7 @@ def delete_data(store: Store, data_id: int, user: User) -> bool:
     """
     missing = NotFound(f"Entity of type 'Data' with id '{data_id}' not found.")
     with store.db.write() as conn:
+        require_capability(conn, user, Capability.DATA_READ)
         result = data_store.get_data(conn, data_id)
         if result is None:
             raise missing
@@ -50,6 +51,7 @@ class SheetData:
 def list_data(store: Store, kind: JobKind, config_id: int, user: User) -> list[SheetData]:
     """The visible results of a job, newest first, per output sheet."""
     with store.db.read() as conn:
+        require_capability(conn, user, Capability.DATA_READ)
         entry, config = _readable_job(store, conn, kind, config_id, user)
         results = data_store.data_for_configuration(conn, config.id)
     if kind is JobKind.IMPORT:
@@ -66,6 +68,7 @@ def newest_sheet_file(
 ) -> tuple[str, str]:
     """(Parquet file, download name) of the newest result of one output sheet."""
     with store.db.read() as conn:
+        require_capability(conn, user, Capability.DATA_READ)
         entry, config = _readable_job(store, conn, kind, config_id, user)
         result = data_store.newest_data(conn, config.id)
     if result is None:

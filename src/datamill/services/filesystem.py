@@ -10,14 +10,22 @@ from sqlalchemy.engine import Connection
 from datamill.domain.definitions import definition_model, upstream_references
 from datamill.domain.records import FileEntry, User
 from datamill.errors import Conflict, Forbidden, InvalidInput, NotFound
+from datamill.services.folders import check_reserved
 from datamill.services.graph import rebuild_dependencies
 from datamill.services.jobs import JobService
-from datamill.services.permissions import Access, has_access, require_access
+from datamill.services.permissions import (
+    Access,
+    Capability,
+    has_access,
+    require_access,
+    require_capability,
+)
 from datamill.store.files import (
     PROTECTED_FOLDERS,
     ROOT_OWNER,
     Flags,
     Permissions,
+    child_path,
     is_path_reference,
 )
 
@@ -61,12 +69,14 @@ class FileSystemService:
     def folder(self, reference: str, user: User) -> FolderView:
         """A readable folder with its readable children."""
         with self._store.db.read() as conn:
+            require_capability(conn, user, Capability.JOB_READ)
             folder = self._folder(conn, reference, user, Access.READ)
             return self._view(conn, folder, user)
 
     def file(self, reference: str, user: User) -> FileView:
         """A readable job file."""
         with self._store.db.read() as conn:
+            require_capability(conn, user, Capability.JOB_READ)
             entry = self._jobs.resolve_file(conn, reference, user, Access.READ)
             if entry.is_folder:
                 raise NotFound(f"{entry.path} is a folder, not a file; read it as a folder")
@@ -90,7 +100,9 @@ class FileSystemService:
     def create_folder(self, parent_reference: str, name: str, user: User) -> FolderView:
         """Create an empty folder owned by the caller; needs writable on the parent."""
         with self._store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_DEFINE)
             parent = self._folder(conn, parent_reference, user, Access.WRITE)
+            check_reserved(user, child_path(parent, name))
             folder = self._store.files.create_folder(conn, parent, name, user.name)
             return self._view(conn, folder, user)
 
@@ -99,6 +111,7 @@ class FileSystemService:
     ) -> FolderView:
         """Rename and/or move a folder; needs writable on it and on a new parent."""
         with self._store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_DEFINE)
             folder = self._folder(conn, reference, user, Access.READ)
             self._refuse_default(folder, "renamed or moved")
             require_access(conn, user, folder, Access.WRITE)
@@ -109,6 +122,7 @@ class FileSystemService:
                 if parent.id != folder.parent_id:
                     require_access(conn, user, parent, Access.WRITE)
             new_name = folder.name if name is None else name
+            check_reserved(user, child_path(parent, new_name))
             if self._store.files.check_move(conn, folder, parent, new_name) is not None:
                 self._refuse_broken_references(conn, folder, user)
             moved = self._store.files.move_folder(conn, folder, parent, new_name)
@@ -120,6 +134,7 @@ class FileSystemService:
     def delete_folder(self, reference: str, user: User) -> None:
         """Delete an empty folder; needs writable on it."""
         with self._store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_DEFINE)
             folder = self._folder(conn, reference, user, Access.READ)
             self._refuse_default(folder, "deleted")
             require_access(conn, user, folder, Access.WRITE)
@@ -166,12 +181,14 @@ class FileSystemService:
     def permissions(self, reference: str, user: User) -> PermissionView:
         """The owner and flags of a readable entry."""
         with self._store.db.read() as conn:
+            require_capability(conn, user, Capability.JOB_READ)
             entry = self._jobs.resolve_file(conn, reference, user, Access.READ)
             return PermissionView(entry, self._store.files.permissions(conn, entry.id))
 
     def set_owner(self, reference: str, user: User, owner: str) -> PermissionView:
         """Hand an entry to an existing user; needs writable."""
         with self._store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_DEFINE)
             entry = self._jobs.resolve_file(conn, reference, user, Access.WRITE)
             # 'system' owns the default folders, so an admin can hand one back to it.
             if owner != ROOT_OWNER and self._store.users.get(conn, owner) is None:
@@ -184,6 +201,7 @@ class FileSystemService:
     ) -> PermissionView:
         """Set a group's flags on an entry (left-out flags keep their value); needs writable."""
         with self._store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_DEFINE)
             entry = self._jobs.resolve_file(conn, reference, user, Access.WRITE)
             if not self._store.files.group_exists(conn, group):
                 raise InvalidInput(f"there is no group {group!r}")
@@ -202,6 +220,7 @@ class FileSystemService:
     def remove_group(self, reference: str, user: User, group: str) -> PermissionView:
         """Take a group's flags off an entry; needs writable."""
         with self._store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_DEFINE)
             entry = self._jobs.resolve_file(conn, reference, user, Access.WRITE)
             if not self._store.files.delete_group_flags(conn, entry.id, group):
                 raise NotFound(f"the group {group!r} has no permission on {entry.path}")
@@ -210,6 +229,7 @@ class FileSystemService:
     def set_others(self, reference: str, user: User, change: FlagChange) -> PermissionView:
         """Set what every other user may do (left-out flags keep their value); needs writable."""
         with self._store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_DEFINE)
             entry = self._jobs.resolve_file(conn, reference, user, Access.WRITE)
             flags = _changed(self._store.files.permissions(conn, entry.id).others, change)
             self._store.files.set_others_flags(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pydantic
@@ -17,7 +18,7 @@ from datamill.domain.status import JobKind, JobStatus, TriggerType
 from datamill.engine.sql import check_workbook
 from datamill.errors import Conflict, InvalidDefinition, InvalidInput, NotFound, StopTimeout
 from datamill.services.graph import rebuild_dependencies
-from datamill.services.permissions import Access, require_access
+from datamill.services.permissions import Access, Capability, require_access, require_capability
 from datamill.services.wakeup import Wakeup
 from datamill.store import executions as ex
 from datamill.store.db import utcnow
@@ -91,8 +92,9 @@ class JobService:
         owner: str,
         *,
         check: Check | None = None,
+        before: Callable[[Connection], None] | None = None,
     ) -> tuple[FileEntry, JobConfiguration]:
-        """Create a job file with a validated definition."""
+        """Create a job file with a validated definition; `before` runs before the insert."""
         definition = parse_definition(kind, raw)
 
         def after_insert(conn: Connection, config: JobConfiguration) -> None:
@@ -100,7 +102,9 @@ class JobService:
             if check is not None:
                 check(conn, config)
 
-        return self.store.jobs.create(path, kind, definition, owner, check=after_insert)
+        return self.store.jobs.create(
+            path, kind, definition, owner, check=after_insert, before=before
+        )
 
     def refresh_job(self, conn: Connection, config: JobConfiguration) -> None:
         """Bring derived state up to date after a definition changed: graph and schedule."""
@@ -162,6 +166,7 @@ class JobService:
     ) -> Execution:
         """Queue a new execution; it is visible as QUEUED when this returns."""
         with self.store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_RUN)
             _entry, config = self.resolve_job(conn, reference, user, Access.EXECUTE)
             execution_id = ex.create_execution(
                 conn, config, trigger_type, user.name, variables=variables
@@ -176,6 +181,7 @@ class JobService:
     def status(self, reference: JobReference, user: User) -> StatusView:
         """The newest execution of a job file, with an estimate if it runs."""
         with self.store.db.read() as conn:
+            require_capability(conn, user, Capability.JOB_READ)
             entry, config = self.resolve_job(conn, reference, user, Access.READ)
             execution = ex.newest_execution(conn, config.id)
             remaining = None
@@ -209,18 +215,21 @@ class JobService:
     ) -> list[tuple[int, JobStatus]]:
         """A page of a configuration's executions, newest first."""
         with self.store.db.read() as conn:
+            require_capability(conn, user, Capability.JOB_READ)
             self.resolve_job(conn, ByConfiguration(config_id), user, Access.READ)
             return ex.execution_history(conn, config_id, start, length)
 
     def volume_report(self, config_id: int, user: User) -> list[tuple[int, JobStatus, int]]:
         """(execution id, status, bytes read) of a configuration's ended runs, newest first."""
         with self.store.db.read() as conn:
+            require_capability(conn, user, Capability.JOB_READ)
             self.resolve_job(conn, ByConfiguration(config_id), user, Access.READ)
             return ex.volume_report(conn, config_id)
 
     def execution(self, execution_id: int, user: User) -> tuple[Execution, FileEntry]:
         """One execution, if the user may read its job file."""
         with self.store.db.read() as conn:
+            require_capability(conn, user, Capability.JOB_READ)
             return self._visible_execution(conn, execution_id, user)
 
     def _visible_execution(
@@ -242,6 +251,7 @@ class JobService:
     def stop(self, reference: JobReference, user: User) -> Execution:
         """Stop the job's active execution; return once it is no longer running."""
         with self.store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_RUN)
             _entry, config = self.resolve_job(conn, reference, user, Access.EXECUTE)
             active = ex.active_execution_for_config(conn, config.id)
             if active is None:
@@ -256,6 +266,7 @@ class JobService:
     def stop_execution(self, execution_id: int, user: User) -> Execution:
         """Stop one execution by id (the older job-kill route)."""
         with self.store.db.write() as conn:
+            require_capability(conn, user, Capability.JOB_RUN)
             execution, entry = self._visible_execution(conn, execution_id, user)
             require_access(conn, user, entry, Access.EXECUTE)
             if execution.status.is_terminal:

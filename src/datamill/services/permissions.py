@@ -53,6 +53,35 @@ def require_access(conn: Connection, user: User, entry: FileEntry, access: Acces
 _VERBS = {Access.READ: "read", Access.WRITE: "change", Access.EXECUTE: "run"}
 
 
+class Capability(enum.StrEnum):
+    """What a role allows, whatever the file flags say; the one map of routes to capabilities.
+
+    - JOB_READ: job documents and lists, status (both routes), history, execution
+      details, volume reports, running executions, folder and file listings and
+      their permissions.
+    - JOB_RUN: triggering (single, legacy, sequential) and stopping (stop, job-kill).
+    - JOB_DEFINE: creating, changing and deleting jobs and folders, and changing
+      owners and flags.
+    - DATA_READ: data listings and downloads, and marking data for deletion.
+
+    ADMIN holds every capability; a role holding '*' too. The flags of the file
+    are checked as well: a capability never grants access to someone else's file.
+    """
+
+    JOB_READ = "job.read"
+    JOB_RUN = "job.run"
+    JOB_DEFINE = "job.define"
+    DATA_READ = "data.read"
+
+
+_NEEDED_FOR = {
+    Capability.JOB_READ: "read jobs, their status and history",
+    Capability.JOB_RUN: "run or stop jobs",
+    Capability.JOB_DEFINE: "define, change or delete jobs and folders",
+    Capability.DATA_READ: "read data",
+}
+
+
 def has_capability(conn: Connection, user: User, capability: str) -> bool:
     """Whether one of the user's roles grants `capability` ('*' grants all)."""
     if user.is_admin:
@@ -63,3 +92,15 @@ def has_capability(conn: Connection, user: User, capability: str) -> bool:
         sa.select(t.roles.c.capabilities).where(t.roles.c.name.in_(user.roles))
     ).scalars()
     return any("*" in caps or capability in caps for caps in rows)
+
+
+def require_capability(conn: Connection, user: User, capability: Capability) -> None:
+    """Raise Forbidden unless one of the user's roles grants `capability`.
+
+    Checked before the target is looked up, so the answer says nothing about it.
+    """
+    if not has_capability(conn, user, capability):
+        raise Forbidden(
+            f"your roles do not allow you to {_NEEDED_FOR[capability]} "
+            f"(this needs the capability {capability.value})"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -11,8 +12,8 @@ from datamill.domain.records import JobConfiguration, User
 from datamill.domain.status import JobKind, JobStatus, TriggerType
 from datamill.errors import InvalidInput
 from datamill.services.graph import CycleFound, downstream_graph, topological_order, upstream_graph
-from datamill.services.jobs import ByConfiguration, JobService
-from datamill.services.permissions import Access
+from datamill.services.jobs import JobService
+from datamill.services.permissions import Access, Capability, has_access, require_capability
 from datamill.store import executions as ex
 from datamill.store import plans as plan_store
 
@@ -30,11 +31,18 @@ class PlanMember:
 def sequential_trigger(
     jobs: JobService, references: list[str], user: User, variables: dict[str, Any]
 ) -> list[PlanMember]:
-    """Trigger the files and every data-driven workbook downstream, in order; all or nothing."""
+    """Trigger the files and the data-driven workbooks downstream, in order; all or nothing.
+
+    Every file given must be runnable by the caller. A data-driven workbook
+    downstream that the caller may not read and run is left out of the plan,
+    unnamed (with whatever is downstream only of it): it still runs, as its
+    owner, by its own data-driven trigger once its sources have succeeded.
+    """
     if not references:
         raise InvalidInput("fileIds must name at least one job")
     store = jobs.store
     with store.db.write() as conn:
+        require_capability(conn, user, Capability.JOB_RUN)
         given: list[int] = []
         for reference in references:
             _entry, config = jobs.resolve_job(conn, reference, user, Access.EXECUTE)
@@ -42,13 +50,12 @@ def sequential_trigger(
                 given.append(config.id)
         upstream = upstream_graph(conn, store)
         configs = {c.id: c for c in store.jobs.list_all(conn)}
-        members = _with_data_driven_downstream(given, upstream, configs)
-        for config_id in members:
-            # All or nothing: every member must be runnable by the caller.
-            jobs.resolve_job(conn, ByConfiguration(config_id), user, Access.EXECUTE)
+        runnable = _runnable(conn, jobs, user)
+        members = _with_data_driven_downstream(given, upstream, configs, runnable)
         try:
             order = topological_order(members, upstream)
         except CycleFound as cycle:
+            # Only members are in a cycle found here, and the caller may read each one.
             names = " -> ".join(configs[c].name for c in cycle.cycle)
             raise InvalidInput(f"the jobs read from each other in a cycle: {names}") from None
         ex.lock_configurations_for_new_runs(conn, order)
@@ -58,18 +65,36 @@ def sequential_trigger(
     return plan
 
 
+def _runnable(conn: Connection, jobs: JobService, user: User) -> Callable[[int], bool]:
+    def runnable(config_id: int) -> bool:
+        entry = jobs.store.files.get(conn, jobs.store.jobs.get(conn, config_id).file_id)
+        return has_access(conn, user, entry, Access.READ) and has_access(
+            conn, user, entry, Access.EXECUTE
+        )
+
+    return runnable
+
+
 def _with_data_driven_downstream(
-    given: list[int], upstream: dict[int, set[int]], configs: dict[int, JobConfiguration]
+    given: list[int],
+    upstream: dict[int, set[int]],
+    configs: dict[int, JobConfiguration],
+    runnable: Callable[[int], bool],
 ) -> list[int]:
     downstream = downstream_graph(upstream)
     members = list(given)
+    left_out: set[int] = set()
     index = 0
     while index < len(members):
         for candidate in sorted(downstream.get(members[index], ())):
             config = configs[candidate]
             data_driven = config.kind is JobKind.WORKBOOK and config.trigger_mode == "DATA_DRIVEN"
-            if data_driven and candidate not in members:
+            if not data_driven or candidate in members or candidate in left_out:
+                continue
+            if runnable(candidate):
                 members.append(candidate)
+            else:
+                left_out.add(candidate)
         index += 1
     return members
 

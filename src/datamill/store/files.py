@@ -20,6 +20,9 @@ from datamill.store.db import Database, utcnow
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAX_ID = 2**31 - 1
+HOME_ROOT = "/Users"
+SHARED_JOB_FOLDERS = frozenset({"/Data/ImportJobs", "/Data/ExportJobs", "/Analytics/Workbooks"})
+"""Default job folders: anyone who may define jobs may create job files in them."""
 DEFAULT_FOLDERS = (
     "/Data/ImportJobs",
     "/Data/ExportJobs",
@@ -36,10 +39,20 @@ MAX_NAME = 255
 MAX_PATH = 4096
 
 
+def _printable(text: str, what: str) -> None:
+    if len(text) > MAX_PATH * 4:
+        # Checked first: what follows walks the text, and the message would repeat it.
+        raise InvalidInput(f"the {what} must be at most {MAX_PATH} characters long")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidInput(f"the {what} {text[:100]!r} must not contain control characters")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        # A lone surrogate is no character: no database and no JSON answer can carry it.
+        raise InvalidInput(f"the {what} {text[:100]!r} is not valid Unicode (a lone surrogate)")
+
+
 def normalize_path(path: str) -> str:
     """A clean absolute path: one leading slash, no trailing or doubled slashes."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
-        raise InvalidInput(f"the path {path!r} must not contain control characters")
+    _printable(path, "path")
     if not path.startswith("/"):
         raise InvalidInput(f"path {path!r} must start with '/'")
     clean = posixpath.normpath("/" + path.strip("/"))
@@ -47,6 +60,10 @@ def normalize_path(path: str) -> str:
         clean = clean[1:]
     if any(part in (".", "..") for part in path.split("/")):
         raise InvalidInput(f"path {path!r} must not contain '.' or '..'")
+    if len(clean) > MAX_PATH:
+        raise InvalidInput(f"the path must be at most {MAX_PATH} characters long")
+    if any(len(part) > MAX_NAME for part in clean.split("/")):
+        raise InvalidInput(f"each name in a path must be at most {MAX_NAME} characters long")
     return clean
 
 
@@ -61,11 +78,15 @@ def check_name(name: str) -> str:
         raise InvalidInput(f"the name {name!r} must not contain '/'")
     if name in (".", ".."):
         raise InvalidInput(f"the name {name!r} is not allowed")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise InvalidInput(f"the name {name!r} must not contain control characters")
+    _printable(name, "name")
     if len(name) > MAX_NAME:
         raise InvalidInput(f"the name must be at most {MAX_NAME} characters long")
     return name
+
+
+def is_home_folder(path: str) -> bool:
+    """Whether a path is a home folder, /Users/<name>: those are private."""
+    return posixpath.dirname(path) == HOME_ROOT
 
 
 def is_path_reference(reference: str) -> bool:
@@ -151,7 +172,7 @@ class FileRepository:
             True,
             None,
             owner,
-            others_readable=True,
+            others_readable=not is_home_folder(path),
         )
 
     def ensure_default_tree(self) -> None:
@@ -304,9 +325,17 @@ class FileRepository:
         """Create an empty folder inside `parent`; a taken name is AlreadyExists."""
         self.lock_tree(conn)
         path = self._free_child_path(conn, parent, name)
-        # Readable by everyone, like the folders ensure_folder creates for new jobs.
+        # Readable by everyone, like the folders ensure_folder creates for new jobs;
+        # a home folder is private.
         folder_id = self._insert(
-            conn, parent.id, path, posixpath.basename(path), True, None, owner, others_readable=True
+            conn,
+            parent.id,
+            path,
+            posixpath.basename(path),
+            True,
+            None,
+            owner,
+            others_readable=not is_home_folder(path),
         )
         return self.get(conn, folder_id)
 

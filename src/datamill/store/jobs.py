@@ -66,13 +66,17 @@ class JobRepository:
         owner: str,
         *,
         check: Check | None = None,
+        before: Callable[[Connection], None] | None = None,
     ) -> tuple[FileEntry, JobConfiguration]:
         """Create the job file and its configuration in one transaction.
 
-        `check` runs inside the transaction after the insert; raising from it
-        leaves nothing behind.
+        `before` runs inside the transaction before anything is inserted (it sees
+        the tree as it is), `check` after the insert; raising from either leaves
+        nothing behind.
         """
         with self._db.write() as conn:
+            if before is not None:
+                before(conn)
             entry = self._files.create_file(conn, path, kind, owner)
             result = conn.execute(
                 sa.insert(t.job_configurations)

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from datamill.domain.records import Execution
-from datamill.domain.status import JobStatus, TriggerType
+from datamill.domain.status import JobStatus
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.executions import execution_from_row, notify_other_nodes
@@ -298,9 +298,9 @@ class ExecutionQueue:
                 },
             )
             released = settle_dependents(conn, execution.id, outcome.status)
-            # Plan members are released by their plan, not by data-driven triggers.
-            if outcome.status.is_success and execution.trigger_type is not TriggerType.SEQUENTIAL:
-                released += fire_data_driven(conn, execution.job_configuration_id)
+            # Plan members are released by their plan, the rest by data-driven triggers.
+            if outcome.status.is_success:
+                released += fire_data_driven(conn, execution.job_configuration_id, execution.id)
             if released:
                 notify_other_nodes(conn, "work")
         self._moved.pop(execution.id, None)

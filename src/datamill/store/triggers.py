@@ -47,6 +47,15 @@ def _already_waiting(conn: Connection, config_id: int, trigger: TriggerType) -> 
     )
 
 
+def _planned_after(execution_id: int | None) -> sa.Select[tuple[int]]:
+    """Configurations with a run waiting on this execution in its sequential plan."""
+    return (
+        sa.select(E.c.job_configuration_id)
+        .join(t.execution_dependencies, t.execution_dependencies.c.execution_id == E.c.id)
+        .where(t.execution_dependencies.c.upstream_execution_id == (execution_id or -1))
+    )
+
+
 def _active_upstream_runs(conn: Connection, config_id: int) -> list[int]:
     """Unfinished executions of the jobs a configuration reads from."""
     upstream = sa.select(DEPS.c.upstream_configuration_id).where(
@@ -61,8 +70,14 @@ def _active_upstream_runs(conn: Connection, config_id: int) -> list[int]:
     return [r.id for r in rows]
 
 
-def fire_data_driven(conn: Connection, upstream_config_id: int) -> list[int]:
+def fire_data_driven(
+    conn: Connection, upstream_config_id: int, ended_execution_id: int | None = None
+) -> list[int]:
     """Start each DATA_DRIVEN workbook that reads a configuration that just succeeded.
+
+    Workbooks whose runs wait on `ended_execution_id` in a sequential plan are
+    released by that plan instead; the others (left out of the plan because its
+    caller may not run them) fire here, as for any other run.
 
     The run belongs to the workbook's owner. If other sources of the workbook
     are still being refreshed, the run waits for them (WAITING_FOR_OTHER_JOB)
@@ -76,6 +91,7 @@ def fire_data_driven(conn: Connection, upstream_config_id: int) -> list[int]:
         .join(t.files, t.files.c.id == C.c.file_id)
         .where(DEPS.c.upstream_configuration_id == upstream_config_id)
         .where(C.c.trigger_mode == "DATA_DRIVEN")
+        .where(C.c.id.not_in(_planned_after(ended_execution_id)))
         .order_by(C.c.id)
     ).all()
     lock_configurations(conn, [row.id for row in rows])

@@ -13,23 +13,25 @@ from datamill.domain.definitions import (
     WorkbookDefinition,
     definition_model,
 )
-from datamill.domain.records import DataResult, Execution, JobConfiguration
-from datamill.domain.status import JobKind
+from datamill.domain.records import DataResult, Execution, JobConfiguration, User
 from datamill.engine.base import PathRoots, RunRequest
 from datamill.errors import JobFailed
+from datamill.services.references import not_readable, readable_source, wanted_kind
 from datamill.settings import Settings
 from datamill.store import data as data_store
 from datamill.store.store import Store
 
 
 def _resolve_source(
-    conn: Connection, store: Store, source: DataSheetSource, what: str
+    conn: Connection, store: Store, owner: User | None, source: DataSheetSource, what: str
 ) -> tuple[str, DataResult]:
-    entry = store.files.find(conn, source.reference)
-    config = store.jobs.for_file(conn, entry.id) if entry is not None else None
-    wanted = JobKind.IMPORT if source.import_job is not None else JobKind.WORKBOOK
-    if config is None or config.kind is not wanted:
-        raise JobFailed(f"{what} reads {source.reference}, which is not a {wanted.value} job")
+    # Checked again at every run with the job owner's rights: READ may have been
+    # revoked, the owner changed, or a path may name another file since it was saved.
+    config = readable_source(conn, store, owner, source)
+    if config is None:
+        reader = owner.name if owner is not None else "the owner of this job"
+        reason = not_readable(source.reference, wanted_kind(source), reader)
+        raise JobFailed(f"{what} reads {reason}")
     result = data_store.newest_data(conn, config.id, lock=True)
     if result is None:
         raise JobFailed(f"{what} reads {source.reference}, which has no data yet: run it first")
@@ -37,6 +39,11 @@ def _resolve_source(
     if sheet not in result.sheets:
         raise JobFailed(f"{what} reads sheet {sheet!r} of {source.reference}, which is not kept")
     return os.path.join(result.location, f"{sheet}.parquet"), result
+
+
+def _owner(conn: Connection, store: Store, config: JobConfiguration) -> User | None:
+    """The user a run reads as: the owner of the job file, with their roles and groups."""
+    return store.users.get(conn, store.files.get(conn, config.file_id).owner)
 
 
 def build_request(
@@ -50,16 +57,17 @@ def build_request(
     definition = definition_model(config.kind).model_validate(config.definition)
     inputs: dict[str, str] = {}
     read: list[int] = []
+    owner = _owner(conn, store, config)
     if isinstance(definition, WorkbookDefinition):
         for index, sheet in enumerate(definition.sheets):
             if isinstance(sheet, DataSheet):
                 path, result = _resolve_source(
-                    conn, store, sheet.source, f"sheets[{index}] ({sheet.name})"
+                    conn, store, owner, sheet.source, f"sheets[{index}] ({sheet.name})"
                 )
                 inputs[sheet.name] = path
                 read.append(result.id)
     elif isinstance(definition, ExportJobDefinition):
-        path, result = _resolve_source(conn, store, definition.source, "the export source")
+        path, result = _resolve_source(conn, store, owner, definition.source, "the export source")
         inputs["source"] = path
         read.append(result.id)
     data_store.record_inputs(conn, execution.id, read)
