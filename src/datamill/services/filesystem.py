@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from datamill.domain.definitions import definition_model, upstream_references
 from datamill.domain.records import FileEntry, User
 from datamill.errors import Conflict, Forbidden, InvalidInput, NotFound
-from datamill.services.folders import check_reserved
+from datamill.services.folders import check_reserved, require_create
 from datamill.services.graph import rebuild_dependencies
 from datamill.services.jobs import JobService
 from datamill.services.permissions import (
@@ -25,6 +25,7 @@ from datamill.store.files import (
     ROOT_OWNER,
     Flags,
     Permissions,
+    check_name,
     child_path,
     is_path_reference,
 )
@@ -101,8 +102,8 @@ class FileSystemService:
         """Create an empty folder owned by the caller; needs writable on the parent."""
         with self._store.db.write() as conn:
             require_capability(conn, user, Capability.JOB_DEFINE)
-            parent = self._folder(conn, parent_reference, user, Access.WRITE)
-            check_reserved(user, child_path(parent, name))
+            parent = self._folder(conn, parent_reference, user, Access.READ)
+            require_create(conn, self._store, user, child_path(parent, check_name(name)))
             folder = self._store.files.create_folder(conn, parent, name, user.name)
             return self._view(conn, folder, user)
 

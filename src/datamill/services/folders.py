@@ -29,12 +29,15 @@ def check_reserved(user: User, path: str) -> None:
         )
 
 
-def require_create(conn: Connection, store: Store, user: User, path: str, *, job: bool) -> None:
+def require_create(
+    conn: Connection, store: Store, user: User, path: str, *, job: bool = False
+) -> None:
     """Raise unless the user may create `path` and every missing folder on the way to it.
 
     The nearest folder that exists must be readable (else it answers like a
     missing one) and writable; the folders created on the way belong to the
-    user. Job files may also go into the default job folders (shared drop folders).
+    user. Job files may also go into the default job folders (shared drop folders),
+    and a user whose home folder is missing may create it (it is created private).
     """
     path = normalize_path(path)
     check_reserved(user, path)
@@ -52,4 +55,6 @@ def require_create(conn: Connection, store: Store, user: User, path: str, *, job
         return
     if job and entry.path in SHARED_JOB_FOLDERS:
         return
+    if entry.path == HOME_ROOT and path.startswith(f"{HOME_ROOT}/{user.name}/"):
+        return  # a user's missing home folder: theirs, created private
     raise Forbidden(f"you are not allowed to create anything in the folder {entry.path}")

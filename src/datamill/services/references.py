@@ -62,9 +62,9 @@ def readable_source(
     return config
 
 
-def not_readable(reference: str, kind: JobKind, reader: str) -> str:
+def not_readable(kind: JobKind, reader: str) -> str:
     """The one reason given for a reference that cannot be read, whatever the cause."""
-    return f"{reference} is not {_article(kind)} job that {reader} can read"
+    return f"is not {_article(kind)} job that {reader} can read"
 
 
 def check_references(conn: Connection, store: Store, user: User, definition: JobDefinition) -> None:
@@ -72,8 +72,8 @@ def check_references(conn: Connection, store: Store, user: User, definition: Job
     for where, source in sources(definition):
         if readable_source(conn, store, user, source) is None:
             member = "importJob" if source.import_job is not None else "workbook"
-            reason = not_readable(source.reference, wanted_kind(source), "you")
-            raise InvalidDefinition(f"{where}.{member}: {reason}")
+            reason = not_readable(wanted_kind(source), "you")
+            raise InvalidDefinition(f"{where}.{member}: {source.reference} {reason}")
 
 
 def _article(kind: JobKind) -> str:

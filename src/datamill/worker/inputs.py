@@ -30,8 +30,8 @@ def _resolve_source(
     config = readable_source(conn, store, owner, source)
     if config is None:
         reader = owner.name if owner is not None else "the owner of this job"
-        reason = not_readable(source.reference, wanted_kind(source), reader)
-        raise JobFailed(f"{what} reads {reason}")
+        reason = not_readable(wanted_kind(source), reader)
+        raise JobFailed(f"{what} reads {source.reference}, which {reason}")
     result = data_store.newest_data(conn, config.id, lock=True)
     if result is None:
         raise JobFailed(f"{what} reads {source.reference}, which has no data yet: run it first")
