@@ -231,7 +231,6 @@ def test_a_path_that_names_another_file_later_is_checked_again(
 def test_a_new_owner_runs_with_their_own_rights(secrets_running: Actors, files_root: Path) -> None:
     """Owner changes: the run reads as the job's owner now, not as whoever saved it."""
     actors = secrets_running
-    file_id, _, _ = _ids(actors, SECRET_IMP)
     _run(actors, "admin", SECRET_IMP)
     actors.node.jobs.define_job(
         "/Analytics/Workbooks/adm.wbk", JobKind.WORKBOOK, totals_workbook(SECRET_IMP), "admin"

@@ -73,7 +73,16 @@ def check_references(conn: Connection, store: Store, user: User, definition: Job
         if readable_source(conn, store, user, source) is None:
             member = "importJob" if source.import_job is not None else "workbook"
             reason = not_readable(wanted_kind(source), "you")
-            raise InvalidDefinition(f"{where}.{member}: {source.reference} {reason}")
+            raise InvalidDefinition(f"{where}.{member}: {shown(source.reference)} {reason}")
+
+
+def shown(reference: str) -> str:
+    """A reference as a message can carry it: escaped if it holds what UTF-8 cannot encode."""
+    try:
+        reference.encode("utf-8")
+    except UnicodeEncodeError:
+        return ascii(reference)
+    return reference
 
 
 def _article(kind: JobKind) -> str:

@@ -16,7 +16,7 @@ from datamill.domain.definitions import (
 from datamill.domain.records import DataResult, Execution, JobConfiguration, User
 from datamill.engine.base import PathRoots, RunRequest
 from datamill.errors import JobFailed
-from datamill.services.references import not_readable, readable_source, wanted_kind
+from datamill.services.references import not_readable, readable_source, shown, wanted_kind
 from datamill.settings import Settings
 from datamill.store import data as data_store
 from datamill.store.store import Store
@@ -31,7 +31,7 @@ def _resolve_source(
     if config is None:
         reader = owner.name if owner is not None else "the owner of this job"
         reason = not_readable(wanted_kind(source), reader)
-        raise JobFailed(f"{what} reads {source.reference}, which {reason}")
+        raise JobFailed(f"{what} reads {shown(source.reference)}, which {reason}")
     result = data_store.newest_data(conn, config.id, lock=True)
     if result is None:
         raise JobFailed(f"{what} reads {source.reference}, which has no data yet: run it first")

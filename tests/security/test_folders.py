@@ -1,0 +1,160 @@
+"""Folders and home folders (issue #10, F9, F11, F14's paths, F16)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from datamill.bootstrap import ensure_admin, open_node
+from datamill.settings import Settings
+from tests.helpers import orders_import, write_orders_csv
+from tests.security.conftest import Actors, auth
+
+FS = "/api/filesystem"
+
+
+def _job(files_root: Path, path: str) -> dict[str, object]:
+    return {"path": path, **orders_import(write_orders_csv(files_root / "in", rows=2))}
+
+
+@pytest.fixture
+def private(actors: Actors) -> Actors:
+    """admin's /Data/Private (readable, not writable by others) and /Data/Hidden (unreadable)."""
+    for name, readable in (("Private", True), ("Hidden", False)):
+        made = actors.call("admin", "POST", f"{FS}/folders/Data", {"name": name})
+        assert made.status_code == 200, made.text
+        url = f"{FS}/folders/{made.json()['id']}/permission/others"
+        actors.call("admin", "PUT", url, {"readable": readable})
+    return actors
+
+
+def test_f9_jobs_need_write_on_the_folder_they_go_into(private: Actors, files_root: Path) -> None:
+    for path in ("/Data/Private/feed.imp", "/Data/Private/new/deeper/feed.imp"):
+        refused = private.call("eve", "POST", "/rest/import-job", _job(files_root, path))
+        assert refused.status_code == 403, refused.text
+        assert "/Data/Private" in refused.json()["reason"]
+    # An unreadable folder answers like a missing one, but for the name typed.
+    hidden = private.call("eve", "POST", "/rest/import-job", _job(files_root, "/Data/Hidden/x.imp"))
+    missing = private.call("eve", "POST", "/rest/import-job", _job(files_root, "/Data/Nope/x.imp"))
+    assert hidden.status_code == 404 and missing.status_code in (403, 404)
+    nowhere = private.call("eve", "POST", "/rest/import-job", _job(files_root, "/Nope/x.imp"))
+    assert nowhere.status_code == 403  # the root is not writable either
+    assert hidden.json()["reason"].replace("Hidden", "N") == ("folder /Data/N does not exist")
+    # Renaming one's own job into such a folder is refused the same way.
+    made = private.call("eve", "POST", "/rest/import-job", _job(files_root, "mine"))
+    assert made.status_code == 200, made.text
+    url = f"/rest/import-job/{made.json()['configuration-id']}"
+    moved = private.call("eve", "PUT", url, _job(files_root, "/Data/Private/mine.imp"))
+    assert moved.status_code == 403
+    # Nothing was created along the way.
+    listing = private.call("admin", "GET", f"{FS}/folders/Data/Private").json()
+    assert listing["_embedded"] == {"folders": [], "files": []}
+
+
+def test_f9_folders_need_write_on_their_parent_and_moves_too(private: Actors) -> None:
+    refused = private.call("eve", "POST", f"{FS}/folders/Data/Private", {"name": "mine"})
+    assert refused.status_code == 403
+    hidden = private.call("eve", "POST", f"{FS}/folders/Data/Hidden", {"name": "mine"})
+    missing = private.call("eve", "POST", f"{FS}/folders/Data/Nothing", {"name": "mine"})
+    assert hidden.status_code == missing.status_code == 404
+    home = private.call("eve", "POST", "/rest/import-job", {"path": "/Users/eve/x.imp", **_src()})
+    assert home.status_code == 200, home.text
+    made = private.call("eve", "POST", f"{FS}/folders/Users/eve", {"name": "f"})
+    assert made.status_code == 200, made.text
+    moved = private.call(
+        "eve", "PUT", f"{FS}/folders/{made.json()['id']}", {"parent": "/Data/Private"}
+    )
+    assert moved.status_code == 403
+
+
+def _src() -> dict[str, object]:
+    return {"source": {"kind": "csv", "path": "/nowhere.csv"}}
+
+
+def test_f11_home_folders_are_reserved_and_private(actors: Actors) -> None:
+    # Nobody but carol (or an ADMIN) creates /Users/carol, even where flags would allow it.
+    users = actors.call("admin", "GET", f"{FS}/folders/Users").json()
+    url = f"{FS}/folders/{users['id']}/permission/others"
+    actors.call("admin", "PUT", url, {"readable": True, "writable": True})
+    for path in ("/Users/carol/x.imp", "/Users/bob/x.imp", "/Users/x.imp"):
+        refused = actors.call("eve", "POST", "/rest/import-job", {"path": path, **_src()})
+        assert refused.status_code == 403, (path, refused.text)
+        assert "reserved" in refused.json()["reason"]
+    squat = actors.call("eve", "POST", f"{FS}/folders/Users", {"name": "carol"})
+    assert squat.status_code == 403
+    # eve's own home is hers and private: bob cannot see what she keeps there.
+    mine = actors.call("eve", "POST", "/rest/import-job", {"path": "/Users/eve/a.imp", **_src()})
+    assert mine.status_code == 200, mine.text
+    home = actors.call("eve", "GET", f"{FS}/folders/Users/eve").json()
+    assert home["owner"] == "eve"
+    assert actors.call("bob", "GET", f"{FS}/folders/Users/eve").status_code == 404
+    others = actors.call("eve", "GET", f"{FS}/folders/{home['id']}/permission/others").json()
+    assert (others["readable"], others["writable"], others["executable"]) == (False,) * 3
+    # An ADMIN may create in any home; a home made that way is private too.
+    admin_home = actors.call(
+        "admin", "POST", "/rest/import-job", {"path": "/Users/admin/s.imp", **_src()}
+    )
+    assert admin_home.status_code == 200
+    assert actors.call("eve", "GET", f"{FS}/folders/Users/admin").status_code == 404
+
+
+def test_f11_the_first_admins_home_is_private(tmp_path: Path) -> None:
+    node = open_node(Settings(home=tmp_path / "fresh", admin_password="first-admin-pw"))
+    try:
+        assert ensure_admin(node) is None
+        with node.store.db.read() as conn:
+            home = node.store.files.find(conn, "/Users/admin")
+            assert home is not None and home.owner == "admin"
+            flags = node.store.files.permissions(conn, home.id).others
+        assert (flags.readable, flags.writable, flags.executable) == (False, False, False)
+    finally:
+        node.store.close()
+
+
+LONG = "a" * 600_000
+
+
+def test_f16_overlong_paths_and_names_are_refused_everywhere(actors: Actors) -> None:
+    for path in (f"/Data/ImportJobs/{LONG}.imp", "/Data/" + "/".join(["b" * 200] * 30) + "/x.imp"):
+        answer = actors.call("eve", "POST", "/rest/import-job", {"path": path, **_src()})
+        assert answer.status_code == 400, answer.text[:200]
+        assert len(answer.text) < 2000
+    made = actors.call("eve", "POST", "/rest/import-job", {"path": "short", **_src()})
+    url = f"/rest/import-job/{made.json()['configuration-id']}"
+    renamed = actors.call("eve", "PUT", url, {"path": f"/Data/ImportJobs/{LONG}.imp", **_src()})
+    assert renamed.status_code == 400
+    folder = actors.call("eve", "POST", f"{FS}/folders/Users/eve", {"name": LONG})
+    assert folder.status_code in (400, 404)
+    long_url = f"/api/job-execution/Data/{'a' * 5000}/status"
+    lookup = actors.client.get(long_url, headers=auth("eve"))
+    assert lookup.status_code == 404
+
+
+def test_f14_lone_surrogates_in_paths_are_a_4xx(actors: Actors) -> None:
+    raw = '{"path": "/Data/ImportJobs/\\ud800.imp", "source": {"kind": "csv", "path": "/x.csv"}}'
+    headers = {**auth("eve"), "Content-Type": "application/json"}
+    answer = actors.client.post("/rest/import-job", content=raw, headers=headers)
+    assert answer.status_code == 400, answer.text
+    body = json.dumps({"name": "\ud800"})
+    folder = actors.client.post(f"{FS}/folders/Data", content=body, headers=headers)
+    assert 400 <= folder.status_code < 500
+    reference = json.dumps(
+        {
+            "path": "w",
+            "sheets": [
+                {"kind": "data", "name": "s", "source": {"importJob": "/a/\ud800.imp"}},
+                {"kind": "sql", "name": "o", "sql": "SELECT * FROM s", "keep": True},
+            ],
+        }
+    )
+    workbook = actors.client.post("/rest/workbook", content=reference, headers=headers)
+    assert workbook.status_code == 400, workbook.text
+    for url in (
+        "/api/job-execution/Data/%ED%A0%80.imp/status",
+        f"{FS}/folders/Data/%ED%A0%80",
+        f"{FS}/files/Data/%ED%A0%80.imp",
+    ):
+        lookup = actors.client.get(url, headers=auth("eve"))
+        assert 400 <= lookup.status_code < 500, (url, lookup.text)
