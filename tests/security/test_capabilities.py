@@ -168,9 +168,11 @@ ROUTES: dict[str, tuple[str, Route]] = {
 def test_each_route_needs_its_capability(shared: Shared, route: str) -> None:
     needed, build = ROUTES[route]
     method, url, body = build(shared)
-    refused = shared.actors.call(f"no-{needed}", method, url, body)
-    assert refused.status_code == 403, refused.text
-    assert f"needs the capability {needed}" in refused.json()["reason"]
+    # Twice: the second status poll would be answered by the fast path.
+    for _ in range(2 if method == "GET" else 1):
+        refused = shared.actors.call(f"no-{needed}", method, url, body)
+        assert refused.status_code == 403, refused.text
+        assert f"needs the capability {needed}" in refused.json()["reason"]
     # With every capability the same request is not refused for capabilities.
     method, url, body = build(shared)
     allowed = shared.actors.call("all-four", method, url, body)

@@ -92,6 +92,12 @@ def test_f11_home_folders_are_reserved_and_private(actors: Actors) -> None:
     assert actors.call("bob", "GET", f"{FS}/folders/Users/eve").status_code == 404
     others = actors.call("eve", "GET", f"{FS}/folders/{home['id']}/permission/others").json()
     assert (others["readable"], others["writable"], others["executable"]) == (False,) * 3
+    # Nor can she move or rename a folder of hers into someone else's home.
+    folder = actors.call("eve", "POST", f"{FS}/folders/Users/eve", {"name": "f"}).json()
+    moved = actors.call(
+        "eve", "PUT", f"{FS}/folders/{folder['id']}", {"parent": "/Users", "name": "carol"}
+    )
+    assert moved.status_code == 403 and "reserved" in moved.json()["reason"]
     # An ADMIN may create in any home; a home made that way is private too.
     admin_home = actors.call(
         "admin", "POST", "/rest/import-job", {"path": "/Users/admin/s.imp", **_src()}
@@ -117,7 +123,12 @@ LONG = "a" * 600_000
 
 
 def test_f16_overlong_paths_and_names_are_refused_everywhere(actors: Actors) -> None:
-    for path in (f"/Data/ImportJobs/{LONG}.imp", "/Data/" + "/".join(["b" * 200] * 30) + "/x.imp"):
+    too_long = (
+        f"/Data/ImportJobs/{LONG}.imp",
+        "/Data/" + "/".join(["b" * 200] * 30) + "/x.imp",
+        "/Data/ImportJobs/" + "n" * 300 + "/x.imp",
+    )
+    for path in too_long:
         answer = actors.call("eve", "POST", "/rest/import-job", {"path": path, **_src()})
         assert answer.status_code == 400, answer.text[:200]
         assert len(answer.text) < 2000
