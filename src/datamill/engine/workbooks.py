@@ -59,7 +59,6 @@ class Window:
         # an in-process worker) never see each other's runs.
         self.root = os.path.join(staging_root, f"{WINDOW_PREFIX}{os.getpid()}-{next(_windows)}")
         shutil.rmtree(self.root, ignore_errors=True)
-        os.makedirs(self.root)
         self._runs = itertools.count(1)
 
     def open_run(self, inputs: Mapping[str, str]) -> str | None:
@@ -87,6 +86,10 @@ class Window:
     def close_run(self, folder: str) -> None:
         """Remove a run's folder with its links and anything its SQL left."""
         shutil.rmtree(folder, ignore_errors=True)
+        # The window itself exists only while a run goes on (DuckDB's lock is
+        # by name), so an idle staging root is empty.
+        with contextlib.suppress(OSError):
+            os.rmdir(self.root)
 
     def close(self) -> None:
         """Remove the window."""
