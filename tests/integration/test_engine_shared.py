@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -66,10 +67,12 @@ def test_runs_share_one_database_and_leave_nothing_in_it(area: Area) -> None:
             ),
             lambda _: None,
         )
-        database = engine.shared_database
+        database = engine.workbook_database
         assert database is not None
         assert first.sheets == {"out": 2}
         assert _user_objects(database) == []
+        # Nothing of the run stays in the window either.
+        assert database.window is not None and not os.path.exists(database.window.root)
         shutil.rmtree(area.staging)
         # An import whose bad line lands in DuckDB's reject tables (TEMP tables).
         imported = engine.run(
@@ -88,8 +91,10 @@ def test_runs_share_one_database_and_leave_nothing_in_it(area: Area) -> None:
         )
         assert imported.status == JobStatus.COMPLETED_WITH_WARNINGS
         assert rows(area.staging / "data.parquet") == [{"name": "ann", "age": 31}]
-        assert engine.shared_database is database
-        assert _user_objects(database) == []
+        # Imports run in the trusted database, never in the one of user SQL.
+        trusted = engine.shared_database
+        assert trusted is not None and trusted is not database
+        assert _user_objects(trusted) == []
         shutil.rmtree(area.staging)
         # The same sheet name again: the first run's view is gone, not reused.
         second = engine.run(
@@ -102,7 +107,7 @@ def test_runs_share_one_database_and_leave_nothing_in_it(area: Area) -> None:
         )
         assert second.sheets == {"out": 1}
         assert rows(area.staging / "out.parquet") == [{"id": 2}]
-        assert engine.shared_database is database
+        assert engine.workbook_database is database
         assert _user_objects(database) == []
     finally:
         engine.close()
@@ -196,7 +201,7 @@ def test_a_database_grown_by_a_big_run_is_replaced_between_runs(
         )
         engine.run(small, lambda _: None)
         engine.between_runs()
-        database = engine.shared_database
+        database = engine.workbook_database
         assert database is not None
         shutil.rmtree(area.staging)
         big_sql = (
@@ -208,7 +213,7 @@ def test_a_database_grown_by_a_big_run_is_replaced_between_runs(
         grown = engine_module.resident_bytes()
         assert grown - database.opened_rss > 64 * 1024 * 1024
         engine.between_runs()
-        assert engine.shared_database is not database
+        assert engine.workbook_database is not database
         assert engine_module.resident_bytes() < grown
         shutil.rmtree(area.staging)
         assert engine.run(small, lambda _: None).sheets == {"out": 3}

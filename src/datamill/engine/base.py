@@ -50,6 +50,10 @@ class RunRequest:
     shared_database: bool = False
     # The folder of published data and staging; only read with shared_database.
     data_root: str | None = None
+    # Every configured source and sink root (operator-wide, the same for every
+    # run): what the shared database of imports and exports may open. Empty:
+    # the run's own `roots.source_roots`.
+    file_roots: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
@@ -16,17 +16,15 @@ from pydantic import ValidationError
 
 from datamill.domain.definitions import (
     CsvSource,
-    DataSheet,
     ImportJobDefinition,
-    SqlSheet,
     WorkbookDefinition,
     definition_model,
 )
 from datamill.domain.status import JobStatus
 from datamill.engine import sinks, sources
 from datamill.engine.base import ProgressCallback, RunRequest, RunResult
-from datamill.engine.sources import Output, Scan, ident, lit, lit_list
-from datamill.engine.sql import bind_workbook
+from datamill.engine.sources import Output, Scan, lit, lit_list
+from datamill.engine.workbooks import Window, run_workbook, workbook_inputs
 from datamill.errors import DatamillError, InvalidDefinition, InvalidInput, InvalidSql, JobFailed
 from datamill.processes import pid_alive
 
@@ -151,7 +149,7 @@ def _remove_dead_spill_folders(parent: str) -> None:
     """Spill folders of engine processes that were killed are never cleaned otherwise."""
     with contextlib.suppress(OSError):
         for name in os.listdir(parent):
-            pid = name.removeprefix(_SPILL_PREFIX)
+            pid = name.removeprefix(_SPILL_PREFIX).split("-")[0]
             if name.startswith(_SPILL_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
@@ -160,29 +158,40 @@ class SharedDatabase:
     """One process's long-lived DuckDB database; every run gets its own connection in it.
 
     Creating a DuckDB database costs 15-25 ms of CPU, more than a trivial run,
-    so a warm work horse keeps one. It is locked down once, to the folders any
-    run of this worker may touch (data root with staging, its spill folder,
-    the source roots); a run's connection sees only its own TEMP views, and
-    closing the connection drops them. The per-run lock-down to a run's own
-    files is what `isolation = "run"` keeps (see docs/decisions.md).
+    so a warm work horse keeps its databases. Each is locked down once, for
+    good; a run's connection sees only its own TEMP views, and closing the
+    connection drops them. Two kinds (see docs/decisions.md):
+
+    - the *trusted* database (`SharedDatabase(request)`) runs imports and
+      exports, whose SQL Datamill builds itself from checked paths: locked to
+      the data root with staging, its spill folder and the operator's file
+      roots;
+    - the *workbook* database (`SharedDatabase.for_workbooks`) runs user SQL:
+      locked to its spill folder and the engine's window only (see
+      engine/workbooks.py), where a run finds its own inputs and nothing else.
     """
 
-    def __init__(self, request: RunRequest) -> None:
+    def __init__(self, request: RunRequest, *, window: Window | None = None) -> None:
         parent = os.path.realpath(request.temp_dir or tempfile.gettempdir())
         _remove_dead_spill_folders(parent)
-        # A folder per process: DuckDB's spill file names are not unique across databases.
-        self.spill_dir = os.path.join(parent, f"{_SPILL_PREFIX}{os.getpid()}")
+        kind = "workbook" if window is not None else "trusted"
+        # A folder per database: DuckDB's spill file names are not unique across databases.
+        self.spill_dir = os.path.join(parent, f"{_SPILL_PREFIX}{os.getpid()}-{kind}")
         shutil.rmtree(self.spill_dir, ignore_errors=True)
         os.makedirs(self.spill_dir)
-        staging_root = os.path.dirname(os.path.realpath(request.staging_dir))
-        self.directories = sorted(
-            {
-                os.path.realpath(request.data_root or staging_root),
-                staging_root,
-                self.spill_dir,
-                *(os.path.realpath(r) for r in request.roots.source_roots),
-            }
-        )
+        self.window = window
+        if window is not None:
+            self.directories = [window.root]
+        else:
+            staging_root = os.path.dirname(os.path.realpath(request.staging_dir))
+            self.directories = sorted(
+                {
+                    os.path.realpath(request.data_root or staging_root),
+                    staging_root,
+                    self.spill_dir,
+                    *(os.path.realpath(r) for r in _file_roots(request)),
+                }
+            )
         config = database_config(request) | {"temp_directory": self.spill_dir}
         self.key = self.key_of(request)
         self.request = request
@@ -190,13 +199,25 @@ class SharedDatabase:
         try:
             # Unlike the per-run lock-down, lock_configuration stays off: a run's
             # connection must still turn progress reporting on for itself. These
-            # two cannot be undone while the database is open.
+            # cannot be undone while the database is open.
             self.con.execute(f"SET allowed_directories = {lit_list(self.directories)}")
             self.con.execute("SET enable_external_access = false")
+            # No Python variable of the engine's frames is ever a table.
+            self.con.execute("SET python_enable_replacements = false")
         except duckdb.Error as error:
             self.con.close()
             raise InvalidInput(f"cannot start DuckDB: {_duckdb_message(error)}") from None
         self.opened_rss = resident_bytes()
+
+    @classmethod
+    def for_workbooks(cls, request: RunRequest) -> SharedDatabase:
+        """A database for user SQL, locked to a new window below the staging root."""
+        window = Window(os.path.dirname(os.path.realpath(request.staging_dir)))
+        try:
+            return cls(request, window=window)
+        except BaseException:
+            window.close()
+            raise
 
     @staticmethod
     def key_of(request: RunRequest) -> tuple[Any, ...]:
@@ -208,7 +229,8 @@ class SharedDatabase:
             request.data_root,
             # Staging folders of one worker share their parent; no realpath per run.
             os.path.dirname(request.staging_dir),
-            request.roots.source_roots,
+            # Operator-wide folders, never a run's own: those change from run to run.
+            _file_roots(request),
         )
 
     def connect(self) -> duckdb.DuckDBPyConnection:
@@ -233,10 +255,17 @@ class SharedDatabase:
         return True
 
     def close(self) -> None:
-        """Close the database and remove its spill folder."""
+        """Close the database and remove its spill folder (and window)."""
         with contextlib.suppress(duckdb.Error):
             self.con.close()
         shutil.rmtree(self.spill_dir, ignore_errors=True)
+        if self.window is not None:
+            self.window.close()
+
+
+def _file_roots(request: RunRequest) -> tuple[str, ...]:
+    """The operator's source and sink roots; callers that give none fall back to the run's."""
+    return request.file_roots or request.roots.source_roots
 
 
 class Session:
@@ -254,8 +283,9 @@ class Session:
         self.callback_error: BaseException | None = None
         self.staging_dir = os.path.realpath(request.staging_dir)
         os.makedirs(self.staging_dir, exist_ok=True)
+        self.shared = shared
         if shared is not None:
-            # Locked down already, to the worker's folders.
+            # Locked down already, to the worker's folders or the window.
             self.locked = True
             self.owns_temp_dir = False
             self.temp_dir = shared.spill_dir
@@ -324,6 +354,7 @@ class Session:
             f"SET allowed_paths = {lit_list([os.path.realpath(f) for f in files])}",
             f"SET allowed_directories = {lit_list(dirs)}",
             "SET enable_external_access = false",
+            "SET python_enable_replacements = false",
             "SET lock_configuration = true",
         ]
         for statement in statements:
@@ -333,12 +364,13 @@ class Session:
 class DuckDBEngine:
     """Runs one job definition on DuckDB and stages its output.
 
-    A request with `shared_database` runs in a connection of the database this
-    engine keeps (see SharedDatabase). Otherwise every run gets a fresh
-    database, locked down to its own files; opening and closing one costs tens
-    of milliseconds, so a long-lived engine (a warm work horse) may open the
-    next run's database and close the last one's between runs, off the
-    critical path: see `between_runs`.
+    A request with `shared_database` runs in a connection of a database this
+    engine keeps (see SharedDatabase): workbooks in the workbook database,
+    locked to the engine's window, imports and exports in the trusted one.
+    Otherwise every run gets a fresh database, locked down to its own files;
+    opening and closing one costs tens of milliseconds, so a long-lived engine
+    (a warm work horse) may open the next run's database and close the last
+    one's between runs, off the critical path: see `between_runs`.
     """
 
     def __init__(self, *, keep_warm: bool = False) -> None:
@@ -347,25 +379,36 @@ class DuckDBEngine:
         self._finished: list[Session] = []
         self._last_config: dict[str, Any] | None = None
         self._shared: SharedDatabase | None = None
+        self._workbooks: SharedDatabase | None = None
+        self._last_used: SharedDatabase | None = None
 
     @property
     def shared_database(self) -> SharedDatabase | None:
-        """The database kept for shared-database requests, once one has run."""
+        """The trusted database of imports and exports, once one has run."""
         return self._shared
+
+    @property
+    def workbook_database(self) -> SharedDatabase | None:
+        """The database of workbooks (user SQL), once one has run."""
+        return self._workbooks
 
     def between_runs(self) -> None:
         """Close finished runs' databases and open the next run's in advance.
 
         A shared database keeps the memory a big run used (DuckDB returns its
-        buffer pool to the system only when the database closes), so one that
-        grew by more than RECYCLE_BYTES is replaced by a fresh one.
+        buffer pool to the system only when the database closes), so the one
+        the last run used is replaced by a fresh one if it grew by more than
+        RECYCLE_BYTES.
         """
         while self._finished:
             self._finished.pop().close()
-        shared = self._shared
-        if shared is not None and resident_bytes() - shared.opened_rss > RECYCLE_BYTES:
-            shared.close()
-            self._shared = SharedDatabase(shared.request)
+        used, self._last_used = self._last_used, None
+        if used is not None and resident_bytes() - used.opened_rss > RECYCLE_BYTES:
+            used.close()
+            if used is self._shared:
+                self._shared = SharedDatabase(used.request)
+            elif used is self._workbooks:
+                self._workbooks = SharedDatabase.for_workbooks(used.request)
         if self._keep_warm and self._spare is None and self._last_config is not None:
             self._spare = (self._last_config, open_database(self._last_config))
 
@@ -375,9 +418,10 @@ class DuckDBEngine:
         if self._spare is not None:
             self._spare[1].close()
             self._spare = None
-        if self._shared is not None:
-            self._shared.close()
-            self._shared = None
+        for database in (self._shared, self._workbooks):
+            if database is not None:
+                database.close()
+        self._shared = self._workbooks = None
 
     def _take_spare(self, config: dict[str, Any]) -> duckdb.DuckDBPyConnection | None:
         spare, self._spare = self._spare, None
@@ -388,17 +432,38 @@ class DuckDBEngine:
         spare[1].close()
         return None
 
-    def _session(self, request: RunRequest, progress: ProgressCallback) -> Session:
-        if not request.shared_database:
-            config = database_config(request)
-            self._last_config = config
-            return Session(request, progress, self._take_spare(config))
-        if self._shared is not None and self._shared.key != SharedDatabase.key_of(request):
-            self._shared.close()
+    def _own_session(self, request: RunRequest, progress: ProgressCallback) -> Session:
+        config = database_config(request)
+        self._last_config = config
+        return Session(request, progress, self._take_spare(config))
+
+    def _shared_session(
+        self, request: RunRequest, progress: ProgressCallback, *, workbook: bool
+    ) -> Session:
+        database = self._workbooks if workbook else self._shared
+        if database is not None and database.key != SharedDatabase.key_of(request):
+            database.close()
+            database = None
+        if database is None:
+            database = (
+                SharedDatabase.for_workbooks(request) if workbook else SharedDatabase(request)
+            )
+        if workbook:
+            self._workbooks = database
+        else:
+            self._shared = database
+        self._last_used = database
+        return Session(request, progress, shared=database)
+
+    def _forget_if_broken(self, database: SharedDatabase | None) -> None:
+        # A fatal DuckDB error invalidates the whole database: start afresh.
+        if database is None or database.healthy():
+            return
+        database.close()
+        if database is self._shared:
             self._shared = None
-        if self._shared is None:
-            self._shared = SharedDatabase(request)
-        return Session(request, progress, shared=self._shared)
+        if database is self._workbooks:
+            self._workbooks = None
 
     def run(self, request: RunRequest, progress: ProgressCallback) -> RunResult:
         """Run the request; raise a DatamillError with a clear message on failure."""
@@ -407,15 +472,63 @@ class DuckDBEngine:
             definition = model.model_validate(request.definition)
         except ValidationError as error:
             raise InvalidDefinition(f"invalid {request.kind.value} definition: {error}") from None
-        session = self._session(request, progress)
+        if isinstance(definition, WorkbookDefinition):
+            return self._run_workbook(request, definition, progress)
+        if request.shared_database:
+            session = self._shared_session(request, progress, workbook=False)
+        else:
+            session = self._own_session(request, progress)
+        return self._finish(
+            session,
+            lambda: (
+                _run_import(session, definition)
+                if isinstance(definition, ImportJobDefinition)
+                else sinks.run_export(session, definition)
+            ),
+        )
+
+    def _run_workbook(
+        self, request: RunRequest, definition: WorkbookDefinition, progress: ProgressCallback
+    ) -> RunResult:
+        if not request.shared_database:
+            session = self._own_session(request, progress)
+            return self._finish(
+                session,
+                lambda: run_workbook(
+                    session, definition, workbook_inputs(session, definition), session.staging_dir
+                ),
+            )
+        session = self._shared_session(request, progress, workbook=True)
+        window = session.shared.window if session.shared is not None else None
+        assert window is not None
+        try:
+            real = workbook_inputs(session, definition)
+        except BaseException:
+            session.close()
+            raise
+        # Inputs are named by their place, not their sheet: nothing of the
+        # data root's layout shows in the window.
+        links = {name: f"{index}.parquet" for index, name in enumerate(real)}
+        folder = window.open_run({links[name]: path for name, path in real.items()})
+        if folder is None:
+            # An input cannot be linked into the window: this run gets a
+            # database of its own, locked to its own files.
+            session.close()
+            session = self._own_session(request, progress)
+            return self._finish(
+                session,
+                lambda: run_workbook(session, definition, real, session.staging_dir),
+            )
+        inputs = {name: os.path.join(folder, link) for name, link in links.items()}
+        try:
+            return self._finish(session, lambda: run_workbook(session, definition, inputs, folder))
+        finally:
+            window.close_run(folder)
+
+    def _finish(self, session: Session, body: Callable[[], RunResult]) -> RunResult:
         failed = True
         try:
-            if isinstance(definition, ImportJobDefinition):
-                result = _run_import(session, definition)
-            elif isinstance(definition, WorkbookDefinition):
-                result = _run_workbook(session, definition)
-            else:
-                result = sinks.run_export(session, definition)
+            result = body()
             failed = False
         except DatamillError:
             raise
@@ -426,89 +539,14 @@ class DuckDBEngine:
         finally:
             # A run's own spill folder lies in its staging folder, which is
             # about to be published: that database must close first.
-            if self._keep_warm and not session.owns_temp_dir and self._shared is None:
+            if self._keep_warm and not session.owns_temp_dir and session.shared is None:
                 self._finished.append(session)
             else:
                 session.close()
-            # A fatal DuckDB error invalidates the whole database: start afresh.
-            if failed and self._shared is not None and not self._shared.healthy():
-                self._shared.close()
-                self._shared = None
+            if failed:
+                self._forget_if_broken(session.shared)
         session.progress.report(1.0)
         return result
-
-
-def _run_workbook(session: Session, definition: WorkbookDefinition) -> RunResult:
-    """Register data sheets as views, run SQL sheets in order, stage the kept ones."""
-    request = session.request
-    # Every sheet is checked and bound before any data is touched.
-    bound = bind_workbook(definition, request.variables)
-    inputs: list[str] = []
-    for index, sheet in enumerate(definition.sheets):
-        if isinstance(sheet, DataSheet):
-            path = request.inputs.get(sheet.name)
-            if path is None:
-                raise InvalidInput(f'sheets[{index}]: no data was given for sheet "{sheet.name}"')
-            real = os.path.realpath(path)
-            if not os.path.isfile(real):
-                raise JobFailed(f'sheets[{index}]: the data of sheet "{sheet.name}" is missing')
-            inputs.append(real)
-            session.execute(
-                f"CREATE TEMP VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({lit(real)})",
-                context=f'sheets[{index}]: reading the data of sheet "{sheet.name}"',
-            )
-    session.lock_down(inputs)
-    work_dir = os.path.join(session.staging_dir, "_work")
-    if not all(sheet.keep for sheet in definition.sheets if isinstance(sheet, SqlSheet)):
-        os.makedirs(work_dir, exist_ok=True)
-    steps = [s for s in definition.sheets if isinstance(s, SqlSheet) or s.keep]
-    share = 0.99 / len(steps)
-    kept: dict[str, int] = {}
-    for index, sheet in enumerate(definition.sheets):
-        folder = session.staging_dir if sheet.keep else work_dir
-        target = lit(os.path.join(folder, f"{sheet.name}.parquet"))
-        context = f'sheets[{index}] "{sheet.name}"'
-        if isinstance(sheet, SqlSheet):
-            query = bound[sheet.name]
-            rows = session.execute(
-                f"COPY ({query.sql}) TO {target} (FORMAT parquet)",
-                query.params,
-                context=context,
-                share=share,
-                user_sql=f"sheets[{index}].sql",
-            )
-            # Later sheets read the stored result, so each query runs once.
-            if index < len(definition.sheets) - 1:
-                session.execute(
-                    f"CREATE TEMP VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({target})",
-                    context=context,
-                )
-        elif sheet.keep:
-            rows = session.execute(
-                f"COPY (SELECT * FROM {ident(sheet.name)}) TO {target} (FORMAT parquet)",
-                context=context,
-                share=share,
-            )
-        if sheet.keep:
-            kept[sheet.name] = int(rows[0][0])
-    if os.path.lexists(work_dir):
-        shutil.rmtree(work_dir, ignore_errors=True)
-    records = sum(kept.values())
-    output_bytes = sum(
-        os.path.getsize(os.path.join(session.staging_dir, f"{name}.parquet")) for name in kept
-    )
-    return RunResult(
-        status=JobStatus.COMPLETED,
-        success_count=records,
-        failure_count=0,
-        counters={
-            "WORKBOOK_RECORDS": records,
-            "WORKBOOK_DROPPED_RECORDS": 0,
-            "WORKBOOK_OUTPUT_BYTES": output_bytes,
-            "WORKBOOK_SHEETS": len(definition.sheets),
-        },
-        sheets=kept,
-    )
 
 
 def _first_bad(session: Session, scan: Scan, outputs: list[Output], bad: str) -> str:

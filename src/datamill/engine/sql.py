@@ -19,7 +19,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import sqlglot
@@ -249,16 +249,93 @@ def _denied(name: str) -> bool:
     return name in _DENIED_FUNCTIONS or name.startswith(_DENIED_PREFIXES)
 
 
-def _visible_ctes(node: exp.Expr) -> set[str]:
-    """Names of the CTEs in scope at `node`: those of every enclosing WITH."""
-    names: set[str] = set()
+def _cte_name(cte: exp.CTE) -> str:
+    return str(cte.alias).lower()
+
+
+def _is_recursive_reference(cte: exp.CTE, table: exp.Table) -> bool:
+    """Whether `table` is the recursive term's reference to `cte` of a WITH RECURSIVE.
+
+    Only `anchor UNION [ALL] recursive-term`, with the reference inside the
+    recursive term, is a recursive reference; anywhere else (a body that is
+    not a UNION, or the anchor) DuckDB would not bind the name to the CTE.
+    """
+    body = cte.this
+    if not isinstance(body, exp.Union):
+        return False
+    node: exp.Expr | None = table
+    while node is not None and node is not body:
+        if node is body.expression:
+            return True
+        node = node.parent
+    return False
+
+
+def _names_cte(table: exp.Table, key: str) -> bool:
+    """Whether `key` at `table` names a CTE that DuckDB binds it to.
+
+    Scope rules, the strict reading of what DuckDB does: a WITH's CTEs are
+    visible in the query that holds it, each CTE's body sees only the CTEs
+    defined before it in the same WITH (never itself, never a later one), and
+    a CTE of a nested query is invisible outside it. The one exception is the
+    recursive term of a WITH RECURSIVE, which sees its own CTE. Whatever this
+    does not call a CTE must be an earlier sheet, else the query is refused,
+    so being stricter than DuckDB only ever refuses a query.
+    """
+    child: exp.Expr = table
+    parent = table.parent
+    while parent is not None:
+        if isinstance(parent, exp.With):
+            ctes = list(parent.expressions)
+            # Inside the body of one of this WITH's CTEs: only earlier ones.
+            index = next((i for i, cte in enumerate(ctes) if cte is child), -1)
+            if any(_cte_name(cte) == key for cte in ctes[: max(index, 0)]):
+                return True
+            own = ctes[index] if index >= 0 else None
+            if (
+                own is not None
+                and parent.args.get("recursive")
+                and _cte_name(own) == key
+                and _is_recursive_reference(own, table)
+            ):
+                return True
+        else:
+            with_ = parent.args.get("with_") or parent.args.get("with")
+            if (
+                isinstance(with_, exp.With)
+                and child is not with_
+                and any(_cte_name(cte) == key for cte in with_.expressions)
+            ):
+                return True
+        child, parent = parent, parent.parent
+    return False
+
+
+def _defined_around(table: exp.Table, key: str) -> bool:
+    """Whether an enclosing WITH defines `key` at all (for a clearer message)."""
+    return any(
+        _cte_name(cte) == key for with_ in _ancestors(table, exp.With) for cte in with_.expressions
+    )
+
+
+def _ancestors(node: exp.Expr, kind: type[exp.With]) -> list[exp.With]:
+    found = []
     parent = node.parent
     while parent is not None:
-        with_ = parent.args.get("with_") or parent.args.get("with")
-        if isinstance(with_, exp.With):
-            names.update(cte.alias_or_name.lower() for cte in with_.expressions)
+        if isinstance(parent, kind):
+            found.append(parent)
         parent = parent.parent
-    return names
+    return found
+
+
+def _check_cte(cte: exp.CTE, where: str) -> None:
+    name = str(cte.alias)
+    if not _NAME_RE.match(name):
+        # A CTE named like a file would read that file wherever DuckDB does
+        # not see the CTE (F2): names are plain identifiers only.
+        raise InvalidSql(
+            f'{where}: CTE name "{name}" is not allowed; use a plain name (letters, digits, _)'
+        )
 
 
 def _parse_one(sql: str, where: str) -> exp.Expr:
@@ -294,21 +371,39 @@ def _check_table(
         )
     name = table.name
     key = name.lower()
-    if key in _visible_ctes(table) or key in earlier:
+    if not _NAME_RE.match(name):
+        # Quoted names and string literals that are not plain identifiers are
+        # what DuckDB reads as files (replacement scans): never a sheet.
+        raise InvalidSql(f'{where}: "{name}" is not a sheet; SQL sheets cannot read files')
+    if _names_cte(table, key):
+        return ""
+    if key in earlier:
         return key
+    if _defined_around(table, key):
+        raise InvalidSql(
+            f'{where}: CTE "{name}" is not visible here; a CTE sees only the CTEs before it '
+            "(and itself only in the recursive part of WITH RECURSIVE ... UNION)"
+        )
     if key == sheet.lower():
         raise InvalidSql(f'{where}: sheet "{name}" cannot read itself')
     if key in later:
         raise InvalidSql(f'{where}: sheet "{name}" comes later; a sheet reads earlier sheets only')
-    if not _NAME_RE.match(name):
-        raise InvalidSql(f'{where}: "{name}" is not a sheet; SQL sheets cannot read files')
     raise InvalidSql(f'{where}: unknown sheet "{name}"')
 
 
 def check_query(
-    sql: str, where: str, sheet: str, earlier: Sequence[str], later: Sequence[str]
+    sql: str,
+    where: str,
+    sheet: str,
+    earlier: Sequence[str],
+    later: Sequence[str],
+    variables: Collection[str] = (),
 ) -> tuple[exp.Expr, tuple[str, ...]]:
-    """The parsed query if it is one read-only query over earlier sheets, else InvalidSql."""
+    """The parsed query if it is one read-only query over earlier sheets, else InvalidSql.
+
+    `variables` are the names whose markers substitute_variables put in `sql`;
+    any other marker is refused.
+    """
     tree = _parse_one(sql, where)
     if not isinstance(tree, exp.Query):
         raise InvalidSql(
@@ -318,17 +413,30 @@ def check_query(
     earlier_keys = {s.lower() for s in earlier}
     later_keys = {s.lower() for s in later}
     reads: list[str] = []
+    # Every node is visited, so no table hides from the check in an odd corner
+    # of the tree (PIVOT, LATERAL, a subquery in a function argument ...).
     for node in tree.walk():
         if isinstance(node, exp.Table):
             key = _check_table(node, where, sheet, earlier_keys, later_keys)
-            if key in earlier_keys and key not in reads:
+            if key and key not in reads:
                 reads.append(key)
+        elif isinstance(node, exp.CTE):
+            _check_cte(node, where)
+        elif isinstance(node, exp.Lateral) and not isinstance(
+            node.this, (exp.Query, exp.Subquery, *_ALLOWED_TABLE_FUNCTIONS)
+        ):
+            # LATERAL read_csv(...): a table function outside any exp.Table.
+            name = node.this.sql(DIALECT).split("(")[0] if node.this else "?"
+            raise InvalidSql(f"{where}: table function {name} is not allowed; read earlier sheets")
+        elif isinstance(node, exp.Summarize | exp.Describe) and not isinstance(
+            node.this, exp.Table | exp.Query
+        ):
+            # SUMMARIZE 'file.csv' reads the file with no exp.Table in sight.
+            raise InvalidSql(f"{where}: {_statement_name(node)} reads earlier sheets only")
         elif isinstance(node, exp.Func) and _denied(_function_name(node)):
             raise InvalidSql(f"{where}: function {_function_name(node)} is not allowed")
-        elif isinstance(node, exp.Placeholder) and not str(node.this or "").startswith(_MARKER):
-            raise InvalidSql(
-                f'{where}: parameters like "?" or "$1" are not allowed; use ${{name}} variables'
-            )
+        elif isinstance(node, exp.Placeholder):
+            _check_placeholder(node, where, variables)
         elif isinstance(node, exp.Parameter | exp.SessionParameter):
             raise InvalidSql(f"{where}: parameters like {node.sql(DIALECT)} are not allowed")
         elif isinstance(node, exp.Into | exp.Command | exp.DDL | exp.DML):
@@ -336,7 +444,16 @@ def check_query(
     return tree, tuple(reads)
 
 
-def _positional(sql: str, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
+def _check_placeholder(node: exp.Placeholder, where: str, variables: Collection[str]) -> None:
+    text = str(node.this or "")
+    # A marker the user typed himself ("$__dmv_x") names no substituted variable.
+    if not text.startswith(_MARKER) or text[len(_MARKER) :] not in variables:
+        raise InvalidSql(
+            f'{where}: parameters like "?" or "$1" are not allowed; use ${{name}} variables'
+        )
+
+
+def _positional(sql: str, values: Mapping[str, Any], where: str) -> tuple[str, tuple[Any, ...]]:
     """Markers in generated SQL replaced by `?`, with the values in textual order."""
     pieces: list[str] = []
     params: list[Any] = []
@@ -349,9 +466,12 @@ def _positional(sql: str, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ..
             and token.text.startswith(_MARKER)
             and token.start == before.end + 1
         ):
+            name = token.text[len(_MARKER) :]
+            if name not in values:  # check_query refuses these first; never a KeyError
+                raise InvalidSql(f"{where}: parameters like ${name} are not allowed")
             pieces.append(sql[last : before.start])
             pieces.append("?")
-            params.append(values[token.text[len(_MARKER) :]])
+            params.append(values[name])
             last = token.end + 1
     pieces.append(sql[last:])
     return "".join(pieces), tuple(params)
@@ -375,9 +495,9 @@ def bind_sheet_sql(
                 f'{where}: variable "{name}" has no value; give one when triggering '
                 "or set a default"
             )
-    tree, reads = check_query(text, where, sheet, earlier, later)
+    tree, reads = check_query(text, where, sheet, earlier, later, used)
     generated = tree.sql(dialect=DIALECT, comments=False)
-    final, params = _positional(generated, values)
+    final, params = _positional(generated, values, where)
     return BoundQuery(sql=final, params=params, reads=reads)
 
 

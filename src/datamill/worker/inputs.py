@@ -85,4 +85,5 @@ def build_request(
         forbidden_database_urls=(settings.resolved_database_url,),
         shared_database=settings.engine_isolation == "worker",
         data_root=str(settings.resolved_data_root),
+        file_roots=(*settings.resolved_source_roots, *settings.resolved_sink_roots),
     )

@@ -1,0 +1,190 @@
+"""Running workbooks, and the window: the one folder a workbook's DuckDB database may open.
+
+User SQL exists only in workbooks. Whatever the SQL check (engine/sql.py)
+lets through, the database that runs it is the second wall: it is locked
+(`allowed_directories`, external access off, for good) to one folder per
+engine, its *window*. Before a run the engine hard-links exactly that run's
+input files into a fresh folder of the window, the run writes its results
+there, and afterwards they are moved into the run's staging folder and the
+folder is removed. A warm child runs one run at a time, so while a run goes
+on the window holds its own inputs and nothing else.
+
+Hard links, not symbolic links: DuckDB refuses a symbolic link that leads
+out of an allowed folder, and a link to a *folder* would let `link/../x`
+(allowed by name, resolved by the kernel outside) escape. A hard link is the
+file itself. Where one cannot be made (the input on another file system),
+the run falls back to a fresh database locked to its own files, which is
+slower but as tight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from datamill.domain.definitions import DataSheet, SqlSheet, WorkbookDefinition
+from datamill.domain.status import JobStatus
+from datamill.engine.base import RunResult
+from datamill.engine.sources import ident, lit
+from datamill.engine.sql import bind_workbook
+from datamill.errors import InvalidInput, JobFailed
+from datamill.processes import pid_alive
+
+if TYPE_CHECKING:
+    from datamill.engine.duckdb import Session
+
+WINDOW_PREFIX = ".window-"
+_windows = itertools.count(1)
+
+
+def remove_dead_windows(parent: str) -> None:
+    """Windows of engine processes that were killed: their links would keep data alive."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(parent):
+            pid = name.removeprefix(WINDOW_PREFIX).split("-")[0]
+            if name.startswith(WINDOW_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+class Window:
+    """One engine's window folder below the staging root (same file system as the data)."""
+
+    def __init__(self, staging_root: str) -> None:
+        remove_dead_windows(staging_root)
+        # One per engine, not per process: two engines of one process (tests,
+        # an in-process worker) never see each other's runs.
+        self.root = os.path.join(staging_root, f"{WINDOW_PREFIX}{os.getpid()}-{next(_windows)}")
+        shutil.rmtree(self.root, ignore_errors=True)
+        self._runs = itertools.count(1)
+
+    def open_run(self, inputs: Mapping[str, str]) -> str | None:
+        """A fresh run folder holding a hard link to each input, None if one cannot be linked.
+
+        `inputs` maps the link's name to the real path of the input file.
+        """
+        self._clear()
+        folder = os.path.join(self.root, str(next(self._runs)))
+        os.makedirs(folder)
+        try:
+            for name, real in inputs.items():
+                os.link(real, os.path.join(folder, name))
+        except OSError:  # another file system, or links refused: the caller falls back
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        return folder
+
+    def _clear(self) -> None:
+        # Normally empty: a run's folder goes when the run ends.
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.root):
+                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+
+    def close_run(self, folder: str) -> None:
+        """Remove a run's folder with its links and anything its SQL left."""
+        shutil.rmtree(folder, ignore_errors=True)
+        # The window itself exists only while a run goes on (DuckDB's lock is
+        # by name), so an idle staging root is empty.
+        with contextlib.suppress(OSError):
+            os.rmdir(self.root)
+
+    def close(self) -> None:
+        """Remove the window."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def workbook_inputs(session: Session, definition: WorkbookDefinition) -> dict[str, str]:
+    """Data-sheet name -> real path of its input file, checked to exist."""
+    found: dict[str, str] = {}
+    for index, sheet in enumerate(definition.sheets):
+        if isinstance(sheet, DataSheet):
+            path = session.request.inputs.get(sheet.name)
+            if path is None:
+                raise InvalidInput(f'sheets[{index}]: no data was given for sheet "{sheet.name}"')
+            real = os.path.realpath(path)
+            if not os.path.isfile(real):
+                raise JobFailed(f'sheets[{index}]: the data of sheet "{sheet.name}" is missing')
+            found[sheet.name] = real
+    return found
+
+
+def run_workbook(
+    session: Session,
+    definition: WorkbookDefinition,
+    inputs: Mapping[str, str],
+    out_dir: str,
+) -> RunResult:
+    """Register data sheets as views, run SQL sheets in order, stage the kept ones.
+
+    `inputs` are the files DuckDB opens for the data sheets (the window's
+    links, or the real files); results are written to `out_dir` and then
+    moved into the staging folder if that is elsewhere.
+    """
+    request = session.request
+    # Every sheet is checked and bound before any data is touched.
+    bound = bind_workbook(definition, request.variables)
+    for index, sheet in enumerate(definition.sheets):
+        if isinstance(sheet, DataSheet):
+            session.execute(
+                f"CREATE TEMP VIEW {ident(sheet.name)} AS SELECT * FROM "
+                f"read_parquet({lit(inputs[sheet.name])})",
+                context=f'sheets[{index}]: reading the data of sheet "{sheet.name}"',
+            )
+    session.lock_down(list(inputs.values()))
+    work_dir = os.path.join(out_dir, "_work")
+    if not all(sheet.keep for sheet in definition.sheets if isinstance(sheet, SqlSheet)):
+        os.makedirs(work_dir, exist_ok=True)
+    steps = [s for s in definition.sheets if isinstance(s, SqlSheet) or s.keep]
+    share = 0.99 / len(steps)
+    kept: dict[str, int] = {}
+    for index, sheet in enumerate(definition.sheets):
+        folder = out_dir if sheet.keep else work_dir
+        target = lit(os.path.join(folder, f"{sheet.name}.parquet"))
+        context = f'sheets[{index}] "{sheet.name}"'
+        if isinstance(sheet, SqlSheet):
+            query = bound[sheet.name]
+            rows = session.execute(
+                f"COPY ({query.sql}) TO {target} (FORMAT parquet)",
+                query.params,
+                context=context,
+                share=share,
+                user_sql=f"sheets[{index}].sql",
+            )
+            # Later sheets read the stored result, so each query runs once.
+            if index < len(definition.sheets) - 1:
+                session.execute(
+                    f"CREATE TEMP VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({target})",
+                    context=context,
+                )
+        elif sheet.keep:
+            rows = session.execute(
+                f"COPY (SELECT * FROM {ident(sheet.name)}) TO {target} (FORMAT parquet)",
+                context=context,
+                share=share,
+            )
+        if sheet.keep:
+            kept[sheet.name] = int(rows[0][0])
+    if os.path.lexists(work_dir):
+        shutil.rmtree(work_dir, ignore_errors=True)
+    output_bytes = 0
+    for name in kept:
+        staged = os.path.join(session.staging_dir, f"{name}.parquet")
+        if out_dir != session.staging_dir:
+            shutil.move(os.path.join(out_dir, f"{name}.parquet"), staged)
+        output_bytes += os.path.getsize(staged)
+    records = sum(kept.values())
+    return RunResult(
+        status=JobStatus.COMPLETED,
+        success_count=records,
+        failure_count=0,
+        counters={
+            "WORKBOOK_RECORDS": records,
+            "WORKBOOK_DROPPED_RECORDS": 0,
+            "WORKBOOK_OUTPUT_BYTES": output_bytes,
+            "WORKBOOK_SHEETS": len(definition.sheets),
+        },
+        sheets=kept,
+    )
