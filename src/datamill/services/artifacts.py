@@ -18,6 +18,7 @@ from datamill.domain.status import JobKind
 from datamill.errors import Conflict, Forbidden, InvalidDefinition, NotFound
 from datamill.services.graph import find_cycle, rebuild_dependencies, upstream_graph
 from datamill.services.jobs import ByConfiguration, JobService, parse_definition
+from datamill.services.locations import check_definition_access
 from datamill.services.permissions import Access, has_access, has_capability
 from datamill.store import executions as ex
 from datamill.store import jobs as job_store
@@ -77,6 +78,9 @@ class ArtifactService:
         path = document_path(kind, document)
         with self.store.db.read() as conn:
             self._require_define(conn, user, path)
+            check_definition_access(
+                conn, self.store, parse_definition(kind, _definition_part(document)), user
+            )
         _entry, config = self.jobs.define_job(
             path, kind, _definition_part(document), user.name, check=self._refuse_cycles
         )
@@ -93,6 +97,7 @@ class ArtifactService:
         definition = parse_definition(kind, _definition_part(document))
         with self.store.db.write() as conn:
             entry, _config = self._locate(conn, kind, config_id, user, Access.WRITE)
+            check_definition_access(conn, self.store, definition, user)
             if "path" in document:
                 path = document_path(kind, document)
                 if path != entry.path:

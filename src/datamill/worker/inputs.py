@@ -10,13 +10,15 @@ from datamill.domain.definitions import (
     DataSheet,
     DataSheetSource,
     ExportJobDefinition,
+    JobDefinition,
     WorkbookDefinition,
     definition_model,
 )
-from datamill.domain.records import DataResult, Execution, JobConfiguration
+from datamill.domain.records import DataResult, Execution, JobConfiguration, User
 from datamill.domain.status import JobKind
-from datamill.engine.base import PathRoots, RunRequest
-from datamill.errors import JobFailed
+from datamill.engine.base import RunRequest
+from datamill.errors import InvalidInput, JobFailed
+from datamill.services.locations import RunIO, policy_from_settings, resolve_run_io
 from datamill.settings import Settings
 from datamill.store import data as data_store
 from datamill.store.store import Store
@@ -63,18 +65,34 @@ def build_request(
         inputs["source"] = path
         read.append(result.id)
     data_store.record_inputs(conn, execution.id, read)
+    if store.file_policy is None:
+        store.file_policy = policy_from_settings(settings)
+    io = _resolve_files(conn, store, config, definition)
     return RunRequest(
         execution_id=execution.id,
         kind=config.kind,
-        definition=config.definition,
+        definition=io.definition,
         inputs=inputs,
         variables=execution.variables,
         staging_dir=str(settings.staging_root / str(execution.id)),
-        roots=PathRoots(settings.resolved_source_roots, settings.resolved_sink_roots),
+        roots=io.roots,
         memory_limit=settings.engine_memory_limit,
         threads=settings.engine_threads,
         temp_dir=str(settings.temp_root),
         forbidden_database_urls=(settings.resolved_database_url,),
         shared_database=settings.engine_isolation == "worker",
         data_root=str(settings.resolved_data_root),
+        max_source_files=settings.source_max_files,
     )
+
+
+def _resolve_files(
+    conn: Connection, store: Store, config: JobConfiguration, definition: JobDefinition
+) -> RunIO:
+    """Locations and connections resolved with the rights of the job's owner, as it runs."""
+    owner_name = store.files.get(conn, config.file_id).owner
+    owner = store.users.get(conn, owner_name) or User(owner_name, "", (), (), None)
+    try:
+        return resolve_run_io(conn, store, definition, config.definition, owner)
+    except InvalidInput as error:
+        raise JobFailed(error.message) from None
