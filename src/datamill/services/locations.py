@@ -33,7 +33,7 @@ from datamill.domain.definitions import (
 )
 from datamill.domain.records import FileEntry, User
 from datamill.engine.base import PathRoots
-from datamill.engine.paths import is_glob, safe_url
+from datamill.engine.paths import check_postgres_url, is_glob, safe_url
 from datamill.errors import InvalidDefinition, PathNotAllowed
 from datamill.services.permissions import Access, has_access
 from datamill.settings import Settings
@@ -216,7 +216,10 @@ def _inline_database(
         folder, relative = _file_target(conn, store, None, database, user, access, what)
         real = os.path.join(folder, relative)
         return parsed.set(database=real).render_as_string(hide_password=False), (folder,)
-    if backend == "postgresql" and _host_allowed(parsed, policy_of(store).database_hosts):
+    policy = policy_of(store)
+    if backend == "postgresql" and _host_allowed(parsed, policy.database_hosts):
+        # Allowed hosts may still be this machine: the metadata database stays out.
+        check_postgres_url(parsed, (policy.metadata_url,), what)
         return url, ()
     raise InvalidDefinition(
         f"{what}: database URLs may name only hosts the operator allows"
