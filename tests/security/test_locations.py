@@ -264,3 +264,36 @@ def test_locations_listed_and_read_only_where_readable(actors: Actors, files: Pa
     assert file_route.status_code == 404
     change = actors.call("eve", "PUT", f"/rest/location/{listed[0]['id']}", {"folder": str(files)})
     assert change.status_code == 403
+
+
+def test_a_location_outside_the_operators_roots_is_unusable(actors: Actors, files: Path) -> None:
+    import dataclasses
+
+    shared = _location(actors, "old", files / "old")
+    _others(actors, shared, readable=True)
+    policy = actors.node.store.file_policy
+    assert policy is not None
+    # The operator narrowed the roots since the location was made.
+    actors.node.store.file_policy = dataclasses.replace(
+        policy, source_roots=(str(files / "users"),)
+    )
+    refused = actors.call(
+        "eve", "POST", "/rest/import-job", _import("a.csv", "/Connections/old.loc")
+    )
+    assert refused.status_code == 400 and "does not exist or you may not" in _reason(refused)
+
+
+def test_a_user_created_over_http_gets_a_private_location(actors: Actors, files: Path) -> None:
+    body = {"username": "carol", "password": "c4rol-pw", "roles": ["ANALYST"]}
+    made = actors.call("admin", "POST", "/rest/user-management/users", body)
+    assert made.status_code == 200, made.text
+    assert (files / "users" / "carol").is_dir()
+    listed = actors.call("admin", "GET", "/rest/location").json()
+    carol = next(item for item in listed if item["path"] == "/Users/carol/files.loc")
+    assert carol["owner"] == "carol" and carol["folder"] == str(files / "users" / "carol")
+    others = actors.call("admin", "GET", f"/api/filesystem/files/{carol['id']}/permission").json()
+    assert others["others"] == {"readable": False, "writable": False, "executable": False}
+    refused = actors.call(
+        "eve", "POST", "/rest/import-job", _import("x.csv", "/Users/carol/files.loc")
+    )
+    assert refused.status_code == 400

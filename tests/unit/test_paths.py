@@ -69,6 +69,9 @@ def test_symlinked_folder_out_of_the_root_is_refused_in_globs(root: Path) -> Non
         expand_source_paths(str(root / "*" / "*.csv"), roots(root))
     with pytest.raises(PathNotAllowed, match="escape"):
         expand_source_paths(str(root / "**"), roots(root))
+    # Refused before walking it, not only when a match turns up out there.
+    with pytest.raises(PathNotAllowed, match="leads outside"):
+        expand_source_paths(str(root / "**" / "*.none"), roots(root))
 
 
 def test_dotdot_after_a_wildcard_is_refused(root: Path) -> None:
