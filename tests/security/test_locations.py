@@ -297,3 +297,19 @@ def test_a_user_created_over_http_gets_a_private_location(actors: Actors, files:
         "eve", "POST", "/rest/import-job", _import("x.csv", "/Users/carol/files.loc")
     )
     assert refused.status_code == 400
+
+
+def test_job_routes_given_a_location_id_answer_like_for_no_job(actors: Actors) -> None:
+    listed = actors.call("admin", "GET", "/rest/location").json()
+    root = next(item for item in listed if item["path"] == "/Connections/files.loc")
+    for user in ("admin", "eve"):
+        for method, url in (
+            ("POST", f"/api/job-execution/{root['id']}/trigger"),
+            ("GET", f"/api/job-execution/{root['id']}/status"),
+            ("GET", f"/api/job-execution/{root['uuid']}/status"),
+            ("GET", f"/rest/job-executions?configuration={root['id']}"),
+            ("GET", f"/rest/import-job/{root['id']}"),
+        ):
+            answer = actors.call(user, method, url)
+            assert answer.status_code in (400, 404), (user, url, answer.text)
+            assert "folder" not in answer.text or user == "admin"

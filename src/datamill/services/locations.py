@@ -314,8 +314,8 @@ def _private_folder(policy: FilePolicy, name: str) -> str:
 def ensure_private_location(conn: Connection, store: Store, name: str) -> None:
     """Give user `name` their private location `/Users/<name>/files.loc` (idempotent)."""
     policy = store.file_policy
-    if policy is None:
-        return
+    if policy is None or name in ("", ".", "..") or "/" in name or "\x00" in name:
+        return  # such a name cannot be a folder of its own below users_root
     folder = _private_folder(policy, name)
     os.makedirs(folder, exist_ok=True)
     path = f"{HOME_ROOT}/{name}/{PRIVATE_LOCATION_NAME}"

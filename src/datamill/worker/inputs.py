@@ -10,13 +10,14 @@ from datamill.domain.definitions import (
     DataSheet,
     DataSheetSource,
     ExportJobDefinition,
+    ImportJobDefinition,
     JobDefinition,
     WorkbookDefinition,
     definition_model,
 )
 from datamill.domain.records import DataResult, Execution, JobConfiguration, User
 from datamill.domain.status import JobKind
-from datamill.engine.base import RunRequest
+from datamill.engine.base import PathRoots, RunRequest
 from datamill.errors import InvalidInput, JobFailed
 from datamill.services.locations import RunIO, policy_from_settings, resolve_run_io
 from datamill.settings import Settings
@@ -90,6 +91,8 @@ def _resolve_files(
     conn: Connection, store: Store, config: JobConfiguration, definition: JobDefinition
 ) -> RunIO:
     """Locations and connections resolved with the rights of the job's owner, as it runs."""
+    if not isinstance(definition, ImportJobDefinition | ExportJobDefinition):
+        return RunIO(config.definition, PathRoots((), ()))  # workbooks touch no files
     owner_name = store.files.get(conn, config.file_id).owner
     owner = store.users.get(conn, owner_name) or User(owner_name, "", (), (), None)
     try:
