@@ -6,10 +6,15 @@ import dataclasses
 import logging
 import secrets
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from datamill.services import locations
 from datamill.services.auth import hash_password
 from datamill.services.jobs import JobService
 from datamill.services.wakeup import Wakeup
 from datamill.settings import Settings
+from datamill.store import tables
 from datamill.store.files import HOME_ROOT, ROOT_OWNER
 from datamill.store.store import Store
 
@@ -41,7 +46,26 @@ def open_node(settings: Settings) -> Node:
     jobs = JobService(
         store, wakeup, stop_wait_seconds=settings.stop_wait_seconds, timezone=settings.timezone
     )
+    install_locations(store, settings)
     return Node(settings, store, wakeup, jobs)
+
+
+def install_locations(store: Store, settings: Settings) -> None:
+    """Give the store the operator's file policy; make the default and private locations.
+
+    Every operator root gets a private location (/Connections/files.loc) that
+    ADMINs use and may share; every user, existing or created later, a private
+    location of their own under <files>/users/<name>.
+    """
+    store.file_policy = locations.policy_from_settings(settings)
+    with store.db.read() as conn:
+        names = list(conn.execute(sa.select(tables.users.c.name)).scalars())
+    locations.ensure_default_locations(store, names)
+
+    def private_location(conn: Connection, name: str) -> None:
+        locations.ensure_private_location(conn, store, name)
+
+    store.users.created_hooks.append(private_location)
 
 
 def ensure_admin(node: Node) -> str | None:

@@ -39,6 +39,17 @@ class Settings(BaseSettings):
         default=None,
         description="Folders export sinks may write; default <home>/files.",
     )
+    # ---- locations and connections (docs/security.md)
+    database_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Hosts (or host:port) a database URL written inline in a definition may name,"
+            ' as JSON, e.g. ["warehouse.example"]; default none: use connections.'
+        ),
+    )
+    source_max_files: int = Field(
+        default=10_000, ge=1, description="At most this many files may one source glob match."
+    )
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(default=8080, description="Port of the HTTP server.")
     timezone: str | None = Field(

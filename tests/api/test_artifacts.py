@@ -217,8 +217,9 @@ def test_a_cycle_is_refused_when_defined(client: TestClient, files_root: Path) -
 
 
 def test_who_may_define_read_and_change(node: Node, client: TestClient, files_root: Path) -> None:
+    # ann reads from her private location: the shared files root is ADMIN's (docs/security.md).
     node.store.users.create("other", password_hash("pw"), roles=("ANALYST",))
-    document = _documents(files_root)["/rest/import-job"]
+    document = _documents(files_root / "users" / "ann")["/rest/import-job"]
     denied = _post(client, "/rest/import-job", document, _auth("viewer"))
     assert denied.status_code == 403
     created = _post(client, "/rest/import-job", document, _auth("ann")).json()

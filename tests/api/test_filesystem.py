@@ -96,7 +96,8 @@ def test_root_folder_shows_the_default_tree(api: Api) -> None:
         "folder",
         "system",
     )
-    assert _names(root) == [".system", "Analytics", "Data", "Users"]
+    # /Connections holds the operator roots' locations (docs/security.md).
+    assert _names(root) == [".system", "Analytics", "Connections", "Data", "Users"]
     assert root["_embedded"]["files"] == []
     assert root["_links"]["self"] == {"href": f"{FS}/root-folder"}
     assert "parent" not in root["_links"]

@@ -64,8 +64,34 @@ def test_expand_refuses_escapes_before_revealing_existence(root: Path) -> None:
 
 def test_symlinked_folder_out_of_the_root_is_refused_in_globs(root: Path) -> None:
     (root / "escape").symlink_to(root.parent / "rootless")
-    with pytest.raises(PathNotAllowed, match=r"c\.csv"):
+    # Refused at the link itself: the expansion never walks outside (F7).
+    with pytest.raises(PathNotAllowed, match="escape"):
         expand_source_paths(str(root / "*" / "*.csv"), roots(root))
+    with pytest.raises(PathNotAllowed, match="escape"):
+        expand_source_paths(str(root / "**"), roots(root))
+    # Refused before walking it, not only when a match turns up out there.
+    with pytest.raises(PathNotAllowed, match="leads outside"):
+        expand_source_paths(str(root / "**" / "*.none"), roots(root))
+
+
+def test_dotdot_after_a_wildcard_is_refused(root: Path) -> None:
+    for pattern in (f"{root}/*/../../../../**", f"{root}/*/../a.csv", f"{root}/sub/../a.csv"):
+        with pytest.raises(PathNotAllowed, match=r"'\.\.'"):
+            expand_source_paths(pattern, roots(root))
+
+
+def test_glob_matches_are_bounded(root: Path) -> None:
+    assert len(expand_source_paths(str(root / "**" / "*.csv"), roots(root), max_files=2)) == 2
+    with pytest.raises(InvalidInput, match="more than 1 files"):
+        expand_source_paths(str(root / "**" / "*.csv"), roots(root), max_files=1)
+
+
+def test_symlink_cycles_inside_the_root_end(root: Path) -> None:
+    (root / "sub" / "loop").symlink_to(root)
+    assert expand_source_paths(str(root / "**" / "*.csv"), roots(root)) == [
+        str(root / "a.csv"),
+        str(root / "sub" / "b.csv"),
+    ]
 
 
 def test_sink_path(root: Path) -> None:
@@ -103,8 +129,12 @@ def test_sqlite_urls(root: Path) -> None:
         ("postgresql://u:p@localhost/store", "postgresql+psycopg://x:y@127.0.0.1:5432/store"),
         ("postgresql+psycopg://u@127.0.0.1/store", "postgresql://u@localhost/store?host=/tmp"),
         ("postgresql://u@LOCALHOST:5432/store", "postgresql://u@[::1]/store"),
-        ("postgresql://store@db.example/", "postgresql://other@db.example/store"),
-        ("postgresql://u@h/x?dbname=store", "postgresql://u@h/store"),
+        ("postgresql://u@[::ffff:127.0.0.1]/store", "postgresql://u@localhost/store"),
+        ("postgresql://u@127.0.0.2/store", "postgresql://u@localhost/store"),
+        ("postgresql://u@0x7f.1/store", "postgresql://u@localhost/store"),
+        ("postgresql://u@2130706433/store", "postgresql://u@localhost/store"),
+        ("postgresql://u@localhost./store", "postgresql://u@127.0.0.1/store"),
+        ("postgresql://u@0.0.0.0/store", "postgresql://u@127.0.0.1/store"),
     ],
 )
 def test_store_database_is_refused_under_any_spelling(url: str, forbidden: str) -> None:
@@ -117,7 +147,7 @@ def test_store_database_is_refused_under_any_spelling(url: str, forbidden: str) 
     [
         "postgresql://u@localhost:5433/store",
         "postgresql://u@localhost/other",
-        "postgresql://u@db.invalid/store",
+        "postgresql://u@192.0.2.1/store",
     ],
 )
 def test_other_databases_pass(url: str) -> None:
@@ -125,6 +155,51 @@ def test_other_databases_pass(url: str) -> None:
         url, (), ("postgresql://u@localhost/store",), "source", must_exist=True
     )
     assert checked.drivername == "postgresql+psycopg"
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        # Spellings that used to be compared and are now refused outright: the
+        # query string may not redirect the connection, nor a database be implied.
+        ("postgresql://store@db.example/", "must name the database"),
+        ("postgresql://u@h/x?dbname=store", "option 'dbname'"),
+        ("postgresql://u@192.0.2.1/x?hostaddr=127.0.0.1", "option 'hostaddr'"),
+        ("postgresql://u@192.0.2.1/x?host=127.0.0.1", "option 'host'"),
+        ("postgresql://u@192.0.2.1/x?service=meta", "option 'service'"),
+        ("postgresql://u@192.0.2.1/x?passfile=/etc/pgpass", "option 'passfile'"),
+        ("postgresql://u@192.0.2.1/x?options=-c%20x=y", "option 'options'"),
+        ("postgresql://u@/store", "unix sockets"),
+        ("postgresql://u@%2Ftmp/store", "unix sockets"),
+        ("postgresql://u@192.0.2.1,127.0.0.1/store", "one host"),
+        ("postgresql://u@db.invalid/store", "does not resolve"),
+    ],
+)
+def test_redirecting_spellings_are_refused(url: str, why: str) -> None:
+    with pytest.raises(InvalidInput, match=why):
+        check_database_url(url, (), ("postgresql://u@localhost/store",), "source", must_exist=True)
+
+
+def test_checked_url_is_pinned_to_the_checked_address() -> None:
+    checked = check_database_url(
+        "postgresql://u:p@192.0.2.1/other?sslmode=require", (), (), "source", must_exist=True
+    )
+    assert checked.query == {"sslmode": "require", "hostaddr": "192.0.2.1"}
+
+
+def test_sqlite_store_and_data_root_are_refused(root: Path) -> None:
+    db = root / "meta.db"
+    db.touch()
+    for name in ("meta.db", "meta.db-wal"):
+        (root / name).touch()
+        with pytest.raises(PathNotAllowed, match="own database"):
+            check_database_url(
+                f"sqlite:///{root / name}", roots(root), (f"sqlite:///{db}",), "s", must_exist=True
+            )
+    with pytest.raises(PathNotAllowed, match="data"):
+        check_database_url(
+            f"sqlite:///{db}", roots(root), (), "s", must_exist=True, forbidden_folders=(str(root),)
+        )
 
 
 def test_messages_never_show_passwords() -> None:

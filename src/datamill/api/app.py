@@ -18,6 +18,7 @@ from datamill.api import (
     filesystem_routes,
     job_routes,
     legacy_routes,
+    location_routes,
     user_routes,
 )
 from datamill.api.fast_status import FastStatus
@@ -27,6 +28,7 @@ from datamill.errors import DatamillError, NotAuthenticated
 from datamill.services.artifacts import ArtifactService
 from datamill.services.auth import Authenticator
 from datamill.services.jobs import JobService
+from datamill.services.resources import ResourceService
 from datamill.settings import Settings
 
 _SLASHES = re.compile(r"/{2,}")
@@ -88,6 +90,8 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app.include_router(artifact_routes.router)
     app.include_router(filesystem_routes.router)
     app.include_router(user_routes.router)
+    app.include_router(location_routes.router)
+    app.state.resources = ResourceService(jobs.store)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

@@ -97,11 +97,17 @@ def _entry(entry: FileEntry, clock: Clock) -> dict[str, Any]:
         "uuid": entry.uuid,
         "name": entry.name or ROOT,
         "path": entry.path,
-        "type": "folder" if entry.is_folder or entry.kind is None else entry.kind.value,
+        "type": _type(entry),
         "owner": entry.owner,
         "createdAt": clock.local(entry.created_at).isoformat(timespec="milliseconds"),
         "_links": links,
     }
+
+
+def _type(entry: FileEntry) -> str:
+    if entry.resource is not None:
+        return entry.resource
+    return "folder" if entry.is_folder or entry.kind is None else entry.kind.value
 
 
 def _embedded(view: FolderView, clock: Clock) -> dict[str, list[dict[str, Any]]]:

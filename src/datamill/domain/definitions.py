@@ -39,7 +39,8 @@ class CsvSource(_Model):
     """Delimited text files: one path or a glob."""
 
     kind: Literal["csv"] = "csv"
-    path: str = Field(min_length=1)
+    location: str | None = Field(default=None, min_length=1, max_length=4096)
+    path: str = Field(min_length=1, max_length=4096)
     header: bool = True
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     quote: str = Field(default='"', min_length=1, max_length=1)
@@ -50,21 +51,24 @@ class JsonLinesSource(_Model):
     """Newline-delimited JSON objects: one path or a glob."""
 
     kind: Literal["jsonl"] = "jsonl"
-    path: str = Field(min_length=1)
+    location: str | None = Field(default=None, min_length=1, max_length=4096)
+    path: str = Field(min_length=1, max_length=4096)
 
 
 class ParquetSource(_Model):
     """Parquet files: one path or a glob."""
 
     kind: Literal["parquet"] = "parquet"
-    path: str = Field(min_length=1)
+    location: str | None = Field(default=None, min_length=1, max_length=4096)
+    path: str = Field(min_length=1, max_length=4096)
 
 
 class DatabaseSource(_Model):
-    """A table or a query of a database reached through a SQLAlchemy URL."""
+    """A table or a query of a database: a connection entry, or a URL the operator allows."""
 
     kind: Literal["database"] = "database"
-    url: str = Field(min_length=1)
+    connection: str | None = Field(default=None, min_length=1, max_length=4096)
+    url: str | None = Field(default=None, min_length=1, max_length=4096)
     table: str | None = None
     query: str | None = None
 
@@ -72,7 +76,13 @@ class DatabaseSource(_Model):
     def _table_or_query(self) -> DatabaseSource:
         if (self.table is None) == (self.query is None):
             raise ValueError("give exactly one of 'table' or 'query'")
+        _connection_or_url(self.connection, self.url)
         return self
+
+
+def _connection_or_url(connection: str | None, url: str | None) -> None:
+    if (connection is None) == (url is None):
+        raise ValueError("give exactly one of 'connection' or 'url'")
 
 
 Source = Annotated[
@@ -217,18 +227,25 @@ class FileSink(_Model):
     """A file written whole: CSV, Parquet or JSON lines."""
 
     kind: Literal["csv", "parquet", "jsonl"]
-    path: str = Field(min_length=1)
+    location: str | None = Field(default=None, min_length=1, max_length=4096)
+    path: str = Field(min_length=1, max_length=4096)
     header: bool = True
     delimiter: str = Field(default=",", min_length=1, max_length=1)
 
 
 class DatabaseSink(_Model):
-    """A database table reached through a SQLAlchemy URL."""
+    """A database table: a connection entry, or a URL the operator allows."""
 
     kind: Literal["database"] = "database"
-    url: str = Field(min_length=1)
+    connection: str | None = Field(default=None, min_length=1, max_length=4096)
+    url: str | None = Field(default=None, min_length=1, max_length=4096)
     table: str = Field(pattern=NAME_PATTERN)
     mode: Literal["replace", "append"] = "replace"
+
+    @model_validator(mode="after")
+    def _connection(self) -> DatabaseSink:
+        _connection_or_url(self.connection, self.url)
+        return self
 
 
 Sink = Annotated[FileSink | DatabaseSink, Field(discriminator="kind")]

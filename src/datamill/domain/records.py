@@ -22,6 +22,8 @@ class FileEntry:
     owner: str
     kind: JobKind | None
     created_at: dt.datetime
+    # 'location' or 'connection' for those entries (kind is None then), else None.
+    resource: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

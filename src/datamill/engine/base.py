@@ -19,7 +19,11 @@ ProgressCallback = Callable[[float], None]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PathRoots:
-    """Folders that sources may read from and sinks may write to."""
+    """Folders that sources may read from and sinks may write to.
+
+    Per run: only the folders of the locations this run's owner may read
+    (sources) or write (sinks), resolved by the worker (worker/inputs.py).
+    """
 
     source_roots: tuple[str, ...]
     sink_roots: tuple[str, ...]
@@ -54,6 +58,8 @@ class RunRequest:
     # run): what the shared database of imports and exports may open. Empty:
     # the run's own `roots.source_roots`.
     file_roots: tuple[str, ...] = ()
+    # At most this many files may a source glob match.
+    max_source_files: int = 10_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import glob
+import fnmatch
+import ipaddress
 import os
 import socket
 
@@ -13,8 +14,6 @@ from sqlalchemy.exc import ArgumentError
 from datamill.errors import InvalidDefinition, InvalidInput, PathNotAllowed
 
 _GLOB_CHARS = frozenset("*?[")
-_LOOPBACK = "localhost"
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", ""})
 
 
 def is_glob(path: str) -> bool:
@@ -55,42 +54,119 @@ def check_path(path: str, roots: tuple[str, ...], what: str = "path") -> str:
     return real
 
 
-def _glob_base(pattern: str) -> str:
-    """The folder part of a glob before its first wildcard."""
+DEFAULT_MAX_FILES = 10_000
+
+
+def _refuse_parent_steps(path: str, what: str) -> None:
+    # `..` after a wildcard used to climb out of the root (F7); a path that
+    # needs `..` can always be written without it.
+    if ".." in path.split(os.sep):
+        raise PathNotAllowed(f"{what} {path!r} must not contain '..'")
+
+
+def _glob_base(pattern: str) -> tuple[str, list[str]]:
+    """The folder part of a glob before its first wildcard, and the parts after it."""
     parts = pattern.split(os.sep)
-    fixed: list[str] = []
-    for part in parts:
+    for index, part in enumerate(parts):
         if is_glob(part):
-            break
-        fixed.append(part)
-    return os.sep.join(fixed) or os.sep
+            return os.sep.join(parts[:index]) or os.sep, [p for p in parts[index:] if p]
+    return pattern, []
 
 
-def expand_source_paths(path: str, roots: tuple[str, ...]) -> list[str]:
+class _Expansion:
+    """One glob expanded below its base: every folder entered and every match checked."""
+
+    def __init__(self, pattern: str, roots: tuple[str, ...], limit: int) -> None:
+        self.pattern = pattern
+        self.roots = roots
+        self.limit = limit
+        self.found: set[str] = set()
+        self.seen: set[tuple[str, int]] = set()
+
+    def enter(self, folder: str) -> str:
+        """The real folder; a symlink or name that leads out of the roots is refused."""
+        real = os.path.realpath(folder)
+        if not _inside(real, self.roots):
+            raise PathNotAllowed(
+                f"source glob {self.pattern!r} leads outside the allowed folders at {folder!r}"
+            )
+        return real
+
+    def add(self, path: str) -> None:
+        self.found.add(check_path(path, self.roots, "source file"))
+        if len(self.found) > self.limit:
+            raise InvalidInput(f"source glob {self.pattern!r} matches more than {self.limit} files")
+
+    def expand(self, folder: str, parts: list[str]) -> None:
+        real = self.enter(folder)
+        # A symlinked folder may lead back up: each (folder, rest of pattern) once.
+        if (real, len(parts)) in self.seen:
+            return
+        self.seen.add((real, len(parts)))
+        head, rest = parts[0], parts[1:]
+        if head == "**":
+            if rest:
+                self.expand(folder, rest)
+            for entry in _entries(folder):
+                if entry.is_dir():
+                    self.expand(entry.path, parts)
+                elif not rest and entry.is_file():
+                    self.add(entry.path)
+            return
+        if is_glob(head):
+            names = [e.name for e in _entries(folder) if fnmatch.fnmatchcase(e.name, head)]
+        else:
+            names = [head]
+        for name in names:
+            path = os.path.join(folder, name)
+            if rest:
+                if os.path.isdir(path):
+                    self.expand(path, rest)
+            elif os.path.isfile(path):
+                self.add(path)
+
+
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as found:
+            # Like glob: wildcards do not match hidden names.
+            return sorted((e for e in found if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError:
+        return []
+
+
+def expand_source_paths(
+    path: str, roots: tuple[str, ...], max_files: int = DEFAULT_MAX_FILES
+) -> list[str]:
     """The real files a source path or glob names, each checked against the roots.
 
     The glob is expanded here rather than by DuckDB, so the engine only ever
     reads explicit files that passed the check. Roots are checked before
-    existence, so nothing reveals whether a file outside them exists.
+    existence, so nothing reveals whether a file outside them exists. Every
+    folder the expansion enters is checked too, so a glob never walks outside
+    the roots, and at most `max_files` files match.
     """
+    _refuse_parent_steps(path, "source path")
     if not is_glob(path):
         real = check_path(path, roots, "source path")
         if not os.path.isfile(real):
             raise InvalidInput(f"source file {path!r} does not exist or is not a file")
         return [real]
     _require_absolute(path, "source glob")
-    check_path(_glob_base(path), roots, "source glob")
-    matches = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
-    if not matches:
+    base, parts = _glob_base(path)
+    check_path(base, roots, "source glob")
+    expansion = _Expansion(path, roots, max_files)
+    if os.path.isdir(base) and parts:
+        expansion.expand(base, parts)
+    if not expansion.found:
         raise InvalidInput(f"source glob {path!r} matches no file")
-    # Each match is checked on its own: `*` may cross a symlinked folder, and a
-    # `..` after a wildcard may climb out of the root.
-    return sorted({check_path(m, roots, "source file") for m in matches})
+    return sorted(expansion.found)
 
 
 def check_sink_path(path: str, roots: tuple[str, ...]) -> str:
     """The real final path of a sink file: its folder must exist inside a root."""
     _require_absolute(path, "sink path")
+    _refuse_parent_steps(path, "sink path")
     if is_glob(path):
         raise PathNotAllowed(f"sink path {path!r} must not hold wildcards")
     if path.endswith(os.sep) or not os.path.basename(path):
@@ -125,6 +201,85 @@ def _parse_url(url: str, what: str) -> sa.URL:
         raise InvalidDefinition(f"{what} URL {safe_url(url)!r} is not a SQLAlchemy URL") from None
 
 
+# libpq options a URL may carry; every other one could redirect the connection
+# (host, hostaddr, port, dbname, service, passfile, options, ...) and is refused.
+SAFE_PG_OPTIONS = frozenset({"sslmode", "connect_timeout", "application_name"})
+_LOCAL_SUFFIXES = ("localhost", ".localhost")
+
+
+def _pg_parts(url: sa.URL, what: str) -> tuple[str, int, str]:
+    """(host, port, database) of a PostgreSQL URL that names them plainly, else refused."""
+    for key in url.query:
+        if key not in SAFE_PG_OPTIONS:
+            raise PathNotAllowed(
+                f"{what} URL {safe_url(url)!r}: option {key!r} is not allowed"
+                f" (allowed: {', '.join(sorted(SAFE_PG_OPTIONS))})"
+            )
+    host = (url.host or "").strip()
+    if not host or host.startswith(("/", "@")) or host.lower().startswith("%2f"):
+        raise PathNotAllowed(
+            f"{what} URL {safe_url(url)!r} must name a host: unix sockets are not allowed"
+        )
+    if "," in host:
+        raise PathNotAllowed(f"{what} URL {safe_url(url)!r} must name one host, not a list")
+    if not url.database:
+        raise InvalidDefinition(f"{what} URL {safe_url(url)!r} must name the database")
+    return host.strip("[]"), int(url.port or 5432), url.database
+
+
+def _normal(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def resolve_host(host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address a host name or literal resolves to (empty if it does not resolve)."""
+    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    literal = _normal(host)
+    if literal is not None:
+        found.add(literal)
+    name = host.rstrip(".").lower()
+    with contextlib.suppress(OSError, UnicodeError, ValueError):
+        for info in socket.getaddrinfo(name or host, None):
+            ip = _normal(str(info[4][0]))
+            if ip is not None:
+                found.add(ip)
+    if name == "localhost" or name.endswith(_LOCAL_SUFFIXES):
+        found.add(ipaddress.ip_address("127.0.0.1"))
+    return found
+
+
+def _own_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    with contextlib.suppress(OSError, UnicodeError):
+        for name in {socket.gethostname(), socket.getfqdn()}:
+            found |= resolve_host(name)
+    return found
+
+
+def is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether an address reaches this very machine."""
+    return ip.is_loopback or ip.is_unspecified or ip in _own_addresses()
+
+
+def _metadata_target(other: sa.URL) -> tuple[set[str], int, str] | None:
+    """Addresses (or 'local'), port and database of a PostgreSQL metadata URL."""
+    if other.get_backend_name() != "postgresql":
+        return None
+    host = _query_value(other, "host") or other.host or ""
+    port = int(_query_value(other, "port") or other.port or 5432)
+    database = _query_value(other, "dbname") or other.database or other.username or "postgres"
+    if not host or host.startswith("/"):
+        return {"local"}, port, database
+    addresses = {"local" if is_local(ip) else str(ip) for ip in resolve_host(host.strip("[]"))}
+    return addresses or {host.lower()}, port, database
+
+
 def _query_value(url: sa.URL, key: str) -> str | None:
     value = url.query.get(key)
     if isinstance(value, tuple):
@@ -132,50 +287,35 @@ def _query_value(url: sa.URL, key: str) -> str | None:
     return value
 
 
-def _pg_identity(url: sa.URL) -> tuple[str, int, str]:
-    """(host, port, database) as libpq would resolve them, for comparison."""
-    # Connection options in the query string override the URL's parts (psycopg).
-    host = (_query_value(url, "host") or url.host or "").lower().strip("[]")
-    # A socket folder, like every loopback name, reaches this very machine.
-    if host in _LOOPBACK_NAMES or host.startswith("/"):
-        host = _LOOPBACK
-    port_text = _query_value(url, "port") or url.port or 5432
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise InvalidDefinition(
-            f"port {port_text!r} of {safe_url(url)!r} is not a number"
-        ) from None
-    database = _query_value(url, "dbname") or url.database or url.username or "postgres"
-    return host, port, database
+def check_postgres_url(url: sa.URL, forbidden: tuple[str, ...], what: str) -> sa.URL:
+    """The URL pinned to the one address it was checked for; the metadata database refused.
+
+    The host is resolved once here and libpq is told to connect to exactly that
+    address (`hostaddr`), so a name that resolves elsewhere a moment later
+    cannot lead the connection to Datamill's own database.
+    """
+    host, port, database = _pg_parts(url, what)
+    addresses = resolve_host(host)
+    if not addresses:
+        raise InvalidInput(f"{what} URL {safe_url(url)!r}: host {host!r} does not resolve")
+    mine = {"local" if is_local(ip) else str(ip) for ip in addresses}
+    for item in forbidden:
+        try:
+            target = _metadata_target(sa.make_url(item))
+        except (ArgumentError, ValueError):
+            continue
+        if target is not None and target[1:] == (port, database) and mine & target[0]:
+            raise PathNotAllowed(f"{what} URL {safe_url(url)!r} names Datamill's own database")
+    pinned = sorted(addresses, key=lambda ip: (ip.version, int(ip)))[0]
+    return url.set(drivername="postgresql+psycopg", query={**url.query, "hostaddr": str(pinned)})
 
 
-def _addresses(host: str) -> set[str]:
-    """The IP addresses a host name resolves to (loopback collapsed), best effort."""
-    if host == _LOOPBACK:
-        return {_LOOPBACK}
-    found = {host}
-    with contextlib.suppress(OSError, UnicodeError):
-        for info in socket.getaddrinfo(host, None):
-            address = str(info[4][0])
-            found.add(
-                _LOOPBACK if address in _LOOPBACK_NAMES or address.startswith("127.") else address
-            )
-    return found
-
-
-def _same_database(url: sa.URL, other: sa.URL) -> bool:
-    backend = url.get_backend_name()
-    if backend != other.get_backend_name():
-        return False
-    if backend == "sqlite":
-        return bool(url.database and other.database) and os.path.realpath(
-            str(url.database)
-        ) == os.path.realpath(str(other.database))
-    mine, theirs = _pg_identity(url), _pg_identity(other)
-    if mine[1:] != theirs[1:]:
-        return False
-    return mine[0] == theirs[0] or bool(_addresses(mine[0]) & _addresses(theirs[0]))
+def resolved_url(url: str | None) -> str:
+    """The URL the worker resolved for a database source or sink (its connection's)."""
+    if url is None:
+        # The worker puts the connection's URL here; an engine never reads the store.
+        raise InvalidDefinition("the database connection was not resolved for this run")
+    return url
 
 
 def check_database_url(
@@ -185,11 +325,13 @@ def check_database_url(
     what: str,
     *,
     must_exist: bool,
+    forbidden_folders: tuple[str, ...] = (),
 ) -> sa.URL:
     """The URL to connect to for a database source or sink, or a clear refusal.
 
     Only SQLite and PostgreSQL are supported. A SQLite file must lie inside
-    `roots`; no URL may name a database in `forbidden` (Datamill's own store).
+    `roots` and outside `forbidden_folders` (the data root); no URL may name a
+    database in `forbidden` (Datamill's own store), however it is spelled.
     """
     parsed = _parse_url(url, what)
     backend = parsed.get_backend_name()
@@ -199,24 +341,28 @@ def check_database_url(
         database = parsed.database or ""
         if not database or database == ":memory:" or database.startswith("file:"):
             raise InvalidDefinition(f"{what} SQLite URL {safe_url(parsed)!r} must name a file")
+        _refuse_parent_steps(database, f"{what} database file")
         real = check_path(database, roots, f"{what} database file")
+        if forbidden_folders and _inside(real, forbidden_folders):
+            raise PathNotAllowed(f"{what} database file {database!r} is inside Datamill's data")
         if must_exist and not os.path.isfile(real):
             raise InvalidInput(f"{what} database file {database!r} does not exist")
         if not must_exist:
             check_sink_path(database, roots)
-        parsed = parsed.set(drivername="sqlite", database=real)
-    elif backend == "postgresql":
+        for item in forbidden:
+            with contextlib.suppress(ArgumentError, ValueError):
+                other = sa.make_url(item)
+                if other.get_backend_name() == "sqlite" and other.database:
+                    own = os.path.realpath(str(other.database))
+                    # The journal files beside it are the same database.
+                    if real == own or real.startswith(own + "-"):
+                        raise PathNotAllowed(
+                            f"{what} URL {safe_url(parsed)!r} names Datamill's own database"
+                        )
+        return parsed.set(drivername="sqlite", database=real)
+    if backend == "postgresql":
         # psycopg (3) is the driver shipped with Datamill, whatever the URL names.
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    else:
-        raise InvalidDefinition(
-            f"{what} URL {safe_url(parsed)!r}: only sqlite and postgresql databases are supported"
-        )
-    for item in forbidden:
-        try:
-            other = sa.make_url(item)
-        except (ArgumentError, ValueError):
-            continue
-        if _same_database(parsed, other):
-            raise PathNotAllowed(f"{what} URL {safe_url(parsed)!r} names Datamill's own database")
-    return parsed
+        return check_postgres_url(parsed, forbidden, what)
+    raise InvalidDefinition(
+        f"{what} URL {safe_url(parsed)!r}: only sqlite and postgresql databases are supported"
+    )

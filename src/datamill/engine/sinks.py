@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool
 from datamill.domain.definitions import DatabaseSink, ExportJobDefinition, FileSink
 from datamill.domain.status import JobStatus
 from datamill.engine.base import RunResult
-from datamill.engine.paths import check_database_url, check_sink_path
+from datamill.engine.paths import check_database_url, check_sink_path, resolved_url
 from datamill.engine.sources import database_error, lit
 from datamill.errors import InvalidInput, JobFailed
 
@@ -127,11 +127,12 @@ def write_database(session: Session, sink: DatabaseSink, source: str) -> tuple[i
     """Write all records to the table in one transaction: (records, bytes)."""
     request = session.request
     url = check_database_url(
-        sink.url,
+        resolved_url(sink.url),
         request.roots.sink_roots,
         request.forbidden_database_urls,
         "database sink",
         must_exist=False,
+        forbidden_folders=(request.data_root,) if request.data_root else (),
     )
     parquet = pq.ParquetFile(source)
     total = max(1, parquet.metadata.num_rows)

@@ -26,7 +26,7 @@ from datamill.domain.definitions import (
     JsonLinesSource,
     ParquetSource,
 )
-from datamill.engine.paths import check_database_url, expand_source_paths, safe_url
+from datamill.engine.paths import check_database_url, expand_source_paths, resolved_url, safe_url
 from datamill.errors import InvalidDefinition, InvalidInput, JobFailed
 
 if TYPE_CHECKING:
@@ -250,11 +250,12 @@ def _stage_database(session: Session, source: DatabaseSource, folder: str) -> tu
     """Stream the rows into Parquet parts in batches, so memory stays bounded."""
     request = session.request
     url = check_database_url(
-        source.url,
+        resolved_url(source.url),
         request.roots.source_roots,
         request.forbidden_database_urls,
         "database source",
         must_exist=True,
+        forbidden_folders=(request.data_root,) if request.data_root else (),
     )
     engine = sa.create_engine(url, poolclass=NullPool)
     parts: list[str] = []
@@ -310,7 +311,7 @@ def open_scan(
         session.progress.advance(0.4)
         scan = _parquet_scan(session, parts, read_bytes)
     else:
-        files = expand_source_paths(source.path, roots)
+        files = expand_source_paths(source.path, roots, session.request.max_source_files)
         if isinstance(source, CsvSource):
             scan = _csv_scan(session, source, files)
         elif isinstance(source, JsonLinesSource):

@@ -18,6 +18,7 @@ from datamill.errors import Conflict, InvalidDefinition, NotFound
 from datamill.services.folders import require_create
 from datamill.services.graph import find_cycle, rebuild_dependencies, upstream_graph
 from datamill.services.jobs import ByConfiguration, JobService, parse_definition
+from datamill.services.locations import check_definition_access
 from datamill.services.permissions import Access, Capability, has_access, require_capability
 from datamill.services.references import check_references
 from datamill.store import executions as ex
@@ -84,6 +85,7 @@ class ArtifactService:
             # change between the check and the insert.
             require_create(conn, self.store, user, path, job=True)
             check_references(conn, self.store, user, definition)
+            check_definition_access(conn, self.store, definition, user)
 
         def check(conn: Connection, config: JobConfiguration) -> None:
             self._refuse_cycles(conn, config, user)
@@ -108,6 +110,7 @@ class ArtifactService:
             entry, _config = self._locate(conn, kind, config_id, user, Access.WRITE)
             # Every reference, old or new: one the user may no longer read cannot be saved again.
             check_references(conn, self.store, user, definition)
+            check_definition_access(conn, self.store, definition, user)
             if "path" in document:
                 path = document_path(kind, document)
                 if path != entry.path:

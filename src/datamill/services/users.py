@@ -203,6 +203,7 @@ def create_user(store: Store, actor: User, new: NewUser) -> User:
             user_store.replace_groups(conn, new.name, groups)
             user_store.replace_roles(conn, new.name, roles)
             _make_home(store, conn, new.name)
+            store.users.run_created_hooks(conn, new.name)
             created = store.users.get(conn, new.name)
     except sa.exc.IntegrityError:
         # A concurrent create of the same name won the race on the unique key.

@@ -36,6 +36,8 @@ PROTECTED_FOLDERS = frozenset(
 """Folders every workspace relies on: they can be neither deleted, renamed nor moved."""
 ROOT_OWNER = "system"
 MAX_NAME = 255
+RESOURCE_KINDS = frozenset({"location", "connection"})
+"""Entry kinds that are neither folders nor jobs (see services/locations.py)."""
 MAX_PATH = 4096
 
 
@@ -133,8 +135,9 @@ def file_from_row(row: Any) -> FileEntry:
         parent_id=row.parent_id,
         is_folder=row.is_folder,
         owner=row.owner,
-        kind=JobKind(row.kind) if row.kind else None,
+        kind=JobKind(row.kind) if row.kind and row.kind not in RESOURCE_KINDS else None,
         created_at=row.created_at,
+        resource=row.kind if row.kind in RESOURCE_KINDS else None,
     )
 
 
@@ -193,6 +196,29 @@ class FileRepository:
         file_id = self._insert(conn, parent_id, path, posixpath.basename(path), False, kind, owner)
         return self.get(conn, file_id)
 
+    def create_resource(self, conn: Connection, path: str, resource: str, owner: str) -> FileEntry:
+        """Create a private location or connection entry; parent folders must exist."""
+        path = normalize_path(path)
+        if resource not in RESOURCE_KINDS:
+            raise InvalidInput(f"unknown entry kind {resource!r}")
+        self.lock_tree(conn)
+        if conn.execute(sa.select(t.files.c.id).where(t.files.c.path == path)).first():
+            raise AlreadyExists(f"{path} already exists")
+        parent = conn.execute(
+            sa.select(t.files.c.id, t.files.c.is_folder).where(
+                t.files.c.path == posixpath.dirname(path)
+            )
+        ).first()
+        if parent is None or not parent.is_folder:
+            raise NotFound(f"folder {posixpath.dirname(path)} does not exist")
+        check_name(posixpath.basename(path))
+        if len(path) > MAX_PATH:
+            raise InvalidInput(f"the path would be longer than {MAX_PATH} characters")
+        file_id = self._insert(
+            conn, parent.id, path, posixpath.basename(path), False, resource, owner
+        )
+        return self.get(conn, file_id)
+
     def get(self, conn: Connection, file_id: int) -> FileEntry:
         """The entry with this id, or NotFound."""
         row = conn.execute(sa.select(t.files).where(t.files.c.id == file_id)).first()
@@ -237,7 +263,7 @@ class FileRepository:
         path: str,
         name: str,
         is_folder: bool,
-        kind: JobKind | None,
+        kind: JobKind | str | None,
         owner: str,
         *,
         others_readable: bool = False,
@@ -251,7 +277,7 @@ class FileRepository:
                 name=name,
                 path=path,
                 is_folder=is_folder,
-                kind=kind.value if kind else None,
+                kind=kind.value if isinstance(kind, JobKind) else kind,
                 owner=owner,
                 others_readable=others_readable,
                 others_writable=False,

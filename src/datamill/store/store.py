@@ -5,6 +5,7 @@ from __future__ import annotations
 from datamill.store.db import Database
 from datamill.store.files import FileRepository
 from datamill.store.jobs import JobRepository
+from datamill.store.locations import FilePolicy
 from datamill.store.migrate import upgrade
 from datamill.store.queue import ExecutionQueue
 from datamill.store.users import UserRepository
@@ -20,6 +21,9 @@ class Store:
         self.users = UserRepository(self.db)
         self.queue = ExecutionQueue(self.db, data_root, max_running=max_running)
         self.data_root = data_root
+        # Set at start-up from the settings (bootstrap.install_locations); without
+        # it no definition may name a file or a database (fail closed).
+        self.file_policy: FilePolicy | None = None
 
     def migrate(self) -> None:
         """Bring the schema up to date and create the built-in rows."""

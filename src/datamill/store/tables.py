@@ -237,3 +237,23 @@ workers = sa.Table(
     sa.Column("started_at", sa.DateTime, nullable=False),
     sa.Column("heartbeat_at", sa.DateTime, nullable=False),
 )
+
+# Locations (a folder on disk) and connections (a database URL) are entries of
+# the file tree (files.kind 'location' / 'connection'), so the tree's owner,
+# group and others flags say who may read from and write to them.
+locations = sa.Table(
+    "locations",
+    metadata,
+    sa.Column("file_id", sa.Integer, sa.ForeignKey("files.id"), primary_key=True),
+    sa.Column("folder", sa.String(4096), nullable=False),
+)
+
+connections = sa.Table(
+    "connections",
+    metadata,
+    sa.Column("file_id", sa.Integer, sa.ForeignKey("files.id"), primary_key=True),
+    # The URL without its password; the password is kept apart so that nothing
+    # that renders the URL can show it.
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("password", sa.Text, nullable=True),
+)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -24,6 +24,14 @@ class UserRepository:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Called inside the transaction that creates a user (e.g. their private
+        # location); services/users.py create_user calls them as well.
+        self.created_hooks: list[Callable[[Connection, str], None]] = []
+
+    def run_created_hooks(self, conn: Connection, name: str) -> None:
+        """Give a new user what every user has (called inside its transaction)."""
+        for hook in self.created_hooks:
+            hook(conn, name)
 
     def ensure_builtin_roles(self) -> None:
         """Create ADMIN and ANALYST if missing."""
@@ -59,6 +67,7 @@ class UserRepository:
                 conn.execute(sa.insert(t.user_groups).values(user_name=name, group_name=group))
             for role in roles:
                 conn.execute(sa.insert(t.user_roles).values(user_name=name, role_name=role))
+            self.run_created_hooks(conn, name)
             user = self.get(conn, name)
             assert user is not None
             return user

@@ -10,12 +10,16 @@ from datamill.domain.definitions import (
     DataSheet,
     DataSheetSource,
     ExportJobDefinition,
+    ImportJobDefinition,
+    JobDefinition,
     WorkbookDefinition,
     definition_model,
+    upstream_references,
 )
 from datamill.domain.records import DataResult, Execution, JobConfiguration, User
 from datamill.engine.base import PathRoots, RunRequest
-from datamill.errors import JobFailed
+from datamill.errors import InvalidInput, JobFailed
+from datamill.services.locations import RunIO, policy_from_settings, resolve_run_io
 from datamill.services.references import not_readable, readable_source, shown, wanted_kind
 from datamill.settings import Settings
 from datamill.store import data as data_store
@@ -57,7 +61,8 @@ def build_request(
     definition = definition_model(config.kind).model_validate(config.definition)
     inputs: dict[str, str] = {}
     read: list[int] = []
-    owner = _owner(conn, store, config)
+    # Looked up once, and only for runs that read something: a trivial run costs no query.
+    owner = _owner(conn, store, config) if upstream_references(definition) else None
     if isinstance(definition, WorkbookDefinition):
         for index, sheet in enumerate(definition.sheets):
             if isinstance(sheet, DataSheet):
@@ -71,14 +76,17 @@ def build_request(
         inputs["source"] = path
         read.append(result.id)
     data_store.record_inputs(conn, execution.id, read)
+    if store.file_policy is None:
+        store.file_policy = policy_from_settings(settings)
+    io = _resolve_files(conn, store, config, definition, owner)
     return RunRequest(
         execution_id=execution.id,
         kind=config.kind,
-        definition=config.definition,
+        definition=io.definition,
         inputs=inputs,
         variables=execution.variables,
         staging_dir=str(settings.staging_root / str(execution.id)),
-        roots=PathRoots(settings.resolved_source_roots, settings.resolved_sink_roots),
+        roots=io.roots,
         memory_limit=settings.engine_memory_limit,
         threads=settings.engine_threads,
         temp_dir=str(settings.temp_root),
@@ -86,4 +94,26 @@ def build_request(
         shared_database=settings.engine_isolation == "worker",
         data_root=str(settings.resolved_data_root),
         file_roots=(*settings.resolved_source_roots, *settings.resolved_sink_roots),
+        max_source_files=settings.source_max_files,
     )
+
+
+def _resolve_files(
+    conn: Connection,
+    store: Store,
+    config: JobConfiguration,
+    definition: JobDefinition,
+    owner: User | None,
+) -> RunIO:
+    """Locations and connections resolved with the rights of the job's owner, as it runs."""
+    if not isinstance(definition, ImportJobDefinition | ExportJobDefinition):
+        return RunIO(config.definition, PathRoots((), ()))  # workbooks touch no files
+    if owner is None:
+        owner = _owner(conn, store, config)
+    if owner is None:
+        # The owner's account is gone: the run holds no one's rights.
+        owner = User(store.files.get(conn, config.file_id).owner, "", (), (), None)
+    try:
+        return resolve_run_io(conn, store, definition, config.definition, owner)
+    except InvalidInput as error:
+        raise JobFailed(error.message) from None

@@ -1,0 +1,359 @@
+"""Files and databases only through locations and connections the user may use.
+
+A location (a folder) and a connection (a database URL) are entries of the
+file tree: READ on one lets a user import from it, WRITE lets them export to
+it. Each definition is checked with the saving user's rights when saved
+(`check_definition_access`) and again with its owner's rights when it runs
+(`resolve_run_io`), which also gives the engine the real folder or URL.
+A location or connection the user may not use answers exactly like one that
+does not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import ArgumentError
+
+from datamill.domain.definitions import (
+    CsvSource,
+    DatabaseSink,
+    DatabaseSource,
+    ExportJobDefinition,
+    FileSink,
+    ImportJobDefinition,
+    JobDefinition,
+    JsonLinesSource,
+    ParquetSource,
+)
+from datamill.domain.records import FileEntry, User
+from datamill.engine.base import PathRoots
+from datamill.engine.paths import check_postgres_url, is_glob, safe_url
+from datamill.errors import InvalidDefinition, PathNotAllowed
+from datamill.services.permissions import Access, has_access
+from datamill.settings import Settings
+from datamill.store import locations as loc_store
+from datamill.store.files import ROOT_OWNER
+from datamill.store.locations import FilePolicy, Location
+from datamill.store.store import Store
+
+LOCATION_EXTENSION = ".loc"
+CONNECTION_EXTENSION = ".dst"
+ROOT_LOCATIONS_FOLDER = "/Connections"
+PRIVATE_LOCATION_NAME = "files.loc"
+HOME_ROOT = "/Users"
+
+FileSource = CsvSource | JsonLinesSource | ParquetSource
+_VERBS = {Access.READ: "read from", Access.WRITE: "write to"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunIO:
+    """What a run may touch: its definition with real folders and URLs, and its roots."""
+
+    definition: dict[str, Any]
+    roots: PathRoots
+
+
+def policy_from_settings(settings: Settings) -> FilePolicy:
+    """The operator's file policy as the settings describe it."""
+    roots = settings.resolved_source_roots or settings.resolved_sink_roots
+    return FilePolicy(
+        source_roots=settings.resolved_source_roots,
+        sink_roots=settings.resolved_sink_roots,
+        users_root=os.path.join(roots[0], "users"),
+        database_hosts=tuple(settings.database_hosts),
+        metadata_url=settings.resolved_database_url,
+        private_folders=(str(settings.resolved_data_root), str(settings.temp_root)),
+        max_source_files=settings.source_max_files,
+    )
+
+
+def policy_of(store: Store) -> FilePolicy:
+    """The operator's file policy; refused (fail closed) if it was never installed."""
+    if store.file_policy is None:
+        raise PathNotAllowed("no locations are configured on this server")
+    return store.file_policy
+
+
+def _inside(path: str, folder: str) -> bool:
+    folder = folder.rstrip(os.sep) or os.sep
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _inside_any(path: str, folders: tuple[str, ...]) -> bool:
+    return any(_inside(path, os.path.realpath(f)) for f in folders)
+
+
+def _refused(what: str, noun: str, reference: str, access: Access) -> InvalidDefinition:
+    # One message whether it is missing, not a location, or not allowed.
+    return InvalidDefinition(
+        f"{what}: {noun} {reference!r} does not exist or you may not {_VERBS[access]} it"
+    )
+
+
+def _may(conn: Connection, user: User, entry: FileEntry, access: Access) -> bool:
+    return has_access(conn, user, entry, Access.READ) and has_access(conn, user, entry, access)
+
+
+def find_location(
+    conn: Connection, store: Store, reference: str, user: User, access: Access, what: str
+) -> Location:
+    """The location a reference names, if `user` holds `access` on it."""
+    entry = store.files.find(conn, reference)
+    found = loc_store.get_location(conn, entry.id) if entry is not None else None
+    if found is None or not _may(conn, user, found.entry, access):
+        raise _refused(what, "location", reference, access)
+    return found
+
+
+def _relative_part(path: str, what: str) -> str:
+    if "\x00" in path:
+        raise InvalidDefinition(f"{what}: the path must not hold a NUL character")
+    if path.startswith("/"):
+        raise InvalidDefinition(f"{what}: with a location, 'path' is relative to it: {path!r}")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise PathNotAllowed(f"{what}: the path {path!r} must not contain '..'")
+    if not parts:
+        raise InvalidDefinition(f"{what}: the path must name a file inside the location")
+    return "/".join(parts)
+
+
+def _innermost(
+    conn: Connection, path: str, user: User, access: Access, what: str
+) -> tuple[Location, str]:
+    """The innermost location the user may use that holds an absolute path (old form)."""
+    if "\x00" in path or not path.startswith("/"):
+        raise PathNotAllowed(f"{what}: {path!r} must be an absolute path or name a location")
+    if ".." in path.split("/"):
+        raise PathNotAllowed(f"{what}: the path {path!r} must not contain '..'")
+    clean = posixpath.normpath(path)
+    best: tuple[Location, str] | None = None
+    for location in loc_store.all_locations(conn):
+        folder = location.folder.rstrip("/") or "/"
+        if not _inside(clean, folder) or clean == folder:
+            continue
+        if best is not None and len(best[0].folder) >= len(folder):
+            continue
+        if _may(conn, user, location.entry, access):
+            best = (location, clean[len(folder) :].lstrip("/"))
+    if best is None:
+        raise InvalidDefinition(
+            f"{what}: {path!r} is not inside a location you may {_VERBS[access]}"
+        )
+    return best
+
+
+def _file_target(
+    conn: Connection,
+    store: Store,
+    location: str | None,
+    path: str,
+    user: User,
+    access: Access,
+    what: str,
+) -> tuple[str, str]:
+    """(real folder of the location, path inside it) of a file source or sink."""
+    if location is not None:
+        found = find_location(conn, store, location, user, access, what)
+        relative = _relative_part(path, what)
+    else:
+        found, relative = _innermost(conn, path, user, access, what)
+    policy = policy_of(store)
+    folder = os.path.realpath(found.folder)
+    allowed = policy.source_roots if access is Access.READ else policy.sink_roots
+    if not _inside_any(folder, allowed):
+        # The operator moved the roots since; say so without naming the folder.
+        raise _refused(what, "location", location or path, access)
+    return folder, relative
+
+
+def find_connection(
+    conn: Connection, store: Store, reference: str, user: User, access: Access, what: str
+) -> loc_store.DatabaseConnection:
+    """The connection a reference names, if `user` holds `access` on it."""
+    entry = store.files.find(conn, reference)
+    found = loc_store.get_connection(conn, entry.id) if entry is not None else None
+    if found is None or not _may(conn, user, found.entry, access):
+        raise _refused(what, "connection", reference, access)
+    return found
+
+
+def connection_url(found: loc_store.DatabaseConnection) -> str:
+    """The connection's URL with its password, for the engine only."""
+    url = sa.make_url(found.url)
+    if found.password is not None:
+        url = url.set(password=found.password)
+    return url.render_as_string(hide_password=False)
+
+
+def _host_allowed(url: sa.URL, hosts: tuple[str, ...]) -> bool:
+    host = (url.host or "").lower().strip("[]")
+    port = url.port or 5432
+    wanted = {h.lower().strip() for h in hosts}
+    return bool(host) and (host in wanted or f"{host}:{port}" in wanted)
+
+
+def _inline_database(
+    conn: Connection, store: Store, url: str, user: User, access: Access, what: str
+) -> tuple[str, tuple[str, ...]]:
+    """(URL, roots) of a database named inline: a SQLite file in a location, or an allowed host."""
+    try:
+        parsed = sa.make_url(url)
+    except (ArgumentError, ValueError):
+        raise InvalidDefinition(f"{what}: {safe_url(url)!r} is not a SQLAlchemy URL") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if not database.startswith("/"):
+            raise InvalidDefinition(f"{what}: SQLite URL {safe_url(parsed)!r} must name a file")
+        folder, relative = _file_target(conn, store, None, database, user, access, what)
+        real = os.path.join(folder, relative)
+        return parsed.set(database=real).render_as_string(hide_password=False), (folder,)
+    policy = policy_of(store)
+    if backend == "postgresql" and _host_allowed(parsed, policy.database_hosts):
+        # Allowed hosts may still be this machine: the metadata database stays out.
+        check_postgres_url(parsed, (policy.metadata_url,), what)
+        return url, ()
+    raise InvalidDefinition(
+        f"{what}: database URLs may name only hosts the operator allows"
+        f" (DATAMILL_DATABASE_HOSTS); name a connection instead: {safe_url(parsed)!r}"
+    )
+
+
+def _database_target(
+    conn: Connection,
+    store: Store,
+    connection: str | None,
+    url: str | None,
+    user: User,
+    access: Access,
+    what: str,
+) -> tuple[str, tuple[str, ...]]:
+    if connection is not None:
+        found = find_connection(conn, store, connection, user, access, what)
+        policy = policy_of(store)
+        # An ADMIN's SQLite connection may name any file inside the operator's roots.
+        roots = policy.source_roots if access is Access.READ else policy.sink_roots
+        return connection_url(found), roots
+    assert url is not None
+    return _inline_database(conn, store, url, user, access, what)
+
+
+def _source_io(
+    conn: Connection, store: Store, source: Any, user: User, raw: dict[str, Any]
+) -> tuple[dict[str, Any], PathRoots]:
+    what = "source"
+    if isinstance(source, DatabaseSource):
+        url, roots = _database_target(
+            conn, store, source.connection, source.url, user, Access.READ, what
+        )
+        rewritten = {k: v for k, v in raw.items() if k != "connection"} | {"url": url}
+        return rewritten, PathRoots(roots, ())
+    folder, relative = _file_target(
+        conn, store, source.location, source.path, user, Access.READ, what
+    )
+    rewritten = {k: v for k, v in raw.items() if k != "location"}
+    rewritten["path"] = os.path.join(folder, relative)
+    return rewritten, PathRoots((folder,), ())
+
+
+def _sink_io(
+    conn: Connection, store: Store, sink: Any, user: User, raw: dict[str, Any]
+) -> tuple[dict[str, Any], PathRoots]:
+    what = "sink"
+    if isinstance(sink, DatabaseSink):
+        url, roots = _database_target(
+            conn, store, sink.connection, sink.url, user, Access.WRITE, what
+        )
+        rewritten = {k: v for k, v in raw.items() if k != "connection"} | {"url": url}
+        return rewritten, PathRoots((), roots)
+    assert isinstance(sink, FileSink)
+    if is_glob(sink.path):
+        raise PathNotAllowed(f"{what}: the path {sink.path!r} must not hold wildcards")
+    folder, relative = _file_target(conn, store, sink.location, sink.path, user, Access.WRITE, what)
+    rewritten = {k: v for k, v in raw.items() if k != "location"}
+    rewritten["path"] = os.path.join(folder, relative)
+    return rewritten, PathRoots((), (folder,))
+
+
+def resolve_run_io(
+    conn: Connection, store: Store, definition: JobDefinition, raw: dict[str, Any], user: User
+) -> RunIO:
+    """The definition as the engine gets it, checked with `user`'s rights (the run's owner)."""
+    if isinstance(definition, ImportJobDefinition):
+        source, roots = _source_io(conn, store, definition.source, user, raw["source"])
+        return RunIO({**raw, "source": source}, roots)
+    if isinstance(definition, ExportJobDefinition):
+        sink, roots = _sink_io(conn, store, definition.sink, user, raw["sink"])
+        return RunIO({**raw, "sink": sink}, roots)
+    return RunIO(raw, PathRoots((), ()))
+
+
+def check_definition_access(
+    conn: Connection, store: Store, definition: JobDefinition, user: User
+) -> None:
+    """Refuse a definition naming a location, connection, path or URL `user` may not use."""
+    raw: dict[str, Any] = definition.model_dump(mode="json", by_alias=True)
+    resolve_run_io(conn, store, definition, raw, user)
+
+
+# ---------------------------------------------------------------- start-up and new users
+
+
+def _private_folder(policy: FilePolicy, name: str) -> str:
+    return os.path.join(policy.users_root, name)
+
+
+def ensure_private_location(conn: Connection, store: Store, name: str) -> None:
+    """Give user `name` their private location `/Users/<name>/files.loc` (idempotent)."""
+    policy = store.file_policy
+    if policy is None or name in ("", ".", "..") or "/" in name or "\x00" in name:
+        return  # such a name cannot be a folder of its own below users_root
+    folder = _private_folder(policy, name)
+    os.makedirs(folder, exist_ok=True)
+    path = f"{HOME_ROOT}/{name}/{PRIVATE_LOCATION_NAME}"
+    entry = store.files.find(conn, path)
+    if entry is None:
+        home = f"{HOME_ROOT}/{name}"
+        if store.files.find(conn, home) is None:
+            store.files.ensure_folder(conn, HOME_ROOT, ROOT_OWNER)
+            home_id = store.files.ensure_folder(conn, home, name)
+            store.files.set_others_flags(
+                conn, home_id, readable=False, writable=False, executable=False
+            )
+        entry = store.files.create_resource(conn, path, "location", name)
+        loc_store.insert_location(conn, entry.id, os.path.realpath(folder))
+    elif entry.resource == "location":
+        # Left over from a deleted user of the same name: handed to the new one.
+        store.files.set_owner(conn, entry.id, name)
+        loc_store.set_location_folder(conn, entry.id, os.path.realpath(folder))
+    else:
+        return  # the name is taken by something else; the user simply has no private location
+    store.files.set_others_flags(conn, entry.id, readable=False, writable=False, executable=False)
+
+
+def ensure_default_locations(store: Store, user_names: list[str]) -> None:
+    """A private location per operator root, and per existing user; idempotent."""
+    policy = policy_of(store)
+    roots = sorted(set(policy.source_roots) | set(policy.sink_roots))
+    with store.db.write() as conn:
+        store.files.ensure_folder(conn, ROOT_LOCATIONS_FOLDER, ROOT_OWNER)
+        for index, root in enumerate(roots):
+            real = os.path.realpath(root)
+            if loc_store.location_for_folder(conn, real) is not None:
+                continue
+            name = "files" if index == 0 else f"files-{index + 1}"
+            path = f"{ROOT_LOCATIONS_FOLDER}/{name}{LOCATION_EXTENSION}"
+            if store.files.find(conn, path) is not None:
+                continue
+            entry = store.files.create_resource(conn, path, "location", ROOT_OWNER)
+            loc_store.insert_location(conn, entry.id, real)
+        for name in user_names:
+            ensure_private_location(conn, store, name)

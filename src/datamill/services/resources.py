@@ -1,0 +1,189 @@
+"""Creating, reading, changing and deleting locations and connections.
+
+Only an ADMIN, or a role with `location.define` / `connection.define`,
+creates them; who may then use one is said by its flags in the file tree (the
+filesystem permission routes change them). A connection's password is never
+shown back: reads mask it, and an update that leaves it out (or sends the
+mask back) keeps the stored one.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import ArgumentError
+
+from datamill.domain.records import FileEntry, User
+from datamill.engine.paths import check_database_url, safe_url
+from datamill.errors import Forbidden, InvalidDefinition, NotFound, PathNotAllowed
+from datamill.services.locations import (
+    CONNECTION_EXTENSION,
+    LOCATION_EXTENSION,
+    policy_of,
+)
+from datamill.services.permissions import Access, has_access, has_capability, require_access
+from datamill.store import locations as loc_store
+from datamill.store.store import Store
+
+MASK = "********"
+CAPABILITIES = {"location": "location.define", "connection": "connection.define"}
+_EXTENSIONS = {"location": LOCATION_EXTENSION, "connection": CONNECTION_EXTENSION}
+_DEFAULT_FOLDER = "/Connections"
+
+
+def _text(document: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = document.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidDefinition(f"{key}: required, a non-empty string")
+    if "\x00" in value:
+        raise InvalidDefinition(f"{key}: must not hold a NUL character")
+    return value.strip()
+
+
+def _entry_path(kind: str, document: dict[str, Any]) -> str:
+    path = str(_text(document, "path"))
+    if "/" not in path:
+        path = f"{_DEFAULT_FOLDER}/{path}"
+    if not path.endswith(_EXTENSIONS[kind]):
+        path += _EXTENSIONS[kind]
+    return path
+
+
+class ResourceService:
+    """CRUD of location (.loc) and connection (.dst) entries."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------ rules
+
+    def _require_define(self, conn: Connection, user: User, kind: str) -> None:
+        if not has_capability(conn, user, CAPABILITIES[kind]):
+            raise Forbidden(f"your roles do not allow defining {kind}s")
+
+    def _locate(
+        self, conn: Connection, kind: str, entry_id: int, user: User, access: Access
+    ) -> FileEntry:
+        missing = NotFound(f"Entity of type '{kind}' with id '{entry_id}' not found.")
+        try:
+            entry = self.store.files.get(conn, entry_id)
+        except NotFound:
+            raise missing from None
+        if entry.resource != kind or not has_access(conn, user, entry, Access.READ):
+            raise missing
+        require_access(conn, user, entry, access)
+        return entry
+
+    def _folder(self, document: dict[str, Any]) -> str:
+        folder = str(_text(document, "folder"))
+        if not folder.startswith("/") or ".." in folder.split("/"):
+            raise PathNotAllowed(f"folder: {folder!r} must be an absolute path without '..'")
+        policy = policy_of(self.store)
+        real = os.path.realpath(folder)
+        roots = tuple(os.path.realpath(r) for r in {*policy.source_roots, *policy.sink_roots})
+        if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
+            raise PathNotAllowed(f"folder: {folder!r} is outside the operator's file roots")
+        os.makedirs(real, exist_ok=True)
+        return real
+
+    def _url(self, document: dict[str, Any], old_password: str | None) -> tuple[str, str | None]:
+        text = str(_text(document, "url"))
+        try:
+            url = sa.make_url(text)
+        except (ArgumentError, ValueError):
+            raise InvalidDefinition(f"url: {safe_url(text)!r} is not a SQLAlchemy URL") from None
+        password = _text(document, "password", required=False)
+        if password is None and url.password not in (None, MASK, "***"):
+            password = str(url.password)
+        if password in (None, MASK, "***"):
+            password = old_password
+        bare = url.set(password=None)
+        policy = policy_of(self.store)
+        # Checked once here so an ADMIN hears at once, and again by every run.
+        check_database_url(
+            bare.render_as_string(hide_password=False),
+            tuple({*policy.source_roots, *policy.sink_roots}),
+            (policy.metadata_url,),
+            "connection",
+            must_exist=bare.get_backend_name() != "sqlite",
+            forbidden_folders=policy.private_folders,
+        )
+        return bare.render_as_string(hide_password=False), password
+
+    # ------------------------------------------------------------ use cases
+
+    def create(self, kind: str, document: dict[str, Any], user: User) -> int:
+        """Create a private location or connection owned by the caller; its entry id."""
+        path = _entry_path(kind, document)
+        with self.store.db.write() as conn:
+            self._require_define(conn, user, kind)
+            parent = self.store.files.find(conn, posixpath.dirname(path))
+            if parent is None or not has_access(conn, user, parent, Access.READ):
+                raise NotFound(f"folder {posixpath.dirname(path)} does not exist")
+            require_access(conn, user, parent, Access.WRITE)
+            if kind == "location":
+                folder = self._folder(document)
+                entry = self.store.files.create_resource(conn, path, kind, user.name)
+                loc_store.insert_location(conn, entry.id, folder)
+            else:
+                url, password = self._url(document, None)
+                entry = self.store.files.create_resource(conn, path, kind, user.name)
+                loc_store.insert_connection(conn, entry.id, url, password)
+            return entry.id
+
+    def read(self, kind: str, entry_id: int, user: User) -> dict[str, Any]:
+        """The document of a location or connection; a password only as a mask."""
+        with self.store.db.read() as conn:
+            entry = self._locate(conn, kind, entry_id, user, Access.READ)
+            return self._document(conn, entry)
+
+    def _document(self, conn: Connection, entry: FileEntry) -> dict[str, Any]:
+        body: dict[str, Any] = {"path": entry.path, "id": entry.id, "uuid": entry.uuid}
+        body["owner"] = entry.owner
+        if entry.resource == "location":
+            found = loc_store.get_location(conn, entry.id)
+            assert found is not None
+            body["folder"] = found.folder
+        else:
+            connection = loc_store.get_connection(conn, entry.id)
+            assert connection is not None
+            body["url"] = safe_url(connection.url)
+            if connection.password is not None:
+                body["password"] = MASK
+        return body
+
+    def update(self, kind: str, entry_id: int, document: dict[str, Any], user: User) -> None:
+        """Point a location at another folder, or change a connection's URL or password."""
+        with self.store.db.write() as conn:
+            self._require_define(conn, user, kind)
+            entry = self._locate(conn, kind, entry_id, user, Access.WRITE)
+            if kind == "location":
+                loc_store.set_location_folder(conn, entry.id, self._folder(document))
+            else:
+                old = loc_store.get_connection(conn, entry.id)
+                assert old is not None
+                url, password = self._url(document, old.password)
+                loc_store.set_connection(conn, entry.id, url, password)
+
+    def delete(self, kind: str, entry_id: int, user: User) -> None:
+        """Delete a location or connection; definitions naming it fail when they run."""
+        with self.store.db.write() as conn:
+            self._require_define(conn, user, kind)
+            entry = self._locate(conn, kind, entry_id, user, Access.WRITE)
+            self.store.files.lock_tree(conn)
+            loc_store.delete_resource(conn, entry.id)
+
+    def list_all(self, kind: str, user: User) -> list[dict[str, Any]]:
+        """Every location or connection the caller may read."""
+        with self.store.db.read() as conn:
+            return [
+                self._document(conn, entry)
+                for entry in loc_store.all_resources(conn, kind)
+                if has_access(conn, user, entry, Access.READ)
+            ]
