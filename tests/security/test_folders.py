@@ -16,7 +16,7 @@ FS = "/api/filesystem"
 
 
 def _job(files_root: Path, path: str) -> dict[str, object]:
-    return {"path": path, **orders_import(write_orders_csv(files_root / "in", rows=2))}
+    return {"path": path, **orders_import(write_orders_csv(files_root / "users" / "eve" / "in", rows=2))}
 
 
 @pytest.fixture
@@ -70,7 +70,8 @@ def test_f9_folders_need_write_on_their_parent_and_moves_too(private: Actors) ->
 
 
 def _src() -> dict[str, object]:
-    return {"source": {"kind": "csv", "path": "/nowhere.csv"}}
+    # eve's private location: eve and every ADMIN may read from it.
+    return {"source": {"kind": "csv", "location": "/Users/eve/files.loc", "path": "nowhere.csv"}}
 
 
 def test_f11_home_folders_are_reserved_and_private(actors: Actors) -> None:

@@ -76,7 +76,7 @@ def _document(
     return "/rest/export-job", {
         "path": "/Data/ExportJobs/eve.exp",
         "source": source,
-        "sink": {"kind": "csv", "path": str(files_root / "eve-out.csv")},
+        "sink": {"kind": "csv", "path": str(files_root / "users" / "eve" / "out.csv")},
     }
 
 
@@ -95,7 +95,7 @@ def test_a_reference_eve_may_not_read_is_refused_like_a_missing_one(
     missing = secrets.call("eve", "POST", base, missing_doc)
     assert missing.status_code == 400
     # A saved job of eve's own, to update with each form as well.
-    own_source = write_orders_csv(files_root / "eve", rows=2)
+    own_source = write_orders_csv(files_root / "users" / "eve", rows=2)
     secrets.call("eve", "POST", "/rest/import-job", {"path": "mine", **orders_import(own_source)})
     own = _source("importJob", "/Data/ImportJobs/mine.imp")
     _, own_doc = _document(referrer, own, files_root)
@@ -206,7 +206,7 @@ def test_a_path_that_names_another_file_later_is_checked_again(
     """bob's shared job is deleted, admin moves his private job to its path: eve gets nothing."""
     actors = secrets_running
     shared = "/Data/ImportJobs/shared.imp"
-    source = write_orders_csv(files_root / "bob", rows=3)
+    source = write_orders_csv(files_root / "users" / "bob", rows=3)
     made = actors.call("bob", "POST", "/rest/import-job", {"path": shared, **orders_import(source)})
     bob_config = made.json()["configuration-id"]
     file_id, _, _ = _ids(actors, shared)
@@ -250,7 +250,7 @@ def test_f10_deleting_a_job_that_others_read_needs_nobody(
     """bob deletes and plans freely although eve's private data-driven workbook reads his job."""
     actors = secrets_running
     bob_job = "/Data/ImportJobs/bob.imp"
-    source = write_orders_csv(files_root / "bob", rows=3)
+    source = write_orders_csv(files_root / "users" / "bob", rows=3)
     made = actors.call(
         "bob", "POST", "/rest/import-job", {"path": bob_job, **orders_import(source)}
     )
@@ -286,7 +286,7 @@ def test_f10_deleting_a_job_that_others_read_needs_nobody(
 def test_cycle_messages_name_only_what_the_user_may_read(secrets: Actors, files_root: Path) -> None:
     actors = secrets
     node = actors.node
-    source = write_orders_csv(files_root / "eve", rows=2)
+    source = write_orders_csv(files_root / "users" / "eve", rows=2)
     actors.call("eve", "POST", "/rest/import-job", {"path": "e", **orders_import(source)})
     mine = "/Analytics/Workbooks/mine.wbk"
     made = actors.call(
