@@ -16,7 +16,10 @@ FS = "/api/filesystem"
 
 
 def _job(files_root: Path, path: str) -> dict[str, object]:
-    return {"path": path, **orders_import(write_orders_csv(files_root / "users" / "eve" / "in", rows=2))}
+    return {
+        "path": path,
+        **orders_import(write_orders_csv(files_root / "users" / "eve" / "in", rows=2)),
+    }
 
 
 @pytest.fixture
