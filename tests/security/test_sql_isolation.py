@@ -346,3 +346,24 @@ def _run_and_assert_no_secret(engine: DuckDBEngine, request: Any) -> None:
         return
     out = Path(request.staging_dir) / "out.parquet"
     assert SECRET not in _values(pq.read_table(out))
+
+
+DEEP = {
+    "brackets": "SELECT " + "(" * 3000 + "1" + ")" * 3000 + " AS x",
+    "subqueries": "SELECT * FROM " + "(SELECT * FROM " * 500 + "(SELECT 1 AS x)" + ") t" * 501,
+    "nots": "SELECT " + "NOT " * 5000 + "true AS x",
+    "cases": "SELECT " + "CASE WHEN true THEN " * 2000 + "1" + " END" * 2000 + " AS x",
+    "lists": "SELECT " + "[" * 3000 + "1" + "]" * 3000 + " AS x",
+}
+
+
+@pytest.mark.parametrize("shape", list(DEEP))
+def test_deeply_nested_sql_is_a_clear_400(actors: Actors, shape: str) -> None:
+    """Attack A5: nesting that exhausts the parser's recursion was an HTTP 500."""
+    body = {
+        "path": f"/Users/eve/deep_{shape}.wbk",
+        "sheets": [{"kind": "sql", "name": "s", "sql": DEEP[shape], "keep": True}],
+    }
+    answer = actors.call("eve", "POST", "/rest/workbook", body)
+    assert answer.status_code == 400, answer.text[:300]
+    assert "nest" in answer.json()["reason"]

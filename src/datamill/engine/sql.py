@@ -495,10 +495,35 @@ def bind_sheet_sql(
                 f'{where}: variable "{name}" has no value; give one when triggering '
                 "or set a default"
             )
-    tree, reads = check_query(text, where, sheet, earlier, later, used)
-    generated = tree.sql(dialect=DIALECT, comments=False)
+    _require_shallow(text, where)
+    try:
+        tree, reads = check_query(text, where, sheet, earlier, later, used)
+        generated = tree.sql(dialect=DIALECT, comments=False)
+    except RecursionError:
+        # sqlglot parses and generates recursively; what the bracket count above
+        # cannot see (thousands of NOTs, say) still ends here, as the user's error.
+        raise InvalidSql(f"{where}: the SQL is nested too deeply") from None
     final, params = _positional(generated, values, where)
     return BoundQuery(sql=final, params=params, reads=reads)
+
+
+MAX_NESTING = 200
+"""How deeply brackets may nest in a sheet's SQL; far beyond any written query."""
+
+
+def _require_shallow(sql: str, where: str) -> None:
+    """Refuse SQL whose brackets nest deeper than MAX_NESTING, before parsing it."""
+    depth = deepest = 0
+    for ch in sql:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    if deepest > MAX_NESTING:
+        raise InvalidSql(
+            f"{where}: brackets nest {deepest} deep; at most {MAX_NESTING} levels are allowed"
+        )
 
 
 _BOUND_LIMIT = 256
