@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from datamill.api.bodies import lenient_json_body
 from datamill.api.fast_status import status_body
-from datamill.api.types import CurrentUser, EntityId
+from datamill.api.types import MAX_ID, CurrentUser, EntityId
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis
 from datamill.domain.estimate import format_duration
 from datamill.domain.status import JobStatus
@@ -19,6 +19,7 @@ from datamill.services import plans
 from datamill.services.jobs import JobService
 from datamill.services.permissions import Access, has_access
 from datamill.store import executions as ex
+from datamill.store.triggers import schedule_state
 
 router = APIRouter()
 
@@ -91,6 +92,31 @@ def job_status(reference: str, request: Request, user: CurrentUser) -> Response:
     )
 
 
+@router.get("/api/job-execution/{reference:path}/schedule")
+def job_schedule(reference: str, request: Request, user: CurrentUser) -> Response:
+    """How a job runs by itself: its mode, cron, next run, and why a schedule is disabled.
+
+    Datamill's own route (Datameer has none): a schedule whose cron has no
+    further date is disabled by the scheduler, and this says so.
+    """
+    service = _service(request)
+    with service.store.db.read() as conn:
+        entry, config = service.resolve_job(conn, reference, user, Access.READ)
+        state = schedule_state(conn, config.id)
+    body: dict[str, Any] = {
+        "status": "success",
+        "file-id": entry.id,
+        "mode": state.mode,
+        "cron": state.cron,
+        "next-run": _clock(request).datameer(state.next_fire_at),
+        "enabled": state.mode == "SCHEDULED" and state.next_fire_at is not None,
+    }
+    reason = state.disabled_reason
+    if reason is not None:
+        body["reason"] = reason
+    return PrettyJSONResponse(body)
+
+
 @router.post("/api/job-execution/{reference:path}/trigger")
 def trigger(reference: str, request: Request, user: CurrentUser) -> Response:
     """Queue a run of a job file."""
@@ -136,7 +162,8 @@ def job_history(
     config_id: EntityId,
     request: Request,
     user: CurrentUser,
-    start: Annotated[int, Query(ge=0)] = 0,
+    # An offset past any table's size, but one the database can still bind.
+    start: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     length: Annotated[int, Query(ge=0, le=10000)] = 10,
 ) -> Response:
     """A page of a configuration's executions, newest first."""
