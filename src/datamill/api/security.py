@@ -16,7 +16,8 @@ MAX_AUTHORIZATION_LENGTH = 4096
 def current_user(request: Request) -> User:
     """The authenticated caller (a FastAPI dependency)."""
     name, password = basic_credentials(request.headers.get("authorization", ""))
-    user: User = request.app.state.authenticator.authenticate(name, password)
+    client = request.client.host if request.client is not None else None
+    user: User = request.app.state.authenticator.authenticate(name, password, client)
     return user
 
 

@@ -28,6 +28,13 @@ _ALLOWED = re.compile(r"[0-9A-Za-z*,\-/# ]+")
 
 def cron_problem(expression: str) -> str | None:
     """Why `expression` cannot be a schedule, or None when it can."""
+    problem = _form_problem(expression)
+    if problem is None and _next(expression, dt.datetime.now(dt.UTC)) is None:
+        problem = f"{expression!r} has no date within {SEARCH_YEARS} years"
+    return problem
+
+
+def _form_problem(expression: str) -> str | None:
     if len(expression) > MAX_CRON_LENGTH:
         return f"a cron expression has at most {MAX_CRON_LENGTH} characters"
     text = expression.strip()
@@ -52,8 +59,6 @@ def cron_problem(expression: str) -> str | None:
         valid = False
     if not valid:
         return f"{expression!r} is not a valid cron expression"
-    if _next(text, dt.datetime.now(dt.UTC)) is None:
-        return f"{expression!r} has no date within {SEARCH_YEARS} years"
     return None
 
 
@@ -79,7 +84,9 @@ def next_fire_time(expression: str, after_utc: dt.datetime, zone: str | None) ->
 
 
 def _next(expression: str, start: dt.datetime) -> dt.datetime | None:
-    if len(expression) > MAX_CRON_LENGTH:
+    # A cron stored before these checks existed (a year field, say) is
+    # judged by them too: it has no next date, so its schedule is disabled.
+    if _form_problem(expression) is not None:
         return None
     expression = expression.strip()
     if expression.lower() in MACROS:
