@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from datamill.api.app import create_app
+from datamill.api.bodies import OFF_LOOP_BYTES
 from datamill.bootstrap import Node
 from datamill.domain.status import JobKind
 from datamill.store import tables as t
@@ -114,7 +115,7 @@ def test_malformed_credentials_are_401(client: TestClient, header: str | bytes) 
 BODY_CASES = [
     (b'{"fileIds": ' + b"[" * 70 + b"1" + b"]" * 70 + b"}", 400, "nested deeper"),
     (b'{"fileIds": [1e400]}', 404, ""),  # a bare word to the lenient reader, as NaN
-    (b'{"fileIds": [' + b"9" * 5000 + b"]}", 404, ""),
+    (b'{"fileIds": [' + b"9" * 5000 + b"]}", 400, "fileIds[0]"),
     (b'{"fileIds": ["\\ud800"]}', 400, "surrogate"),
     (b'{"fileIds": [1], "variables": {"\\udfff": 1}}', 400, "surrogate"),
     (b'{"fileIds": [NaN]}', 404, ""),
@@ -122,6 +123,11 @@ BODY_CASES = [
     (b'{"fileIds": [424242]}\x00', 400, "JSON"),
     (b"\x00", 400, "body"),
     (b'{"fileIds": [424242], "fileIds": [1]}', 400, ""),
+    (b"[" + b"1," * 10_000 + b"1]", 400, "fileIds: at most"),
+    (b'{"fileIds": ["/' + b"a" * 5000 + b'"]}', 400, "fileIds[0]"),
+    (b'{"fileIds": [1], "variables": {"v": 9223372036854775808}}', 400, "variables.v"),
+    (b'{"fileIds": [1], "variables": {"v": "' + b"x" * 10_001 + b'"}}', 400, "variables.v"),
+    (b'{"fileIds": [1], "variables": {"' + b"v" * 129 + b'": 1}}', 400, "variables"),
 ]
 
 
@@ -169,9 +175,11 @@ def test_strict_and_lenient_bodies_read_alike_on_and_off_the_event_loop(
 ) -> None:
     # Past the size parsed in a worker thread, both readers give the same answer.
     url = "/api/job-execution/sequential-trigger"
-    for pad in (0, 40_000):
-        strict = b'{"fileIds": [424242], "variables": {"p": "' + b"x" * pad + b'"}}'
-        lenient = b"{fileIds: [424242,], variables: {p: '" + b"x" * pad + b"'}}"
+    for count in (1, 4_000):
+        ids = b", ".join([b"424242"] * count)
+        strict = b'{"fileIds": [' + ids + b'], "variables": {"p": "x"}}'
+        lenient = b"{fileIds: [" + ids + b",], variables: {p: 'x'}}"
+        assert count == 1 or len(strict) > OFF_LOOP_BYTES
         for body in (strict, lenient):
             response = client.post(url, content=body, headers=AUTH)
             assert response.status_code == 404, response.text

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from datamill.domain.status import JobStatus, TriggerType
+from datamill.store import data as data_store
 from datamill.store import tables as t
 from datamill.store.db import utcnow
 from datamill.worker.worker import Worker
@@ -406,3 +407,50 @@ def _file_id(actors: Actors, path: str) -> int:
         entry = actors.node.store.files.find(conn, path)
     assert entry is not None
     return entry.id
+
+
+# ---------------------------------------------------------------- each periodic task alone
+
+
+def test_a_failing_periodic_task_does_not_stop_the_others(
+    running: Actors, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    actors = running
+
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("a task that fails every time")
+
+    # Schedules fail on every heartbeat: lost workers are still found.
+    monkeypatch.setattr(worker, "fire_schedules", broken)
+    _create(actors, "bob", _workbook("/Users/bob/v.wbk"))
+    run_id = actors.call("bob", "POST", "/api/job-execution/Users/bob/v.wbk/trigger").json()[
+        "job-execution-id"
+    ]
+    _until(lambda: execution(actors.node, run_id).status.is_terminal, what="bob's run ended")
+    store = actors.node.store
+    store.queue.register_worker("gone", "elsewhere.invalid", 1)
+    with store.db.write() as conn:
+        conn.execute(
+            sa.update(t.workers)
+            .where(t.workers.c.id == "gone")
+            .values(heartbeat_at=utcnow() - dt.timedelta(hours=1))
+        )
+        conn.execute(
+            sa.update(E)
+            .where(E.c.id == run_id)
+            .values(status=JobStatus.RUNNING.value, worker_id="gone", finished_at=None)
+        )
+    _until(lambda: execution(actors.node, run_id).status is JobStatus.ERROR, what="reconciled")
+    # One housekeeping task fails: expiry still happens.
+    monkeypatch.setattr("datamill.worker.worker.remove_deleted_files", broken)
+    keep = _create(actors, "bob", _workbook("/Users/bob/keep.wbk", minKeepCount=1))
+    _run_twice(actors, "bob", "/Users/bob/keep.wbk")
+    worker.housekeep()
+    assert _visible_data(actors, keep) == 1
+
+
+def test_the_store_clamps_a_keep_count_past_64_bits(actors: Actors) -> None:
+    keep = _create(actors, "bob", _workbook("/Users/bob/keep.wbk"))
+    with actors.node.store.db.write() as conn:
+        for count in (2**63, 2**64, 10**40, 0, -(2**70)):
+            data_store.expire_beyond_keep_count(conn, keep, count, utcnow())
