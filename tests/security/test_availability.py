@@ -21,6 +21,7 @@ from datamill.domain.status import JobStatus, TriggerType
 from datamill.store import data as data_store
 from datamill.store import tables as t
 from datamill.store.db import utcnow
+from datamill.store.triggers import fire_due_schedules
 from datamill.worker.worker import Worker
 from tests.helpers import execution
 from tests.security.conftest import Actors
@@ -156,9 +157,12 @@ def test_a_schedule_with_no_next_date_is_disabled_and_the_others_go_on(
     good = _create(actors, "bob", _workbook("/Users/bob/good.wbk", "* * * * *"))
     bad = _create(actors, "eve", _workbook("/Users/eve/bad.wbk", "0 6 * * *"))
     nullcron = _create(actors, "eve", _workbook("/Users/eve/null.wbk", "0 6 * * *"))
+    never = _create(actors, "eve", _workbook("/Users/eve/never.wbk", "0 6 * * *"))
     past = utcnow() - dt.timedelta(minutes=5)
-    # As stored before crons were checked when saved: a year field (F5).
+    # As stored before crons were checked when saved: a year field (F5), a
+    # date that never comes (F14), no cron at all.
     _set(actors, bad, cron="0 0 1 1 * 0 2027", next_fire_at=past)
+    _set(actors, never, cron="0 0 30 2 *", next_fire_at=past)
     _set(actors, nullcron, cron=None, next_fire_at=past)
     _set(actors, good, next_fire_at=past)
 
@@ -168,6 +172,9 @@ def test_a_schedule_with_no_next_date_is_disabled_and_the_others_go_on(
     _until(lambda: fired(good) and fired(bad), what="both schedules fired")
     _until(lambda: _config(actors, bad).next_fire_at is None, what="the bad one disabled")
     assert _config(actors, nullcron).next_fire_at is None
+    _until(lambda: _config(actors, never).next_fire_at is None, what="the never one disabled")
+    never_state = actors.call("eve", "GET", "/api/job-execution/Users/eve/never.wbk/schedule")
+    assert "no date within 5 years" in never_state.json()["reason"]
     assert _config(actors, good).next_fire_at > utcnow()
     # The bad one fired once, then stopped; the good one keeps firing.
     first = _runs(actors, good)[0].id
@@ -454,3 +461,24 @@ def test_the_store_clamps_a_keep_count_past_64_bits(actors: Actors) -> None:
     with actors.node.store.db.write() as conn:
         for count in (2**63, 2**64, 10**40, 0, -(2**70)):
             data_store.expire_beyond_keep_count(conn, keep, count, utcnow())
+
+
+def test_a_schedule_that_raises_is_skipped_and_the_others_fire(actors: Actors) -> None:
+    good = _create(actors, "bob", _workbook("/Users/bob/good.wbk", "0 6 * * *"))
+    bad = _create(actors, "eve", _workbook("/Users/eve/bad.wbk", "0 7 * * *"))
+    past = utcnow() - dt.timedelta(minutes=5)
+    _set(actors, bad, next_fire_at=past - dt.timedelta(minutes=1))  # fires first
+    _set(actors, good, next_fire_at=past)
+    later = utcnow() + dt.timedelta(hours=1)
+
+    def next_after(cron: str, _now: dt.datetime) -> dt.datetime:
+        if cron == "0 7 * * *":
+            raise RuntimeError("a schedule that cannot be computed")
+        return later
+
+    with actors.node.store.db.write() as conn:
+        created = fire_due_schedules(conn, utcnow(), next_after)
+    assert [r.id for r in _runs(actors, good)] == created
+    assert _runs(actors, bad) == []  # its savepoint rolled back, and it stays due
+    assert _config(actors, good).next_fire_at == later
+    assert _config(actors, bad).next_fire_at < utcnow()
