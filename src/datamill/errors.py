@@ -74,3 +74,13 @@ class StopTimeout(DatamillError):
     """The execution did not stop in time."""
 
     http_status = 409
+
+
+class TooManyRequests(DatamillError):
+    """Too many failed sign-ins; try again later."""
+
+    http_status = 429
+
+    def __init__(self, message: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -115,6 +115,33 @@ class Settings(BaseSettings):
     )
     demo: bool = Field(default=False, description="Set up the demo workspace (admin/admin).")
 
+    # --- one user cannot stop the server for others (docs/security.md) ---
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body accepted; beyond it the answer is 413.",
+    )
+    login_failures_per_name: int = Field(
+        default=10,
+        ge=1,
+        description="Failed logins one user name may have in a burst before a 429.",
+    )
+    login_failures_per_client: int = Field(
+        default=30,
+        ge=1,
+        description="Failed logins one client address may have in a burst before a 429.",
+    )
+    login_refill_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="After this many seconds one failed login of a name or address is forgiven.",
+    )
+    password_checks_at_once: int = Field(
+        default=2,
+        ge=1,
+        description="argon2 password verifications running at once; the rest wait their turn.",
+    )
+
     @functools.cached_property
     def resolved_home(self) -> Path:
         """The absolute home folder."""

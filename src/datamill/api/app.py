@@ -24,7 +24,7 @@ from datamill.api import (
 from datamill.api.fast_status import FastStatus
 from datamill.api.types import CurrentUser
 from datamill.api.wire import Clock, PrettyJSONResponse, failure
-from datamill.errors import DatamillError, NotAuthenticated
+from datamill.errors import DatamillError, NotAuthenticated, TooManyRequests
 from datamill.services.artifacts import ArtifactService
 from datamill.services.auth import Authenticator
 from datamill.services.jobs import JobService
@@ -80,7 +80,14 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     )
     app.state.jobs = jobs
     app.state.artifacts = ArtifactService(jobs)
-    authenticator = Authenticator(jobs.store)
+    authenticator = Authenticator(
+        jobs.store,
+        failures_per_name=settings.login_failures_per_name,
+        failures_per_client=settings.login_failures_per_client,
+        refill_seconds=settings.login_refill_seconds,
+        checks_at_once=settings.password_checks_at_once,
+    )
+    app.state.max_body_bytes = settings.max_body_bytes
     clock = Clock(settings.timezone)
     app.state.authenticator = authenticator
     app.state.clock = clock
@@ -124,6 +131,8 @@ def _install_error_mapping(app: FastAPI) -> None:
         headers = None
         if isinstance(error, NotAuthenticated):
             headers = {"WWW-Authenticate": 'Basic realm="datamill"'}
+        elif isinstance(error, TooManyRequests):
+            headers = {"Retry-After": str(error.retry_after)}
         return failure(error.http_status, error.message, headers)
 
     @app.exception_handler(RequestValidationError)

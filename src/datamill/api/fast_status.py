@@ -5,8 +5,11 @@ many times a second. Through FastAPI that request costs two thread-pool hops
 and six SQLAlchemy statements. `FastStatus` answers the common case itself:
 a numeric file id, Basic credentials that the Authenticator verified a
 moment ago, a job the caller may read, and a newest run that is not RUNNING.
-It reads everything in one SQL statement on a connection of its own, in the
-event loop (the read takes tens of microseconds on SQLite).
+It reads everything in one SQL statement on a connection of its own: in the
+event loop on SQLite (the read takes tens of microseconds, and a lock wait is
+cut short at 50 ms), in a worker thread on PostgreSQL, whose connection has a
+connect and a statement timeout; after a failure the fast path stands aside
+for a few seconds. So a stalled database never freezes the event loop.
 
 Everything else falls through to the FastAPI route, unchanged: the first
 login, wrong credentials, unknown or unreadable files, RUNNING runs (their
@@ -20,8 +23,11 @@ import contextlib
 import datetime as dt
 import re
 import threading
+import time
 from typing import Any
 
+import psycopg
+from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from datamill.api.security import basic_credentials
@@ -29,6 +35,7 @@ from datamill.api.wire import Clock, PrettyJSONResponse
 from datamill.domain.status import JobStatus
 from datamill.errors import NotAuthenticated
 from datamill.services.auth import Authenticator
+from datamill.services.wakeup import libpq_conninfo
 from datamill.store.db import Database
 
 # Doubled and trailing slashes are accepted as TolerantPaths accepts them.
@@ -36,6 +43,10 @@ _PATH = re.compile(r"/+api/+job-execution/+([0-9]{1,9})/+status/*")
 
 _CONTENT_TYPE = (b"content-type", b"application/json")
 _RENDERED_LIMIT = 10_000
+CONNECT_TIMEOUT_SECONDS = 2
+STATEMENT_TIMEOUT_MS = 2_000
+SQLITE_BUSY_MS = 50
+BACKOFF_SECONDS = 5.0
 
 # Readability follows services/permissions.has_access: ADMIN, owner, others
 # flag, or a readable group of the caller. The newest run is the highest id.
@@ -120,6 +131,8 @@ class FastStatus:
         self._connection: Any = None
         self._rendered: dict[tuple[Any, ...], bytes] = {}
         self._lock = threading.Lock()
+        # After a database failure the route answers until then (monotonic).
+        self._resume_at = 0.0
         # How many requests this path answered itself (tests look at it).
         self.answered = 0
 
@@ -130,7 +143,13 @@ class FastStatus:
         match = _PATH.fullmatch(scope["path"])
         if match is None:
             return False
-        body = self._answer(scope, int(match.group(1)))
+        if time.monotonic() < self._resume_at:
+            return False
+        if self._db.is_sqlite:
+            body = self._answer(scope, int(match.group(1)))
+        else:
+            # A network round trip that may stall: never on the event loop.
+            body = await run_in_threadpool(self._answer, scope, int(match.group(1)))
         if body is None:
             return False
         self.answered += 1
@@ -190,20 +209,30 @@ class FastStatus:
                 cursor.close()
             return tuple(row) if row is not None else None
         except Exception:
-            # The ordinary route reports database trouble properly; start afresh.
+            # The ordinary route reports database trouble properly; start afresh
+            # once the database has had a moment.
             self._close()
+            self._resume_at = time.monotonic() + BACKOFF_SECONDS
             return None
         finally:
             self._lock.release()
 
     def _connect(self) -> Any:
+        if not self._db.is_sqlite:
+            # Its own connection with timeouts, not the pool's (which has none);
+            # autocommit: each read sees the newest commit, no transaction stays open.
+            return psycopg.connect(
+                libpq_conninfo(self._db.url),
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            )
         pooled = self._db.engine.raw_connection()
         connection = pooled.driver_connection
         # Kept for good rather than returned to the pool after each request.
         pooled.detach()
-        if not self._db.is_sqlite:
-            # Each read sees the newest commit and no transaction stays open.
-            connection.autocommit = True  # type: ignore[union-attr]
+        # Readers do not wait in WAL mode; should one have to, the route waits instead.
+        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")  # type: ignore[union-attr]
         return connection
 
     def _close(self) -> None:

@@ -10,8 +10,14 @@ from starlette.responses import Response
 
 from datamill.api.bodies import lenient_json_body
 from datamill.api.fast_status import status_body
-from datamill.api.types import CurrentUser, EntityId
+from datamill.api.types import MAX_ID, CurrentUser, EntityId
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis
+from datamill.domain.definitions import (
+    MAX_REFERENCE_LENGTH,
+    MAX_VALUE_LENGTH,
+    MAX_VARIABLES,
+    check_whole_number,
+)
 from datamill.domain.estimate import format_duration
 from datamill.domain.status import JobStatus
 from datamill.errors import InvalidInput
@@ -19,8 +25,14 @@ from datamill.services import plans
 from datamill.services.jobs import JobService
 from datamill.services.permissions import Access, Capability, has_access, require_capability
 from datamill.store import executions as ex
+from datamill.store.triggers import schedule_state
 
 router = APIRouter()
+
+# Bounds on a sequential-trigger body (docs/security.md); the variable bounds
+# are those of a workbook definition.
+MAX_PLAN_FILES = 10_000
+MAX_VARIABLE_NAME_LENGTH = 128
 
 
 def _service(request: Request) -> JobService:
@@ -92,6 +104,31 @@ def job_status(reference: str, request: Request, user: CurrentUser) -> Response:
     )
 
 
+@router.get("/api/job-execution/{reference:path}/schedule")
+def job_schedule(reference: str, request: Request, user: CurrentUser) -> Response:
+    """How a job runs by itself: its mode, cron, next run, and why a schedule is disabled.
+
+    Datamill's own route (Datameer has none): a schedule whose cron has no
+    further date is disabled by the scheduler, and this says so.
+    """
+    service = _service(request)
+    with service.store.db.read() as conn:
+        entry, config = service.resolve_job(conn, reference, user, Access.READ)
+        state = schedule_state(conn, config.id)
+    body: dict[str, Any] = {
+        "status": "success",
+        "file-id": entry.id,
+        "mode": state.mode,
+        "cron": state.cron,
+        "next-run": _clock(request).datameer(state.next_fire_at),
+        "enabled": state.mode == "SCHEDULED" and state.next_fire_at is not None,
+    }
+    reason = state.disabled_reason
+    if reason is not None:
+        body["reason"] = reason
+    return PrettyJSONResponse(body)
+
+
 @router.post("/api/job-execution/{reference:path}/trigger")
 def trigger(reference: str, request: Request, user: CurrentUser) -> Response:
     """Queue a run of a job file."""
@@ -137,7 +174,8 @@ def job_history(
     config_id: EntityId,
     request: Request,
     user: CurrentUser,
-    start: Annotated[int, Query(ge=0)] = 0,
+    # An offset past any table's size, but one the database can still bind.
+    start: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     length: Annotated[int, Query(ge=0, le=10000)] = 10,
 ) -> Response:
     """A page of a configuration's executions, newest first."""
@@ -211,15 +249,31 @@ def _plan_request(body: Any) -> tuple[list[str], dict[str, Any]]:
     file_ids = body.get("fileIds")
     if not isinstance(file_ids, list):
         raise InvalidInput("fileIds must be an array of file ids, uuids or paths")
+    if len(file_ids) > MAX_PLAN_FILES:
+        raise InvalidInput(f"fileIds: at most {MAX_PLAN_FILES} files in one plan")
     references = []
     for index, item in enumerate(file_ids):
         if isinstance(item, bool) or not isinstance(item, (int, str)) or item == "":
             raise InvalidInput(f"fileIds[{index}] must be a file id, uuid or path")
+        if len(str(item)) > MAX_REFERENCE_LENGTH:
+            raise InvalidInput(f"fileIds[{index}] is longer than {MAX_REFERENCE_LENGTH} characters")
         references.append(str(item))
     variables = body.get("variables") or {}
     if not isinstance(variables, dict):
         raise InvalidInput("variables must be an object of name: value")
+    if len(variables) > MAX_VARIABLES:
+        raise InvalidInput(f"variables: at most {MAX_VARIABLES}")
     for name, value in variables.items():
+        if len(name) > MAX_VARIABLE_NAME_LENGTH:
+            raise InvalidInput(
+                f"variables: a name is longer than {MAX_VARIABLE_NAME_LENGTH} characters"
+            )
         if isinstance(value, (dict, list)):
             raise InvalidInput(f"variables.{name} must be a single value")
+        if isinstance(value, str) and len(value) > MAX_VALUE_LENGTH:
+            raise InvalidInput(f"variables.{name} is longer than {MAX_VALUE_LENGTH} characters")
+        try:
+            check_whole_number(value)
+        except ValueError as error:
+            raise InvalidInput(f"variables.{name}: {error}") from None
     return references, variables

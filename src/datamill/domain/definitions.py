@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from datamill.domain.schedule import is_valid_cron
+from datamill.domain.schedule import MAX_CRON_LENGTH, cron_problem
 from datamill.domain.status import JobKind
 
 DEFINITION_VERSION = 1
@@ -27,6 +27,33 @@ ColumnType = Literal[
 ]
 VariableType = Literal["VARCHAR", "BIGINT", "DOUBLE", "BOOLEAN", "DATE", "TIMESTAMP"]
 
+# Bounds on everything a user writes into a definition (docs/jobs.md, "Limits
+# of a definition"). Generous, but finite: a value past them could otherwise
+# overflow the database (minKeepCount beyond 2**63 broke housekeeping for
+# every job) or make one definition cost everyone time and memory.
+MAX_KEEP_COUNT = 1_000_000
+MAX_DESCRIPTION_LENGTH = 10_000
+MAX_PATH_LENGTH = 4_096
+MAX_URL_LENGTH = 4_096
+MAX_REFERENCE_LENGTH = 4_096
+MAX_SQL_LENGTH = 200_000
+MAX_SHEETS = 500
+MAX_COLUMNS = 5_000
+MAX_VARIABLES = 500
+MAX_VALUE_LENGTH = 10_000
+MIN_BIGINT = -(2**63)
+MAX_BIGINT = 2**63 - 1
+
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_LENGTH)]
+# A variable's default, and a value a trigger gives it.
+VariableValue = (
+    Annotated[str, Field(max_length=MAX_VALUE_LENGTH)]
+    | Annotated[int, Field(ge=MIN_BIGINT, le=MAX_BIGINT)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+    | None
+)
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -39,8 +66,8 @@ class CsvSource(_Model):
     """Delimited text files: one path or a glob."""
 
     kind: Literal["csv"] = "csv"
-    location: str | None = Field(default=None, min_length=1, max_length=4096)
-    path: str = Field(min_length=1, max_length=4096)
+    location: str | None = Field(default=None, min_length=1, max_length=MAX_REFERENCE_LENGTH)
+    path: str = Field(min_length=1, max_length=MAX_PATH_LENGTH)
     header: bool = True
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     quote: str = Field(default='"', min_length=1, max_length=1)
@@ -51,26 +78,26 @@ class JsonLinesSource(_Model):
     """Newline-delimited JSON objects: one path or a glob."""
 
     kind: Literal["jsonl"] = "jsonl"
-    location: str | None = Field(default=None, min_length=1, max_length=4096)
-    path: str = Field(min_length=1, max_length=4096)
+    location: str | None = Field(default=None, min_length=1, max_length=MAX_REFERENCE_LENGTH)
+    path: str = Field(min_length=1, max_length=MAX_PATH_LENGTH)
 
 
 class ParquetSource(_Model):
     """Parquet files: one path or a glob."""
 
     kind: Literal["parquet"] = "parquet"
-    location: str | None = Field(default=None, min_length=1, max_length=4096)
-    path: str = Field(min_length=1, max_length=4096)
+    location: str | None = Field(default=None, min_length=1, max_length=MAX_REFERENCE_LENGTH)
+    path: str = Field(min_length=1, max_length=MAX_PATH_LENGTH)
 
 
 class DatabaseSource(_Model):
     """A table or a query of a database: a connection entry, or a URL the operator allows."""
 
     kind: Literal["database"] = "database"
-    connection: str | None = Field(default=None, min_length=1, max_length=4096)
-    url: str | None = Field(default=None, min_length=1, max_length=4096)
+    connection: str | None = Field(default=None, min_length=1, max_length=MAX_REFERENCE_LENGTH)
+    url: str | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
     table: str | None = None
-    query: str | None = None
+    query: str | None = Field(default=None, max_length=MAX_SQL_LENGTH)
 
     @model_validator(mode="after")
     def _table_or_query(self) -> DatabaseSource:
@@ -102,11 +129,11 @@ class ImportJobDefinition(_Model):
 
     version: Literal[1] = 1
     kind: Literal["import"] = "import"
-    description: str = ""
+    description: Description = ""
     source: Source
-    columns: list[Column] | None = Field(default=None, alias="schema")
+    columns: list[Column] | None = Field(default=None, alias="schema", max_length=MAX_COLUMNS)
     error_mode: Literal["DROP_RECORD", "FAIL"] = Field(default="DROP_RECORD", alias="errorMode")
-    min_keep_count: int = Field(default=1, ge=1, alias="minKeepCount")
+    min_keep_count: int = Field(default=1, ge=1, le=MAX_KEEP_COUNT, alias="minKeepCount")
 
     @field_validator("columns")
     @classmethod
@@ -124,9 +151,9 @@ class ImportJobDefinition(_Model):
 class DataSheetSource(_Model):
     """Where a data sheet reads from: an import job, or a kept sheet of a workbook."""
 
-    import_job: str | None = Field(default=None, alias="importJob")
-    workbook: str | None = None
-    sheet: str | None = None
+    import_job: str | None = Field(default=None, alias="importJob", max_length=MAX_REFERENCE_LENGTH)
+    workbook: str | None = Field(default=None, max_length=MAX_REFERENCE_LENGTH)
+    sheet: str | None = Field(default=None, max_length=MAX_REFERENCE_LENGTH)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSheetSource:
@@ -158,7 +185,7 @@ class SqlSheet(_Model):
 
     kind: Literal["sql"] = "sql"
     name: str = Field(pattern=NAME_PATTERN)
-    sql: str = Field(min_length=1)
+    sql: str = Field(min_length=1, max_length=MAX_SQL_LENGTH)
     keep: bool = False
 
 
@@ -169,14 +196,19 @@ class Variable(_Model):
     """A workbook variable, referenced as ${name} in SQL sheets."""
 
     type: VariableType = "VARCHAR"
-    default: str | int | float | bool | None = None
+    default: VariableValue = None
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _whole_numbers_fit(cls, value: Any) -> Any:
+        return check_whole_number(value)
 
 
 class Triggering(_Model):
     """When a workbook runs by itself."""
 
     mode: Literal["MANUAL", "DATA_DRIVEN", "SCHEDULED"] = "MANUAL"
-    cron: str | None = None
+    cron: str | None = Field(default=None, max_length=MAX_CRON_LENGTH)
 
     @model_validator(mode="after")
     def _cron_for_schedule(self) -> Triggering:
@@ -184,8 +216,9 @@ class Triggering(_Model):
             raise ValueError("a SCHEDULED workbook needs a 'cron' expression")
         if self.mode != "SCHEDULED" and self.cron:
             raise ValueError("'cron' is only for mode SCHEDULED")
-        if self.cron and not is_valid_cron(self.cron):
-            raise ValueError(f"cron: {self.cron!r} is not a valid cron expression")
+        problem = cron_problem(self.cron) if self.cron else None
+        if problem is not None:
+            raise ValueError(f"cron: {problem}")
         return self
 
 
@@ -194,11 +227,11 @@ class WorkbookDefinition(_Model):
 
     version: Literal[1] = 1
     kind: Literal["workbook"] = "workbook"
-    description: str = ""
+    description: Description = ""
     triggering: Triggering = Triggering()
-    variables: dict[str, Variable] = {}
-    sheets: list[Sheet] = Field(min_length=1)
-    min_keep_count: int = Field(default=1, ge=1, alias="minKeepCount")
+    variables: dict[str, Variable] = Field(default={}, max_length=MAX_VARIABLES)
+    sheets: list[Sheet] = Field(min_length=1, max_length=MAX_SHEETS)
+    min_keep_count: int = Field(default=1, ge=1, le=MAX_KEEP_COUNT, alias="minKeepCount")
 
     @field_validator("variables")
     @classmethod
@@ -227,8 +260,8 @@ class FileSink(_Model):
     """A file written whole: CSV, Parquet or JSON lines."""
 
     kind: Literal["csv", "parquet", "jsonl"]
-    location: str | None = Field(default=None, min_length=1, max_length=4096)
-    path: str = Field(min_length=1, max_length=4096)
+    location: str | None = Field(default=None, min_length=1, max_length=MAX_REFERENCE_LENGTH)
+    path: str = Field(min_length=1, max_length=MAX_PATH_LENGTH)
     header: bool = True
     delimiter: str = Field(default=",", min_length=1, max_length=1)
 
@@ -237,8 +270,8 @@ class DatabaseSink(_Model):
     """A database table: a connection entry, or a URL the operator allows."""
 
     kind: Literal["database"] = "database"
-    connection: str | None = Field(default=None, min_length=1, max_length=4096)
-    url: str | None = Field(default=None, min_length=1, max_length=4096)
+    connection: str | None = Field(default=None, min_length=1, max_length=MAX_REFERENCE_LENGTH)
+    url: str | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
     table: str = Field(pattern=NAME_PATTERN)
     mode: Literal["replace", "append"] = "replace"
 
@@ -256,7 +289,7 @@ class ExportJobDefinition(_Model):
 
     version: Literal[1] = 1
     kind: Literal["export"] = "export"
-    description: str = ""
+    description: Description = ""
     source: DataSheetSource
     sink: Sink
 
@@ -287,6 +320,17 @@ def upstream_references(definition: JobDefinition) -> list[str]:
     if isinstance(definition, ExportJobDefinition):
         return [definition.source.reference]
     return []
+
+
+def check_whole_number(value: Any) -> Any:
+    """Refuse a whole number past 64 bits, before pydantic turns it into a float."""
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not MIN_BIGINT <= value <= MAX_BIGINT
+    ):
+        raise ValueError("a whole number must lie within -2**63 .. 2**63-1")
+    return value
 
 
 def _require_unique(names: list[str], what: str) -> None:

@@ -8,12 +8,14 @@ import hmac
 import secrets
 import threading
 import time
+from typing import NoReturn
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from datamill.domain.records import User
-from datamill.errors import NotAuthenticated
+from datamill.errors import NotAuthenticated, TooManyRequests
+from datamill.services.login_limits import FailureBuckets, VerificationGate
 from datamill.store.store import Store
 
 _HASHER = PasswordHasher()
@@ -37,25 +39,46 @@ class Authenticator:
     stall together on a fresh argon2 check once a minute.
     """
 
-    def __init__(self, store: Store, ttl_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ttl_seconds: float = 60.0,
+        *,
+        failures_per_name: int = 10,
+        failures_per_client: int = 30,
+        refill_seconds: float = 1.0,
+        checks_at_once: int = 2,
+    ) -> None:
         self._store = store
         self._ttl = ttl_seconds
         self._key = secrets.token_bytes(32)
         self._cache: dict[str, tuple[bytes, str, float]] = {}
         self._verifying: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+        self._by_name = FailureBuckets(failures_per_name, 1.0 / refill_seconds)
+        self._by_client = FailureBuckets(failures_per_client, 1.0 / refill_seconds)
+        # A few checks may queue behind the running ones; more are refused at
+        # once, so waiting sign-ins never hold most of the request threads.
+        self._gate = VerificationGate(checks_at_once, waiting=4 * checks_at_once)
 
-    def authenticate(self, name: str, password: str) -> User:
-        """The user if the credentials are right, else NotAuthenticated."""
+    def authenticate(self, name: str, password: str, client: str | None = None) -> User:
+        """The user if the credentials are right, else NotAuthenticated (or TooManyRequests).
+
+        `client` is the caller's address; failed sign-ins are limited per user
+        name and per address. A password verified a moment ago is accepted
+        from the cache even while its name is limited, so an attacker who
+        guesses at a name cannot lock its owner's running scripts out.
+        """
         with self._store.db.read() as conn:
             user = self._store.users.get(conn, name)
+        mac = self._mac(password)
+        if user is not None and self._cached(name, mac, user.password_hash):
+            return user
+        self._refuse_if_limited(name, client)
         if user is None:
             # Spend the same time as a real check so timing does not reveal user names.
-            _verify(_dummy_hash(), password)
-            raise NotAuthenticated("wrong user name or password")
-        mac = self._mac(password)
-        if self._cached(name, mac, user.password_hash):
-            return user
+            self._gate.run(lambda: _verify(_dummy_hash(), password))
+            self._failed(name, client)
         # One verification per user at a time: when a cached login expires under
         # load, the other requests wait for its result instead of all running
         # argon2 at once.
@@ -64,11 +87,26 @@ class Authenticator:
         with user_lock:
             if self._cached(name, mac, user.password_hash):
                 return user
-            if not _verify(user.password_hash, password):
-                raise NotAuthenticated("wrong user name or password")
+            if not self._gate.run(lambda: _verify(user.password_hash, password)):
+                self._failed(name, client)
             with self._lock:
                 self._cache[name] = (mac, user.password_hash, time.monotonic() + self._ttl)
         return user
+
+    def _refuse_if_limited(self, name: str, client: str | None) -> None:
+        wait = self._by_name.retry_after(name)
+        if client is not None:
+            wait = max(wait, self._by_client.retry_after(client))
+        if wait:
+            raise TooManyRequests(
+                f"too many failed sign-ins; try again in {wait} s", retry_after=wait
+            )
+
+    def _failed(self, name: str, client: str | None) -> NoReturn:
+        self._by_name.fail(name)
+        if client is not None:
+            self._by_client.fail(client)
+        raise NotAuthenticated("wrong user name or password")
 
     def recently_verified(self, name: str, password: str, password_hash: str) -> bool:
         """Whether this password was verified against this very hash within the TTL.

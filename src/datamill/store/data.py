@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from datamill.domain.definitions import MAX_KEEP_COUNT
 from datamill.domain.records import DataResult
 from datamill.domain.status import ACTIVE_STATUSES
 from datamill.store import tables as t
@@ -103,7 +104,13 @@ def forget_location(conn: Connection, data_id: int) -> None:
 
 
 def expire_beyond_keep_count(conn: Connection, config_id: int, keep: int, now: dt.datetime) -> int:
-    """Mark all but the newest `keep` visible results of a configuration; returns how many."""
+    """Mark all but the newest `keep` visible results of a configuration; returns how many.
+
+    `keep` is clamped to 1..MAX_KEEP_COUNT, so no stored value can break the query.
+    """
+    # A LIMIT beyond a signed 64-bit integer overflows the database driver;
+    # a definition stored before the bound existed may still hold one.
+    keep = min(max(keep, 1), MAX_KEEP_COUNT)
     keep_ids = (
         sa.select(D.c.id)
         .where(D.c.job_configuration_id == config_id, D.c.deleted.is_(False))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from datamill.domain.schedule import cron_problem
 from datamill.domain.status import ACTIVE_STATUSES, JobStatus, TriggerType
 from datamill.store import tables as t
 from datamill.store.executions import create_execution
@@ -16,6 +20,8 @@ from datamill.store.plans import add_dependencies, lock_configurations
 C = t.job_configurations
 E = t.executions
 DEPS = t.job_dependencies
+
+log = logging.getLogger(__name__)
 
 
 def replace_dependencies(conn: Connection, edges: dict[int, list[int]]) -> None:
@@ -111,13 +117,18 @@ def fire_data_driven(
 def fire_due_schedules(
     conn: Connection,
     now: dt.datetime,
-    next_after: Callable[[str, dt.datetime], dt.datetime],
+    next_after: Callable[[str, dt.datetime], dt.datetime | None],
 ) -> list[int]:
     """Queue every SCHEDULED job whose slot has come; returns the new execution ids.
 
     However many slots passed while nothing ran (downtime), a job runs once
     and its next slot is counted from now. On PostgreSQL the rows are locked
     with SKIP LOCKED, so two schedulers never fire the same slot.
+
+    Each schedule fails alone: one whose cron has no next slot fires this
+    once and is then disabled (no next slot; `schedule_state` says why), and
+    one that raises is logged, rolled back to its savepoint and skipped, so
+    it can never stop the other schedules or the rest of the heartbeat.
     """
     query = (
         sa.select(C.c.id, C.c.file_id, C.c.cron, t.files.c.owner)
@@ -129,12 +140,57 @@ def fire_due_schedules(
         query = query.with_for_update(skip_locked=True, of=C)
     created = []
     for row in conn.execute(query).all():
-        if not _already_waiting(conn, row.id, TriggerType.SCHEDULER):
-            created.append(create_execution(conn, row, TriggerType.SCHEDULER, row.owner))
-        conn.execute(
-            sa.update(C).where(C.c.id == row.id).values(next_fire_at=next_after(row.cron, now))
-        )
+        try:
+            with conn.begin_nested():
+                fired = _fire_one(conn, row, now, next_after)
+        except Exception:
+            log.exception("schedule of configuration %d failed; skipped this time", row.id)
+            continue
+        if fired is not None:
+            created.append(fired)
     return created
+
+
+def _fire_one(
+    conn: Connection,
+    row: Any,
+    now: dt.datetime,
+    next_after: Callable[[str, dt.datetime], dt.datetime | None],
+) -> int | None:
+    fired = None
+    if not _already_waiting(conn, row.id, TriggerType.SCHEDULER):
+        fired = create_execution(conn, row, TriggerType.SCHEDULER, row.owner)
+    following = next_after(row.cron or "", now)
+    if following is None:
+        log.warning("schedule of configuration %d disabled: %r has no next date", row.id, row.cron)
+    conn.execute(sa.update(C).where(C.c.id == row.id).values(next_fire_at=following))
+    return fired
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """How a configuration runs by itself, and when it runs next."""
+
+    mode: str
+    cron: str | None
+    next_fire_at: dt.datetime | None
+
+    @property
+    def disabled_reason(self) -> str | None:
+        """Why a SCHEDULED job no longer fires, or None when it does (or is not SCHEDULED)."""
+        if self.mode != "SCHEDULED" or self.next_fire_at is not None:
+            return None
+        cron = self.cron or ""
+        problem = cron_problem(cron)
+        return "the schedule is disabled: " + (problem or f"{cron!r} has no further date")
+
+
+def schedule_state(conn: Connection, config_id: int) -> ScheduleState:
+    """The schedule of one configuration."""
+    row = conn.execute(
+        sa.select(C.c.trigger_mode, C.c.cron, C.c.next_fire_at).where(C.c.id == config_id)
+    ).one()
+    return ScheduleState(row.trigger_mode, row.cron, row.next_fire_at)
 
 
 def set_next_fire(conn: Connection, config_id: int, when: dt.datetime | None) -> None:

@@ -9,7 +9,8 @@ import shutil
 import time
 from pathlib import Path
 
-from datamill.domain.definitions import definition_model
+from datamill.domain.records import JobConfiguration
+from datamill.domain.status import JobKind
 from datamill.store import data as data_store
 from datamill.store.db import utcnow
 from datamill.store.history import drop_history_before
@@ -19,16 +20,37 @@ log = logging.getLogger(__name__)
 
 
 def expire_old_results(store: Store) -> int:
-    """Mark results beyond each job's minKeepCount for deletion; returns how many."""
+    """Mark results beyond each job's minKeepCount for deletion; returns how many.
+
+    Each job is done alone in a savepoint: a definition stored before its
+    bounds were checked (a huge minKeepCount, say) is logged and skipped, and
+    never stops the expiry of the other jobs.
+    """
     expired = 0
     with store.db.write() as conn:
         now = utcnow()
         for config in store.jobs.list_all(conn):
-            definition = definition_model(config.kind).model_validate(config.definition)
-            keep = getattr(definition, "min_keep_count", None)
-            if keep is not None:
-                expired += data_store.expire_beyond_keep_count(conn, config.id, keep, now)
+            try:
+                keep = keep_count(config)
+                if keep is None:
+                    continue
+                with conn.begin_nested():
+                    expired += data_store.expire_beyond_keep_count(conn, config.id, keep, now)
+            except Exception:
+                log.exception("expiring the results of configuration %d failed", config.id)
     return expired
+
+
+def keep_count(config: JobConfiguration) -> int | None:
+    """The stored minKeepCount of a job, or None for kinds without one."""
+    if config.kind is JobKind.EXPORT:
+        return None
+    # Read raw rather than through the model: a definition stored before a
+    # bound was added would no longer validate, and must still expire.
+    raw = config.definition.get("minKeepCount", 1)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ValueError(f"minKeepCount {raw!r} is not a whole number")
+    return raw
 
 
 def remove_deleted_files(store: Store) -> list[int]:

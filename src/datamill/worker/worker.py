@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
@@ -114,14 +115,24 @@ class Worker:
     # ------------------------------------------------------------ threads
 
     def housekeep(self) -> None:
-        """Expire old results, remove deleted data files and stale staging folders."""
-        expire_old_results(self.store)
-        remove_deleted_files(self.store)
+        """Expire old results, remove deleted data files and stale staging folders.
+
+        Each task runs alone: one that fails is logged and the others still run.
+        """
+        self._alone("expiring old results", lambda: expire_old_results(self.store))
+        self._alone("removing deleted data", lambda: remove_deleted_files(self.store))
+        self._alone("removing stale staging folders", self._remove_stale_staging)
+        self._alone(
+            "removing orphaned data folders", lambda: remove_orphaned_data_folders(self.store)
+        )
+        self._alone(
+            "dropping old history", lambda: drop_old_history(self.store, self.settings.history_days)
+        )
+
+    def _remove_stale_staging(self) -> None:
         with self.store.db.read() as conn:
             running = {e.id for e in active_executions(conn)}
         remove_stale_staging(self.settings.staging_root, running)
-        remove_orphaned_data_folders(self.store)
-        drop_old_history(self.store, self.settings.history_days)
 
     def fire_schedules(self) -> list[int]:
         """Queue the scheduled jobs whose time has come."""
@@ -140,24 +151,33 @@ class Worker:
         beats = 0
         next_housekeeping = time.monotonic()
         while not self._closing.is_set():
-            try:
-                running = self.store.queue.heartbeat(self.id)
-                with self._lock:
-                    self._stop_ids |= {i for i, stop in running.items() if stop}
-                    stranded = set(running) - self._running
-                self._hand_back_stranded(stranded)
-                self.fire_schedules()
-                beats += 1
-                if beats % 5 == 0:
-                    self.reconcile()
-                if time.monotonic() >= next_housekeeping:
-                    next_housekeeping = time.monotonic() + self.settings.housekeeping_seconds
-                    self.housekeep()
-            except Exception:
-                log.exception("heartbeat or housekeeping failed; retrying")
+            # Each periodic task fails alone: a schedule or a housekeeping task
+            # that raises must not stop the heartbeat or lost-worker detection.
+            self._alone("heartbeat", self._beat)
+            self._alone("firing schedules", self.fire_schedules)
+            beats += 1
+            if beats % 5 == 0:
+                self._alone("reconciliation", self.reconcile)
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + self.settings.housekeeping_seconds
+                self.housekeep()
             # A stop request wakes us early so it takes effect at once.
             if self.wakeup.stop_requested.wait(self.settings.heartbeat_seconds):
                 self.wakeup.stop_requested.clear()
+
+    def _beat(self) -> None:
+        running = self.store.queue.heartbeat(self.id)
+        with self._lock:
+            self._stop_ids |= {i for i, stop in running.items() if stop}
+            stranded = set(running) - self._running
+        self._hand_back_stranded(stranded)
+
+    @staticmethod
+    def _alone(what: str, task: Callable[[], object]) -> None:
+        try:
+            task()
+        except Exception:
+            log.exception("%s failed; the other periodic tasks go on", what)
 
     def _slot_loop(self) -> None:
         horse: Horse | None = None
