@@ -32,6 +32,32 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
+# ---------------------------------------------------------------- run limits
+
+
+class RunLimits(_Model):
+    """Per-job bounds on one run; unset members take the operator's defaults.
+
+    Saving a job refuses values above the operator's maximum
+    (`exceeding`); a run is held to the smaller of the two either way.
+    """
+
+    time_seconds: int | None = Field(default=None, ge=1, alias="timeSeconds")
+    output_bytes: int | None = Field(default=None, ge=1, alias="outputBytes")
+
+    def exceeding(self, maxima: RunLimits) -> list[str]:
+        """What goes beyond `maxima`, one message per member."""
+        problems = []
+        for name, alias, unit in (
+            ("time_seconds", "timeSeconds", "seconds"),
+            ("output_bytes", "outputBytes", "bytes"),
+        ):
+            value, most = getattr(self, name), getattr(maxima, name)
+            if value is not None and most is not None and value > most:
+                problems.append(f"limits.{alias}: at most {most} {unit} (the operator's maximum)")
+        return problems
+
+
 # ---------------------------------------------------------------- sources
 
 
@@ -97,6 +123,7 @@ class ImportJobDefinition(_Model):
     columns: list[Column] | None = Field(default=None, alias="schema")
     error_mode: Literal["DROP_RECORD", "FAIL"] = Field(default="DROP_RECORD", alias="errorMode")
     min_keep_count: int = Field(default=1, ge=1, alias="minKeepCount")
+    limits: RunLimits | None = None
 
     @field_validator("columns")
     @classmethod
@@ -189,6 +216,7 @@ class WorkbookDefinition(_Model):
     variables: dict[str, Variable] = {}
     sheets: list[Sheet] = Field(min_length=1)
     min_keep_count: int = Field(default=1, ge=1, alias="minKeepCount")
+    limits: RunLimits | None = None
 
     @field_validator("variables")
     @classmethod
@@ -242,6 +270,7 @@ class ExportJobDefinition(_Model):
     description: str = ""
     source: DataSheetSource
     sink: Sink
+    limits: RunLimits | None = None
 
 
 JobDefinition = ImportJobDefinition | WorkbookDefinition | ExportJobDefinition
