@@ -266,6 +266,9 @@ class Worker:
         if outcome is None:  # handed back during shutdown
             shutil.rmtree(staging, ignore_errors=True)
             return None
+        if not outcome.status.is_success:
+            # Gone before the run shows as ended: a failed run leaves no output behind.
+            shutil.rmtree(staging, ignore_errors=True)
         self._finish(execution, outcome)
         if os.path.lexists(staging):  # published runs' staging folders moved away
             shutil.rmtree(staging, ignore_errors=True)
