@@ -36,14 +36,23 @@ class _Model(BaseModel):
 
 
 class RunLimits(_Model):
-    """Per-job bounds on one run; unset members take the operator's defaults.
+    """Bounds on each run of this job; unset members take the operator's defaults.
 
-    Saving a job refuses values above the operator's maximum
-    (`exceeding`); a run is held to the smaller of the two either way.
+    Neither may exceed the operator's maximum (refused when the job is saved).
     """
 
-    time_seconds: int | None = Field(default=None, ge=1, alias="timeSeconds")
-    output_bytes: int | None = Field(default=None, ge=1, alias="outputBytes")
+    time_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        alias="timeSeconds",
+        description="Seconds one run may take once started; past them it ends in ERROR.",
+    )
+    output_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        alias="outputBytes",
+        description="Bytes one run may stage as output; over them it ends in ERROR, unpublished.",
+    )
 
     def exceeding(self, maxima: RunLimits) -> list[str]:
         """What goes beyond `maxima`, one message per member."""
