@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.services import locations
+from datamill.domain.definitions import RunLimits
 from datamill.services.auth import hash_password
 from datamill.services.jobs import JobService
 from datamill.services.wakeup import Wakeup
@@ -40,11 +41,19 @@ def open_node(settings: Settings) -> Node:
         settings.resolved_database_url,
         str(settings.resolved_data_root),
         max_running=settings.max_running,
+        fair_shares=settings.fair_slot_shares,
     )
     store.migrate()
     wakeup = Wakeup()
     jobs = JobService(
-        store, wakeup, stop_wait_seconds=settings.stop_wait_seconds, timezone=settings.timezone
+        store,
+        wakeup,
+        stop_wait_seconds=settings.stop_wait_seconds,
+        timezone=settings.timezone,
+        limit_maxima=RunLimits(
+            time_seconds=settings.run_time_limit_max_seconds,
+            output_bytes=settings.run_output_limit_max_bytes,
+        ),
     )
     install_locations(store, settings)
     return Node(settings, store, wakeup, jobs)

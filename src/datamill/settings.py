@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -110,6 +110,50 @@ class Settings(BaseSettings):
     history_days: float = Field(
         default=28.0, gt=0, description="Ended executions older than this are dropped."
     )
+    # Run limits and slot shares: one user cannot hold the workers for others
+    # (docs/security.md, "Run limits and slot shares").
+    run_time_limit_seconds: int = Field(
+        default=6 * 3600,
+        ge=1,
+        description=(
+            "How long one run may take, from the moment its worker starts it; a run over"
+            " its limit is killed and ends in ERROR. A job may set its own"
+            " (`limits.timeSeconds`), up to run_time_limit_max_seconds."
+        ),
+    )
+    run_time_limit_max_seconds: int = Field(
+        default=24 * 3600,
+        ge=1,
+        description=(
+            "The most a job may set as its own time limit; saving a job above it is"
+            " refused, and runs of jobs saved before it was lowered are held to it."
+        ),
+    )
+    run_output_limit_bytes: int = Field(
+        default=10 * 1024**3,
+        ge=1,
+        description=(
+            "How many bytes one run may stage as its output (data results, export files),"
+            " watched while it runs and checked before publishing; over it, the run ends in"
+            " ERROR and nothing is published. A job may set its own (`limits.outputBytes`),"
+            " up to run_output_limit_max_bytes. Engine spill files do not count."
+        ),
+    )
+    run_output_limit_max_bytes: int = Field(
+        default=100 * 1024**3,
+        ge=1,
+        description="The most a job may set as its own output limit (as for the time limit).",
+    )
+    fair_slot_shares: bool = Field(
+        default=True,
+        description=(
+            "While runs of several users wait, a free worker slot goes to the waiting user"
+            " who holds the fewest running slots (oldest run first among equals), so each"
+            " gets an equal share; a user alone may use every slot. A run counts for the"
+            " user who triggered it (scheduled and data-driven runs: the job's owner)."
+            " False: strictly oldest run first."
+        ),
+    )
     admin_password: str | None = Field(
         default=None, description="Password of the first admin; generated and printed if unset."
     )
@@ -141,6 +185,14 @@ class Settings(BaseSettings):
         ge=1,
         description="argon2 password verifications running at once; the rest wait their turn.",
     )
+
+    @model_validator(mode="after")
+    def _defaults_within_maxima(self) -> Settings:
+        if self.run_time_limit_seconds > self.run_time_limit_max_seconds:
+            raise ValueError("run_time_limit_seconds is above run_time_limit_max_seconds")
+        if self.run_output_limit_bytes > self.run_output_limit_max_bytes:
+            raise ValueError("run_output_limit_bytes is above run_output_limit_max_bytes")
+        return self
 
     @functools.cached_property
     def resolved_home(self) -> Path:

@@ -59,6 +59,41 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
+# ---------------------------------------------------------------- run limits
+
+
+class RunLimits(_Model):
+    """Bounds on each run of this job; unset members take the operator's defaults.
+
+    Neither may exceed the operator's maximum (refused when the job is saved).
+    """
+
+    time_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        alias="timeSeconds",
+        description="Seconds one run may take once started; past them it ends in ERROR.",
+    )
+    output_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        alias="outputBytes",
+        description="Bytes one run may stage as output; over them it ends in ERROR, unpublished.",
+    )
+
+    def exceeding(self, maxima: RunLimits) -> list[str]:
+        """What goes beyond `maxima`, one message per member."""
+        problems = []
+        for name, alias, unit in (
+            ("time_seconds", "timeSeconds", "seconds"),
+            ("output_bytes", "outputBytes", "bytes"),
+        ):
+            value, most = getattr(self, name), getattr(maxima, name)
+            if value is not None and most is not None and value > most:
+                problems.append(f"limits.{alias}: at most {most} {unit} (the operator's maximum)")
+        return problems
+
+
 # ---------------------------------------------------------------- sources
 
 
@@ -134,6 +169,7 @@ class ImportJobDefinition(_Model):
     columns: list[Column] | None = Field(default=None, alias="schema", max_length=MAX_COLUMNS)
     error_mode: Literal["DROP_RECORD", "FAIL"] = Field(default="DROP_RECORD", alias="errorMode")
     min_keep_count: int = Field(default=1, ge=1, le=MAX_KEEP_COUNT, alias="minKeepCount")
+    limits: RunLimits | None = None
 
     @field_validator("columns")
     @classmethod
@@ -232,6 +268,7 @@ class WorkbookDefinition(_Model):
     variables: dict[str, Variable] = Field(default={}, max_length=MAX_VARIABLES)
     sheets: list[Sheet] = Field(min_length=1, max_length=MAX_SHEETS)
     min_keep_count: int = Field(default=1, ge=1, le=MAX_KEEP_COUNT, alias="minKeepCount")
+    limits: RunLimits | None = None
 
     @field_validator("variables")
     @classmethod
@@ -292,6 +329,7 @@ class ExportJobDefinition(_Model):
     description: Description = ""
     source: DataSheetSource
     sink: Sink
+    limits: RunLimits | None = None
 
 
 JobDefinition = ImportJobDefinition | WorkbookDefinition | ExportJobDefinition

@@ -10,7 +10,12 @@ from typing import Any
 import pydantic
 from sqlalchemy.engine import Connection
 
-from datamill.domain.definitions import JobDefinition, WorkbookDefinition, definition_model
+from datamill.domain.definitions import (
+    JobDefinition,
+    RunLimits,
+    WorkbookDefinition,
+    definition_model,
+)
 from datamill.domain.estimate import remaining_seconds
 from datamill.domain.records import Execution, FileEntry, JobConfiguration, User
 from datamill.domain.schedule import next_fire_time
@@ -76,11 +81,14 @@ class JobService:
         *,
         stop_wait_seconds: float = 30.0,
         timezone: str | None = None,
+        limit_maxima: RunLimits | None = None,
     ) -> None:
         self.store = store
         self.wakeup = wakeup
         self.stop_wait_seconds = stop_wait_seconds
         self.timezone = timezone
+        # The most a job may set as its own run limits (the operator's settings).
+        self.limit_maxima = limit_maxima
 
     # ------------------------------------------------------------ defining
 
@@ -107,11 +115,24 @@ class JobService:
         )
 
     def refresh_job(self, conn: Connection, config: JobConfiguration) -> None:
-        """Bring derived state up to date after a definition changed: graph and schedule."""
+        """Refuse limits above the operator's maxima; bring graph and schedule up to date.
+
+        Every create and update passes here inside its transaction, so a refusal
+        undoes the save.
+        """
+        self._check_limits(config)
         rebuild_dependencies(conn, self.store)
         cron = config.definition.get("triggering", {}).get("cron")
         when = next_fire_time(cron, utcnow(), self.timezone) if cron else None
         set_next_fire(conn, config.id, when)
+
+    def _check_limits(self, config: JobConfiguration) -> None:
+        raw = config.definition.get("limits")
+        if self.limit_maxima is None or not isinstance(raw, dict):
+            return
+        problems = RunLimits.model_validate(raw).exceeding(self.limit_maxima)
+        if problems:
+            raise InvalidDefinition("; ".join(problems))
 
     # ------------------------------------------------------------ resolving
 

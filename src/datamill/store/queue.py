@@ -7,7 +7,7 @@ import datetime as dt
 import os
 import shutil
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -45,14 +45,16 @@ class Outcome:
     bytes_read: int = 0
 
 
-def _next_startable() -> sa.Select[tuple[int]]:
-    """The oldest QUEUED execution whose configuration has no RUNNING one."""
+def _next_startable(*among: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """The oldest QUEUED execution whose configuration has no RUNNING one, and its user."""
     running = sa.alias(E, "running")
     older = sa.alias(E, "older")
     return (
-        sa.select(E.c.id)
+        sa.select(E.c.id, E.c.triggered_by)
         .where(
             E.c.status == JobStatus.QUEUED.value,
+            # Cheap tests before the subqueries: a fair-share search skips most rows here.
+            *among,
             ~sa.exists().where(
                 running.c.job_configuration_id == E.c.job_configuration_id,
                 running.c.status == JobStatus.RUNNING.value,
@@ -70,10 +72,56 @@ def _next_startable() -> sa.Select[tuple[int]]:
     )
 
 
+def _with_share_facts(select: sa.Select[Any]) -> sa.Select[Any]:
+    """Add, for the run found, whether its user holds slots and whether others wait.
+
+    Computed for that one row only; both use the (status, triggered_by)
+    index, so a user queuing alone costs two index probes, not a scan.
+    """
+    held = sa.alias(E, "held")
+    before = sa.alias(E, "before")
+    after = sa.alias(E, "after")
+    holds = sa.exists().where(
+        held.c.status == JobStatus.RUNNING.value, held.c.triggered_by == E.c.triggered_by
+    )
+    # "Another user" as two ranges, which an index can seek; != cannot.
+    others_wait = sa.or_(
+        sa.exists().where(
+            before.c.status == JobStatus.QUEUED.value, before.c.triggered_by < E.c.triggered_by
+        ),
+        sa.exists().where(
+            after.c.status == JobStatus.QUEUED.value, after.c.triggered_by > E.c.triggered_by
+        ),
+    )
+    return select.add_columns(holds.label("holds"), others_wait.label("others_wait"))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Next:
+    """The statements of one claim search, per backend."""
+
+    sqlite: sa.Select[Any]
+    postgres: sa.Select[Any]
+
+    @classmethod
+    def build(cls, select: sa.Select[Any]) -> _Next:
+        return cls(select, select.with_for_update(skip_locked=True, of=E))
+
+
 # Built once: building them (table aliases, RETURNING every column) cost more
 # than running them on SQLite.
-_NEXT_SQLITE = _next_startable()
-_NEXT_POSTGRES = _next_startable().with_for_update(skip_locked=True, of=E)
+_USERS: sa.BindParameter[list[str]] = sa.bindparam("users", expanding=True)
+_NEXT = _Next.build(_next_startable())
+_NEXT_SHARING = _Next.build(_with_share_facts(_next_startable()))
+# Slot shares: the oldest startable run of the given users, or of anyone else.
+_NEXT_AMONG = _Next.build(_next_startable(E.c.triggered_by.in_(_USERS)))
+_NEXT_OUTSIDE = _Next.build(_next_startable(E.c.triggered_by.not_in(_USERS)))
+_RUNNING_PER_USER = (
+    sa.select(E.c.triggered_by, sa.func.count())
+    .where(E.c.status == JobStatus.RUNNING.value)
+    .group_by(E.c.triggered_by)
+)
+
 _START = (
     sa.update(E)
     .where(E.c.id == sa.bindparam("claimed_id"), E.c.status == JobStatus.QUEUED.value)
@@ -139,11 +187,15 @@ _PLACE_DATA = (
 class ExecutionQueue:
     """Atomic hand-over of executions between the store and workers."""
 
-    def __init__(self, db: Database, data_root: str, *, max_running: int = 0) -> None:
+    def __init__(
+        self, db: Database, data_root: str, *, max_running: int = 0, fair_shares: bool = True
+    ) -> None:
         self._db = db
         self._data_root = data_root
         # Across all workers; 0 means only each worker's own concurrency limits.
         self._max_running = max_running
+        # A free slot goes to the waiting user who holds the fewest (see _fairer).
+        self._fair_shares = fair_shares
         # Execution id -> {staged path: where a failed finish attempt moved it}.
         self._moved: dict[int, dict[str, str]] = {}
 
@@ -231,7 +283,13 @@ class ExecutionQueue:
     def _claim(self, conn: Connection, worker_id: str) -> Execution | None:
         if self._max_running and not self._below_global_limit(conn):
             return None
-        row = conn.execute(_NEXT_SQLITE if self._db.is_sqlite else _NEXT_POSTGRES).first()
+        if not self._fair_shares:
+            row = conn.execute(self._statement(_NEXT)).first()
+        else:
+            row = conn.execute(self._statement(_NEXT_SHARING)).first()
+            # A user holding no slot, or nobody else waiting: the oldest run is fair.
+            if row is not None and row.holds and row.others_wait:
+                row = self._fairer(conn, row.triggered_by) or row
         if row is None:
             return None
         now = utcnow()
@@ -239,6 +297,33 @@ class ExecutionQueue:
             _START, {"claimed_id": row.id, "now": now, "worker": worker_id}
         ).first()
         return execution_from_row(updated) if updated is not None else None
+
+    def _statement(self, search: _Next) -> sa.Select[Any]:
+        return search.sqlite if self._db.is_sqlite else search.postgres
+
+    def _fairer(self, conn: Connection, user: str) -> sa.Row[Any] | None:
+        """The oldest startable run of the waiting user holding the fewest slots, if not `user`.
+
+        Max-min fair and work-conserving: a user whose runs hold more slots
+        than another waiting user's does not get the next free one, and a
+        user nobody else waits beside gets every slot. Users holding no slot
+        come first; the oldest run wins among equals. Runs count for the
+        user who triggered them (the job's owner for schedules and
+        data-driven runs).
+        """
+        held: dict[str, int] = {u: int(n) for u, n in conn.execute(_RUNNING_PER_USER).all()}
+        mine = held.get(user, 0)
+        if mine == 0:
+            return None
+        found = conn.execute(self._statement(_NEXT_OUTSIDE), {"users": list(held)}).first()
+        if found is not None:
+            return found
+        for level in sorted({n for n in held.values() if n < mine}):
+            users = [u for u, n in held.items() if n == level]
+            found = conn.execute(self._statement(_NEXT_AMONG), {"users": users}).first()
+            if found is not None:
+                return found
+        return None
 
     def _below_global_limit(self, conn: Connection) -> bool:
         if not self._db.is_sqlite:

@@ -14,12 +14,16 @@ from datamill.store.users import UserRepository
 class Store:
     """Metadata access for services and workers, over SQLite or PostgreSQL."""
 
-    def __init__(self, database_url: str, data_root: str, *, max_running: int = 0) -> None:
+    def __init__(
+        self, database_url: str, data_root: str, *, max_running: int = 0, fair_shares: bool = True
+    ) -> None:
         self.db = Database(database_url)
         self.files = FileRepository(self.db)
         self.jobs = JobRepository(self.db, self.files)
         self.users = UserRepository(self.db)
-        self.queue = ExecutionQueue(self.db, data_root, max_running=max_running)
+        self.queue = ExecutionQueue(
+            self.db, data_root, max_running=max_running, fair_shares=fair_shares
+        )
         self.data_root = data_root
         # Set at start-up from the settings (bootstrap.install_locations); without
         # it no definition may name a file or a database (fail closed).

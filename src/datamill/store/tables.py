@@ -155,6 +155,8 @@ executions = sa.Table(
     sa.Index("ix_executions_config_id", "job_configuration_id", "id", "status"),
     sa.Index("uq_executions_run_number", "job_configuration_id", "run_number", unique=True),
     sa.Index("ix_executions_status_id", "status", "id"),
+    # Slot shares: whether anyone but the claimed run's user waits, by two seeks.
+    sa.Index("ix_executions_status_user", "status", "triggered_by"),
     # The database itself guarantees that one configuration never has two
     # RUNNING executions, whatever the workers race to do.
     sa.Index(

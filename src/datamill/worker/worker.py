@@ -37,10 +37,13 @@ from datamill.worker.housekeeping import (
     remove_stale_staging,
 )
 from datamill.worker.inputs import build_request
+from datamill.worker.limits import EffectiveLimits, effective_limits, staged_bytes
 
 log = logging.getLogger(__name__)
 
 STOPPED_BY_USER = "Stopped by user."
+# How often a running execution's staged output is measured against its limit.
+OUTPUT_CHECK_SECONDS = 1.0
 
 
 class Worker:
@@ -276,20 +279,29 @@ class Worker:
         reusable: Horse | None = horse
         try:
             horse.send(request)
-            outcome, reusable = self._await(execution, horse)
+            limits = effective_limits(request.definition, self.settings)
+            outcome, reusable = self._await(execution, horse, limits, request.staging_dir)
         except HorseDied as died:
             outcome, reusable = Outcome(JobStatus.ERROR, error_message=str(died)), None
         if outcome is None:  # handed back during shutdown
             shutil.rmtree(staging, ignore_errors=True)
             return None
+        if not outcome.status.is_success:
+            # Gone before the run shows as ended: a failed run leaves no output behind.
+            shutil.rmtree(staging, ignore_errors=True)
         self._finish(execution, outcome)
         if os.path.lexists(staging):  # published runs' staging folders moved away
             shutil.rmtree(staging, ignore_errors=True)
         return reusable
 
-    def _await(self, execution: Execution, horse: Horse) -> tuple[Outcome | None, Horse | None]:
+    def _await(
+        self, execution: Execution, horse: Horse, limits: EffectiveLimits, staging: str
+    ) -> tuple[Outcome | None, Horse | None]:
         # Progress is written at most every 0.5 s, and not for runs shorter than that.
-        last_progress = time.monotonic()
+        last_progress = started = time.monotonic()
+        # Killing the child stops any run, whether or not the engine heeds interrupts.
+        deadline = started + limits.time_seconds
+        next_output_check = started + OUTPUT_CHECK_SECONDS
         while True:
             if self._stop_asked(execution.id):
                 horse.kill()
@@ -299,6 +311,19 @@ class Worker:
                 self.store.queue.hand_back(execution.id, self.id)
                 log.info("execution %d handed back at shutdown", execution.id)
                 return None, None
+            now = time.monotonic()
+            if now > deadline:
+                horse.kill()
+                log.info("execution %d stopped: %s", execution.id, limits.time_exceeded())
+                return Outcome(JobStatus.ERROR, error_message=limits.time_exceeded()), None
+            if now >= next_output_check:
+                next_output_check = now + OUTPUT_CHECK_SECONDS
+                staged = staged_bytes(staging)
+                if staged > limits.output_bytes:
+                    horse.kill()
+                    reason = limits.output_exceeded(staged)
+                    log.info("execution %d stopped: %s", execution.id, reason)
+                    return Outcome(JobStatus.ERROR, error_message=reason), None
             message = horse.receive(0.05)
             if message is None:
                 continue
@@ -314,7 +339,11 @@ class Worker:
             result = run_result(message)
             if isinstance(result, str):
                 return Outcome(JobStatus.ERROR, error_message=result), horse
-            return _success(result, str(self.settings.staging_root / str(execution.id))), horse
+            # What finished between two checks is checked once more before publishing.
+            staged = staged_bytes(staging)
+            if staged > limits.output_bytes:
+                return Outcome(JobStatus.ERROR, error_message=limits.output_exceeded(staged)), horse
+            return _success(result, staging), horse
 
     def _stop_asked(self, execution_id: int) -> bool:
         with self._lock:
