@@ -56,7 +56,12 @@ def upgrade() -> None:
 
 
 def _seed_sequence(bind: sa.Connection, table: str) -> None:
-    """Make sqlite_sequence hold at least the table's highest id."""
+    """Make sqlite_sequence hold at least the table's highest id, never lower it.
+
+    Copying the rows into the rebuilt table sets it already; done explicitly so
+    the guarantee does not hang on how Alembic copies, and for data, which is
+    not rebuilt and whose entry may be above its highest id already.
+    """
     highest = bind.exec_driver_sql(f'SELECT max(id) FROM "{table}"').scalar()
     if highest is None:
         return
