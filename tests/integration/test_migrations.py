@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from datamill.bootstrap import Node, install_locations, open_node
+from datamill.domain.status import JobKind
+from datamill.services.jobs import JobService
+from datamill.services.wakeup import Wakeup
+from datamill.settings import Settings
+from datamill.store import tables as t
+from datamill.store import users as user_module
 from datamill.store.db import Database
+from datamill.store.jobs import delete_job
 from datamill.store.migrate import upgrade
+from datamill.store.store import Store
 from datamill.store.tables import metadata
+from tests.helpers import orders_import, password_hash, write_orders_csv
 
 
 def test_migrations_produce_the_models_schema(database_url: str) -> None:
@@ -36,3 +51,188 @@ def test_sqlite_never_reuses_ids_of_deleted_data(tmp_path: object) -> None:
         ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'data'").scalar()
     db.dispose()
     assert ddl is not None and "AUTOINCREMENT" in ddl
+
+
+# Every table whose key the database hands out (the id spaces).
+ID_SPACES = {"files", "users", "groups", "roles", "job_configurations", "executions", "data"}
+
+
+def test_every_id_space_never_hands_out_an_id_twice(database_url: str) -> None:
+    # Issue #11 item 1: SQLite needs AUTOINCREMENT (else max(id) + 1 comes back
+    # after a delete at the top); PostgreSQL ids come from a sequence.
+    spaces = {
+        table.name: table
+        for table in metadata.sorted_tables
+        if table.autoincrement_column is not None
+    }
+    assert set(spaces) == ID_SPACES
+    db = Database(database_url)
+    upgrade(db)
+    with db.engine.connect() as conn:
+        for name, table in spaces.items():
+            if db.is_sqlite:
+                assert table.dialect_options["sqlite"]["autoincrement"], name
+                ddl = conn.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+                ).scalar()
+                assert ddl is not None and "AUTOINCREMENT" in ddl, name
+            else:
+                sequence = conn.exec_driver_sql(
+                    "SELECT pg_get_serial_sequence(%s, 'id')", (name,)
+                ).scalar()
+                assert sequence is not None, name
+    db.dispose()
+
+
+def _home_at_0003(tmp_path: Path) -> tuple[Settings, Node]:
+    """A home whose schema is at 0003, filled by the code through the real services."""
+    settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path}/meta.db")
+    settings.ensure_folders()
+    db = Database(settings.resolved_database_url)
+    upgrade(db, "0003")
+    db.dispose()
+    store = Store(settings.resolved_database_url, str(settings.resolved_data_root))
+    store.files.ensure_default_tree()
+    store.users.ensure_builtin_roles()
+    install_locations(store, settings)
+    jobs = JobService(store, Wakeup(), stop_wait_seconds=1.0, timezone=settings.timezone)
+    return settings, Node(settings, store, Wakeup(), jobs)
+
+
+def _fill(node: Node, round_: str, source: Path) -> dict[str, int]:
+    """One new row in every id space; their ids."""
+    users = node.store.users
+    users.create(f"u{round_}", password_hash("pw"))
+    with node.store.db.write() as conn:
+        user_module.insert_group(conn, f"g{round_}")
+        user_module.insert_role(conn, f"r{round_}", ["job.read"])
+    entry, config = node.jobs.define_job(
+        f"/Data/ImportJobs/j{round_}.imp", JobKind.IMPORT, orders_import(source), "admin"
+    )
+    with node.store.db.read() as conn:
+        admin = users.get(conn, "admin")
+    assert admin is not None
+    execution = node.jobs.trigger(entry.path, admin)
+    with node.store.db.write() as conn:
+        data_id = conn.execute(
+            sa.insert(t.data)
+            .values(
+                job_configuration_id=config.id,
+                execution_id=execution.id,
+                created_at=dt.datetime(2026, 1, 1),
+                record_count=0,
+                sheets={},
+                location="",
+            )
+            .returning(t.data.c.id)
+        ).scalar_one()
+    return {
+        "files": entry.id,
+        "job_configurations": config.id,
+        "executions": execution.id,
+        "data": data_id,
+        "users": _id(node, t.users, f"u{round_}"),
+        "groups": _id(node, t.groups, f"g{round_}"),
+        "roles": _id(node, t.roles, f"r{round_}"),
+    }
+
+
+def _id(node: Node, table: sa.Table, name: str) -> int:
+    with node.store.db.read() as conn:
+        return int(conn.execute(sa.select(table.c.id).where(table.c.name == name)).scalar_one())
+
+
+def _drop(node: Node, ids: dict[str, int], round_: str) -> None:
+    """Delete the rows `_fill` made: each was the newest of its id space."""
+    with node.store.db.write() as conn:
+        config = node.store.jobs.get(conn, ids["job_configurations"])
+        delete_job(conn, config)
+        user_module.delete_user(conn, f"u{round_}")
+        user_module.delete_group(conn, f"g{round_}")
+        user_module.delete_role(conn, f"r{round_}")
+
+
+def _tops(node: Node) -> dict[str, int]:
+    with node.store.db.read() as conn:
+        return {
+            name: int(conn.execute(sa.text(f'SELECT coalesce(max(id), 0) FROM "{name}"')).scalar())
+            for name in ID_SPACES
+        }
+
+
+def test_migration_0004_keeps_every_row_and_never_goes_below_the_highest_id(
+    tmp_path: Path,
+) -> None:
+    settings, old = _home_at_0003(tmp_path)
+    old.store.users.create("admin", password_hash("pw"), roles=("ADMIN",))
+    source = write_orders_csv(Path(settings.resolved_source_roots[0]) / "m", rows=2)
+    kept = _fill(old, "kept", source)
+    gone = _fill(old, "gone", source)
+    _drop(old, gone, "gone")
+    tops = _tops(old)
+    with old.store.db.read() as conn:
+        before = {
+            name: conn.execute(sa.select(t.metadata.tables[name])).all() for name in ID_SPACES
+        }
+    old.store.close()
+
+    db = Database(settings.resolved_database_url)
+    upgrade(db)
+    with db.engine.connect() as conn:
+        after = {name: conn.execute(sa.select(t.metadata.tables[name])).all() for name in ID_SPACES}
+        assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        # The migration switched enforcement off on its connection only for a while.
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    db.dispose()
+    assert after == before
+
+    node = open_node(settings)
+    try:
+        fresh = _fill(node, "new", source)
+        for name in ID_SPACES:
+            # Above everything that exists. Ids deleted at the top before 0004
+            # left no trace and may come once more, except data ids, which had
+            # AUTOINCREMENT already: the migration never lowers a sequence.
+            assert fresh[name] > tops[name], name
+        assert fresh["data"] > gone["data"]
+        assert all(fresh[name] > kept[name] for name in ID_SPACES)
+        # From now on a deleted top id never comes back, also after a restart.
+        _drop(node, fresh, "new")
+        node.store.close()
+        node = open_node(settings)
+        newer = _fill(node, "newer", source)
+        for name in ID_SPACES:
+            assert newer[name] > fresh[name], name
+        # The partial unique index came through the rebuild partial: two runs of
+        # one job may wait at once, but only one may run.
+        with node.store.db.read() as conn:
+            sql = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'uq_executions_one_running_per_config'"
+            ).scalar()
+        assert sql is not None and "WHERE status = 'RUNNING'" in sql
+    finally:
+        node.store.close()
+
+
+def test_a_sqlite_migration_that_would_orphan_rows_changes_nothing(tmp_path: Path) -> None:
+    # Migrations on SQLite run with foreign keys unenforced (tables are rebuilt);
+    # a row whose parent is missing afterwards rolls the whole upgrade back.
+    db = Database(f"sqlite:///{tmp_path}/m.db")
+    upgrade(db, "0003")
+    with db.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.execute("PRAGMA foreign_keys=OFF")
+        with conn.begin():
+            conn.exec_driver_sql("INSERT INTO locations (file_id, folder) VALUES (999, '/x')")
+        raw.execute("PRAGMA foreign_keys=ON")
+    with pytest.raises(RuntimeError, match="without their parent"):
+        upgrade(db)
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
+        ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'files'").scalar()
+        assert ddl is not None and "AUTOINCREMENT" not in ddl
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    db.dispose()

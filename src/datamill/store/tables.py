@@ -15,6 +15,10 @@ metadata = sa.MetaData(
 
 # Each runnable artifact has four ids from four independent sequences: the
 # autoincrement keys of files, job_configurations, executions and data.
+# No id is ever handed out twice, whatever was deleted (clients and workbooks
+# refer to jobs and runs by id): every integer key is a PostgreSQL sequence,
+# and on SQLite an AUTOINCREMENT key (sqlite_autoincrement=True on the table),
+# which never goes below the highest id it handed out. Migration 0004.
 
 files = sa.Table(
     "files",
@@ -32,6 +36,7 @@ files = sa.Table(
     sa.Column("others_executable", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 file_group_permissions = sa.Table(
@@ -52,6 +57,7 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("email", sa.String(255), nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 groups = sa.Table(
@@ -59,6 +65,7 @@ groups = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sqlite_autoincrement=True,
 )
 
 roles = sa.Table(
@@ -67,6 +74,7 @@ roles = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(128), nullable=False, unique=True),
     sa.Column("capabilities", sa.JSON, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 user_groups = sa.Table(
@@ -96,6 +104,7 @@ job_configurations = sa.Table(
     sa.Column("next_fire_at", sa.DateTime, nullable=True),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Index("ix_job_configurations_next_fire_at", "next_fire_at"),
+    sqlite_autoincrement=True,
 )
 
 # Which configuration reads the data of which, resolved from the definitions.
@@ -166,6 +175,7 @@ executions = sa.Table(
         sqlite_where=sa.text("status = 'RUNNING'"),
         postgresql_where=sa.text("status = 'RUNNING'"),
     ),
+    sqlite_autoincrement=True,
 )
 
 # Runs of a configuration that were deleted, as merged ranges [first_run, last_run]
@@ -225,8 +235,9 @@ data = sa.Table(
     # Dropping history deletes data rows by execution.
     sa.Index("ix_data_execution_id", "execution_id"),
     # Data ids name folders. AUTOINCREMENT keeps ids of deleted rows from
-    # coming back; an id whose insert was rolled back can still be reused,
-    # which is why publishing clears a leftover folder at its target first.
+    # coming back (as for every id); an id whose insert was rolled back can
+    # still be reused on SQLite, which is why publishing clears a leftover
+    # folder at its target first.
     sqlite_autoincrement=True,
 )
 
