@@ -9,8 +9,8 @@ import secrets
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from datamill.services import locations
 from datamill.domain.definitions import RunLimits
+from datamill.services import locations
 from datamill.services.auth import hash_password
 from datamill.services.jobs import JobService
 from datamill.services.wakeup import Wakeup
