@@ -140,11 +140,21 @@ def fire_data_driven(
         .where(DEPS.c.upstream_configuration_id == upstream_config_id)
         .where(C.c.trigger_mode == "DATA_DRIVEN")
         .where(C.c.id.not_in(_planned_after(ended_execution_id)))
-        # Only where the workbook's owner may read the job that ran (A6): else
-        # its firing would show when that job runs, and its run could only fail.
-        .where(_may_read_configuration(t.files.c.owner, upstream_config_id))
         .order_by(C.c.id)
     ).all()
+    if rows:
+        # Only where the workbook's owner may read the job that ran (A6): else
+        # its firing would show when that job runs, and its run could only fail.
+        # A second query, so a job nothing reads (the common case) pays nothing.
+        readable = set(
+            conn.execute(
+                sa.select(C.c.id)
+                .join(t.files, t.files.c.id == C.c.file_id)
+                .where(C.c.id.in_([row.id for row in rows]))
+                .where(_may_read_configuration(t.files.c.owner, upstream_config_id))
+            ).scalars()
+        )
+        rows = [row for row in rows if row.id in readable]
     lock_configurations(conn, [row.id for row in rows])
     startable = []
     for row in rows:
