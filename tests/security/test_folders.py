@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from datamill.bootstrap import ensure_admin, open_node
@@ -38,13 +39,14 @@ def test_f9_jobs_need_write_on_the_folder_they_go_into(private: Actors, files_ro
         refused = private.call("eve", "POST", "/rest/import-job", _job(files_root, path))
         assert refused.status_code == 403, refused.text
         assert "/Data/Private" in refused.json()["reason"]
-    # An unreadable folder answers like a missing one, but for the name typed.
+    # An unreadable folder answers exactly like a missing one (A4): the nearest
+    # readable folder (/Data) is the one that must be writable.
     hidden = private.call("eve", "POST", "/rest/import-job", _job(files_root, "/Data/Hidden/x.imp"))
     missing = private.call("eve", "POST", "/rest/import-job", _job(files_root, "/Data/Nope/x.imp"))
-    assert hidden.status_code == 404 and missing.status_code in (403, 404)
+    assert (hidden.status_code, hidden.text) == (missing.status_code, missing.text)
+    assert hidden.status_code == 403 and "/Data" in hidden.json()["reason"]
     nowhere = private.call("eve", "POST", "/rest/import-job", _job(files_root, "/Nope/x.imp"))
     assert nowhere.status_code == 403  # the root is not writable either
-    assert hidden.json()["reason"].replace("Hidden", "N") == ("folder /Data/N does not exist")
     # Renaming one's own job into such a folder is refused the same way.
     made = private.call("eve", "POST", "/rest/import-job", _job(files_root, "mine"))
     assert made.status_code == 200, made.text
@@ -173,3 +175,80 @@ def test_f14_lone_surrogates_in_paths_are_a_4xx(actors: Actors) -> None:
     ):
         lookup = actors.client.get(url, headers=auth("eve"))
         assert 400 <= lookup.status_code < 500, (url, lookup.text)
+
+
+# ---------------------------------------------------------------- attack review A3, A4
+
+
+def test_a3_renaming_or_moving_a_folder_needs_write_on_both_parents(actors: Actors) -> None:
+    """eve's folder inside /Team, which admin locked: she can no longer rename it there."""
+    team = actors.call("admin", "POST", f"{FS}/folders", {"name": "Team"}).json()
+    url = f"{FS}/folders/{team['id']}/permission/others"
+    actors.call("admin", "PUT", url, {"readable": True, "writable": True})
+    work = actors.call("eve", "POST", f"{FS}/folders/{team['id']}", {"name": "evework"})
+    assert work.status_code == 200, work.text
+    actors.call("admin", "PUT", url, {"writable": False})
+    created = actors.call("eve", "POST", f"{FS}/folders/{team['id']}", {"name": "new"})
+    assert created.status_code == 403
+    mine = f"{FS}/folders/{work.json()['id']}"
+    for body in (
+        {"name": "finance"},
+        {"parent": "/Users/eve"},
+        {"parent": "/Users/eve", "name": "x"},
+    ):
+        refused = actors.call("eve", "PUT", mine, body)
+        assert refused.status_code == 403, (body, refused.text)
+        assert "/Team" in refused.json()["reason"]
+    # Unchanged; the same name is not a rename; in her home she renames freely.
+    assert actors.call("eve", "GET", mine).json()["path"] == "/Team/evework"
+    assert actors.call("eve", "PUT", mine, {"name": "evework"}).status_code == 200
+    home = actors.call("eve", "POST", f"{FS}/folders/Users/eve", {"name": "a"}).json()
+    renamed = actors.call("eve", "PUT", f"{FS}/folders/{home['id']}", {"name": "b"})
+    assert renamed.status_code == 200 and renamed.json()["path"] == "/Users/eve/b"
+    # The ADMIN may.
+    moved = actors.call("admin", "PUT", mine, {"name": "finance"})
+    assert moved.status_code == 200 and moved.json()["path"] == "/Team/finance"
+
+
+def _same(a: httpx.Response, b: httpx.Response, name_a: str, name_b: str) -> None:
+    assert a.status_code == b.status_code, (a.text, b.text)
+    assert a.text.replace(name_a, "<N>") == b.text.replace(name_b, "<N>"), (a.text, b.text)
+
+
+def test_a4_creating_in_an_unreadable_folder_answers_as_in_a_missing_one(
+    actors: Actors, files_root: Path
+) -> None:
+    """/Priv exists but eve may not read it: every create answers as for /NoSuch."""
+    priv = actors.call("admin", "POST", f"{FS}/folders", {"name": "Priv"}).json()
+    actors.call("admin", "PUT", f"{FS}/folders/{priv['id']}/permission/others", {"readable": False})
+    deep = actors.call("admin", "POST", f"{FS}/folders/{priv['id']}", {"name": "deep"}).json()
+    actors.call("admin", "PUT", f"{FS}/folders/{deep['id']}/permission/others", {"readable": False})
+    made = actors.call("eve", "POST", "/rest/import-job", _job(files_root, "/Users/eve/mv.imp"))
+    assert made.status_code == 200, made.text
+    move_url = f"/rest/import-job/{made.json()['configuration-id']}"
+    folder = actors.call("eve", "POST", f"{FS}/folders/Users/eve", {"name": "f"}).json()
+
+    def answers(top: str) -> list[httpx.Response]:
+        return [
+            actors.call("eve", "POST", "/rest/import-job", _job(files_root, f"{top}/x.imp")),
+            actors.call("eve", "POST", "/rest/import-job", _job(files_root, f"{top}/deep/x.imp")),
+            actors.call("eve", "PUT", move_url, _job(files_root, f"{top}/moved.imp")),
+            actors.call("eve", "POST", f"{FS}/folders{top}", {"name": "z"}),
+            actors.call("eve", "PUT", f"{FS}/folders/{folder['id']}", {"parent": top}),
+        ]
+
+    for hidden, missing in zip(answers("/Priv"), answers("/NoSuch"), strict=True):
+        _same(hidden, missing, "Priv", "NoSuch")
+        assert hidden.status_code in (403, 404)
+    # Where eve may write the nearest readable folder, a name taken by an entry she
+    # cannot see answers as creating that entry itself would: it already exists.
+    root = actors.call("admin", "GET", f"{FS}/root-folder").json()
+    actors.call("admin", "PUT", f"{FS}/folders/{root['id']}/permission/others", {"writable": True})
+    inside = actors.call("eve", "POST", "/rest/import-job", _job(files_root, "/Priv/x.imp"))
+    itself = actors.call("eve", "POST", f"{FS}/folders", {"name": "Priv"})
+    assert inside.status_code == itself.status_code == 409, (inside.text, itself.text)
+    assert inside.json()["reason"] == itself.json()["reason"] == "/Priv already exists"
+    listing = actors.call("admin", "GET", f"{FS}/folders/{priv['id']}").json()
+    assert [f["name"] for f in listing["_embedded"]["files"]] == []
+    fresh = actors.call("eve", "POST", "/rest/import-job", _job(files_root, "/NoSuch/x.imp"))
+    assert fresh.status_code == 200, fresh.text

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from datamill.domain.definitions import definition_model
+from datamill.domain.definitions import JobDefinition, WorkbookDefinition, definition_model
 from datamill.domain.records import FileEntry, JobConfiguration, User
 from datamill.domain.status import JobKind
 from datamill.errors import Conflict, InvalidDefinition, NotFound
@@ -61,6 +61,13 @@ def document_schema(kind: JobKind) -> dict[str, Any]:
     return schema
 
 
+def _require_run_for_triggering(conn: Connection, user: User, definition: JobDefinition) -> None:
+    # A workbook that runs by itself (schedule, new data) makes runs without a
+    # trigger request, so saving one needs the right to run jobs (A7).
+    if isinstance(definition, WorkbookDefinition) and definition.triggering.mode != "MANUAL":
+        require_capability(conn, user, Capability.JOB_RUN)
+
+
 def _definition_part(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k != "path"}
 
@@ -79,6 +86,8 @@ class ArtifactService:
             require_capability(conn, user, Capability.JOB_DEFINE)
 
         definition = parse_definition(kind, _definition_part(document))
+        with self.store.db.read() as conn:
+            _require_run_for_triggering(conn, user, definition)
 
         def before(conn: Connection) -> None:
             # In the creating transaction, before its folders exist: the tree cannot
@@ -107,6 +116,7 @@ class ArtifactService:
         definition = parse_definition(kind, _definition_part(document))
         with self.store.db.write() as conn:
             require_capability(conn, user, Capability.JOB_DEFINE)
+            _require_run_for_triggering(conn, user, definition)
             entry, _config = self._locate(conn, kind, config_id, user, Access.WRITE)
             # Every reference, old or new: one the user may no longer read cannot be saved again.
             check_references(conn, self.store, user, definition)

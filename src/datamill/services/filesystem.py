@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from datamill.domain.definitions import definition_model, upstream_references
 from datamill.domain.records import FileEntry, User
 from datamill.errors import Conflict, Forbidden, InvalidInput, NotFound
-from datamill.services.folders import check_reserved, require_create
+from datamill.services.folders import require_create
 from datamill.services.graph import rebuild_dependencies
 from datamill.services.jobs import JobService
 from datamill.services.permissions import (
@@ -117,13 +117,21 @@ class FileSystemService:
             self._refuse_default(folder, "renamed or moved")
             require_access(conn, user, folder, Access.WRITE)
             assert folder.parent_id is not None  # the root is a default folder
-            parent = self._store.files.get(conn, folder.parent_id)
+            old_parent = self._store.files.get(conn, folder.parent_id)
+            parent = old_parent
             if parent_reference is not None:
                 parent = self._folder(conn, parent_reference, user, Access.READ)
-                if parent.id != folder.parent_id:
-                    require_access(conn, user, parent, Access.WRITE)
             new_name = folder.name if name is None else name
-            check_reserved(user, child_path(parent, new_name))
+            new_path = child_path(parent, check_name(new_name))
+            if new_path != folder.path:
+                # A rename or move changes both parents' contents (A3): READ and
+                # WRITE on the old one, and the new path as if it were created.
+                if not (
+                    has_access(conn, user, old_parent, Access.READ)
+                    and has_access(conn, user, old_parent, Access.WRITE)
+                ):
+                    raise Forbidden(f"you are not allowed to change the folder {old_parent.path}")
+                require_create(conn, self._store, user, new_path)
             if self._store.files.check_move(conn, folder, parent, new_name) is not None:
                 self._refuse_broken_references(conn, folder, user)
             moved = self._store.files.move_folder(conn, folder, parent, new_name)
@@ -187,10 +195,15 @@ class FileSystemService:
             return PermissionView(entry, self._store.files.permissions(conn, entry.id))
 
     def set_owner(self, reference: str, user: User, owner: str) -> PermissionView:
-        """Hand an entry to an existing user; needs writable."""
+        """Hand an entry to an existing user; only an ADMIN may."""
         with self._store.db.write() as conn:
             require_capability(conn, user, Capability.JOB_DEFINE)
-            entry = self._jobs.resolve_file(conn, reference, user, Access.WRITE)
+            entry = self._jobs.resolve_file(conn, reference, user, Access.READ)
+            # A job runs with its owner's rights: whoever could hand a job to another
+            # user could make it read with that user's rights (A1). After the look-up,
+            # so what the caller cannot read still answers like a missing entry.
+            if not user.is_admin:
+                raise Forbidden("only an ADMIN may change the owner of a file or folder")
             # 'system' owns the default folders, so an admin can hand one back to it.
             if owner != ROOT_OWNER and self._store.users.get(conn, owner) is None:
                 raise InvalidInput(f"there is no user {owner!r}")

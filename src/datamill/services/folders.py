@@ -6,8 +6,8 @@ import posixpath
 
 from sqlalchemy.engine import Connection
 
-from datamill.domain.records import User
-from datamill.errors import Forbidden, InvalidInput, NotFound
+from datamill.domain.records import FileEntry, User
+from datamill.errors import AlreadyExists, Forbidden, InvalidInput, NotFound
 from datamill.services.permissions import Access, has_access
 from datamill.store.files import HOME_ROOT, SHARED_JOB_FOLDERS, normalize_path
 from datamill.store.store import Store
@@ -42,19 +42,34 @@ def require_create(
     path = normalize_path(path)
     check_reserved(user, path)
     parent = posixpath.dirname(path)
-    ancestor = posixpath.dirname(path)
+    # An existing entry the user may not read counts as absent (A4), so the
+    # nearest folder is found past it and the answer is the one for a missing
+    # path: 403 on the readable folder above, or 404 if even that is unreadable.
+    ancestor = parent
     entry = store.files.find(conn, ancestor)
-    while entry is None and ancestor != "/":
+    hidden: FileEntry | None = None
+    while (entry is None or not has_access(conn, user, entry, Access.READ)) and ancestor != "/":
+        hidden = entry or hidden
         ancestor = posixpath.dirname(ancestor)
         entry = store.files.find(conn, ancestor)
     if entry is None or not has_access(conn, user, entry, Access.READ):
         raise NotFound(f"folder {parent} does not exist")
     if not entry.is_folder:
         raise InvalidInput(f"{entry.path} is not a folder")
-    if has_access(conn, user, entry, Access.WRITE):
-        return
-    if job and entry.path in SHARED_JOB_FOLDERS:
-        return
-    if entry.path == HOME_ROOT and path.startswith(f"{HOME_ROOT}/{user.name}/"):
-        return  # a user's missing home folder: theirs, created private
-    raise Forbidden(f"you are not allowed to create anything in the folder {entry.path}")
+    if not _may_create_in(conn, user, entry, path, job=job):
+        raise Forbidden(f"you are not allowed to create anything in the folder {entry.path}")
+    if hidden is not None:
+        # The user may create here, so a name taken by an entry they cannot see
+        # answers as it would when creating that very entry: it exists.
+        raise AlreadyExists(f"{hidden.path} already exists")
+
+
+def _may_create_in(
+    conn: Connection, user: User, folder: FileEntry, path: str, *, job: bool
+) -> bool:
+    if has_access(conn, user, folder, Access.WRITE):
+        return True
+    if job and folder.path in SHARED_JOB_FOLDERS:
+        return True
+    # A user's missing home folder: theirs, created private.
+    return folder.path == HOME_ROOT and path.startswith(f"{HOME_ROOT}/{user.name}/")

@@ -268,7 +268,7 @@ def update_user(store: Store, actor: User, name: str, changes: UserChanges) -> N
 
 
 def delete_user(store: Store, actor: User, name: str) -> None:
-    """Delete a user; what they owned goes to the ADMIN who deletes them."""
+    """Delete a user; what they owned goes to the ADMIN deleting them (jobs private, MANUAL)."""
     require_admin(actor)
     with store.db.write() as conn:
         admins = user_store.holders_of_role(conn, ADMIN_ROLE, lock=True)
@@ -282,6 +282,10 @@ def delete_user(store: Store, actor: User, name: str) -> None:
         if name == actor.name:
             # Their files would go to a user who no longer exists.
             raise Conflict("you cannot delete yourself; ask another ADMIN to do it")
+        # Their jobs stop running by themselves and stop being shared (A1): from
+        # now on they read with the ADMIN's rights, which only the ADMIN may use,
+        # deliberately, by sharing or re-enabling them.
+        user_store.quiesce_job_files(conn, name)
         user_store.hand_over_files(conn, name, actor.name)
         user_store.delete_user(conn, name)
 

@@ -62,10 +62,57 @@ def _planned_after(execution_id: int | None) -> sa.Select[tuple[int]]:
     )
 
 
-def _active_upstream_runs(conn: Connection, config_id: int) -> list[int]:
-    """Unfinished executions of the jobs a configuration reads from."""
+def _may_read(user: Any, entry: sa.FromClause) -> sa.ColumnElement[bool]:
+    """SQL for `services.permissions.has_access(user, entry, READ)`, for many rows at once.
+
+    The store cannot call the services layer, and this is the hot path after
+    every run, so the rule is written once more as one predicate.
+    """
+    # correlate_except: `user` may be a column of the enclosing query (files.owner).
+    groups = (
+        sa.select(t.user_groups.c.group_name)
+        .where(t.user_groups.c.user_name == user)
+        .correlate_except(t.user_groups)
+    )
+    return sa.or_(
+        entry.c.owner == user,
+        entry.c.others_readable.is_(True),
+        sa.select(t.user_roles.c.user_name)
+        .where(t.user_roles.c.user_name == user, t.user_roles.c.role_name == "ADMIN")
+        .correlate_except(t.user_roles)
+        .exists(),
+        sa.select(t.file_group_permissions.c.file_id)
+        .where(
+            t.file_group_permissions.c.file_id == entry.c.id,
+            t.file_group_permissions.c.readable.is_(True),
+            t.file_group_permissions.c.group_name.in_(groups),
+        )
+        .correlate_except(t.file_group_permissions)
+        .exists(),
+    )
+
+
+def _may_read_configuration(user: Any, config_id: Any) -> sa.ColumnElement[bool]:
+    """Whether `user` may read the file of the configuration `config_id` (correlated SQL)."""
+    up_config = C.alias("up_config")
+    up_file = t.files.alias("up_file")
+    return (
+        sa.select(up_config.c.id)
+        .join(up_file, up_file.c.id == up_config.c.file_id)
+        .where(up_config.c.id == config_id, _may_read(user, up_file))
+        .exists()
+    )
+
+
+def _active_upstream_runs(conn: Connection, config_id: int, owner: str) -> list[int]:
+    """Unfinished executions of the jobs a configuration reads from and its owner may read.
+
+    A run never waits on a job its owner cannot read: the wait would show when
+    that job runs (A6).
+    """
     upstream = sa.select(DEPS.c.upstream_configuration_id).where(
-        DEPS.c.job_configuration_id == config_id
+        DEPS.c.job_configuration_id == config_id,
+        _may_read_configuration(owner, DEPS.c.upstream_configuration_id),
     )
     rows = conn.execute(
         sa.select(E.c.id).where(
@@ -100,12 +147,25 @@ def fire_data_driven(
         .where(C.c.id.not_in(_planned_after(ended_execution_id)))
         .order_by(C.c.id)
     ).all()
+    if rows:
+        # Only where the workbook's owner may read the job that ran (A6): else
+        # its firing would show when that job runs, and its run could only fail.
+        # A second query, so a job nothing reads (the common case) pays nothing.
+        readable = set(
+            conn.execute(
+                sa.select(C.c.id)
+                .join(t.files, t.files.c.id == C.c.file_id)
+                .where(C.c.id.in_([row.id for row in rows]))
+                .where(_may_read_configuration(t.files.c.owner, upstream_config_id))
+            ).scalars()
+        )
+        rows = [row for row in rows if row.id in readable]
     lock_configurations(conn, [row.id for row in rows])
     startable = []
     for row in rows:
         if _already_waiting(conn, row.id, TriggerType.DATA_DRIVEN):
             continue
-        waits_on = _active_upstream_runs(conn, row.id)
+        waits_on = _active_upstream_runs(conn, row.id, row.owner)
         status = JobStatus.WAITING_FOR_OTHER_JOB if waits_on else JobStatus.QUEUED
         created = create_execution(conn, row, TriggerType.DATA_DRIVEN, row.owner, status=status)
         add_dependencies(conn, [(created, upstream) for upstream in waits_on])

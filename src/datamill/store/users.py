@@ -327,6 +327,39 @@ def hand_over_files(conn: Connection, from_owner: str, to_owner: str) -> int:
     return int(result.rowcount)
 
 
+def quiesce_job_files(conn: Connection, owner: str) -> int:
+    """Make `owner`'s job files private and their workbooks MANUAL; returns how many changed.
+
+    Run before a deleted user's files are handed to the ADMIN deleting them:
+    a run reads with its owner's rights, so without this their workbooks would
+    silently start reading with the ADMIN's rights, on their schedule, for
+    whoever the deleted user had shared them with.
+    """
+    files = sa.select(t.files.c.id).where(t.files.c.owner == owner, t.files.c.is_folder.is_(False))
+    configs = t.job_configurations
+    rows = conn.execute(
+        sa.select(configs.c.id, configs.c.definition).where(
+            configs.c.file_id.in_(files), configs.c.trigger_mode != "MANUAL"
+        )
+    ).all()
+    for row in rows:
+        definition = {**dict(row.definition), "triggering": {"mode": "MANUAL"}}
+        conn.execute(
+            sa.update(configs)
+            .where(configs.c.id == row.id)
+            .values(definition=definition, trigger_mode="MANUAL", cron=None, next_fire_at=None)
+        )
+    conn.execute(
+        sa.delete(t.file_group_permissions).where(t.file_group_permissions.c.file_id.in_(files))
+    )
+    conn.execute(
+        sa.update(t.files)
+        .where(t.files.c.id.in_(files))
+        .values(others_readable=False, others_writable=False, others_executable=False)
+    )
+    return len(rows)
+
+
 def set_file_owner(conn: Connection, file_id: int, owner: str) -> None:
     """Give one file or folder to `owner`."""
     conn.execute(

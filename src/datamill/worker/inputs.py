@@ -17,9 +17,11 @@ from datamill.domain.definitions import (
     upstream_references,
 )
 from datamill.domain.records import DataResult, Execution, JobConfiguration, User
+from datamill.domain.status import TriggerType
 from datamill.engine.base import PathRoots, RunRequest
 from datamill.errors import InvalidInput, JobFailed
 from datamill.services.locations import RunIO, policy_from_settings, resolve_run_io
+from datamill.services.permissions import Capability, has_capability
 from datamill.services.references import not_readable, readable_source, shown, wanted_kind
 from datamill.settings import Settings
 from datamill.store import data as data_store
@@ -45,6 +47,10 @@ def _resolve_source(
     return os.path.join(result.location, f"{sheet}.parquet"), result
 
 
+# Runs nobody asked for: they run only while their owner may run jobs.
+_AUTOMATIC = frozenset({TriggerType.SCHEDULER, TriggerType.DATA_DRIVEN})
+
+
 def _owner(conn: Connection, store: Store, config: JobConfiguration) -> User | None:
     """The user a run reads as: the owner of the job file, with their roles and groups."""
     return store.users.get(conn, store.files.get(conn, config.file_id).owner)
@@ -61,8 +67,17 @@ def build_request(
     definition = definition_model(config.kind).model_validate(config.definition)
     inputs: dict[str, str] = {}
     read: list[int] = []
-    # Looked up once, and only for runs that read something: a trivial run costs no query.
-    owner = _owner(conn, store, config) if upstream_references(definition) else None
+    automatic = execution.trigger_type in _AUTOMATIC
+    # Looked up once, and only for runs that read something or started by
+    # themselves: a trivial manual run costs no query.
+    owner = _owner(conn, store, config) if automatic or upstream_references(definition) else None
+    if automatic and (owner is None or not has_capability(conn, owner, Capability.JOB_RUN)):
+        # Nobody asked for this run: its owner must still hold the right to run jobs (A7).
+        reader = owner.name if owner is not None else "the owner of this job"
+        raise JobFailed(
+            f"{reader} may no longer run jobs (the capability {Capability.JOB_RUN.value}), "
+            f"so this {execution.trigger_type.value} run does not start"
+        )
     if isinstance(definition, WorkbookDefinition):
         for index, sheet in enumerate(definition.sheets):
             if isinstance(sheet, DataSheet):
