@@ -180,6 +180,13 @@ class Settings(BaseSettings):
         gt=0,
         description="After this many seconds one failed login of a name or address is forgiven.",
     )
+    trusted_proxies: str | None = Field(
+        default=None,
+        description=(
+            "Comma-separated addresses of reverse proxies whose X-Forwarded-For names the"
+            " client (for the sign-in limits); default none: the peer's own address counts."
+        ),
+    )
     password_checks_at_once: int = Field(
         default=2,
         ge=1,

@@ -24,6 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from datamill.api.app import create_app
+from datamill.errors import DatamillError, TooManyRequests
 from tests.security.conftest import Actors, auth
 
 USERS = "/rest/user-management/users"
@@ -158,3 +159,37 @@ def test_unknown_names_count_like_known_ones_and_per_client(client: TestClient) 
     # Thirty failures from one address, each under a fresh name, then 429.
     assert statuses[:30] == [401] * 30 and statuses[30] == 429
     assert client.get(SELF, headers=auth("eve", "wrong")).status_code == 429
+
+
+def test_guessing_from_one_address_does_not_lock_the_owner_out_elsewhere(actors: Actors) -> None:
+    """Attack round 3, N1: eleven bad guesses at bob's password locked bob out everywhere."""
+    authenticator = actors.client.app.state.authenticator  # type: ignore[attr-defined]
+    failures: list[DatamillError] = []
+    for _ in range(12):
+        try:
+            authenticator.authenticate("bob", "wrong", "10.0.0.66")
+        except DatamillError as error:
+            failures.append(error)
+    assert isinstance(failures[-1], TooManyRequests)  # the guesser's address is limited for bob
+    # bob signs in from his own address (nothing cached: a new script).
+    assert authenticator.authenticate("bob", "pw", "10.0.0.7").name == "bob"
+
+
+def test_a_forwarded_for_header_does_not_change_the_client_address(
+    server: tuple[str, int],
+) -> None:
+    """Attack round 3, N2: rotating X-Forwarded-For dodged the per-client limit."""
+    base, _pid = server
+    # Thirty failures per address, a token back per second: a hundred sequential
+    # guesses outrun the refill however slow argon2 is here.
+    reasons: list[str] = []
+    for i in range(100):
+        answer = httpx.get(
+            f"{base}{USERS}",
+            headers={**_basic(f"nobody{i}", "x"), "X-Forwarded-For": f"10.9.{i}.1"},
+            timeout=30,
+        )
+        reasons.append(f"{answer.status_code} {answer.text}")
+        if answer.status_code == 429 and "too many failed sign-ins" in answer.text:
+            break
+    assert "too many failed sign-ins" in reasons[-1], reasons[-3:]

@@ -68,8 +68,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         worker = Worker(node.store, settings, node.wakeup)
         worker.start()
     app = create_app(settings, node.jobs)
+    # The client address limits failed sign-ins; uvicorn would otherwise take it
+    # from X-Forwarded-For of any local caller, who could then claim any address.
+    proxies = settings.trusted_proxies
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=proxies is not None,
+        forwarded_allow_ips=proxies,
     )
     server = uvicorn.Server(config)
     role = "" if worker is not None else " (API only: `datamill worker` runs the executions)"

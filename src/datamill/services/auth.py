@@ -74,38 +74,60 @@ class Authenticator:
         mac = self._mac(password)
         if user is not None and self._cached(name, mac, user.password_hash):
             return user
-        self._refuse_if_limited(name, client)
-        if user is None:
-            # Spend the same time as a real check so timing does not reveal user names.
-            self._gate.run(lambda: _verify(_dummy_hash(), password))
-            self._failed(name, client)
-        # One verification per user at a time: when a cached login expires under
-        # load, the other requests wait for its result instead of all running
-        # argon2 at once.
-        with self._lock:
-            user_lock = self._verifying.setdefault(name, threading.Lock())
-        with user_lock:
-            if self._cached(name, mac, user.password_hash):
-                return user
-            if not self._gate.run(lambda: _verify(user.password_hash, password)):
-                self._failed(name, client)
+        keys = self._take_tokens(name, client)
+        try:
+            if user is None:
+                # Spend the same time as a real check so timing does not reveal user names.
+                self._gate.run(lambda: _verify(_dummy_hash(), password))
+                self._failed()
+            # One verification per user at a time: when a cached login expires under
+            # load, the other requests wait for its result instead of all running
+            # argon2 at once.
             with self._lock:
-                self._cache[name] = (mac, user.password_hash, time.monotonic() + self._ttl)
-        return user
+                user_lock = self._verifying.setdefault(name, threading.Lock())
+            with user_lock:
+                if self._cached(name, mac, user.password_hash):
+                    self._give_back(keys)
+                    return user
+                if not self._gate.run(lambda: _verify(user.password_hash, password)):
+                    self._failed()
+                with self._lock:
+                    self._cache[name] = (mac, user.password_hash, time.monotonic() + self._ttl)
+            self._give_back(keys)
+            return user
+        except TooManyRequests:
+            # The gate was full: nothing was checked, so the sign-in costs no token.
+            self._give_back(keys)
+            raise
 
-    def _refuse_if_limited(self, name: str, client: str | None) -> None:
-        wait = self._by_name.retry_after(name)
-        if client is not None:
-            wait = max(wait, self._by_client.retry_after(client))
-        if wait:
-            raise TooManyRequests(
-                f"too many failed sign-ins; try again in {wait} s", retry_after=wait
-            )
+    def _take_tokens(self, name: str, client: str | None) -> list[tuple[FailureBuckets, str]]:
+        """A token from the name's and the client's bucket, or TooManyRequests.
 
-    def _failed(self, name: str, client: str | None) -> NoReturn:
-        self._by_name.fail(name)
+        The name's bucket is per (name, client address): guessing at bob's
+        password from one address must not lock bob out from his own.
+        """
+        keys = [(self._by_name, f"{name}\x00{client or ''}")]
         if client is not None:
-            self._by_client.fail(client)
+            keys.append((self._by_client, client))
+        taken: list[tuple[FailureBuckets, str]] = []
+        for buckets, key in keys:
+            if not buckets.take(key):
+                self._give_back(taken)
+                wait = buckets.retry_after(key)
+                raise TooManyRequests(
+                    f"too many failed sign-ins; try again in {wait} s", retry_after=wait
+                )
+            taken.append((buckets, key))
+        return taken
+
+    @staticmethod
+    def _give_back(keys: list[tuple[FailureBuckets, str]]) -> None:
+        for buckets, key in keys:
+            buckets.give_back(key)
+
+    @staticmethod
+    def _failed() -> NoReturn:
+        # The tokens taken for this sign-in stay taken: that is the failure's cost.
         raise NotAuthenticated("wrong user name or password")
 
     def recently_verified(self, name: str, password: str, password_hash: str) -> bool:

@@ -41,15 +41,31 @@ class FailureBuckets:
             tokens = self._tokens(key, time.monotonic())
         return 0 if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / self._rate))
 
-    def fail(self, key: str) -> None:
-        """Take a token for one failure of `key`."""
+    def take(self, key: str) -> bool:
+        """Take a token for a sign-in about to be checked; False when none is left.
+
+        Taken before the check, not after it fails: otherwise every request in
+        flight when a token comes back would pass at once and reach argon2.
+        """
         now = time.monotonic()
         with self._lock:
             tokens = self._tokens(key, now)
-            self._buckets[key] = (max(tokens - 1.0, 0.0), now)
-            self._buckets.move_to_end(key)
-            while len(self._buckets) > MAX_TRACKED:
-                self._buckets.popitem(last=False)
+            if tokens < 1.0:
+                return False
+            self._store(key, tokens - 1.0, now)
+        return True
+
+    def give_back(self, key: str) -> None:
+        """Return the token of a sign-in that succeeded."""
+        now = time.monotonic()
+        with self._lock:
+            self._store(key, min(self._burst, self._tokens(key, now) + 1.0), now)
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > MAX_TRACKED:
+            self._buckets.popitem(last=False)
 
     def _tokens(self, key: str, now: float) -> float:
         entry = self._buckets.get(key)
