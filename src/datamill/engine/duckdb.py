@@ -24,7 +24,7 @@ from datamill.domain.status import JobStatus
 from datamill.engine import sinks, sources
 from datamill.engine.base import ProgressCallback, RunRequest, RunResult
 from datamill.engine.sources import Output, Scan, lit, lit_list
-from datamill.engine.workbooks import Window, run_workbook, workbook_inputs
+from datamill.engine.workbooks import OUTPUT_FOLDER, Window, run_workbook, workbook_inputs
 from datamill.errors import DatamillError, InvalidDefinition, InvalidInput, InvalidSql, JobFailed
 from datamill.processes import pid_alive
 
@@ -509,7 +509,8 @@ class DuckDBEngine:
         # Inputs are named by their place, not their sheet: nothing of the
         # data root's layout shows in the window.
         links = {name: f"{index}.parquet" for index, name in enumerate(real)}
-        folder = window.open_run({links[name]: path for name, path in real.items()})
+        run = os.path.basename(session.staging_dir)
+        folder = window.open_run(run, {links[name]: path for name, path in real.items()})
         if folder is None:
             # An input cannot be linked into the window: this run gets a
             # database of its own, locked to its own files.
@@ -521,7 +522,8 @@ class DuckDBEngine:
             )
         inputs = {name: os.path.join(folder, link) for name, link in links.items()}
         try:
-            return self._finish(session, lambda: run_workbook(session, definition, inputs, folder))
+            out_dir = os.path.join(folder, OUTPUT_FOLDER)
+            return self._finish(session, lambda: run_workbook(session, definition, inputs, out_dir))
         finally:
             window.close_run(folder)
 
