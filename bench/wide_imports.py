@@ -1,7 +1,7 @@
 """Time one import of a single wide JSON line or CSV row, statement by statement (N3).
 
-    python -m bench.wide_imports jsonl 1000            # no schema
-    python -m bench.wide_imports csv 1000 declared     # every column declared BIGINT
+python -m bench.wide_imports jsonl 1000            # no schema
+python -m bench.wide_imports csv 1000 declared     # every column declared BIGINT
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from datamill.engine import duckdb as engine
 from tests.integration.engine_fixtures import make_area, run_import
+
+from datamill.engine import duckdb as engine
 
 _original = engine.Session.execute
 _log: list[tuple[float, str, int]] = []
