@@ -19,7 +19,7 @@ from datamill.domain.records import Execution, User
 from datamill.domain.status import JobKind, JobStatus
 from datamill.settings import Settings
 from datamill.store import data as data_store
-from datamill.worker.limits import effective_limits, staged_bytes
+from datamill.worker.limits import effective_limits, run_bytes, staged_bytes
 from tests.helpers import execution, password_hash, wait_for, wait_terminal
 from tests.security.conftest import Actors
 
@@ -165,6 +165,9 @@ def test_endless_output_is_stopped_by_the_output_limit(running: Actors) -> None:
     )
     assert _no_data(node, path)
     assert not _staging(node, run).exists()
+    # The killed child's window went with it: no links keeping inputs alive,
+    # no partial output left behind.
+    assert [p.name for p in node.settings.staging_root.iterdir()] == []
 
 
 def test_an_output_over_the_limit_at_the_end_publishes_nothing(running: Actors) -> None:
@@ -185,7 +188,7 @@ def test_an_export_file_over_its_limit_is_never_written(running: Actors, files_r
     node = running.node
     source = _workbook(running, "eve", "rows", BIG_OUTPUT, ROOMY)
     assert wait_terminal(node, _trigger(running, "eve", source)).status is JobStatus.COMPLETED
-    target = files_root / "eve-out" / "rows.csv"
+    target = files_root / "users" / "eve" / "out" / "rows.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "path": "/Data/ExportJobs/rows.exp",
@@ -213,16 +216,38 @@ def test_spill_files_do_not_count_as_output(tmp_path: Path) -> None:
     assert staged_bytes(str(tmp_path / "gone")) == 0
 
 
+def test_a_workbook_is_measured_in_its_window_inputs_and_spill_left_out(tmp_path: Path) -> None:
+    staging = tmp_path / "42"
+    (staging / ".duckdb_tmp").mkdir(parents=True)
+    (staging / ".duckdb_tmp" / "spill.bin").write_bytes(b"x" * 5000)
+    # A workbook of execution 42 writes into its folder of its child's window.
+    run = tmp_path / ".window-777-2" / "42"
+    (run / "output" / "_work").mkdir(parents=True)
+    (run / "output" / "out.parquet").write_bytes(b"x" * 300)
+    (run / "output" / "_work" / "mid.parquet").write_bytes(b"x" * 200)
+    # Its links to its inputs lie beside the output folder, not in it.
+    (run / "0.parquet").write_bytes(b"x" * 7000)
+    # Another run, and another child's window, are not this run's output.
+    (tmp_path / ".window-777-2" / "43" / "output").mkdir(parents=True)
+    (tmp_path / ".window-777-2" / "43" / "output" / "o.parquet").write_bytes(b"x" * 9000)
+    (tmp_path / ".window-778-1" / "42" / "output").mkdir(parents=True)
+    (tmp_path / ".window-778-1" / "42" / "output" / "o.parquet").write_bytes(b"x" * 9000)
+    assert run_bytes(str(staging), 777) == 500
+    assert run_bytes(str(tmp_path / "44"), 777) == 0
+
+
 # ---------------------------------------------------------------- saving limits
 
 
 def _documents(files_root: Path) -> dict[str, dict[str, Any]]:
-    (files_root / "lim").mkdir(parents=True, exist_ok=True)
-    (files_root / "lim" / "in.csv").write_text("a\n1\n", encoding="utf-8")
+    # Eve's own private location: the only files she may read and write.
+    folder = files_root / "users" / "eve" / "lim"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "in.csv").write_text("a\n1\n", encoding="utf-8")
     return {
         "/rest/import-job": {
             "path": "/Data/ImportJobs/lim.imp",
-            "source": {"kind": "csv", "path": str(files_root / "lim" / "in.csv")},
+            "source": {"kind": "csv", "path": str(folder / "in.csv")},
         },
         "/rest/workbook": {
             "path": "/Analytics/Workbooks/lim.wbk",
@@ -231,7 +256,7 @@ def _documents(files_root: Path) -> dict[str, dict[str, Any]]:
         "/rest/export-job": {
             "path": "/Data/ExportJobs/lim.exp",
             "source": {"importJob": "/Data/ImportJobs/lim.imp"},
-            "sink": {"kind": "csv", "path": str(files_root / "lim" / "out.csv")},
+            "sink": {"kind": "csv", "path": str(folder / "out.csv")},
         },
     }
 

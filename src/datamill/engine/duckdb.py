@@ -24,7 +24,7 @@ from datamill.domain.status import JobStatus
 from datamill.engine import sinks, sources
 from datamill.engine.base import ProgressCallback, RunRequest, RunResult
 from datamill.engine.sources import Output, Scan, lit, lit_list
-from datamill.engine.workbooks import Window, run_workbook, workbook_inputs
+from datamill.engine.workbooks import OUTPUT_FOLDER, Window, run_workbook, workbook_inputs
 from datamill.errors import DatamillError, InvalidDefinition, InvalidInput, InvalidSql, JobFailed
 from datamill.processes import pid_alive
 
@@ -509,7 +509,8 @@ class DuckDBEngine:
         # Inputs are named by their place, not their sheet: nothing of the
         # data root's layout shows in the window.
         links = {name: f"{index}.parquet" for index, name in enumerate(real)}
-        folder = window.open_run({links[name]: path for name, path in real.items()})
+        run = os.path.basename(session.staging_dir)
+        folder = window.open_run(run, {links[name]: path for name, path in real.items()})
         if folder is None:
             # An input cannot be linked into the window: this run gets a
             # database of its own, locked to its own files.
@@ -521,7 +522,8 @@ class DuckDBEngine:
             )
         inputs = {name: os.path.join(folder, link) for name, link in links.items()}
         try:
-            return self._finish(session, lambda: run_workbook(session, definition, inputs, folder))
+            out_dir = os.path.join(folder, OUTPUT_FOLDER)
+            return self._finish(session, lambda: run_workbook(session, definition, inputs, out_dir))
         finally:
             window.close_run(folder)
 
@@ -587,6 +589,32 @@ def _failed(problems: list[str]) -> str:
     return "found " + "; ".join(problems) + "; errorMode FAIL stops the import"
 
 
+def _check_long(
+    session: Session, scan: Scan, outputs: list[Output], share: float
+) -> tuple[int, list[Output]]:
+    """Unreadable records, and the outputs with a column whose values do not all fit made text."""
+    unreadable = 0
+    if scan.readable != "TRUE":
+        unreadable = int(
+            session.execute(
+                f"SELECT count(*) FILTER (WHERE NOT {scan.readable}) FROM {scan.relation('lines')}",
+                context="checking the records",
+                share=share / 4,
+            )[0][0]
+        )
+    types = lit_list([o.target or "VARCHAR" for o in outputs])
+    long = sources.long_form(scan, scan.relation("check"), scan.readable)
+    failing = session.execute(
+        f"SELECT DISTINCT __dm_i FROM {long} WHERE NOT {sources.type_fits(types)}",
+        context="checking the records",
+        share=share / 2,
+    )
+    text = {int(row[0]) for row in failing}
+    return unreadable, [
+        Output(o.name, o.source, "VARCHAR") if i in text else o for i, o in enumerate(outputs)
+    ]
+
+
 def _run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
     """Read the source, enforce the schema, stage data.parquet."""
     source = definition.source
@@ -602,7 +630,16 @@ def _run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
     remaining = 0.99 - session.progress.done
     unreadable = bad = 0
     problems: list[str] = []
-    if scan.readable != "TRUE" or bad_any != "FALSE":
+    if declared is None and len(outputs) > sources.LONG_FORM_ABOVE:
+        # Wide and without a schema: the same check in statements whose
+        # length does not grow with the width (see sources.long_form).
+        unreadable, outputs = _check_long(session, scan, outputs, remaining)
+        bad_any = "FALSE"
+        if unreadable:
+            problems.append(f"{unreadable} line(s) that are not JSON objects")
+        if fail and problems:
+            raise JobFailed(_failed(problems))
+    elif scan.readable != "TRUE" or bad_any != "FALSE":
         items = [f"count(*) FILTER (WHERE NOT {scan.readable})"]
         items.append(f"count(*) FILTER (WHERE {scan.readable} AND ({bad_any}))")
         items += [f"count(*) FILTER (WHERE {scan.readable} AND NOT {f})" for _, f in checks if f]

@@ -4,10 +4,13 @@ User SQL exists only in workbooks. Whatever the SQL check (engine/sql.py)
 lets through, the database that runs it is the second wall: it is locked
 (`allowed_directories`, external access off, for good) to one folder per
 engine, its *window*. Before a run the engine hard-links exactly that run's
-input files into a fresh folder of the window, the run writes its results
-there, and afterwards they are moved into the run's staging folder and the
-folder is removed. A warm child runs one run at a time, so while a run goes
-on the window holds its own inputs and nothing else.
+input files into a fresh folder of the window, named after the run's staging
+folder (the execution id), the run writes its results into that folder's
+`output` folder, and afterwards they are moved into the run's staging folder
+and the folder is removed. The worker measures `output` against the run's
+output limit while the run goes on (`run_output_folders`). A warm child runs
+one run at a time, so while a run goes on the window holds its own inputs and
+nothing else.
 
 Hard links, not symbolic links: DuckDB refuses a symbolic link that leads
 out of an allowed folder, and a link to a *folder* would let `link/../x`
@@ -38,7 +41,33 @@ if TYPE_CHECKING:
     from datamill.engine.duckdb import Session
 
 WINDOW_PREFIX = ".window-"
+# Inside a run's folder of the window: what the run writes, measured by the worker.
+OUTPUT_FOLDER = "output"
 _windows = itertools.count(1)
+
+
+def window_prefix(pid: int) -> str:
+    """The start of the names of the windows of the engines of process `pid`."""
+    return f"{WINDOW_PREFIX}{pid}-"
+
+
+def run_output_folders(staging_root: str, pid: int, run: str) -> list[str]:
+    """The output folders of run `run` in the windows of process `pid` (normally one)."""
+    prefix = window_prefix(pid)
+    try:
+        names = [n for n in os.listdir(staging_root) if n.startswith(prefix)]
+    except OSError:
+        return []
+    return [os.path.join(staging_root, n, run, OUTPUT_FOLDER) for n in names]
+
+
+def remove_windows_of(staging_root: str, pid: int) -> None:
+    """Remove the windows of process `pid`, which must have ended (killed by the worker)."""
+    prefix = window_prefix(pid)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(staging_root):
+            if name.startswith(prefix):
+                shutil.rmtree(os.path.join(staging_root, name), ignore_errors=True)
 
 
 def remove_dead_windows(parent: str) -> None:
@@ -57,18 +86,19 @@ class Window:
         remove_dead_windows(staging_root)
         # One per engine, not per process: two engines of one process (tests,
         # an in-process worker) never see each other's runs.
-        self.root = os.path.join(staging_root, f"{WINDOW_PREFIX}{os.getpid()}-{next(_windows)}")
+        self.root = os.path.join(staging_root, f"{window_prefix(os.getpid())}{next(_windows)}")
         shutil.rmtree(self.root, ignore_errors=True)
-        self._runs = itertools.count(1)
 
-    def open_run(self, inputs: Mapping[str, str]) -> str | None:
-        """A fresh run folder holding a hard link to each input, None if one cannot be linked.
+    def open_run(self, run: str, inputs: Mapping[str, str]) -> str | None:
+        """A fresh folder `run` holding a hard link to each input, None if one cannot be linked.
 
+        `run` is the name of the run's staging folder (the execution id), so
+        the worker finds the run's output folder in it while it runs;
         `inputs` maps the link's name to the real path of the input file.
         """
         self._clear()
-        folder = os.path.join(self.root, str(next(self._runs)))
-        os.makedirs(folder)
+        folder = os.path.join(self.root, run)
+        os.makedirs(os.path.join(folder, OUTPUT_FOLDER))
         try:
             for name, real in inputs.items():
                 os.link(real, os.path.join(folder, name))

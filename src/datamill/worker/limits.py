@@ -10,6 +10,7 @@ from typing import Any
 import pydantic
 
 from datamill.domain.definitions import RunLimits
+from datamill.engine.workbooks import run_output_folders
 from datamill.settings import Settings
 
 # The engine's spill folder when the operator chose none: spill is the
@@ -54,6 +55,20 @@ def effective_limits(definition: dict[str, Any], settings: Settings) -> Effectiv
         time_seconds=min(time_seconds, settings.run_time_limit_max_seconds),
         output_bytes=min(output_bytes, settings.run_output_limit_max_bytes),
     )
+
+
+def run_bytes(staging: str, pid: int) -> int:
+    """Bytes a running run has written so far, spill left out.
+
+    Imports and exports write into the run's staging folder; a workbook
+    writes into its own folder of its child's window (engine/workbooks.py)
+    and moves the kept sheets to staging only at the end, so both count.
+    The window's links to the run's inputs lie beside that output folder,
+    not in it, and are not counted.
+    """
+    staging_root, run = os.path.split(staging)
+    windows = run_output_folders(staging_root, pid, run)
+    return staged_bytes(staging) + sum(staged_bytes(folder) for folder in windows)
 
 
 def staged_bytes(folder: str) -> int:

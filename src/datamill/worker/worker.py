@@ -19,6 +19,7 @@ from datamill.domain.records import Execution
 from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobStatus
 from datamill.engine.base import RunRequest, RunResult
+from datamill.engine.workbooks import remove_windows_of
 from datamill.errors import DatamillError
 from datamill.processes import pid_alive
 from datamill.services.wakeup import PostgresListener, Wakeup, libpq_conninfo
@@ -37,7 +38,7 @@ from datamill.worker.housekeeping import (
     remove_stale_staging,
 )
 from datamill.worker.inputs import build_request
-from datamill.worker.limits import EffectiveLimits, effective_limits, staged_bytes
+from datamill.worker.limits import EffectiveLimits, effective_limits, run_bytes, staged_bytes
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,11 @@ class Worker:
             outcome, reusable = self._await(execution, horse, limits, request.staging_dir)
         except HorseDied as died:
             outcome, reusable = Outcome(JobStatus.ERROR, error_message=str(died)), None
+        if reusable is None:
+            # A child killed (or dead) mid-run leaves its window behind, with
+            # links that keep the run's inputs alive and the run's partial output.
+            horse.kill()
+            remove_windows_of(os.path.dirname(request.staging_dir), horse.process.pid or 0)
         if outcome is None:  # handed back during shutdown
             shutil.rmtree(staging, ignore_errors=True)
             return None
@@ -318,7 +324,7 @@ class Worker:
                 return Outcome(JobStatus.ERROR, error_message=limits.time_exceeded()), None
             if now >= next_output_check:
                 next_output_check = now + OUTPUT_CHECK_SECONDS
-                staged = staged_bytes(staging)
+                staged = run_bytes(staging, horse.process.pid or 0)
                 if staged > limits.output_bytes:
                     horse.kill()
                     reason = limits.output_exceeded(staged)
