@@ -424,3 +424,21 @@ def test_n2_a_file_in_the_way_of_a_staging_folder_does_not_fail_the_run(
         (staging / str(number)).write_text("in the way")
     run = _run(running, "eve", "/Users/eve/s.imp")
     assert run.status is JobStatus.COMPLETED, run.error_message
+
+
+def test_n7_job_routes_answer_a_readable_connection_alike(actors: Actors, files: Path) -> None:
+    entry = _connection(actors, "x", _sqlite_db(files / "shared" / "x.db"))
+    _others(actors, entry, readable=True)
+    answers = [
+        actors.call("eve", method, url)
+        for method, url in (
+            ("POST", f"/api/job-execution/{entry}/trigger"),
+            ("GET", f"/api/job-execution/{entry}/status"),
+            ("POST", "/api/job-execution/Connections/x.dst/trigger"),
+            ("GET", "/api/job-execution/Connections/x.dst/status"),
+        )
+    ]
+    assert {a.status_code for a in answers} == {400}, [a.text for a in answers]
+    assert {a.json()["reason"] for a in answers} == {
+        "/Connections/x.dst is not a job (import job, workbook or export job)"
+    }
