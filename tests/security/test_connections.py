@@ -380,6 +380,9 @@ def test_n2_a_sqlite_source_query_cannot_create_files(running: Actors, files: Pa
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (1,)
     run = _run(running, "eve", "/Users/eve/attach.imp")
     assert "only read" in str(run.error_message)
+    # N5: whether the attached path exists does not show.
+    existing = _run(running, "eve", "/Users/eve/attach_existing.imp")
+    assert existing.error_message == run.error_message
     # Reading still works: a query with a CTE, recursion and functions.
     query = (
         "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 3)"
