@@ -153,7 +153,7 @@ def test_sqlite_query(area: Area) -> None:
 
 def test_sqlite_query_cannot_change_the_database(area: Area) -> None:
     url = _sqlite(area)
-    with pytest.raises(JobFailed, match=r"readonly|read-only|query_only"):
+    with pytest.raises(JobFailed, match=r"readonly|read-only|only read"):
         run_import(area, {"kind": "database", "url": url, "query": "DELETE FROM orders"})
     with sqlite3.connect(area.sources / "shop.db") as conn:
         assert conn.execute("SELECT count(*) FROM orders").fetchone() == (25_000,)

@@ -237,3 +237,211 @@ def test_a_failing_connection_does_not_show_its_password(running: Actors) -> Non
     assert run.status is JobStatus.ERROR
     assert SECRET not in str(run.error_message)
     del meta
+
+
+# ---------------------------------------------------------------- N1, N4: control characters
+
+
+def _allow_local_hosts(actors: Actors) -> None:
+    from datamill.services.locations import policy_from_settings
+
+    actors.node.settings.database_hosts = ["127.0.0.1", "localhost"]
+    actors.node.store.file_policy = policy_from_settings(actors.node.settings)
+
+
+def _smuggled(db: str) -> list[str]:
+    """PostgreSQL URLs with a NUL, a control or conninfo syntax in one of their parts."""
+    base = "postgresql://u:p@127.0.0.1:5432"
+    return [
+        f"{base}/{db}%00",
+        f"{base}/{db}\x00",
+        f"{base}/{db}%00junk",
+        f"{base}/a%00{db}",
+        f"postgresql://u%00:p@127.0.0.1:5432/{db}",
+        f"postgresql://u:p%00@127.0.0.1:5432/{db}",
+        f"postgresql://u:p\x00@127.0.0.1:5432/{db}",
+        f"{base}/x?application_name=a%00",
+        f"{base}/x?application_name=a%00hostaddr%3D127.0.0.1",
+        f"{base}/x?sslmode=prefer%00",
+        f"{base}/{db}%01",
+        f"{base}/{db}%0A",
+        f"{base}/{db}%0D",
+        f"{base}/{db}%09",
+        f"{base}/{db}\n",
+        f"{base}/{db}%7F",
+        f"{base}/x%20dbname%3D{db}",
+        f"{base}/x%3D{db}",
+        f"postgresql://u%20dbname%3D{db}:p@127.0.0.1:5432/x",
+        f"{base}/x?application_name=a%20host%3D127.0.0.1",
+        f"{base}/x?application_name=a%27b",
+        f"{base}/x?sslmode=disable%20dbname%3D{db}",
+    ]
+
+
+def test_n1_control_characters_are_refused_in_every_part_of_a_url(
+    actors: Actors, files: Path
+) -> None:
+    _allow_local_hosts(actors)
+    mine = _sqlite_db(files / "users" / "eve" / "mine.db")
+    made = actors.call("eve", "POST", "/rest/import-job", _source("mine", url=mine, table="items"))
+    assert made.status_code == 200, made.text
+    meta = _meta(actors)
+    db = str(meta.database) if meta.get_backend_name() == "postgresql" else "postgres"
+    for url in _smuggled(db):
+        made = actors.call(
+            "admin", "POST", "/rest/connection", {"path": "/Connections/n1.dst", "url": url}
+        )
+        assert made.status_code == 400, (url, made.text)
+        sink = actors.call("eve", "POST", "/rest/export-job", _sink(url))
+        assert sink.status_code == 400, (url, sink.text)
+        source = actors.call("eve", "POST", "/rest/import-job", _source("n1", url=url, table="t"))
+        assert source.status_code == 400, (url, source.text)
+        for answer in (made, sink, source):
+            reason = answer.json()["reason"]
+            assert any(w in reason for w in ("control char", "spaces, '='", "NUL")), (url, reason)
+    # The password given apart from the URL, too.
+    for password in ("p\x00", "p\n", "p\x01"):
+        made = actors.call(
+            "admin",
+            "POST",
+            "/rest/connection",
+            {
+                "path": "/Connections/n1.dst",
+                "url": f"postgresql://u@127.0.0.1/{db}x",
+                "password": password,
+            },
+        )
+        assert made.status_code == 400, (password, made.text)
+    # SQLite file names: a NUL or a control, raw (SQLite URLs are not decoded).
+    for name in ("x\x00.db", "x\n.db", "x\x01.db"):
+        url = f"sqlite:///{files}/users/eve/{name}"
+        made = actors.call(
+            "admin", "POST", "/rest/connection", {"path": "/Connections/n1.dst", "url": url}
+        )
+        assert made.status_code == 400, (url, made.text)
+        sink = actors.call("eve", "POST", "/rest/export-job", _sink(url))
+        assert sink.status_code == 400, (url, sink.text)
+    # A plain URL is still fine, spaces in a password too.
+    ok = actors.call(
+        "admin",
+        "POST",
+        "/rest/connection",
+        {"path": "/Connections/ok.dst", "url": "postgresql://u@127.0.0.1/x", "password": "a b='c"},
+    )
+    assert ok.status_code == 200, ok.text
+
+
+def test_n1_the_engine_refuses_a_nul_too() -> None:
+    from datamill.engine.paths import check_database_url
+    from datamill.errors import InvalidInput
+
+    for url in (
+        "postgresql://u:p@127.0.0.1/meta%00",
+        "postgresql://u:p@127.0.0.1/x?application_name=%00",
+    ):
+        with pytest.raises(InvalidInput):
+            check_database_url(
+                url, (), ("postgresql://u:p@127.0.0.1/meta",), "sink", must_exist=True
+            )
+
+
+# ---------------------------------------------------------------- N2, N5: a source query only reads
+
+
+def test_n2_a_sqlite_source_query_cannot_create_files(running: Actors, files: Path) -> None:
+    mine = _sqlite_db(files / "users" / "eve" / "mine.db")
+    settings = running.node.settings
+    targets = {
+        "attach": files / "users" / "carol",
+        "attach_existing": files / "users" / "eve" / "mine.db",
+        "vacuum": settings.staging_root / "999999",
+        "bob": files / "users" / "bob" / "planted.db",
+    }
+    queries = {
+        "attach": f"ATTACH '{targets['attach']}' AS m",
+        "attach_existing": f"ATTACH '{targets['attach_existing']}' AS m",
+        "vacuum": f"VACUUM INTO '{targets['vacuum']}'",
+        "bob": f"ATTACH 'file:{targets['bob']}?mode=rwc' AS m",
+        "pragma": "PRAGMA query_only = OFF",
+        "insert": "INSERT INTO items VALUES (2, 'two') RETURNING id",
+        "select_then_attach": f"SELECT 1; ATTACH '{targets['attach']}' AS m",
+    }
+    for name, query in queries.items():
+        made = running.call("eve", "POST", "/rest/import-job", _source(name, url=mine, query=query))
+        assert made.status_code == 200, made.text
+        run = _run(running, "eve", f"/Users/eve/{name}.imp")
+        assert run.status is JobStatus.ERROR, (name, run.error_message)
+        reason = str(run.error_message)
+        assert str(files) not in reason and str(settings.staging_root) not in reason, reason
+    for target in targets.values():
+        if target.name != "mine.db":
+            assert not target.exists(), target
+    with sqlite3.connect(files / "users" / "eve" / "mine.db") as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (1,)
+    run = _run(running, "eve", "/Users/eve/attach.imp")
+    assert "only read" in str(run.error_message)
+    # N5: whether the attached path exists does not show.
+    existing = _run(running, "eve", "/Users/eve/attach_existing.imp")
+    assert existing.error_message == run.error_message
+    # Reading still works: a query with a CTE, recursion and functions.
+    query = (
+        "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 3)"
+        " SELECT upper(name) AS n, (SELECT count(*) FROM r) AS c FROM items"
+    )
+    made = running.call("eve", "POST", "/rest/import-job", _source("ok", url=mine, query=query))
+    assert made.status_code == 200
+    done = _run(running, "eve", "/Users/eve/ok.imp")
+    assert done.status is JobStatus.COMPLETED, done.error_message
+
+
+def test_n2_a_file_in_the_way_of_a_private_folder_is_not_a_500(actors: Actors, files: Path) -> None:
+    (files / "users" / "carol").write_text("in the way")
+    made = actors.call(
+        "admin",
+        "POST",
+        "/rest/user-management/users",
+        {"username": "carol", "password": "c4rol-pw", "roles": ["ANALYST"]},
+    )
+    assert made.status_code == 409, made.text
+    assert str(files) not in made.text
+    # Once the way is clear, carol can be made.
+    (files / "users" / "carol").unlink()
+    again = actors.call(
+        "admin",
+        "POST",
+        "/rest/user-management/users",
+        {"username": "carol", "password": "c4rol-pw", "roles": ["ANALYST"]},
+    )
+    assert again.status_code == 200, again.text
+
+
+def test_n2_a_file_in_the_way_of_a_staging_folder_does_not_fail_the_run(
+    running: Actors, files: Path
+) -> None:
+    mine = _sqlite_db(files / "users" / "eve" / "mine.db")
+    made = running.call("eve", "POST", "/rest/import-job", _source("s", url=mine, table="items"))
+    assert made.status_code == 200
+    staging = running.node.settings.staging_root
+    staging.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 50):
+        (staging / str(number)).write_text("in the way")
+    run = _run(running, "eve", "/Users/eve/s.imp")
+    assert run.status is JobStatus.COMPLETED, run.error_message
+
+
+def test_n7_job_routes_answer_a_readable_connection_alike(actors: Actors, files: Path) -> None:
+    entry = _connection(actors, "x", _sqlite_db(files / "shared" / "x.db"))
+    _others(actors, entry, readable=True)
+    answers = [
+        actors.call("eve", method, url)
+        for method, url in (
+            ("POST", f"/api/job-execution/{entry}/trigger"),
+            ("GET", f"/api/job-execution/{entry}/status"),
+            ("POST", "/api/job-execution/Connections/x.dst/trigger"),
+            ("GET", "/api/job-execution/Connections/x.dst/status"),
+        )
+    ]
+    assert {a.status_code for a in answers} == {400}, [a.text for a in answers]
+    assert {a.json()["reason"] for a in answers} == {
+        "/Connections/x.dst is not a job (import job, workbook or export job)"
+    }

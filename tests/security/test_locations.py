@@ -313,3 +313,73 @@ def test_job_routes_given_a_location_id_answer_like_for_no_job(actors: Actors) -
             answer = actors.call(user, method, url)
             assert answer.status_code in (400, 404), (user, url, answer.text)
             assert "folder" not in answer.text or user == "admin"
+
+
+# ---------------------------------------------------------------- N6: innermost location decides
+
+
+def _share_operator_root(actors: Actors) -> None:
+    listed = actors.call("admin", "GET", "/rest/location").json()
+    root = next(item for item in listed if item["path"] == "/Connections/files.loc")
+    _others(actors, int(root["id"]), readable=True, writable=True)
+
+
+def test_n6_a_shared_root_does_not_open_private_locations(running: Actors, files: Path) -> None:
+    _share_operator_root(running)
+    bob = files / "users" / "bob"
+    (bob / "x.csv").write_text(CSV)
+    (files / "users" / "eve" / "x.csv").write_text("name,salary\neve,1\n")
+    (files / "shared").mkdir()
+    (files / "shared" / "link").symlink_to(bob)
+    shared = "/Connections/files.loc"
+    _mine(running, files)
+    for path, location in (
+        ("users/bob/x.csv", shared),
+        ("shared/link/x.csv", shared),
+        (str(bob / "x.csv"), None),
+        (str(files / "shared" / "link" / "x.csv"), None),
+    ):
+        refused = running.call("eve", "POST", "/rest/import-job", _import(path, location))
+        assert refused.status_code == 400, (path, refused.text)
+        assert "not inside a location you may read from" in _reason(refused)
+        sink = _export({"kind": "csv", "location": location, "path": path}) if location else None
+        if sink is not None:
+            assert running.call("eve", "POST", "/rest/export-job", sink).status_code == 400
+    # A glob over the shared root skips bob's folder and keeps her own.
+    made = running.call("eve", "POST", "/rest/import-job", _import("users/*/x.csv", shared, "g"))
+    assert made.status_code == 200, made.text
+    run = _run(running, "eve", "/Users/eve/g.imp")
+    assert run.status is JobStatus.COMPLETED, run.error_message
+    assert run.success_count == 1
+    for name, pattern in (("b", "users/bob/*.csv"), ("l", "shared/*/x.csv"), ("a", "**/x.csv")):
+        made = running.call("eve", "POST", "/rest/import-job", _import(pattern, shared, name))
+        assert made.status_code == 200, made.text
+        run = _run(running, "eve", f"/Users/eve/{name}.imp")
+        if name == "a":
+            assert run.status is JobStatus.COMPLETED and run.success_count == 1
+        else:
+            assert run.status is JobStatus.ERROR and "matches no file" in str(run.error_message)
+    # bob himself, and ADMIN, still read it through the shared root.
+    body = {
+        "path": "/Users/bob/b.imp",
+        "source": {"kind": "csv", "location": shared, "path": "users/bob/x.csv"},
+    }
+    assert running.call("bob", "POST", "/rest/import-job", body).status_code == 200
+    assert _run(running, "bob", "/Users/bob/b.imp").status is JobStatus.COMPLETED
+
+
+def test_n6_the_engine_skips_hidden_locations(tmp_path: Path) -> None:
+    from datamill.engine.paths import check_sink_path, expand_source_paths
+    from datamill.errors import InvalidInput
+
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "x.csv").write_text(CSV)
+    (tmp_path / "x.csv").write_text(CSV)
+    roots, hidden = (str(tmp_path),), (str(tmp_path / "bob"),)
+    assert expand_source_paths(str(tmp_path / "**" / "x.csv"), roots, excluded=hidden) == [
+        str(tmp_path / "x.csv")
+    ]
+    with pytest.raises(InvalidInput, match="does not exist"):
+        expand_source_paths(str(tmp_path / "bob" / "x.csv"), roots, excluded=hidden)
+    with pytest.raises(InvalidInput, match="does not exist"):
+        check_sink_path(str(tmp_path / "bob" / "y.csv"), roots, excluded=hidden)

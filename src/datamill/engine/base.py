@@ -27,6 +27,9 @@ class PathRoots:
 
     source_roots: tuple[str, ...]
     sink_roots: tuple[str, ...]
+    # Folders of more specific locations inside those roots that this run's
+    # owner may not use (N6): never read or written, globs skip them.
+    excluded: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

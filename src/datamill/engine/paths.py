@@ -76,9 +76,12 @@ def _glob_base(pattern: str) -> tuple[str, list[str]]:
 class _Expansion:
     """One glob expanded below its base: every folder entered and every match checked."""
 
-    def __init__(self, pattern: str, roots: tuple[str, ...], limit: int) -> None:
+    def __init__(
+        self, pattern: str, roots: tuple[str, ...], limit: int, excluded: tuple[str, ...] = ()
+    ) -> None:
         self.pattern = pattern
         self.roots = roots
+        self.excluded = excluded
         self.limit = limit
         self.found: set[str] = set()
         self.seen: set[tuple[str, int]] = set()
@@ -93,12 +96,17 @@ class _Expansion:
         return real
 
     def add(self, path: str) -> None:
-        self.found.add(check_path(path, self.roots, "source file"))
+        real = check_path(path, self.roots, "source file")
+        if self.excluded and _inside(real, self.excluded):
+            return  # inside a location the owner may not read: as if absent (N6)
+        self.found.add(real)
         if len(self.found) > self.limit:
             raise InvalidInput(f"source glob {self.pattern!r} matches more than {self.limit} files")
 
     def expand(self, folder: str, parts: list[str]) -> None:
         real = self.enter(folder)
+        if self.excluded and _inside(real, self.excluded):
+            return  # a more specific location the owner may not read (N6)
         # A symlinked folder may lead back up: each (folder, rest of pattern) once.
         if (real, len(parts)) in self.seen:
             return
@@ -136,7 +144,10 @@ def _entries(folder: str) -> list[os.DirEntry[str]]:
 
 
 def expand_source_paths(
-    path: str, roots: tuple[str, ...], max_files: int = DEFAULT_MAX_FILES
+    path: str,
+    roots: tuple[str, ...],
+    max_files: int = DEFAULT_MAX_FILES,
+    excluded: tuple[str, ...] = (),
 ) -> list[str]:
     """The real files a source path or glob names, each checked against the roots.
 
@@ -149,13 +160,13 @@ def expand_source_paths(
     _refuse_parent_steps(path, "source path")
     if not is_glob(path):
         real = check_path(path, roots, "source path")
-        if not os.path.isfile(real):
+        if not os.path.isfile(real) or (excluded and _inside(real, excluded)):
             raise InvalidInput(f"source file {path!r} does not exist or is not a file")
         return [real]
     _require_absolute(path, "source glob")
     base, parts = _glob_base(path)
     check_path(base, roots, "source glob")
-    expansion = _Expansion(path, roots, max_files)
+    expansion = _Expansion(path, roots, max_files, excluded)
     if os.path.isdir(base) and parts:
         expansion.expand(base, parts)
     if not expansion.found:
@@ -163,8 +174,12 @@ def expand_source_paths(
     return sorted(expansion.found)
 
 
-def check_sink_path(path: str, roots: tuple[str, ...]) -> str:
-    """The real final path of a sink file: its folder must exist inside a root."""
+def check_sink_path(path: str, roots: tuple[str, ...], excluded: tuple[str, ...] = ()) -> str:
+    """The real final path of a sink file: its folder must exist inside a root.
+
+    A path inside `excluded` (a more specific location the owner may not
+    write) is refused as if outside the roots.
+    """
     _require_absolute(path, "sink path")
     _refuse_parent_steps(path, "sink path")
     if is_glob(path):
@@ -176,6 +191,9 @@ def check_sink_path(path: str, roots: tuple[str, ...]) -> str:
     if not os.path.isdir(parent):
         raise InvalidInput(f"sink folder {parent!r} does not exist")
     real = check_path(path, roots, "sink path")
+    if excluded and _inside(real, excluded):
+        # A location the owner may not write: as if its folder did not exist (N6).
+        raise InvalidInput(f"sink folder {parent!r} does not exist")
     if os.path.isdir(real):
         raise InvalidInput(f"sink path {path!r} is a folder")
     return real
@@ -195,10 +213,65 @@ def safe_url(url: sa.URL | str) -> str:
 
 
 def _parse_url(url: str, what: str) -> sa.URL:
+    if has_control(url):
+        raise InvalidDefinition(f"{what} URL must not hold control characters")
     try:
-        return sa.make_url(url)
+        parsed = sa.make_url(url)
     except (ArgumentError, ValueError):
         raise InvalidDefinition(f"{what} URL {safe_url(url)!r} is not a SQLAlchemy URL") from None
+    check_url_text(parsed, what)
+    return parsed
+
+
+def has_control(text: str) -> bool:
+    """Whether a text holds a control character (C0, DEL or C1)."""
+    # C0, DEL and C1: libpq stops reading a conninfo value at a NUL (N1), and
+    # no part of a database URL has a use for any of them.
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+
+
+# What libpq's conninfo syntax treats specially (separators, quoting); psycopg
+# quotes keyword values, but no name, host or option needs these, so they are
+# refused outright rather than trusted to the quoting.
+_CONNINFO_SPECIAL = frozenset(" =\\'\"")
+
+
+def _url_parts(url: sa.URL) -> list[tuple[str, str]]:
+    parts = [
+        ("user", url.username or ""),
+        ("host", url.host or ""),
+        ("database", url.database or ""),
+    ]
+    for key, value in url.query.items():
+        parts.append(("option name", key))
+        for item in value if isinstance(value, tuple) else (value,):
+            parts.append((f"option {key!r}", str(item)))
+    return parts
+
+
+def check_url_text(
+    url: sa.URL, what: str, password: str | None = None, raw: str | None = None
+) -> None:
+    """Refuse control characters in every part of a database URL, before anything compares it.
+
+    Decoded parts count (`%00` as well as a raw NUL). A PostgreSQL URL's user,
+    host, database and options may not hold conninfo separators or quotes
+    either (spaces, `=`, quotes, backslashes); a password may hold them.
+    """
+    if raw is not None and has_control(raw):
+        raise InvalidDefinition(f"{what} URL must not hold control characters")
+    if password is not None and has_control(password):
+        raise InvalidDefinition(f"{what} URL: the password must not hold control characters")
+    if url.password is not None and has_control(str(url.password)):
+        raise InvalidDefinition(f"{what} URL: the password must not hold control characters")
+    postgres = url.get_backend_name() == "postgresql"
+    for name, value in _url_parts(url):
+        if has_control(value):
+            raise InvalidDefinition(f"{what} URL: the {name} must not hold control characters")
+        if postgres and any(c in _CONNINFO_SPECIAL for c in value):
+            raise InvalidDefinition(
+                f"{what} URL: the {name} must not hold spaces, '=', quotes or backslashes"
+            )
 
 
 # libpq options a URL may carry; every other one could redirect the connection
@@ -294,6 +367,7 @@ def check_postgres_url(url: sa.URL, forbidden: tuple[str, ...], what: str) -> sa
     address (`hostaddr`), so a name that resolves elsewhere a moment later
     cannot lead the connection to Datamill's own database.
     """
+    check_url_text(url, what)
     host, port, database = _pg_parts(url, what)
     addresses = resolve_host(host)
     if not addresses:

@@ -57,7 +57,8 @@ def run_export(session: Session, definition: ExportJobDefinition) -> RunResult:
 
 def stage_file(session: Session, sink: FileSink, source: str) -> tuple[str, str, int, int]:
     """Write the file into staging: (staged path, final path, records, bytes)."""
-    final = check_sink_path(sink.path, session.request.roots.sink_roots)
+    roots = session.request.roots
+    final = check_sink_path(sink.path, roots.sink_roots, roots.excluded)
     folder = os.path.join(session.staging_dir, "export")
     os.makedirs(folder, exist_ok=True)
     staged = os.path.join(folder, os.path.basename(final))

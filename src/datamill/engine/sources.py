@@ -7,11 +7,14 @@ that does not fit its type drops one record instead of failing the whole read.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
+import sqlite3
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -267,6 +270,79 @@ def database_error(what: str, url: sa.URL, error: sa.exc.SQLAlchemyError) -> Job
     return JobFailed(f"{what} {safe_url(url)}: {detail[0] if detail else type(error).__name__}")
 
 
+# What a SQLite source query may do: read the main database, call functions,
+# recurse. ATTACH (which creates a file anywhere, even on a read-only
+# connection, N2), VACUUM INTO, PRAGMA and every write are denied.
+_SQLITE_ALLOWED = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+
+
+def _sqlite_authorizer(
+    action: int, arg1: str | None, arg2: str | None, database: str | None, trigger: str | None
+) -> int:
+    if action == sqlite3.SQLITE_READ and database not in (None, "main", "temp"):
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK if action in _SQLITE_ALLOWED else sqlite3.SQLITE_DENY
+
+
+def _sqlite_connect(path: str) -> sqlite3.Connection:
+    """The source file opened read-only by the driver, limited to reads of it."""
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    conn.set_authorizer(_sqlite_authorizer)
+    return conn
+
+
+def _quote_sqlite(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@contextlib.contextmanager
+def _sqlite_batches(
+    url: sa.URL, source: DatabaseSource
+) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
+    conn = _sqlite_connect(str(url.database))
+    try:
+        query = source.query
+        if query is None:
+            query = "SELECT * FROM " + ".".join(
+                _quote_sqlite(p) for p in str(source.table).split(".")
+            )
+        cursor = conn.execute(query)
+        names = unique_names([str(d[0]) for d in cursor.description or ()])
+        yield names, iter(lambda: cursor.fetchmany(DB_BATCH_ROWS), [])
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def _server_batches(
+    url: sa.URL, source: DatabaseSource
+) -> Iterator[tuple[list[str], Iterator[Sequence[Any]]]]:
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            # Read-only, whatever the query says: the user's database is not ours to change.
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            result = conn.execution_options(stream_results=True, yield_per=DB_BATCH_ROWS)
+            cursor = result.exec_driver_sql(_select_sql(engine, source))
+            names = unique_names([str(k) for k in cursor.keys()])  # noqa: SIM118
+            yield names, iter(cursor.partitions(DB_BATCH_ROWS))
+    finally:
+        engine.dispose()
+
+
+def _sqlite_failed(url: sa.URL, error: sqlite3.Error) -> JobFailed:
+    # Named by its file name only: the folder is the server's, not the user's business.
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if "not authorized" in detail:
+        detail = "a source query may only read the database (SELECT), nothing else"
+    name = os.path.basename(str(url.database))
+    return JobFailed(f"database source: SQLite file {name!r}: {detail}")
+
+
 def _stage_database(session: Session, source: DatabaseSource, folder: str) -> tuple[list[str], int]:
     """Stream the rows into Parquet parts in batches, so memory stays bounded."""
     request = session.request
@@ -278,21 +354,14 @@ def _stage_database(session: Session, source: DatabaseSource, folder: str) -> tu
         must_exist=True,
         forbidden_folders=(request.data_root,) if request.data_root else (),
     )
-    engine = sa.create_engine(url, poolclass=NullPool)
+    sqlite = url.get_backend_name() == "sqlite"
+    batches = _sqlite_batches if sqlite else _server_batches
     parts: list[str] = []
     read_bytes = 0
     writer: pq.ParquetWriter | None = None
     try:
-        with engine.connect() as conn:
-            # Read-only, whatever the query says: the user's database is not ours to change.
-            if url.get_backend_name() == "sqlite":
-                conn.exec_driver_sql("PRAGMA query_only = ON")
-            else:
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            result = conn.execution_options(stream_results=True, yield_per=DB_BATCH_ROWS)
-            cursor = result.exec_driver_sql(_select_sql(engine, source))
-            names = unique_names([str(k) for k in cursor.keys()])  # noqa: SIM118
-            for rows in cursor.partitions(DB_BATCH_ROWS):
+        with batches(url, source) as (names, rows_batches):
+            for rows in rows_batches:
                 table = _arrow_table(names, rows)
                 read_bytes += table.nbytes
                 # A batch whose types differ starts a new part; DuckDB unifies them.
@@ -308,10 +377,11 @@ def _stage_database(session: Session, source: DatabaseSource, folder: str) -> tu
                 pq.write_table(empty, parts[-1])
     except sa.exc.SQLAlchemyError as error:
         raise database_error("database source", url, error) from None
+    except sqlite3.Error as error:
+        raise _sqlite_failed(url, error) from None
     finally:
         if writer is not None:
             writer.close()
-        engine.dispose()
     return parts, read_bytes
 
 
@@ -332,7 +402,8 @@ def open_scan(
         session.progress.advance(0.4)
         scan = _parquet_scan(session, parts, read_bytes)
     else:
-        files = expand_source_paths(source.path, roots, session.request.max_source_files)
+        limit, excluded = session.request.max_source_files, session.request.roots.excluded
+        files = expand_source_paths(source.path, roots, limit, excluded)
         if isinstance(source, CsvSource):
             scan = _csv_scan(session, source, files, declared)
         elif isinstance(source, JsonLinesSource):

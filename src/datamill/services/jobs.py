@@ -155,10 +155,13 @@ class JobService:
         """The job file and configuration a file reference or configuration id names."""
         if isinstance(reference, ByConfiguration):
             return self._resolve_configuration(conn, reference.id, user, access)
-        entry = self.resolve_file(conn, reference, user, access)
+        # Whether it is a job first, then the access: every job route answers a
+        # readable location or connection alike ("is not a job"), N7.
+        entry = self.resolve_file(conn, reference, user, Access.READ)
         config = self.store.jobs.for_file(conn, entry.id)
         if config is None:
             raise InvalidInput(f"{entry.path} is not a job (import job, workbook or export job)")
+        require_access(conn, user, entry, access)
         return entry, config
 
     def _resolve_configuration(

@@ -12,6 +12,7 @@ does not exist.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import posixpath
 from typing import Any
@@ -33,8 +34,8 @@ from datamill.domain.definitions import (
 )
 from datamill.domain.records import FileEntry, User
 from datamill.engine.base import PathRoots
-from datamill.engine.paths import check_postgres_url, is_glob, safe_url
-from datamill.errors import InvalidDefinition, PathNotAllowed
+from datamill.engine.paths import check_postgres_url, check_url_text, is_glob, safe_url
+from datamill.errors import Conflict, InvalidDefinition, PathNotAllowed
 from datamill.services.permissions import Access, has_access
 from datamill.settings import Settings
 from datamill.store import locations as loc_store
@@ -47,6 +48,7 @@ CONNECTION_EXTENSION = ".dst"
 ROOT_LOCATIONS_FOLDER = "/Connections"
 PRIVATE_LOCATION_NAME = "files.loc"
 HOME_ROOT = "/Users"
+_log = logging.getLogger(__name__)
 
 FileSource = CsvSource | JsonLinesSource | ParquetSource
 _VERBS = {Access.READ: "read from", Access.WRITE: "write to"}
@@ -128,7 +130,11 @@ def _relative_part(path: str, what: str) -> str:
 def _innermost(
     conn: Connection, path: str, user: User, access: Access, what: str
 ) -> tuple[Location, str]:
-    """The innermost location the user may use that holds an absolute path (old form)."""
+    """The innermost location holding an absolute path (old form), if the user may use it.
+
+    The innermost location decides (N6): a path inside bob's private location
+    is not reachable through an enclosing location someone shared.
+    """
     if "\x00" in path or not path.startswith("/"):
         raise PathNotAllowed(f"{what}: {path!r} must be an absolute path or name a location")
     if ".." in path.split("/"):
@@ -141,13 +147,28 @@ def _innermost(
             continue
         if best is not None and len(best[0].folder) >= len(folder):
             continue
-        if _may(conn, user, location.entry, access):
-            best = (location, clean[len(folder) :].lstrip("/"))
+        best = (location, clean[len(folder) :].lstrip("/"))
+    if best is not None and not _may(conn, user, best[0].entry, access):
+        best = None
     if best is None:
         raise InvalidDefinition(
             f"{what}: {path!r} is not inside a location you may {_VERBS[access]}"
         )
     return best
+
+
+def _hidden_inside(conn: Connection, folder: str, user: User, access: Access) -> tuple[str, ...]:
+    """Real folders of the locations strictly inside `folder` that `user` may not use (N6)."""
+    hidden = set()
+    for location in loc_store.all_locations(conn):
+        real = os.path.realpath(location.folder)
+        if (
+            real != folder
+            and _inside(real, folder)
+            and not _may(conn, user, location.entry, access)
+        ):
+            hidden.add(real)
+    return tuple(sorted(hidden))
 
 
 def _file_target(
@@ -158,8 +179,8 @@ def _file_target(
     user: User,
     access: Access,
     what: str,
-) -> tuple[str, str]:
-    """(real folder of the location, path inside it) of a file source or sink."""
+) -> tuple[str, str, tuple[str, ...]]:
+    """(real folder of the location, path inside it, folders hidden in it) of a file."""
     if location is not None:
         found = find_location(conn, store, location, user, access, what)
         relative = _relative_part(path, what)
@@ -171,7 +192,15 @@ def _file_target(
     if not _inside_any(folder, allowed):
         # The operator moved the roots since; say so without naming the folder.
         raise _refused(what, "location", location or path, access)
-    return folder, relative
+    hidden = _hidden_inside(conn, folder, user, access)
+    # The innermost location decides: a file inside a location the user may not
+    # use is refused like one outside every location; globs skip it at run time.
+    target = os.path.realpath(os.path.join(folder, relative))
+    if hidden and not is_glob(relative) and _inside_any(target, hidden):
+        raise InvalidDefinition(
+            f"{what}: {path!r} is not inside a location you may {_VERBS[access]}"
+        )
+    return folder, relative, hidden
 
 
 def find_connection(
@@ -208,12 +237,14 @@ def _inline_database(
         parsed = sa.make_url(url)
     except (ArgumentError, ValueError):
         raise InvalidDefinition(f"{what}: {safe_url(url)!r} is not a SQLAlchemy URL") from None
+    # Before any comparison: a NUL would be cut off by libpq after the check (N1).
+    check_url_text(parsed, what, raw=url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database or ""
         if not database.startswith("/"):
             raise InvalidDefinition(f"{what}: SQLite URL {safe_url(parsed)!r} must name a file")
-        folder, relative = _file_target(conn, store, None, database, user, access, what)
+        folder, relative, _ = _file_target(conn, store, None, database, user, access, what)
         real = os.path.join(folder, relative)
         return parsed.set(database=real).render_as_string(hide_password=False), (folder,)
     policy = policy_of(store)
@@ -256,12 +287,12 @@ def _source_io(
         )
         rewritten = {k: v for k, v in raw.items() if k != "connection"} | {"url": url}
         return rewritten, PathRoots(roots, ())
-    folder, relative = _file_target(
+    folder, relative, hidden = _file_target(
         conn, store, source.location, source.path, user, Access.READ, what
     )
     rewritten = {k: v for k, v in raw.items() if k != "location"}
     rewritten["path"] = os.path.join(folder, relative)
-    return rewritten, PathRoots((folder,), ())
+    return rewritten, PathRoots((folder,), (), hidden)
 
 
 def _sink_io(
@@ -277,10 +308,12 @@ def _sink_io(
     assert isinstance(sink, FileSink)
     if is_glob(sink.path):
         raise PathNotAllowed(f"{what}: the path {sink.path!r} must not hold wildcards")
-    folder, relative = _file_target(conn, store, sink.location, sink.path, user, Access.WRITE, what)
+    folder, relative, hidden = _file_target(
+        conn, store, sink.location, sink.path, user, Access.WRITE, what
+    )
     rewritten = {k: v for k, v in raw.items() if k != "location"}
     rewritten["path"] = os.path.join(folder, relative)
-    return rewritten, PathRoots((), (folder,))
+    return rewritten, PathRoots((), (folder,), hidden)
 
 
 def resolve_run_io(
@@ -317,7 +350,18 @@ def ensure_private_location(conn: Connection, store: Store, name: str) -> None:
     if policy is None or name in ("", ".", "..") or "/" in name or "\x00" in name:
         return  # such a name cannot be a folder of its own below users_root
     folder = _private_folder(policy, name)
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        # A file (or anything else) in the way of the folder (N2): a clear
+        # refusal, never a 500; at start-up the user is skipped and logged.
+        raise Conflict(
+            f"the private folder of user {name!r} cannot be made: something is in the way"
+        ) from None
+    if not os.path.isdir(folder):
+        raise Conflict(
+            f"the private folder of user {name!r} cannot be made: something is in the way"
+        )
     path = f"{HOME_ROOT}/{name}/{PRIVATE_LOCATION_NAME}"
     entry = store.files.find(conn, path)
     if entry is None:
@@ -355,5 +399,9 @@ def ensure_default_locations(store: Store, user_names: list[str]) -> None:
                 continue
             entry = store.files.create_resource(conn, path, "location", ROOT_OWNER)
             loc_store.insert_location(conn, entry.id, real)
-        for name in user_names:
-            ensure_private_location(conn, store, name)
+    for name in user_names:
+        try:
+            with store.db.write() as conn:
+                ensure_private_location(conn, store, name)
+        except Conflict as error:
+            _log.warning("user %r has no private location: %s", name, error)

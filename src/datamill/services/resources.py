@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError
 
 from datamill.domain.records import FileEntry, User
-from datamill.engine.paths import check_database_url, safe_url
+from datamill.engine.paths import check_database_url, check_url_text, has_control, safe_url
 from datamill.errors import Forbidden, InvalidDefinition, NotFound, PathNotAllowed
 from datamill.services.locations import (
     CONNECTION_EXTENSION,
@@ -41,8 +41,9 @@ def _text(document: dict[str, Any], key: str, *, required: bool = True) -> str |
         return None
     if not isinstance(value, str) or not value.strip():
         raise InvalidDefinition(f"{key}: required, a non-empty string")
-    if "\x00" in value:
-        raise InvalidDefinition(f"{key}: must not hold a NUL character")
+    if has_control(value):
+        # Before stripping: a NUL or newline is refused, never quietly cut (N1).
+        raise InvalidDefinition(f"{key}: must not hold control characters")
     return value.strip()
 
 
@@ -103,6 +104,7 @@ class ResourceService:
             password = str(url.password)
         if password in (None, MASK, "***"):
             password = old_password
+        check_url_text(url, "url", password, raw=text)
         bare = url.set(password=None)
         policy = policy_of(self.store)
         # Checked once here so an ADMIN hears at once, and again by every run.

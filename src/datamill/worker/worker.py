@@ -274,9 +274,18 @@ class Worker:
         try:
             os.makedirs(staging)
         except FileExistsError:
-            # Left by an earlier attempt of this execution (handed back).
-            shutil.rmtree(staging, ignore_errors=True)
-            os.makedirs(staging)
+            # Left by an earlier attempt of this execution (handed back), or
+            # anything else in the way: the staging root is Datamill's own.
+            if os.path.isdir(staging) and not os.path.islink(staging):
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                os.unlink(staging)
+            try:
+                os.makedirs(staging)
+            except OSError:
+                message = "the run's staging folder could not be made"
+                self._finish(execution, Outcome(JobStatus.ERROR, error_message=message))
+                return horse
         reusable: Horse | None = horse
         try:
             horse.send(request)
