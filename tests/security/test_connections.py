@@ -445,3 +445,44 @@ def test_n7_job_routes_answer_a_readable_connection_alike(actors: Actors, files:
     assert {a.json()["reason"] for a in answers} == {
         "/Connections/x.dst is not a job (import job, workbook or export job)"
     }
+
+
+# ---------------------------------------------------------------- review round 4
+
+
+def test_an_inline_url_must_carry_its_own_user_and_password(actors: Actors) -> None:
+    """Without them libpq logged in with the server's own PGUSER/PGPASSFILE/~/.pgpass."""
+    _allow_local_hosts(actors)
+    for url in (
+        "postgresql://127.0.0.1:5432/postgres",
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "postgresql://:secret@127.0.0.1:5432/postgres",
+    ):
+        source = actors.call("eve", "POST", "/rest/import-job", _source("q", url=url, table="t"))
+        assert source.status_code == 400, (url, source.text)
+        assert "its own user and password" in source.json()["reason"]
+    # With credentials of her own, an allowed host is fine (another database).
+    own = "postgresql://eve:her-secret@127.0.0.1:5432/elsewhere"
+    saved = actors.call("eve", "POST", "/rest/import-job", _source("ok", url=own, table="t"))
+    assert saved.status_code == 200, saved.text
+
+
+def test_every_address_of_this_machine_is_the_metadata_server(actors: Actors) -> None:
+    """The guard knew only what the host name resolves to, not the interfaces' addresses."""
+    from datamill.engine.paths import _interface_addresses, check_postgres_url
+    from datamill.errors import InvalidInput
+
+    outside = [ip for ip in _interface_addresses() if not ip.is_loopback and not ip.is_link_local]
+    if not outside:
+        pytest.skip("this machine has no network address besides loopback")
+    metadata = "postgresql+psycopg://postgres:pw@127.0.0.1:5432/meta"
+    for ip in outside:
+        host = f"[{ip}]" if ip.version == 6 else str(ip)
+        url = sa.make_url(f"postgresql+psycopg://u:p@{host}:5432/meta")
+        with pytest.raises(InvalidInput):
+            check_postgres_url(url, (metadata,), "sink")
+    # IPv4 carried inside IPv6 (compatible, NAT64, 6to4) is the same machine too.
+    for host in ("[::7f00:1]", "[64:ff9b::7f00:1]", "[2002:7f00:1::]"):
+        url = sa.make_url(f"postgresql+psycopg://u:p@{host}:5432/meta")
+        with pytest.raises(InvalidInput):
+            check_postgres_url(url, (metadata,), "sink")

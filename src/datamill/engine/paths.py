@@ -328,15 +328,64 @@ def resolve_host(host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _own_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address of this machine: its names' and every interface's (Linux)."""
     found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
     with contextlib.suppress(OSError, UnicodeError):
         for name in {socket.gethostname(), socket.getfqdn()}:
             found |= resolve_host(name)
+    # A database listening on all interfaces is reached through any of them, and
+    # the host name often resolves to none of them (127.0.1.1 on Debian).
+    found |= _interface_addresses()
     return found
 
 
+def _interface_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses of this machine's network interfaces, read from /proc."""
+    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/net/if_inet6", encoding="ascii") as table,
+    ):
+        for line in table:
+            found.add(ipaddress.IPv6Address(int(line.split()[0], 16)))
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/net/fib_trie", encoding="ascii") as trie,
+    ):
+        last = ""
+        for line in trie:
+            text = line.strip()
+            if text.startswith("|--"):
+                last = text[3:].strip()
+            elif text.startswith("/32 host LOCAL") and last:
+                found.add(ipaddress.IPv4Address(last))
+    return found
+
+
+_EMBEDDING_V4 = tuple(
+    ipaddress.IPv6Network(net) for net in ("::/96", "::ffff:0:0/96", "64:ff9b::/96")
+)
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (compatible, mapped, NAT64, 6to4), if any."""
+    if any(ip in net for net in _EMBEDDING_V4):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    return None
+
+
 def is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether an address reaches this very machine."""
+    """Whether an address reaches this very machine (every interface's address counts)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        # A zone (fe80::1%eth0) names the interface, not another machine.
+        ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+        inner = _embedded_v4(ip)
+        if inner is not None and ip not in (ipaddress.IPv6Address("::"),):
+            if ip == ipaddress.IPv6Address("::1"):
+                return True
+            return is_local(inner)
     return ip.is_loopback or ip.is_unspecified or ip in _own_addresses()
 
 

@@ -249,6 +249,13 @@ def _inline_database(
         return parsed.set(database=real).render_as_string(hide_password=False), (folder,)
     policy = policy_of(store)
     if backend == "postgresql" and _host_allowed(parsed, policy.database_hosts):
+        if not parsed.username or not parsed.password:
+            # Without both, libpq falls back to the server's own login (PGUSER,
+            # PGPASSWORD, ~/.pgpass): the user would act with Datamill's rights.
+            raise InvalidDefinition(
+                f"{what}: a database URL written in a definition must carry its own user"
+                f" and password; name a connection instead: {safe_url(parsed)!r}"
+            )
         # Allowed hosts may still be this machine: the metadata database stays out.
         check_postgres_url(parsed, (policy.metadata_url,), what)
         return url, ()
