@@ -8,6 +8,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
 from argon2 import PasswordHasher
@@ -74,29 +75,32 @@ class Authenticator:
         mac = self._mac(password)
         if user is not None and self._cached(name, mac, user.password_hash):
             return user
-        keys = self._take_tokens(name, client)
-        try:
-            if user is None:
-                # Spend the same time as a real check so timing does not reveal user names.
-                self._gate.run(lambda: _verify(_dummy_hash(), password))
+        if user is None:
+            keys = self._take_tokens(name, client)
+            # Spend the same time as a real check so timing does not reveal user names.
+            self._check(keys, lambda: _verify(_dummy_hash(), password))
+            self._failed()
+        # One verification per user at a time: when a cached login expires under
+        # load, the other requests wait for its result instead of all running
+        # argon2 at once (and take no token: they are answered from the cache).
+        with self._lock:
+            user_lock = self._verifying.setdefault(name, threading.Lock())
+        with user_lock:
+            if self._cached(name, mac, user.password_hash):
+                return user
+            keys = self._take_tokens(name, client)
+            if not self._check(keys, lambda: _verify(user.password_hash, password)):
                 self._failed()
-            # One verification per user at a time: when a cached login expires under
-            # load, the other requests wait for its result instead of all running
-            # argon2 at once.
-            with self._lock:
-                user_lock = self._verifying.setdefault(name, threading.Lock())
-            with user_lock:
-                if self._cached(name, mac, user.password_hash):
-                    self._give_back(keys)
-                    return user
-                if not self._gate.run(lambda: _verify(user.password_hash, password)):
-                    self._failed()
-                with self._lock:
-                    self._cache[name] = (mac, user.password_hash, time.monotonic() + self._ttl)
             self._give_back(keys)
-            return user
+            with self._lock:
+                self._cache[name] = (mac, user.password_hash, time.monotonic() + self._ttl)
+        return user
+
+    def _check(self, keys: list[tuple[FailureBuckets, str]], verify: Callable[[], bool]) -> bool:
+        """Run one argon2 check through the gate; a full gate costs the caller no token."""
+        try:
+            return self._gate.run(verify)
         except TooManyRequests:
-            # The gate was full: nothing was checked, so the sign-in costs no token.
             self._give_back(keys)
             raise
 
