@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from datamill.bootstrap import Node
 from datamill.domain.status import ACTIVE_STATUSES, JobStatus
+from datamill.engine.workbooks import is_idle_window
 from datamill.store import tables as t
 from datamill.store.queue import WORKER_LOST
 
@@ -227,5 +228,7 @@ def _check_folders(node: Node, data_rows: list[Any], report: Report) -> None:
         report.problems.append(f"{data_root / entry} is in the data root but no data row names it")
     staging = Path(node.settings.staging_root)
     leftovers = sorted(os.listdir(staging)) if staging.is_dir() else []
+    # An engine's idle window (empty folders, kept between runs) is no leftover.
+    leftovers = [name for name in leftovers if not is_idle_window(str(staging / name))]
     if leftovers:
         report.problems.append(f"staging leftovers of ended executions: {leftovers}")

@@ -220,20 +220,18 @@ def test_a_workbook_is_measured_in_its_window_inputs_and_spill_left_out(tmp_path
     staging = tmp_path / "42"
     (staging / ".duckdb_tmp").mkdir(parents=True)
     (staging / ".duckdb_tmp" / "spill.bin").write_bytes(b"x" * 5000)
-    # A workbook of execution 42 writes into its folder of its child's window.
-    run = tmp_path / ".window-777-2" / "42"
+    # A workbook writes into the output folder of its child's window.
+    run = tmp_path / ".window-777-2" / "run"
     (run / "output" / "_work").mkdir(parents=True)
     (run / "output" / "out.parquet").write_bytes(b"x" * 300)
     (run / "output" / "_work" / "mid.parquet").write_bytes(b"x" * 200)
     # Its links to its inputs lie beside the output folder, not in it.
     (run / "0.parquet").write_bytes(b"x" * 7000)
-    # Another run, and another child's window, are not this run's output.
-    (tmp_path / ".window-777-2" / "43" / "output").mkdir(parents=True)
-    (tmp_path / ".window-777-2" / "43" / "output" / "o.parquet").write_bytes(b"x" * 9000)
-    (tmp_path / ".window-778-1" / "42" / "output").mkdir(parents=True)
-    (tmp_path / ".window-778-1" / "42" / "output" / "o.parquet").write_bytes(b"x" * 9000)
+    # Another child's window is not this run's output.
+    (tmp_path / ".window-778-1" / "run" / "output").mkdir(parents=True)
+    (tmp_path / ".window-778-1" / "run" / "output" / "o.parquet").write_bytes(b"x" * 9000)
     assert run_bytes(str(staging), 777) == 500
-    assert run_bytes(str(tmp_path / "44"), 777) == 0
+    assert run_bytes(str(tmp_path / "44"), 779) == 0
 
 
 # ---------------------------------------------------------------- saving limits

@@ -509,8 +509,7 @@ class DuckDBEngine:
         # Inputs are named by their place, not their sheet: nothing of the
         # data root's layout shows in the window.
         links = {name: f"{index}.parquet" for index, name in enumerate(real)}
-        run = os.path.basename(session.staging_dir)
-        folder = window.open_run(run, {links[name]: path for name, path in real.items()})
+        folder = window.open_run({links[name]: path for name, path in real.items()})
         if folder is None:
             # An input cannot be linked into the window: this run gets a
             # database of its own, locked to its own files.

@@ -61,13 +61,13 @@ def run_bytes(staging: str, pid: int) -> int:
     """Bytes a running run has written so far, spill left out.
 
     Imports and exports write into the run's staging folder; a workbook
-    writes into its own folder of its child's window (engine/workbooks.py)
+    writes into the output folder of its child's window (engine/workbooks.py)
     and moves the kept sheets to staging only at the end, so both count.
     The window's links to the run's inputs lie beside that output folder,
     not in it, and are not counted.
     """
-    staging_root, run = os.path.split(staging)
-    windows = run_output_folders(staging_root, pid, run)
+    # A child runs one run at a time: what its window holds is this run's.
+    windows = run_output_folders(os.path.dirname(staging), pid)
     return staged_bytes(staging) + sum(staged_bytes(folder) for folder in windows)
 
 
