@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from datamill.bootstrap import Node
 from datamill.domain.status import JobStatus
+from datamill.engine.workbooks import remove_dead_windows
 from datamill.store import tables as t
 from datamill.store.queue import WORKER_LOST
 from datamill.worker.housekeeping import remove_orphaned_data_folders
@@ -149,6 +150,9 @@ def _settled_and_swept(node: Node, cluster: Cluster) -> Report:
     any age is old enough.
     """
     remove_orphaned_data_folders(node.store, min_age_seconds=0)
+    # A work horse killed mid-run leaves its workbook window (links to its
+    # inputs); housekeeping removes the windows of ended processes.
+    remove_dead_windows(str(node.settings.staging_root))
     return settled_problems(node, handed_back=cluster.handed_back())
 
 

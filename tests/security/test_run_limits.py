@@ -9,6 +9,8 @@ order, never how long anything took.
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,10 @@ import pytest
 from datamill.bootstrap import Node, open_node
 from datamill.domain.records import Execution, User
 from datamill.domain.status import JobKind, JobStatus
+from datamill.engine.workbooks import window_prefix
 from datamill.settings import Settings
 from datamill.store import data as data_store
+from datamill.worker.housekeeping import remove_stale_staging
 from datamill.worker.limits import effective_limits, run_bytes, staged_bytes
 from tests.helpers import execution, password_hash, wait_for, wait_terminal
 from tests.security.conftest import Actors
@@ -221,15 +225,16 @@ def test_a_workbook_is_measured_in_its_window_inputs_and_spill_left_out(tmp_path
     (staging / ".duckdb_tmp").mkdir(parents=True)
     (staging / ".duckdb_tmp" / "spill.bin").write_bytes(b"x" * 5000)
     # A workbook writes into the output folder of its child's window.
-    run = tmp_path / ".window-777-2" / "run"
+    run = tmp_path / f"{window_prefix(777)}2" / "run"
     (run / "output" / "_work").mkdir(parents=True)
     (run / "output" / "out.parquet").write_bytes(b"x" * 300)
     (run / "output" / "_work" / "mid.parquet").write_bytes(b"x" * 200)
     # Its links to its inputs lie beside the output folder, not in it.
     (run / "0.parquet").write_bytes(b"x" * 7000)
     # Another child's window is not this run's output.
-    (tmp_path / ".window-778-1" / "run" / "output").mkdir(parents=True)
-    (tmp_path / ".window-778-1" / "run" / "output" / "o.parquet").write_bytes(b"x" * 9000)
+    (tmp_path / f"{window_prefix(778)}1" / "run" / "output").mkdir(parents=True)
+    other = tmp_path / f"{window_prefix(778)}1" / "run" / "output" / "o.parquet"
+    other.write_bytes(b"x" * 9000)
     assert run_bytes(str(staging), 777) == 500
     assert run_bytes(str(tmp_path / "44"), 779) == 0
 
@@ -395,3 +400,21 @@ def test_without_fair_shares_the_oldest_run_goes_first(settings: Settings) -> No
         assert _claim(node).id == eve[1]
     finally:
         node.store.close()
+
+
+def test_housekeeping_removes_windows_of_ended_processes_only(tmp_path: Path) -> None:
+    """A work horse killed mid-run leaves links to its inputs in its window."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = tmp_path / f"{window_prefix(dead.pid)}1" / "run"
+    killed.mkdir(parents=True)
+    (killed / "0.parquet").write_bytes(b"x")
+    alive = tmp_path / f"{window_prefix(os.getpid())}1" / "run"
+    alive.mkdir(parents=True)
+    (alive / "0.parquet").write_bytes(b"x")
+    # Another host's window: its process id means nothing here.
+    elsewhere = tmp_path / f".window-0another-{dead.pid}-1" / "run"
+    elsewhere.mkdir(parents=True)
+    remove_stale_staging(tmp_path, set())
+    assert not killed.exists()
+    assert alive.exists() and elsewhere.exists()

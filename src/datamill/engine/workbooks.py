@@ -23,9 +23,11 @@ slower but as tight.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
 import shutil
+import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -48,9 +50,14 @@ OUTPUT_FOLDER = "output"
 _windows = itertools.count(1)
 
 
+# Windows of several hosts may share a staging root (a shared data root), and
+# a process id means something only on its own host.
+_HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
 def window_prefix(pid: int) -> str:
-    """The start of the names of the windows of the engines of process `pid`."""
-    return f"{WINDOW_PREFIX}{pid}-"
+    """The start of the names of the windows of the engines of process `pid` (this host)."""
+    return f"{WINDOW_PREFIX}{_HOST}-{pid}-"
 
 
 def run_output_folders(staging_root: str, pid: int) -> list[str]:
@@ -73,11 +80,16 @@ def remove_windows_of(staging_root: str, pid: int) -> None:
 
 
 def remove_dead_windows(parent: str) -> None:
-    """Windows of engine processes that were killed: their links would keep data alive."""
+    """Windows of this host's engine processes that ended: their links keep data alive.
+
+    Called when an engine opens its window and by the worker's housekeeping,
+    so a window of a process killed mid-run goes even if no workbook runs again.
+    """
+    mine = f"{WINDOW_PREFIX}{_HOST}-"
     with contextlib.suppress(OSError):
         for name in os.listdir(parent):
-            pid = name.removeprefix(WINDOW_PREFIX).split("-")[0]
-            if name.startswith(WINDOW_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
+            pid = name.removeprefix(mine).split("-")[0]
+            if name.startswith(mine) and pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from datamill.domain.records import JobConfiguration
 from datamill.domain.status import JobKind
+from datamill.engine.workbooks import remove_dead_windows
 from datamill.store import data as data_store
 from datamill.store.db import utcnow
 from datamill.store.history import drop_history_before
@@ -73,6 +74,7 @@ def remove_stale_staging(staging_root: Path, active_execution_ids: set[int]) -> 
     for entry in os.scandir(staging_root):
         if entry.name.isdigit() and int(entry.name) not in active_execution_ids:
             shutil.rmtree(entry.path, ignore_errors=True)
+    remove_dead_windows(str(staging_root))
 
 
 def drop_old_history(store: Store, days: float) -> int:
