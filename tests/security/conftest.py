@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from datamill.api.app import create_app
 from datamill.bootstrap import Node
 from datamill.worker.worker import Worker
+from tests.acceptance.conftest import start_server as start_server  # a real server, as a fixture
 from tests.helpers import password_hash
 
 PASSWORD = "pw"

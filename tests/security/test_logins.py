@@ -9,14 +9,8 @@ name and per client address, and argon2 runs at most two at a time.
 from __future__ import annotations
 
 import base64
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -25,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from datamill.api.app import create_app
 from datamill.errors import DatamillError, TooManyRequests
+from tests.acceptance.conftest import Server
 from tests.security.conftest import Actors, auth
 
 USERS = "/rest/user-management/users"
@@ -43,44 +38,12 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[tuple[str, int]]:
+def server(start_server: Callable[..., Server], database_url: str) -> tuple[str, int]:
     """`datamill serve --no-worker` in a subprocess (admin/secret, full-cost argon2)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(
-        os.environ,
-        DATAMILL_HOME=str(tmp_path / "home"),
-        DATAMILL_PORT=str(port),
-        DATAMILL_DATABASE_URL=database_url,
-        DATAMILL_ADMIN_PASSWORD="secret",
+    started = start_server(
+        "--no-worker", DATAMILL_DATABASE_URL=database_url, DATAMILL_ADMIN_PASSWORD="secret"
     )
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "datamill.cli.main", "serve", "--no-worker"],
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError((tmp_path / "server.log").read_text())
-        time.sleep(0.1)
-    try:
-        yield base, process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        finally:
-            process.kill()
+    return started.base, started.process.pid
 
 
 def test_fifty_concurrent_bad_logins_leave_valid_users_served(server: tuple[str, int]) -> None:

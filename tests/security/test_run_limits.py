@@ -41,22 +41,15 @@ BIG_OUTPUT = "SELECT md5(CAST(x AS VARCHAR)) AS m FROM range(120000) AS t(x)"
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def settings(settings: Settings) -> Settings:
     """The shared test settings with small run limits."""
-    return Settings(
-        home=tmp_path / "home",
-        database_url=database_url,
-        heartbeat_seconds=0.2,
-        worker_lost_seconds=2.0,
-        poll_seconds=0.2,
-        shutdown_grace_seconds=5.0,
-        stop_wait_seconds=20.0,
-        engine_memory_limit="512MB",
-        concurrency=2,
-        run_time_limit_seconds=DEFAULT_SECONDS,
-        run_time_limit_max_seconds=MAX_SECONDS,
-        run_output_limit_bytes=DEFAULT_BYTES,
-        run_output_limit_max_bytes=MAX_BYTES,
+    return settings.model_copy(
+        update={
+            "run_time_limit_seconds": DEFAULT_SECONDS,
+            "run_time_limit_max_seconds": MAX_SECONDS,
+            "run_output_limit_bytes": DEFAULT_BYTES,
+            "run_output_limit_max_bytes": MAX_BYTES,
+        }
     )
 
 

@@ -284,15 +284,26 @@ def _database_target(
     return _inline_database(conn, store, url, user, access, what)
 
 
+def _database_io(
+    conn: Connection,
+    store: Store,
+    member: DatabaseSource | DatabaseSink,
+    user: User,
+    access: Access,
+    what: str,
+    raw: dict[str, Any],
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A database source or sink rewritten to the URL it resolves to, and its roots."""
+    url, roots = _database_target(conn, store, member.connection, member.url, user, access, what)
+    return {k: v for k, v in raw.items() if k != "connection"} | {"url": url}, roots
+
+
 def _source_io(
     conn: Connection, store: Store, source: Any, user: User, raw: dict[str, Any]
 ) -> tuple[dict[str, Any], PathRoots]:
     what = "source"
     if isinstance(source, DatabaseSource):
-        url, roots = _database_target(
-            conn, store, source.connection, source.url, user, Access.READ, what
-        )
-        rewritten = {k: v for k, v in raw.items() if k != "connection"} | {"url": url}
+        rewritten, roots = _database_io(conn, store, source, user, Access.READ, what, raw)
         return rewritten, PathRoots(roots, ())
     folder, relative, hidden = _file_target(
         conn, store, source.location, source.path, user, Access.READ, what
@@ -307,10 +318,7 @@ def _sink_io(
 ) -> tuple[dict[str, Any], PathRoots]:
     what = "sink"
     if isinstance(sink, DatabaseSink):
-        url, roots = _database_target(
-            conn, store, sink.connection, sink.url, user, Access.WRITE, what
-        )
-        rewritten = {k: v for k, v in raw.items() if k != "connection"} | {"url": url}
+        rewritten, roots = _database_io(conn, store, sink, user, Access.WRITE, what, raw)
         return rewritten, PathRoots((), roots)
     assert isinstance(sink, FileSink)
     if is_glob(sink.path):
