@@ -199,17 +199,8 @@ def test_a_schedule_with_no_next_date_is_disabled_and_the_others_go_on(
     assert again["enabled"] is True and "reason" not in again
 
 
-def test_lost_worker_detection_goes_on_past_a_bad_schedule(running: Actors, worker: Worker) -> None:
-    actors = running
-    bad = _create(actors, "eve", _workbook("/Users/eve/bad.wbk", "0 6 * * *"))
-    _set(actors, bad, cron="0 0 1 1 * 0 2027", next_fire_at=utcnow() - dt.timedelta(minutes=1))
-    _until(lambda: _config(actors, bad).next_fire_at is None, what="the bad one disabled")
-    victim = _create(actors, "bob", _workbook("/Users/bob/v.wbk"))
-    run_id = actors.call("bob", "POST", "/api/job-execution/Users/bob/v.wbk/trigger").json()[
-        "job-execution-id"
-    ]
-    _until(lambda: execution(actors.node, run_id).status.is_terminal, what="bob's run ended")
-    # A worker on another host went silent while it ran bob's job.
+def _lost_on_another_host(actors: Actors, run_id: int) -> None:
+    """Make `run_id` RUNNING on a worker of another host whose heartbeat stopped an hour ago."""
     store = actors.node.store
     store.queue.register_worker("gone", "elsewhere.invalid", 1)
     with store.db.write() as conn:
@@ -223,6 +214,20 @@ def test_lost_worker_detection_goes_on_past_a_bad_schedule(running: Actors, work
             .where(E.c.id == run_id)
             .values(status=JobStatus.RUNNING.value, worker_id="gone", finished_at=None)
         )
+
+
+def test_lost_worker_detection_goes_on_past_a_bad_schedule(running: Actors, worker: Worker) -> None:
+    actors = running
+    bad = _create(actors, "eve", _workbook("/Users/eve/bad.wbk", "0 6 * * *"))
+    _set(actors, bad, cron="0 0 1 1 * 0 2027", next_fire_at=utcnow() - dt.timedelta(minutes=1))
+    _until(lambda: _config(actors, bad).next_fire_at is None, what="the bad one disabled")
+    victim = _create(actors, "bob", _workbook("/Users/bob/v.wbk"))
+    run_id = actors.call("bob", "POST", "/api/job-execution/Users/bob/v.wbk/trigger").json()[
+        "job-execution-id"
+    ]
+    _until(lambda: execution(actors.node, run_id).status.is_terminal, what="bob's run ended")
+    # A worker on another host went silent while it ran bob's job.
+    _lost_on_another_host(actors, run_id)
     _until(
         lambda: execution(actors.node, run_id).status is JobStatus.ERROR,
         what="the lost run ended in ERROR",
@@ -434,19 +439,7 @@ def test_a_failing_periodic_task_does_not_stop_the_others(
         "job-execution-id"
     ]
     _until(lambda: execution(actors.node, run_id).status.is_terminal, what="bob's run ended")
-    store = actors.node.store
-    store.queue.register_worker("gone", "elsewhere.invalid", 1)
-    with store.db.write() as conn:
-        conn.execute(
-            sa.update(t.workers)
-            .where(t.workers.c.id == "gone")
-            .values(heartbeat_at=utcnow() - dt.timedelta(hours=1))
-        )
-        conn.execute(
-            sa.update(E)
-            .where(E.c.id == run_id)
-            .values(status=JobStatus.RUNNING.value, worker_id="gone", finished_at=None)
-        )
+    _lost_on_another_host(actors, run_id)
     _until(lambda: execution(actors.node, run_id).status is JobStatus.ERROR, what="reconciled")
     # One housekeeping task fails: expiry still happens.
     monkeypatch.setattr("datamill.worker.worker.remove_deleted_files", broken)
