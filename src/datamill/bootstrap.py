@@ -17,6 +17,7 @@ from datamill.services.wakeup import Wakeup
 from datamill.settings import Settings
 from datamill.store import tables
 from datamill.store.files import HOME_ROOT, ROOT_OWNER
+from datamill.store.migrate import startup_lock
 from datamill.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,10 @@ def open_node(settings: Settings) -> Node:
         max_running=settings.max_running,
         fair_shares=settings.fair_slot_shares,
     )
-    store.migrate()
+    # Nodes starting together on a fresh database take turns (store/migrate.py).
+    with startup_lock(store.db):
+        store.migrate()
+        install_locations(store, settings)
     wakeup = Wakeup()
     jobs = JobService(
         store,
@@ -55,7 +59,6 @@ def open_node(settings: Settings) -> Node:
             output_bytes=settings.run_output_limit_max_bytes,
         ),
     )
-    install_locations(store, settings)
     return Node(settings, store, wakeup, jobs)
 
 
@@ -83,6 +86,11 @@ def ensure_admin(node: Node) -> str | None:
     The password comes from DATAMILL_ADMIN_PASSWORD, or is 'admin' in explicit
     demo mode, or is generated. It is never a fixed default otherwise.
     """
+    with startup_lock(node.store.db):
+        return _ensure_admin(node)
+
+
+def _ensure_admin(node: Node) -> str | None:
     if node.store.users.count() > 0:
         return None
     password = node.settings.admin_password

@@ -154,6 +154,33 @@ class Settings(BaseSettings):
             " False: strictly oldest run first."
         ),
     )
+    # ---- operating (docs/observability.md)
+    metrics: Literal["off", "auth", "open"] = Field(
+        default="auth",
+        description=(
+            "GET /metrics on the API port: 'auth' needs a user whose roles grant"
+            " metrics.read (ADMIN does); 'open' needs no credentials; 'off' removes it"
+            " (and the metrics port)."
+        ),
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "Also serve the metrics, without credentials, on this port of metrics_host"
+            " (for a scraper on a private network); default none."
+        ),
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics port binds.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as readable text, or one JSON object per line ('json').",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="The least severe log lines written; DEBUG adds a line per HTTP request.",
+    )
     admin_password: str | None = Field(
         default=None, description="Password of the first admin; generated and printed if unset."
     )

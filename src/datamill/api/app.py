@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -19,19 +20,26 @@ from datamill.api import (
     job_routes,
     legacy_routes,
     location_routes,
+    ops_routes,
     user_routes,
 )
 from datamill.api.fast_status import FastStatus
+from datamill.api.ops_routes import install_metrics
 from datamill.api.types import CurrentUser
 from datamill.api.wire import Clock, PrettyJSONResponse, failure
 from datamill.errors import DatamillError, NotAuthenticated, TooManyRequests
+from datamill.observability.http import ROUTE_KEY, Observe
 from datamill.services.artifacts import ArtifactService
 from datamill.services.auth import Authenticator
 from datamill.services.jobs import JobService
 from datamill.services.resources import ResourceService
 from datamill.settings import Settings
 
+log = logging.getLogger(__name__)
+
 _SLASHES = re.compile(r"/{2,}")
+# The template of the route the status fast path answers for.
+STATUS_ROUTE = "/api/job-execution/{reference:path}/status"
 
 
 class TolerantPaths:
@@ -47,7 +55,8 @@ class TolerantPaths:
             if len(path) > 1:
                 path = path.rstrip("/") or "/"
             if path != scope["path"]:
-                scope = dict(scope, path=path, raw_path=path.encode())
+                # Changed in place, so the route found below is seen by Observe.
+                scope["path"], scope["raw_path"] = path, path.encode()
         await self.app(scope, receive, send)
 
 
@@ -55,11 +64,20 @@ class DatamillApp(FastAPI):
     """FastAPI with the status fast path in front of all of its machinery."""
 
     fast_status: FastStatus | None = None
+    observe: Observe | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Let the fast path answer if it can, else the framework."""
+        """Observe the request; let the fast path answer if it can, else the framework."""
+        if self.observe is not None:
+            await self.observe(scope, receive, send)
+        else:
+            await self.dispatch(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The fast path if it answers, else the framework."""
         fast = self.fast_status
         if fast is not None and await fast.handle(scope, receive, send):
+            scope[ROUTE_KEY] = STATUS_ROUTE
             return
         await super().__call__(scope, receive, send)
 
@@ -79,6 +97,7 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
         openapi_url=None,
     )
     app.state.jobs = jobs
+    app.state.settings = settings
     app.state.artifacts = ArtifactService(jobs)
     authenticator = Authenticator(
         jobs.store,
@@ -98,11 +117,9 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app.include_router(filesystem_routes.router)
     app.include_router(user_routes.router)
     app.include_router(location_routes.router)
+    app.include_router(ops_routes.router)
+    install_metrics(app, settings, jobs.store.metrics, jobs.store.db)
     app.state.resources = ResourceService(jobs.store)
-
-    @app.get("/health", include_in_schema=False)
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(_user: CurrentUser) -> Response:
@@ -113,6 +130,7 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app.add_middleware(TolerantPaths)
     if fast_status:
         app.fast_status = FastStatus(db=jobs.store.db, authenticator=authenticator, clock=clock)
+    app.observe = Observe(app.dispatch, jobs.store.metrics)
     return app
 
 
@@ -159,6 +177,7 @@ def _install_error_mapping(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(_request: Request, error: Exception) -> Response:
+        log.error("internal error answering a request", exc_info=error)
         return PrettyJSONResponse(
             {"status": "failure", "reason": f"internal error: {type(error).__name__}"},
             status_code=500,

@@ -14,6 +14,8 @@ from typing import Any
 from datamill.bootstrap import Node, ensure_admin, open_node
 from datamill.domain.status import JobKind
 from datamill.errors import DatamillError
+from datamill.observability.logs import configure_logging
+from datamill.observability.metrics import serve_metrics
 from datamill.services.auth import hash_password
 from datamill.settings import Settings
 
@@ -22,7 +24,7 @@ log = logging.getLogger("datamill")
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("home", "database_url", "port", "host"):
+    for name in ("home", "database_url", "port", "host", "metrics_port"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -30,7 +32,19 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["demo"] = True
     if getattr(args, "no_worker", False):
         overrides["embedded_worker"] = False
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def _serve_metrics_port(node: Node) -> None:
+    settings = node.settings
+    if settings.metrics != "off" and settings.metrics_port is not None:
+        serve_metrics(node.store.metrics, settings.metrics_host, settings.metrics_port)
+        print(
+            f"Metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
+            flush=True,
+        )
 
 
 def _announce_admin(node: Node) -> None:
@@ -68,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         worker = Worker(node.store, settings, node.wakeup)
         worker.start()
     app = create_app(settings, node.jobs)
+    _serve_metrics_port(node)
     # The client address limits failed sign-ins; uvicorn would otherwise take it
     # from X-Forwarded-For of any local caller, who could then claim any address.
     proxies = settings.trusted_proxies
@@ -76,6 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        # uvicorn's lines go through Datamill's handler, in its format.
+        log_config=None,
         access_log=False,
         proxy_headers=proxies is not None,
         forwarded_allow_ips=proxies,
@@ -121,6 +138,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     worker.start()
+    _serve_metrics_port(node)
     print(f"Datamill worker {worker.id} running", flush=True)
     done.wait()
     worker.shutdown()
@@ -171,7 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
-    commands.add_parser("worker", help="run a standalone worker").set_defaults(func=cmd_worker)
+    serve.add_argument("--metrics-port", type=int, help="also serve /metrics openly on this port")
+    worker = commands.add_parser("worker", help="run a standalone worker")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this worker's metrics on this port (DATAMILL_METRICS_PORT)",
+    )
+    worker.set_defaults(func=cmd_worker)
     commands.add_parser("init", help="create home and schema").set_defaults(func=cmd_init)
 
     user = commands.add_parser("user", help="manage users").add_subparsers(
@@ -198,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("text")  # until the settings say otherwise
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

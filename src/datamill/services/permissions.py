@@ -63,6 +63,8 @@ class Capability(enum.StrEnum):
     - JOB_DEFINE: creating, changing and deleting jobs and folders, and changing
       owners and flags.
     - DATA_READ: data listings and downloads, and marking data for deletion.
+    - METRICS_READ: GET /metrics when DATAMILL_METRICS=auth (no built-in role but
+      ADMIN has it: give it to a monitoring user through a role of its own).
 
     ADMIN holds every capability; a role holding '*' too. The flags of the file
     are checked as well: a capability never grants access to someone else's file.
@@ -72,6 +74,7 @@ class Capability(enum.StrEnum):
     JOB_RUN = "job.run"
     JOB_DEFINE = "job.define"
     DATA_READ = "data.read"
+    METRICS_READ = "metrics.read"
 
 
 _NEEDED_FOR = {
@@ -79,6 +82,7 @@ _NEEDED_FOR = {
     Capability.JOB_RUN: "run or stop jobs",
     Capability.JOB_DEFINE: "define, change or delete jobs and folders",
     Capability.DATA_READ: "read data",
+    Capability.METRICS_READ: "read the server's metrics",
 }
 
 

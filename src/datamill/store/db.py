@@ -121,7 +121,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("datamill_immediate"):
+        options = conn.get_execution_options()
+        if options.get("datamill_immediate"):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif options.get("datamill_begin") == "EXCLUSIVE":  # migrations (store/migrate.py)
+            conn.exec_driver_sql("BEGIN EXCLUSIVE")
         else:
             conn.exec_driver_sql("BEGIN")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datamill.observability.metrics import Metrics
 from datamill.store.db import Database
 from datamill.store.files import FileRepository
 from datamill.store.jobs import JobRepository
@@ -18,6 +19,9 @@ class Store:
         self, database_url: str, data_root: str, *, max_running: int = 0, fair_shares: bool = True
     ) -> None:
         self.db = Database(database_url)
+        # The node's metrics: the worker and the API of one process share them.
+        self.metrics = Metrics()
+        self.metrics.watch_store_errors(self.db.engine)
         self.files = FileRepository(self.db)
         self.jobs = JobRepository(self.db, self.files)
         self.users = UserRepository(self.db)

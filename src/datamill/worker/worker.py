@@ -39,6 +39,7 @@ from datamill.worker.housekeeping import (
 )
 from datamill.worker.inputs import build_request
 from datamill.worker.limits import EffectiveLimits, effective_limits, run_bytes, staged_bytes
+from datamill.worker.observe import RunObserver
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Worker:
         self._running: set[int] = set()
         self._lock = threading.Lock()
         self._listener: PostgresListener | None = None
+        self._observe = RunObserver(store, self.id)
 
     # ------------------------------------------------------------ life cycle
 
@@ -72,6 +74,7 @@ class Worker:
         """Register, reconcile what earlier workers left, and start the threads."""
         self.settings.ensure_folders()
         self.store.queue.register_worker(self.id, socket.gethostname(), os.getpid())
+        self.store.metrics.slots_added(self.settings.concurrency)
         self.reconcile()
         if not self.store.db.is_sqlite:
             self._listener = PostgresListener(libpq_conninfo(self.store.db.url), self.wakeup)
@@ -100,6 +103,7 @@ class Worker:
             self.store.queue.unregister_worker(self.id)
         except Exception:  # the database may be gone; reconciliation will cope
             log.exception("could not unregister worker %s", self.id)
+        self.store.metrics.slots_removed(self.settings.concurrency)
         log.info("worker %s stopped", self.id)
 
     def reconcile(self) -> list[int]:
@@ -171,6 +175,7 @@ class Worker:
 
     def _beat(self) -> None:
         running = self.store.queue.heartbeat(self.id)
+        self.store.metrics.heartbeat()
         with self._lock:
             self._stop_ids |= {i for i, stop in running.items() if stop}
             stranded = set(running) - self._running
@@ -207,6 +212,7 @@ class Worker:
         for execution_id in sorted(stranded):
             if self.store.queue.hand_back(execution_id, self.id):
                 log.warning("execution %d handed back: its claim's answer was lost", execution_id)
+                self._observe.handed_back(execution_id)
                 self.wakeup.notify_work()
 
     def _prepare(self, conn: Connection, execution: Execution) -> RunRequest | str:
@@ -240,6 +246,7 @@ class Worker:
             self.wakeup.wait_for_work(self.settings.poll_seconds, generation)
             return horse
         execution, request = claimed
+        self._observe.started(execution, request)
         try:
             reusable = self._run(execution, request, horse)
         except OperationalError as error:
@@ -259,6 +266,7 @@ class Worker:
         finally:
             with self._lock:
                 self._running.discard(execution.id)
+            self._observe.slot_free(execution.id)
         # The configuration's slot is free again: its next run may start.
         self.wakeup.notify_work()
         return reusable
@@ -323,7 +331,8 @@ class Worker:
                 return Outcome(JobStatus.CANCELED, error_message=STOPPED_BY_USER), None
             if self._draining_deadline is not None and time.monotonic() > self._draining_deadline:
                 horse.kill()
-                self.store.queue.hand_back(execution.id, self.id)
+                if self.store.queue.hand_back(execution.id, self.id):
+                    self._observe.handed_back(execution.id)
                 log.info("execution %d handed back at shutdown", execution.id)
                 return None, None
             now = time.monotonic()
@@ -372,7 +381,8 @@ class Worker:
         while not self._closing.is_set():
             attempt += 1
             try:
-                self.store.queue.hand_back(execution.id, self.id)
+                if self.store.queue.hand_back(execution.id, self.id):
+                    self._observe.handed_back(execution.id)
                 return
             except Exception:
                 log.exception(
@@ -388,7 +398,9 @@ class Worker:
         while attempt == 0 or not self._closing.is_set():
             attempt += 1
             try:
-                if not self.store.queue.finish(execution, self.id, outcome):
+                if self.store.queue.finish(execution, self.id, outcome):
+                    self._observe.ended(execution, outcome.status, outcome.error_message)
+                else:
                     log.warning("execution %d was no longer ours to finish", execution.id)
                 return
             except OSError:

@@ -1,0 +1,1 @@
+"""What operators see of a running node: Prometheus metrics, structured logs."""

@@ -1,0 +1,103 @@
+"""Per-request observation below the framework: request id, counts and times by route.
+
+A plain ASGI wrapper (not BaseHTTPMiddleware, which runs each request in a
+task of its own and copies the body through a stream): it reads one header,
+wraps `send` to add one header and note the status, and counts after the
+answer is sent. The label is the route's template (`/api/job-execution/
+{reference:path}/status`), never the raw path, so the series stay bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from datamill.observability.logs import bind, unbind
+from datamill.observability.metrics import Metrics
+
+log = logging.getLogger("datamill.http")
+
+REQUEST_ID_HEADER = b"x-request-id"
+# What a client may send as its own request id: bounded, printable, no spaces.
+_SANE_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+UNMATCHED = "<unmatched>"
+# Set by the status fast path, which answers before any route is matched.
+ROUTE_KEY = "datamill.route"
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+TRIGGER_ROUTES = frozenset(
+    {
+        "/api/job-execution/{reference:path}/trigger",
+        "/api/job-execution/sequential-trigger",
+        "/rest/job-execution",
+    }
+)
+
+
+def request_id_of(scope: Scope) -> str:
+    """The client's X-Request-Id if it is sane, else a new one."""
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            if _SANE_ID.fullmatch(value):
+                return str(value.decode("ascii"))
+            break
+    return uuid.uuid4().hex
+
+
+def route_of(scope: Scope) -> str:
+    """The template of the route that answered, or a fixed label for none."""
+    template = scope.get(ROUTE_KEY)
+    if template is not None:
+        return str(template)
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
+class Observe:
+    """Gives each HTTP request an id (echoed in X-Request-Id) and counts it by route."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, observing its answer."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = request_id_of(scope)
+        header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        token = bind(request_id=request_id)
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            self._count(scope, status, time.perf_counter() - started)
+            unbind(token)
+
+    def _count(self, scope: Scope, status: int, seconds: float) -> None:
+        route = route_of(scope)
+        code = str(status)
+        method = scope["method"] if scope["method"] in METHODS else "OTHER"
+        if log.isEnabledFor(logging.DEBUG):
+            # The template, not the path: a path may hold names users typed.
+            log.debug("%s %s -> %s in %.1f ms", method, route, code, seconds * 1e3)
+        metrics = self.metrics
+        metrics.http_requests.labels(method, route, code).inc()
+        metrics.http_duration.labels(route).observe(seconds)
+        if route in TRIGGER_ROUTES:
+            metrics.trigger_requests.labels(route, code).inc()
