@@ -47,7 +47,7 @@ def outgoing(document: dict[str, Any]) -> dict[str, Any]:
     url = sa.make_url(document["url"])
     properties: dict[str, list[str]] = {
         # The user apart from the URL, as Datameer keeps it; the password only as the mask.
-        "key.connectionUrl": [url.set(username=None, password=None).render_as_string(False)],
+        "key.connectionUrl": [url._replace(username=None, password=None).render_as_string(False)],
         "user_name": [url.username or ""],
     }
     if "password" in document:
