@@ -15,12 +15,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datamill.api import (
     artifact_routes,
+    artifact_views,
     data_routes,
     filesystem_routes,
     job_routes,
     legacy_routes,
     location_routes,
     ops_routes,
+    system_routes,
     user_routes,
 )
 from datamill.api.fast_status import FastStatus
@@ -119,6 +121,8 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app.include_router(location_routes.router)
     app.include_router(ops_routes.router)
     install_metrics(app, settings, jobs.store.metrics, jobs.store.db)
+    app.include_router(artifact_views.router)
+    app.include_router(system_routes.router)
     app.state.resources = ResourceService(jobs.store)
 
     @app.get("/openapi.json", include_in_schema=False)

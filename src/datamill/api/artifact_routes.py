@@ -8,11 +8,11 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from datamill.api.bodies import lenient_json_body
+from datamill.api.bodies import json_object_body
 from datamill.api.types import CurrentUser, EntityId
 from datamill.api.wire import PrettyJSONResponse
 from datamill.domain.status import JobKind
-from datamill.errors import InvalidInput, NotFound
+from datamill.errors import NotFound
 from datamill.services.artifacts import ArtifactService, document_schema
 
 router = APIRouter()
@@ -38,10 +38,7 @@ def _service(request: Request) -> ArtifactService:
 
 
 async def _document(request: Request) -> dict[str, Any]:
-    body = await lenient_json_body(request)
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object: the job's definition and its path")
-    return body
+    return await json_object_body(request, "the job's definition and its path")
 
 
 def _register(kind: JobKind, base: str) -> None:

@@ -78,6 +78,14 @@ async def lenient_json_body(request: Request) -> Any:
     return parse_body(raw)
 
 
+async def json_object_body(request: Request, what: str) -> dict[str, Any]:
+    """The body as a (lenient) JSON object; InvalidInput names `what` it should hold."""
+    body = await lenient_json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the body must be a JSON object: {what}")
+    return body
+
+
 def parse_body(raw: bytes) -> Any:
     """Decode and parse a JSON body: strict first, the lenient reader when that fails."""
     text = decode_text(raw)

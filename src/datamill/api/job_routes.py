@@ -11,7 +11,7 @@ from starlette.responses import Response
 from datamill.api.bodies import lenient_json_body
 from datamill.api.fast_status import status_body
 from datamill.api.types import MAX_ID, CurrentUser, EntityId
-from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis
+from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis, v1_status
 from datamill.domain.definitions import (
     MAX_REFERENCE_LENGTH,
     MAX_VALUE_LENGTH,
@@ -19,11 +19,13 @@ from datamill.domain.definitions import (
     check_whole_number,
 )
 from datamill.domain.estimate import format_duration
-from datamill.domain.status import JobStatus
+from datamill.domain.records import Execution, FileEntry, User
+from datamill.domain.status import JobKind, JobStatus
 from datamill.errors import InvalidInput
 from datamill.services import plans
 from datamill.services.jobs import JobService
 from datamill.services.permissions import Access, Capability, has_access, require_capability
+from datamill.services.system import require_admin_role
 from datamill.store import executions as ex
 from datamill.store.triggers import schedule_state
 
@@ -49,8 +51,33 @@ def _clock(request: Request) -> Clock:
 @router.get("/rest/jobs/list-running")
 def list_running(request: Request, user: CurrentUser) -> Response:
     """Every active execution the caller may read."""
+    return PrettyJSONResponse([item for item, _, _ in _active_items(request, user)])
+
+
+@router.get("/admin/system-overview/runningJobs")
+def running_jobs_overview(request: Request, user: CurrentUser) -> Response:
+    """Datameer's admin page: every running job, then every queued or waiting one (ADMIN only).
+
+    Each item holds the list-running members and who started it, how, and how far it got.
+    """
+    require_admin_role(user, "the system overview")
+    running: list[dict[str, Any]] = []
+    queued: list[dict[str, Any]] = []
+    for item, execution, entry in _active_items(request, user):
+        is_running = execution.status is JobStatus.RUNNING
+        item["jobType"] = entry.kind.value if entry.kind is not None else None
+        item["user"] = execution.triggered_by
+        item["triggerType"] = execution.trigger_type.value
+        item["progress"] = int((execution.progress or 0.0) * 100) if is_running else None
+        (running if is_running else queued).append(item)
+    return PrettyJSONResponse({"runningJobs": running, "queuedJobs": queued})
+
+
+def _active_items(
+    request: Request, user: User
+) -> list[tuple[dict[str, Any], Execution, FileEntry]]:
+    """The list-running item of every active execution the caller may read, oldest first."""
     service = _service(request)
-    items: list[dict[str, Any]] = []
     with service.store.db.read() as conn:
         require_capability(conn, user, Capability.JOB_READ)
         active = ex.active_executions(conn)
@@ -62,22 +89,22 @@ def list_running(request: Request, user: CurrentUser) -> Response:
                 visible.append((execution, entry))
         running = [e for e, _ in visible if e.status is JobStatus.RUNNING]
         remaining = service.remaining_many(conn, running)
+    items = []
     for execution, entry in visible:
-        items.append(
-            {
-                "jobStatus": execution.status.value,
-                "fileName": entry.name.rsplit(".", 1)[0],
-                "jobName": entry.name,
-                "fileId": entry.id,
-                "uuid": entry.uuid,
-                "creationDate": epoch_millis(execution.created_at),
-                "jobExecutionId": execution.id,
-                "dapJobConfigurationId": execution.job_configuration_id,
-                "estimatedTime": int((remaining.get(execution.id) or 0.0) * 1000),
-                "startTime": epoch_millis(execution.started_at),
-            }
-        )
-    return PrettyJSONResponse(items)
+        item = {
+            "jobStatus": execution.status.value,
+            "fileName": entry.name.rsplit(".", 1)[0],
+            "jobName": entry.name,
+            "fileId": entry.id,
+            "uuid": entry.uuid,
+            "creationDate": epoch_millis(execution.created_at),
+            "jobExecutionId": execution.id,
+            "dapJobConfigurationId": execution.job_configuration_id,
+            "estimatedTime": int((remaining.get(execution.id) or 0.0) * 1000),
+            "startTime": epoch_millis(execution.started_at),
+        }
+        items.append((item, execution, entry))
+    return items
 
 
 @router.get("/api/job-execution/{reference:path}/status")
@@ -164,9 +191,18 @@ def job_details(execution_id: EntityId, request: Request, user: CurrentUser) -> 
             "file": {"id": entry.id, "uuid": entry.uuid},
             "successCount": execution.success_count,
             "failureCount": execution.failure_count,
-            "counters": execution.counters,
+            "counters": _counters(execution, entry.kind),
         }
     )
+
+
+def _counters(execution: Execution, kind: JobKind | None) -> dict[str, int]:
+    # Every run but a failed one names its kind's counters (0 until known), so a
+    # client tells an import from an export by them; an ERROR run keeps what it
+    # stored, possibly {} as Datameer's do (spec §4.3).
+    if execution.status is JobStatus.ERROR or kind is None:
+        return execution.counters
+    return {**dict.fromkeys(kind.counter_names, 0), **execution.counters}
 
 
 @router.get("/rest/job-configuration/job-history/{config_id}")
@@ -180,7 +216,8 @@ def job_history(
 ) -> Response:
     """A page of a configuration's executions, newest first."""
     page = _service(request).history(config_id, user, start, length)
-    return PrettyJSONResponse([{"id": i, "jobStatus": s.value} for i, s in page])
+    # An older route: the warning status in Datameer's v1 spelling (spec §5).
+    return PrettyJSONResponse([{"id": i, "jobStatus": v1_status(s)} for i, s in page])
 
 
 _PLAN_BODY = {

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from datamill.api.types import ConfigurationQuery, CurrentUser, EntityId
-from datamill.api.wire import PrettyJSONResponse
+from datamill.api.wire import PrettyJSONResponse, v1_status
+from datamill.domain.status import JobStatus
 from datamill.services.jobs import ByConfiguration, JobService
 
 router = APIRouter()
@@ -25,7 +26,7 @@ def job_status(config_id: EntityId, request: Request, user: CurrentUser) -> Resp
     view = _service(request).status(ByConfiguration(config_id), user)
     body: dict[str, Any] = {}
     if view.execution is not None:
-        body = {"id": view.execution.id, "jobStatus": view.execution.status.value}
+        body = {"id": view.execution.id, "jobStatus": v1_status(view.execution.status)}
     return PrettyJSONResponse(body)
 
 
@@ -45,11 +46,19 @@ def job_kill(execution_id: EntityId, request: Request, user: CurrentUser) -> Res
 
 @router.get("/rest/job-configuration/volume-report/{config_id}")
 def volume_report(config_id: EntityId, request: Request, user: CurrentUser) -> Response:
-    """Bytes read by each ended run of a configuration, newest first."""
-    rows = _service(request).volume_report(config_id, user)
-    return PrettyJSONResponse(
-        [
-            {"id": i, "jobStatus": status.value, "importedVolume": volume, "type": "NORMAL"}
-            for i, status, volume in rows
-        ]
-    )
+    """Bytes read by each ended run of a configuration, newest first.
+
+    A run that published nothing (ERROR, CANCELED) has no importedVolume, so a
+    "change since the last import" check skips it instead of reading 0.
+    """
+    report = []
+    for execution_id, status, volume in _service(request).volume_report(config_id, user):
+        item: dict[str, Any] = {"id": execution_id, "jobStatus": v1_status(status)}
+        if status not in _PUBLISHED_NOTHING:
+            item["importedVolume"] = volume
+        item["type"] = "NORMAL"
+        report.append(item)
+    return PrettyJSONResponse(report)
+
+
+_PUBLISHED_NOTHING = frozenset({JobStatus.ERROR, JobStatus.CANCELED})

@@ -9,6 +9,12 @@ from zoneinfo import ZoneInfo
 
 from starlette.responses import Response
 
+from datamill.domain.status import JobStatus
+
+# Datameer's v1 API spelled this one status in mixed case, and monitoring
+# plugins match that exact string on the older /rest job routes (spec §5).
+_V1_SPELLING = {JobStatus.COMPLETED_WITH_WARNINGS: "COMPLETED_WITH_Warnings"}
+
 
 class PrettyJSONResponse(Response):
     """JSON with a 2-space indent, one member per line, as shell clients grep it."""
@@ -55,3 +61,8 @@ def epoch_millis(value: dt.datetime | None) -> int | None:
     if value is None:
         return None
     return int(value.replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def v1_status(status: JobStatus) -> str:
+    """A status as the older /rest job routes spell it (COMPLETED_WITH_Warnings)."""
+    return _V1_SPELLING.get(status, status.value)

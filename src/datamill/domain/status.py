@@ -94,3 +94,28 @@ class JobKind(enum.StrEnum):
     def counter_prefix(self) -> str:
         """The prefix of this kind's counters in job details."""
         return {"import": "IMPORT", "workbook": "WORKBOOK", "export": "EXPORT"}[self.value]
+
+    @property
+    def counter_names(self) -> tuple[str, ...]:
+        """The counters job details show for this kind (spec §4.3), in its order."""
+        return COUNTER_NAMES[self]
+
+
+COUNTER_NAMES: dict[JobKind, tuple[str, ...]] = {
+    JobKind.IMPORT: (
+        "IMPORT_RECORDS",
+        "IMPORT_BYTES",
+        "IMPORT_DROPPED_RECORDS",
+        "IMPORT_PREVIEW_RECORDS",
+        "IMPORT_OUTPUT_BYTES",
+        "IMPORT_DROPPED_SPLITS",
+        "IMPORT_OUTPUT_PARTITIONS",
+    ),
+    JobKind.EXPORT: ("EXPORT_RECORDS", "EXPORT_DROPPED_RECORDS", "EXPORT_BYTES"),
+    JobKind.WORKBOOK: (
+        "WORKBOOK_RECORDS",
+        "WORKBOOK_DROPPED_RECORDS",
+        "WORKBOOK_OUTPUT_BYTES",
+        "WORKBOOK_SHEETS",
+    ),
+}

@@ -7,7 +7,8 @@ sent back to `update` unchanged.
 from __future__ import annotations
 
 import shutil
-from typing import Any
+import uuid
+from typing import Any, Literal
 
 from sqlalchemy.engine import Connection
 
@@ -16,7 +17,13 @@ from datamill.domain.records import FileEntry, JobConfiguration, User
 from datamill.domain.status import JobKind
 from datamill.errors import Conflict, InvalidDefinition, NotFound
 from datamill.services.folders import require_create
-from datamill.services.graph import find_cycle, rebuild_dependencies, upstream_graph
+from datamill.services.graph import (
+    downstream_graph,
+    find_cycle,
+    reachable,
+    rebuild_dependencies,
+    upstream_graph,
+)
 from datamill.services.jobs import ByConfiguration, JobService, parse_definition
 from datamill.services.locations import check_definition_access
 from datamill.services.permissions import Access, Capability, has_access, require_capability
@@ -68,6 +75,36 @@ def _require_run_for_triggering(conn: Connection, user: User, definition: JobDef
         require_capability(conn, user, Capability.JOB_RUN)
 
 
+Direction = Literal["upstream", "downstream", "both"]
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return len(text) == 36 and str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False
+
+
+def _neighbour(config: JobConfiguration, entry: FileEntry, level: int) -> dict[str, Any]:
+    return {
+        "id": config.id,
+        "type": _DATAMEER_TYPES[config.kind],
+        "path": entry.path,
+        "name": entry.name.rsplit(".", 1)[0],
+        "fileId": entry.id,
+        "uuid": entry.uuid,
+        "level": level,
+    }
+
+
+# The names Datameer's routes give the kinds (/api/import-job/<id>/dependencies ...).
+_DATAMEER_TYPES = {
+    JobKind.IMPORT: "import-job",
+    JobKind.WORKBOOK: "workbook",
+    JobKind.EXPORT: "export-job",
+}
+
+
 def _definition_part(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k != "path"}
 
@@ -110,6 +147,60 @@ class ArtifactService:
             require_capability(conn, user, Capability.JOB_READ)
             entry, config = self._locate(conn, kind, config_id, user, Access.READ)
         return {"path": entry.path, **config.definition}
+
+    def read_by_uuid(self, kind: JobKind, file_uuid: str, user: User) -> dict[str, Any]:
+        """The document of a job named by its file's uuid, under the rules of `read`.
+
+        Anything but a readable job of this kind (no such uuid, another kind, a
+        folder, a file the caller may not read) answers the same 404.
+        """
+        missing = NotFound(f"Entity of type '{kind.value}' with uuid '{file_uuid}' not found.")
+        if not _is_uuid(file_uuid):
+            raise missing
+        with self.store.db.read() as conn:
+            require_capability(conn, user, Capability.JOB_READ)
+            entry = self.store.files.find(conn, file_uuid)
+            config = self.store.jobs.for_file(conn, entry.id) if entry is not None else None
+            if entry is None or config is None or config.kind is not kind:
+                raise missing
+            if not has_access(conn, user, entry, Access.READ):
+                raise missing
+        return {"path": entry.path, **config.definition}
+
+    def dependencies(
+        self, kind: JobKind, config_id: int, user: User, direction: Direction, level: int
+    ) -> dict[str, Any]:
+        """The jobs a job reads from (upstream) and that read from it (downstream).
+
+        Up to `level` steps away, each once with its shortest distance; jobs the
+        caller may not read are left out and not walked through.
+        """
+        with self.store.db.read() as conn:
+            require_capability(conn, user, Capability.JOB_READ)
+            entry, config = self._locate(conn, kind, config_id, user, Access.READ)
+            upstream = upstream_graph(conn, self.store)
+            edges = {"upstream": upstream, "downstream": downstream_graph(upstream)}
+            configs = {c.id: c for c in self.store.jobs.list_all(conn)}
+            entries = self.store.files.get_many(conn, (c.file_id for c in configs.values()))
+
+            def readable(node: int) -> bool:
+                found = entries.get(configs[node].file_id)
+                return found is not None and has_access(conn, user, found, Access.READ)
+
+            body: dict[str, Any] = {
+                "id": config.id,
+                "path": entry.path,
+                "uuid": entry.uuid,
+                "direction": direction.upper(),
+                "level": level,
+            }
+            for way in ("upstream", "downstream"):
+                if direction in (way, "both"):
+                    body[way] = [
+                        _neighbour(configs[node], entries[configs[node].file_id], distance)
+                        for node, distance in reachable(edges[way], config.id, level, readable)
+                    ]
+        return body
 
     def update(self, kind: JobKind, config_id: int, document: dict[str, Any], user: User) -> None:
         """Replace a job's definition; a different path renames or moves the file."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -114,3 +114,28 @@ class CycleFound(Exception):
     def __init__(self, cycle: list[int]) -> None:
         super().__init__(cycle)
         self.cycle = cycle
+
+
+def reachable(
+    edges: Mapping[int, Iterable[int]],
+    start: int,
+    max_level: int,
+    passable: Callable[[int], bool],
+) -> list[tuple[int, int]]:
+    """(node, level) of every node within `max_level` steps of `start` along `edges`.
+
+    Breadth first, so each node comes with its shortest distance, nearest first
+    (ties by id). A node `passable` refuses is neither listed nor walked through:
+    the caller cannot tell it is there.
+    """
+    found: list[tuple[int, int]] = []
+    seen = {start}
+    frontier = [start]
+    for level in range(1, max_level + 1):
+        following = sorted({n for node in frontier for n in edges.get(node, ()) if n not in seen})
+        seen.update(following)
+        frontier = [n for n in following if passable(n)]
+        found.extend((n, level) for n in frontier)
+        if not frontier:
+            break
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from typing import Any, Protocol
 
@@ -361,3 +362,14 @@ def volume_report(conn: Connection, config_id: int) -> list[tuple[int, JobStatus
         .order_by(E.c.id.desc())
     ).all()
     return [(r.id, JobStatus(r.status), int(r.bytes_read)) for r in rows]
+
+
+def bytes_imported_since(conn: Connection, since: dt.datetime) -> int:
+    """Bytes read by the runs that published data and ended at or after `since` (UTC)."""
+    total = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(E.c.bytes_read), 0)).where(
+            E.c.status.in_([s.value for s in JobStatus if s.is_success]),
+            E.c.finished_at >= since,
+        )
+    ).scalar_one()
+    return int(total)
