@@ -19,6 +19,7 @@ from datamill.api import (
     job_routes,
     legacy_routes,
     location_routes,
+    session_routes,
     user_routes,
 )
 from datamill.api.fast_status import FastStatus
@@ -29,6 +30,7 @@ from datamill.services.artifacts import ArtifactService
 from datamill.services.auth import Authenticator
 from datamill.services.jobs import JobService
 from datamill.services.resources import ResourceService
+from datamill.services.sessions import Sessions, load_secret
 from datamill.settings import Settings
 
 _SLASHES = re.compile(r"/{2,}")
@@ -73,7 +75,10 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app = DatamillApp(
         title="Datamill",
         version="0.1.0",
-        description="The Datameer X job REST API. Every route needs HTTP Basic credentials.",
+        description=(
+            "The Datameer X job REST API. Every route needs HTTP Basic credentials"
+            " or the session cookie of GET /browser."
+        ),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -90,6 +95,14 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app.state.max_body_bytes = settings.max_body_bytes
     clock = Clock(settings.timezone)
     app.state.authenticator = authenticator
+    app.state.sessions = Sessions(
+        jobs.store,
+        load_secret(
+            settings.resolved_home,
+            settings.session_secret.get_secret_value() if settings.session_secret else None,
+        ),
+        settings.session_lifetime_seconds,
+    )
     app.state.clock = clock
     app.include_router(job_routes.router)
     app.include_router(legacy_routes.router)
@@ -98,6 +111,7 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app.include_router(filesystem_routes.router)
     app.include_router(user_routes.router)
     app.include_router(location_routes.router)
+    app.include_router(session_routes.router)
     app.state.resources = ResourceService(jobs.store)
 
     @app.get("/health", include_in_schema=False)
