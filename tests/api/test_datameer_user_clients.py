@@ -20,6 +20,8 @@ from fastapi.testclient import TestClient
 from datamill.api.app import create_app
 from datamill.bootstrap import Node
 from datamill.domain.definitions import JobKind
+from datamill.errors import Forbidden
+from datamill.services import users as user_service
 from datamill.store import tables as t
 from tests.helpers import password_hash
 
@@ -389,3 +391,14 @@ def test_the_logged_in_user_is_the_callers_element(client: TestClient, query: st
     assert client.get(f"{BASE}/logged-in-user{query}", headers=BOB).text.startswith("{\n  ")
     failure(client.get(f"{BASE}/logged-in-user{query}"), 401)
     failure(client.get(f"{BASE}/logged-in-user{query}", headers=basic("bob", "nope")), 401)
+
+
+def test_the_rename_service_itself_refuses_non_admins(client: TestClient, node: Node) -> None:
+    # The route checks first; the service checks again for every other caller (CLI, UI).
+    client.post(f"{BASE}/groups", headers={**ADMIN, **JSON}, json={"name": "ops"})
+    with node.store.db.read() as conn:
+        bob = node.store.users.get(conn, "bob")
+    assert bob is not None
+    with pytest.raises(Forbidden):
+        user_service.rename_group(node.store, bob, "ops", "mine")
+    assert client.get(f"{BASE}/groups/ops", headers=ADMIN).json()["name"] == "ops"
