@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -212,6 +212,23 @@ class Settings(BaseSettings):
         description=(
             "Comma-separated addresses of reverse proxies whose X-Forwarded-For names the"
             " client (for the sign-in limits); default none: the peer's own address counts."
+        ),
+    )
+    session_lifetime_seconds: float = Field(
+        default=8 * 3600,
+        gt=0,
+        description=(
+            "How long the session cookie of a browser-style login (GET /browser) stays"
+            " valid, counted from the login; logout, a password change or deleting"
+            " the user end it sooner."
+        ),
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key that signs session cookies; default a random key made once in"
+            " <home>/session-secret (mode 0600). Give every API node of one"
+            " installation the same key, or the same home."
         ),
     )
     password_checks_at_once: int = Field(

@@ -22,6 +22,7 @@ from datamill.api import (
     legacy_routes,
     location_routes,
     ops_routes,
+    session_routes,
     system_routes,
     user_routes,
 )
@@ -35,6 +36,7 @@ from datamill.services.artifacts import ArtifactService
 from datamill.services.auth import Authenticator
 from datamill.services.jobs import JobService
 from datamill.services.resources import ResourceService
+from datamill.services.sessions import Sessions, load_secret
 from datamill.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,10 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app = DatamillApp(
         title="Datamill",
         version="0.1.0",
-        description="The Datameer X job REST API. Every route needs HTTP Basic credentials.",
+        description=(
+            "The Datameer X job REST API. Every route needs HTTP Basic credentials"
+            " or the session cookie of GET /browser."
+        ),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -111,6 +116,14 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app.state.max_body_bytes = settings.max_body_bytes
     clock = Clock(settings.timezone)
     app.state.authenticator = authenticator
+    app.state.sessions = Sessions(
+        jobs.store,
+        load_secret(
+            settings.resolved_home,
+            settings.session_secret.get_secret_value() if settings.session_secret else None,
+        ),
+        settings.session_lifetime_seconds,
+    )
     app.state.clock = clock
     app.include_router(job_routes.router)
     app.include_router(legacy_routes.router)
@@ -123,6 +136,7 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     install_metrics(app, settings, jobs.store.metrics, jobs.store.db)
     app.include_router(artifact_views.router)
     app.include_router(system_routes.router)
+    app.include_router(session_routes.router)
     app.state.resources = ResourceService(jobs.store)
 
     @app.get("/openapi.json", include_in_schema=False)

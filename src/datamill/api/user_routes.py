@@ -132,13 +132,12 @@ def _new_user(body: dict[str, Any]) -> users.NewUser:
     name = _body_name(body, "name", "username")
     if name is None:
         raise InvalidInput("name (or username) is required")
-    password = _text(body, "password")
-    if password is None:
-        raise InvalidInput("password is required")
     roles = _list(body, "roles")
     return users.NewUser(
         name=name,
-        password=password,
+        # Datameer clients create {username, email, groups, roles} and set the
+        # password afterwards; until then the user cannot log in.
+        password=_text(body, "password"),
         email=_text(body, "email"),
         groups=_list(body, "groups") or (),
         roles=users.DEFAULT_ROLES if roles is None else roles,
@@ -161,6 +160,20 @@ def _user_changes(name: str, body: dict[str, Any]) -> users.UserChanges:
     )
 
 
+def _group_name(body: dict[str, Any], missing: str) -> str:
+    """The name of a group body {"name": ...}; memberships are not set here."""
+    if "members" in body:
+        raise InvalidInput(
+            "members are set on each user: PUT /rest/user-management/users/<name>"
+            ' with {"groups": [...]}'
+        )
+    _only(body, {"name"})
+    name = _body_name(body, "name")
+    if name is None:
+        raise InvalidInput(missing)
+    return name
+
+
 def _without_newline(text: str) -> str:
     # `curl --data-binary @file` and here-strings add one; anything else is the password.
     for ending in ("\r\n", "\n"):
@@ -176,6 +189,12 @@ def _without_newline(text: str) -> str:
 def list_users(request: Request, user: CurrentUser, paging: Paging) -> Response:
     """A page of users: {"maxResults", "total", "elements"}."""
     return _listing(users.list_users(_store(request), user, *paging), _user_json)
+
+
+@router.get("/logged-in-user")
+def logged_in_user(user: CurrentUser) -> Response:
+    """The caller's own user element, as GET /users/<name> answers it."""
+    return PrettyJSONResponse(_user_json(user))
 
 
 @router.get("/users/{name}")
@@ -238,18 +257,21 @@ def get_group(name: str, request: Request, user: CurrentUser) -> Response:
 async def create_group(request: Request, user: CurrentUser) -> Response:
     """Create an empty group; members join it through their user's groups."""
     users.require_admin(user)
-    body = await _object(request, '{"name": "sales"}')
-    if "members" in body:
-        raise InvalidInput(
-            "members are set on each user: PUT /rest/user-management/users/<name>"
-            ' with {"groups": [...]}'
-        )
-    _only(body, {"name"})
-    name = _body_name(body, "name")
-    if name is None:
-        raise InvalidInput("name is required")
+    name = _group_name(await _object(request, '{"name": "sales"}'), "name is required")
     await run_in_threadpool(users.create_group, _store(request), user, name)
     return PrettyJSONResponse({**_SUCCESS, "name": name})
+
+
+@router.put("/groups/{name}")
+async def rename_group(name: str, request: Request, user: CurrentUser) -> Response:
+    """Rename a group: {"name": "<new>"}; members and file rights follow."""
+    users.require_admin(user)
+    new_name = _group_name(
+        await _object(request, '{"name": "marketing"}'),
+        'name is required: the new name, e.g. {"name": "marketing"}',
+    )
+    await run_in_threadpool(users.rename_group, _store(request), user, name, new_name)
+    return PrettyJSONResponse(_SUCCESS)
 
 
 @router.delete("/groups/{name}")

@@ -78,15 +78,25 @@ class DataResult:
     deleted: bool
 
 
+NO_PASSWORD = ""
+"""The stored password hash of a user created without a password."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class User:
     """A person or script that calls the API."""
 
     name: str
-    password_hash: str
+    password_hash: str  # NO_PASSWORD until one is set: such a user cannot log in
     roles: tuple[str, ...]
     groups: tuple[str, ...]
     email: str | None
+    session_epoch: int = 0  # raised by a logout, voiding older session cookies
+
+    @property
+    def has_password(self) -> bool:
+        """Whether a password was ever set; without one nobody can log in as this user."""
+        return self.password_hash != NO_PASSWORD
 
     @property
     def is_admin(self) -> bool:

@@ -14,7 +14,7 @@ from typing import NoReturn
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from datamill.domain.records import User
+from datamill.domain.records import NO_PASSWORD, User
 from datamill.errors import NotAuthenticated, TooManyRequests
 from datamill.services.login_limits import FailureBuckets, VerificationGate
 from datamill.store.store import Store
@@ -75,7 +75,9 @@ class Authenticator:
         mac = self._mac(password)
         if user is not None and self._cached(name, mac, user.password_hash):
             return user
-        if user is None:
+        if user is None or not user.has_password:
+            # A user created without a password cannot log in until one is set;
+            # answered exactly like an unknown name, so it reveals nothing either.
             keys = self._take_tokens(name, client)
             # Spend the same time as a real check so timing does not reveal user names.
             self._check(keys, lambda: _verify(_dummy_hash(), password))
@@ -143,6 +145,8 @@ class Authenticator:
 
     def _cached(self, name: str, mac: bytes, password_hash: str) -> bool:
         """Whether the cache holds `mac` for this hash; a hit extends the entry."""
+        if password_hash == NO_PASSWORD:
+            return False  # nothing ever verifies against "no password"
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(name)

@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from datamill.domain.records import User
+from datamill.domain.records import NO_PASSWORD, User
 from datamill.errors import AlreadyExists, Conflict, Forbidden, InvalidInput, NotFound
 from datamill.services.auth import hash_password
 from datamill.store import tables as t
@@ -34,6 +34,9 @@ MAX_PAGE_SIZE = 1000
 # The owner of the root and default folders; a user of that name would own them.
 RESERVED_USER_NAMES = frozenset({ROOT_OWNER})
 _CAPABILITY = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$")
+# Datameer's names (WORKBOOK_EXECUTE, ...): kept as given, whether or not they mean
+# anything here (services/permissions.py DATAMEER_CAPABILITIES), so roles round-trip.
+_DATAMEER_CAPABILITY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
@@ -51,7 +54,7 @@ class NewUser:
     """What it takes to create a user."""
 
     name: str
-    password: str
+    password: str | None  # None: no password yet, as Datameer clients create users
     email: str | None = None
     groups: tuple[str, ...] = ()
     roles: tuple[str, ...] = DEFAULT_ROLES
@@ -122,10 +125,13 @@ def check_capabilities(capabilities: Sequence[str]) -> tuple[str, ...]:
     for capability in capabilities:
         if capability == "*":
             raise InvalidInput("'*' (everything) is reserved for the built-in ADMIN role")
-        if len(capability) > 64 or not _CAPABILITY.match(capability):
+        if len(capability) > 64 or not (
+            _CAPABILITY.match(capability) or _DATAMEER_CAPABILITY.match(capability)
+        ):
             raise InvalidInput(
                 f"{capability!r} is not a capability name: use lower-case dotted words"
-                " such as job.read, job.run, job.define, data.read"
+                " such as job.read, job.run, job.define, data.read, or Datameer's"
+                " upper-case names such as WORKBOOK_EXECUTE"
             )
     return tuple(dict.fromkeys(capabilities))
 
@@ -187,14 +193,17 @@ def create_user(store: Store, actor: User, new: NewUser) -> User:
     require_admin(actor)
     check_name("user", new.name)
     email = check_email(new.email)
-    check_password(new.password)
+    if new.password is not None:
+        check_password(new.password)
     groups = tuple(dict.fromkeys(new.groups))
     roles = tuple(dict.fromkeys(new.roles))
     # Checked once before the slow hash, so a bad request fails fast, and again
     # in the transaction, which is what counts.
     with store.db.read() as conn:
         _check_new_user(store, conn, new.name, groups, roles)
-    password_hash = hash_password(new.password)
+    # Without a password nobody can log in as the user until
+    # PUT /rest/user-management/password/<name> sets one (services/auth.py).
+    password_hash = NO_PASSWORD if new.password is None else hash_password(new.password)
     _ensure_home_root(store)
     try:
         with store.db.write() as conn:
@@ -335,6 +344,26 @@ def create_group(store: Store, actor: User, name: str) -> None:
             user_store.insert_group(conn, name)
     except sa.exc.IntegrityError:
         raise AlreadyExists(f"group {name!r} already exists") from None
+
+
+def rename_group(store: Store, actor: User, name: str, new_name: str) -> None:
+    """Rename a group (ADMIN only); its members and the file rights it holds follow."""
+    require_admin(actor)
+    check_name("group", new_name)
+    if new_name == name:
+        # Sending a group back unchanged is not an error, but it must exist.
+        get_group(store, actor, name)
+        return
+    try:
+        with store.db.write() as conn:
+            # The lock keeps a concurrent delete or rename of the group out until we commit.
+            if not user_store.existing_names(conn, t.groups, [name], share_lock=True):
+                raise NotFound(f"group {name!r} doesn't exist")
+            if user_store.existing_names(conn, t.groups, [new_name]):
+                raise AlreadyExists(f"group {new_name!r} already exists")
+            user_store.rename_group(conn, name, new_name)
+    except sa.exc.IntegrityError:
+        raise AlreadyExists(f"group {new_name!r} already exists") from None
 
 
 def delete_group(store: Store, actor: User, name: str) -> None:

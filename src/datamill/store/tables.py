@@ -54,9 +54,14 @@ users = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(128), nullable=False, unique=True),
+    # '' means no password yet: a user created without one cannot log in until
+    # one is set (an empty string, not NULL, so that no SQLite table is rebuilt).
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("email", sa.String(255), nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # Raised by a logout: every session cookie signed with a lower epoch is void
+    # (services/sessions.py). Migration 0006.
+    sa.Column("session_epoch", sa.Integer, nullable=False, server_default=sa.text("0")),
     sqlite_autoincrement=True,
 )
 

@@ -79,10 +79,17 @@ class UserRepository:
         rows = conn.execute(
             sa.union_all(
                 sa.select(
-                    sa.literal("u").label("kind"), u.c.password_hash.label("value"), u.c.email
+                    sa.literal("u").label("kind"),
+                    u.c.password_hash.label("value"),
+                    u.c.email,
+                    u.c.session_epoch,
                 ).where(u.c.name == name),
-                sa.select(sa.literal("r"), r.c.role_name, sa.null()).where(r.c.user_name == name),
-                sa.select(sa.literal("g"), g.c.group_name, sa.null()).where(g.c.user_name == name),
+                sa.select(sa.literal("r"), r.c.role_name, sa.null(), sa.null()).where(
+                    r.c.user_name == name
+                ),
+                sa.select(sa.literal("g"), g.c.group_name, sa.null(), sa.null()).where(
+                    g.c.user_name == name
+                ),
             )
         ).all()
         found = [row for row in rows if row.kind == "u"]
@@ -94,6 +101,7 @@ class UserRepository:
             roles=tuple(sorted(row.value for row in rows if row.kind == "r")),
             groups=tuple(sorted(row.value for row in rows if row.kind == "g")),
             email=found[0].email,
+            session_epoch=int(found[0].session_epoch),
         )
 
     def count(self) -> int:
@@ -181,6 +189,7 @@ def get_users(conn: Connection, names: Sequence[str]) -> list[User]:
             roles=tuple(sorted(roles.get(name, ()))),
             groups=tuple(sorted(groups.get(name, ()))),
             email=rows[name].email,
+            session_epoch=rows[name].session_epoch,
         )
         for name in wanted
         if name in rows
@@ -231,6 +240,22 @@ def update_password_hash(conn: Connection, name: str, password_hash: str) -> boo
         sa.update(t.users).where(t.users.c.name == name).values(password_hash=password_hash)
     )
     return bool(result.rowcount)
+
+
+def end_sessions(conn: Connection, name: str) -> None:
+    """Raise the user's session epoch: every session cookie signed before is void."""
+    users = t.users
+    conn.execute(
+        sa.update(users).where(users.c.name == name).values(session_epoch=users.c.session_epoch + 1)
+    )
+
+
+def rename_group(conn: Connection, old: str, new: str) -> None:
+    """Give a group a new name; its memberships and file rights follow."""
+    gp, ug = t.file_group_permissions, t.user_groups
+    conn.execute(sa.update(gp).where(gp.c.group_name == old).values(group_name=new))
+    conn.execute(sa.update(ug).where(ug.c.group_name == old).values(group_name=new))
+    conn.execute(sa.update(t.groups).where(t.groups.c.name == old).values(name=new))
 
 
 def delete_user(conn: Connection, name: str) -> None:
