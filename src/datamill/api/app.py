@@ -19,6 +19,7 @@ from datamill.api import (
     job_routes,
     legacy_routes,
     location_routes,
+    log_routes,
     user_routes,
 )
 from datamill.api.fast_status import FastStatus
@@ -92,6 +93,7 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app.state.authenticator = authenticator
     app.state.clock = clock
     app.include_router(job_routes.router)
+    app.include_router(log_routes.router)
     app.include_router(legacy_routes.router)
     app.include_router(data_routes.router)
     app.include_router(artifact_routes.router)
