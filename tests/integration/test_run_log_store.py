@@ -9,13 +9,16 @@ import sqlalchemy as sa
 
 from datamill.bootstrap import Node
 from datamill.domain import runlog as rl
+from datamill.domain.records import JobConfiguration
 from datamill.domain.status import JobKind, JobStatus, TriggerType
+from datamill.engine.base import PathRoots, RunRequest
 from datamill.store import executions as ex
 from datamill.store import jobs as job_store
 from datamill.store import tables as t
 from datamill.store.history import drop_history_before
-from datamill.store.queue import WORKER_LOST
+from datamill.store.queue import WORKER_LOST, Outcome
 from datamill.store.runlog import append, read_log
+from datamill.worker.runlog import RunLog, folder_names
 from datamill.worker.worker import Worker
 from tests.helpers import wait_terminal
 
@@ -146,3 +149,40 @@ def test_a_run_handed_back_and_claimed_again_is_logged_as_retried(node: Node) ->
     assert ended.status is JobStatus.ERROR
     assert names[-2:] == [rl.FAILED, rl.FINISHED]
     assert log[-2].detail["message"] == ended.error_message
+
+
+def test_the_log_names_folders_as_the_definition_does(node: Node) -> None:
+    settings = node.settings
+    folder = os.path.join(settings.resolved_source_roots[0], "users", "bob")
+    definition = {"source": {"kind": "csv", "location": "/Users/bob/files.loc", "path": "a.csv"}}
+    config = JobConfiguration(
+        1, 2, JobKind.IMPORT, "a.imp", definition, "MANUAL", dt.datetime(2026, 1, 1)
+    )
+    request = RunRequest(
+        execution_id=3,
+        kind=JobKind.IMPORT,
+        definition={"source": {"kind": "csv", "path": os.path.join(folder, "a.csv")}},
+        inputs={},
+        variables={},
+        staging_dir=str(settings.staging_root / "3"),
+        roots=PathRoots((folder,), ()),
+    )
+    run_log = RunLog(folder_names(config, request, settings))
+    run_log.add(rl.pending(rl.READ, source=os.path.join(folder, "a.csv")))
+    run_log.add(rl.pending(rl.FAILED_AT, source=os.path.join(folder, "a.csv")))
+    failed = Outcome(
+        JobStatus.ERROR,
+        error_message=f"cannot write {settings.staging_root}/3/x and read "
+        f"{settings.resolved_data_root}/7/data.parquet in {settings.temp_root}",
+    )
+    events = run_log.ending(failed).log
+    assert [(e.event, e.detail) for e in events] == [
+        (rl.READ, {"source": "/Users/bob/files.loc/a.csv"}),
+        (
+            rl.FAILED,
+            {
+                "source": "/Users/bob/files.loc/a.csv",
+                "message": "cannot write <staging>/3/x and read <data>/7/data.parquet in <temp>",
+            },
+        ),
+    ]
