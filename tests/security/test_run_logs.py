@@ -9,6 +9,7 @@ answers for a run that does not exist.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -237,16 +238,23 @@ def test_a_stopped_run_says_who_stopped_it(world: Actors, files_root: Path) -> N
     answer = world.call("bob", "POST", f"/api/job-execution/{file_id}/trigger")
     execution_id = int(answer.json()["job-execution-id"])
     wait_for(world.node, execution_id, {JobStatus.RUNNING})
+    # Tailing a running job: the engine's events show before the run ends.
+    deadline = time.monotonic() + 30
+    while "started" not in [e["event"] for e in _events(world, execution_id)]:
+        assert time.monotonic() < deadline, _events(world, execution_id)
+        time.sleep(0.1)
+    seen = _events(world, execution_id)[-1]["seq"]
+    assert wait_for(world.node, execution_id, {JobStatus.RUNNING}).status is JobStatus.RUNNING
     assert world.call("bob", "POST", f"/api/job-execution/{file_id}/stop").status_code == 200
     assert wait_terminal(world.node, execution_id).status is JobStatus.CANCELED
+    tail = _get(world, "bob", f"/api/job-execution/{execution_id}/log?since={seen}").json()
+    assert [e["event"] for e in tail] == ["stop-requested", "stopped", "finished"]
 
     failure = _details(world, execution_id)["failure"]
     assert failure == {"message": "Stopped by user.", "by": "bob"}
     names = [e["event"] for e in _events(world, execution_id)]
-    # Engine events reach the store with the next progress write or at the end,
-    # so "started" may follow the stop request.
-    assert names[:3] == ["queued", "claimed", "read"] and "started" in names
-    assert names[-2:] == ["stopped", "finished"]
+    stopping = ["stop-requested", "stopped", "finished"]
+    assert names == ["queued", "claimed", "read", "started", *stopping]
     asked = [e for e in _events(world, execution_id) if e["event"] == "stop-requested"]
     assert [e["by"] for e in asked] == ["bob"]
 

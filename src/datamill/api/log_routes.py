@@ -57,19 +57,19 @@ def _since(value: str | None) -> tuple[int | None, dt.datetime | None]:
     """`since` as a sequence number (digits) or a time (ISO 8601; UTC unless it says)."""
     if value is None or value == "":
         return None, None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         if len(value) > 12:
             raise InvalidInput("since: a sequence number has at most 12 digits")
         return int(value), None
     try:
         moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
-    except ValueError:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         raise InvalidInput(
             "since must be a sequence number (seq of the last event seen) "
             "or an ISO 8601 time such as 2026-12-01T13:55:57Z"
         ) from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
     # Times are shown to the millisecond: "after" the time of an event shown
     # means after that millisecond, so tailing by time never repeats it.
     return None, moment.replace(microsecond=moment.microsecond // 1000 * 1000 + 999)

@@ -353,6 +353,11 @@ class ExecutionQueue:
             )
             append(conn, execution_id, events or [])
 
+    def log_events(self, execution_id: int, events: list[rl.PendingEvent]) -> None:
+        """Write a running execution's latest events (when no progress write carries them)."""
+        with self._db.write() as conn:
+            append(conn, execution_id, events)
+
     # ------------------------------------------------------------ ending
 
     def finish(self, execution: Execution, worker_id: str, outcome: Outcome) -> bool:

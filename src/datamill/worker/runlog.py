@@ -41,6 +41,11 @@ class RunLog:
         self._pending.append(dataclasses.replace(event, detail=self._shown(event.detail)))
         self._pending = rl.squeeze(self._pending)
 
+    @property
+    def pending(self) -> bool:
+        """Whether events wait to be written."""
+        return bool(self._pending)
+
     def take(self) -> list[rl.PendingEvent]:
         """The pending events, which the caller writes; give_back them if that fails."""
         taken, self._pending = self._pending, []

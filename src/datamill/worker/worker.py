@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 STOPPED_BY_USER = "Stopped by user."
 # How often a running execution's staged output is measured against its limit.
 OUTPUT_CHECK_SECONDS = 1.0
+# How long a running execution's events may wait for a progress write to carry them.
+LOG_WRITE_SECONDS = 1.0
 
 
 class Worker:
@@ -373,6 +375,10 @@ class Worker:
                     reason = limits.output_exceeded(staged)
                     log.info("execution %d stopped: %s", execution.id, reason)
                     return Outcome(JobStatus.ERROR, error_message=reason), None
+            if run_log.pending and now - last_progress >= LOG_WRITE_SECONDS:
+                # Events while the progress stands still: written apart, now and then.
+                last_progress = now
+                self._write_events(execution.id, run_log)
             message = horse.receive(0.05)
             if message is None:
                 continue
@@ -399,6 +405,14 @@ class Worker:
             if staged > limits.output_bytes:
                 return Outcome(JobStatus.ERROR, error_message=limits.output_exceeded(staged)), horse
             return _success(result, staging), horse
+
+    def _write_events(self, execution_id: int, run_log: RunLog) -> None:
+        events = run_log.take()
+        try:
+            self.store.queue.log_events(execution_id, events)
+        except Exception:
+            run_log.give_back(events)
+            log.exception("could not write the run's log")
 
     def _stop_asked(self, execution_id: int) -> bool:
         with self._lock:
