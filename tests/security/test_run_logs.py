@@ -363,3 +363,29 @@ def test_lineage_of_a_two_step_chain_names_the_right_data(world: Actors, files_r
     assert imported_lineage["read"] == []
     assert imported_lineage["sources"][0]["source"] == f"{BOBS}/orders.csv"
     assert imported_lineage["wrote"]["data"][0]["data-id"] == import_data.id
+
+
+# ---------------------------------------------------------------- Datameer clients
+
+
+def test_datameer_clients_read_the_log_and_trace_as_they_ask_for_them(
+    world: Actors, files_root: Path
+) -> None:
+    """Issue #11 item 10, replayed as a Ruby client sends it: Basic auth, no Accept."""
+    execution_id = _run(world, _define(world, IMP, _import("missing.csv")))
+    plain = _get(world, "bob", f"/file-job?jobExecutionId={execution_id}")
+    for spelling in (
+        # Spelled out: a bare //path would be read as a host by the client library.
+        f"http://testserver//file-job?jobExecutionId={execution_id}",
+        f"/file-job/?jobExecutionId={execution_id}",
+    ):
+        again = _get(world, "bob", spelling)
+        assert (again.status_code, again.text) == (200, plain.text), spelling
+    last = plain.text.splitlines()[-2]
+    assert " failed " in last and f'source="{BOBS}/missing.csv"' in last
+    trace = _get(world, "bob", f"http://testserver//job/download-trace/{execution_id}/")
+    assert trace.status_code == 200 and "attachment" in trace.headers["content-disposition"]
+    assert trace.text.startswith(f"Job execution {execution_id} of {IMP}\nStatus: ERROR\n")
+    for bad in ("/file-job", "/file-job?jobExecutionId=abc", "/job/download-trace/abc"):
+        refused = _get(world, "bob", bad)
+        assert refused.status_code == 400 and refused.json()["status"] == "failure", bad
