@@ -47,7 +47,7 @@ def world(running: Actors, files_root: Path) -> Actors:
 
 def _define(actors: Actors, path: str, definition: dict[str, Any], *, shared: bool = True) -> int:
     """A job of bob's, readable by the group `readers` if `shared`; its file id."""
-    kind = {".imp": JobKind.IMPORT, ".wbk": JobKind.WORKBOOK}[path[-4:]]
+    kind = {".imp": JobKind.IMPORT, ".wbk": JobKind.WORKBOOK, ".exp": JobKind.EXPORT}[path[-4:]]
     node = actors.node
     entry, _ = node.jobs.define_job(path, kind, definition, "bob")
     if shared:
@@ -389,3 +389,22 @@ def test_datameer_clients_read_the_log_and_trace_as_they_ask_for_them(
     for bad in ("/file-job", "/file-job?jobExecutionId=abc", "/job/download-trace/abc"):
         refused = _get(world, "bob", bad)
         assert refused.status_code == 400 and refused.json()["status"] == "failure", bad
+
+
+def test_lineage_of_an_export_names_its_target_as_defined(world: Actors, files_root: Path) -> None:
+    write_orders_csv(files_root / "users" / "bob", rows=4)
+    imported = _run(world, _define(world, IMP, _import()))
+    sink = {"kind": "csv", "location": BOBS, "path": "out.csv"}
+    export = {"source": {"importJob": IMP}, "sink": sink}
+    exported = _run(world, _define(world, "/Data/ExportJobs/out.exp", export))
+    assert (files_root / "users" / "bob" / "out.csv").is_file()
+    with world.node.store.db.read() as conn:
+        [data] = data_store.outputs_of(conn, imported)
+    lineage = _get(world, "bob", f"/api/job-execution/{exported}/lineage").json()
+    assert [(r["data-id"], r["sheet"], r["job-execution-id"]) for r in lineage["read"]] == [
+        (data.id, "source", imported)
+    ]
+    [target] = lineage["wrote"]["exports"]
+    assert target["target"] == f"{BOBS}/out.csv" and target["records"] == 4
+    assert target["bytes"] == (files_root / "users" / "bob" / "out.csv").stat().st_size
+    assert lineage["wrote"]["data"] == []
