@@ -57,6 +57,8 @@ def test_sqlite_never_reuses_ids_of_deleted_data(tmp_path: object) -> None:
 
 # Every table whose key the database hands out (the id spaces).
 ID_SPACES = {"files", "users", "groups", "roles", "job_configurations", "executions", "data"}
+# Added after 0004 (by 0007): run log ids are the `since` of a tailing client.
+LATER_ID_SPACES = {"run_log"}
 
 
 def test_every_id_space_never_hands_out_an_id_twice(database_url: str) -> None:
@@ -67,7 +69,7 @@ def test_every_id_space_never_hands_out_an_id_twice(database_url: str) -> None:
         for table in metadata.sorted_tables
         if table.autoincrement_column is not None
     }
-    assert set(spaces) == ID_SPACES
+    assert set(spaces) == ID_SPACES | LATER_ID_SPACES
     db = Database(database_url)
     upgrade(db)
     with db.engine.connect() as conn:
@@ -168,7 +170,14 @@ def _drop(node: Node, ids: dict[str, int], round_: str) -> None:
     """Delete the rows `_fill` made: each was the newest of its id space."""
     with node.store.db.write() as conn:
         config = node.store.jobs.get(conn, ids["job_configurations"])
+        # Today's delete_job also deletes run logs (0007), a table a home at
+        # 0003 lacks: lent for the deletion, gone again before the migration.
+        lent = not sa.inspect(conn).has_table("run_log")
+        if lent:
+            t.run_log.create(conn)
         delete_job(conn, config)
+        if lent:
+            t.run_log.drop(conn)
         user_module.delete_user(conn, f"u{round_}")
         user_module.delete_group(conn, f"g{round_}")
         user_module.delete_role(conn, f"r{round_}")

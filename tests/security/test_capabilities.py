@@ -104,6 +104,13 @@ ROUTES: dict[str, tuple[str, Route]] = {
         "job.read",
         lambda s: ("GET", f"/rest/job-execution/job-details/{s.execution()}", None),
     ),
+    "run log": ("job.read", lambda s: ("GET", f"/api/job-execution/{s.execution()}/log", None)),
+    "lineage": (
+        "job.read",
+        lambda s: ("GET", f"/api/job-execution/{s.execution()}/lineage", None),
+    ),
+    "file-job": ("job.read", lambda s: ("GET", f"/file-job?jobExecutionId={s.execution()}", None)),
+    "trace": ("job.read", lambda s: ("GET", f"/job/download-trace/{s.execution()}", None)),
     "volume report": (
         "job.read",
         lambda s: ("GET", f"/rest/job-configuration/volume-report/{s.config_id}", None),

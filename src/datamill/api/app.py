@@ -21,6 +21,7 @@ from datamill.api import (
     job_routes,
     legacy_routes,
     location_routes,
+    log_routes,
     ops_routes,
     session_routes,
     system_routes,
@@ -126,6 +127,7 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     )
     app.state.clock = clock
     app.include_router(job_routes.router)
+    app.include_router(log_routes.router)
     app.include_router(legacy_routes.router)
     app.include_router(data_routes.router)
     app.include_router(artifact_routes.router)

@@ -22,7 +22,7 @@ from datamill.domain.estimate import format_duration
 from datamill.domain.records import Execution, FileEntry, User
 from datamill.domain.status import JobKind, JobStatus
 from datamill.errors import InvalidInput
-from datamill.services import plans
+from datamill.services import plans, runs
 from datamill.services.jobs import JobService
 from datamill.services.permissions import Access, Capability, has_access, require_capability
 from datamill.services.system import require_admin_role
@@ -179,8 +179,9 @@ def stop(reference: str, request: Request, user: CurrentUser) -> Response:
 
 @router.get("/rest/job-execution/job-details/{execution_id}")
 def job_details(execution_id: EntityId, request: Request, user: CurrentUser) -> Response:
-    """Times, status, counts and counters of one execution."""
-    execution, entry = _service(request).execution(execution_id, user)
+    """Times, status, counts and counters of one execution; why it failed and what it dropped."""
+    report = runs.run_report(_service(request), execution_id, user)
+    execution, entry = report.execution, report.entry
     clock = _clock(request)
     return PrettyJSONResponse(
         {
@@ -192,6 +193,9 @@ def job_details(execution_id: EntityId, request: Request, user: CurrentUser) -> 
             "successCount": execution.success_count,
             "failureCount": execution.failure_count,
             "counters": _counters(execution, entry.kind),
+            # Datamill's members (docs/decisions.md, "Run logs and lineage").
+            "failure": runs.failure(report),
+            "warnings": runs.warnings(report),
         }
     )
 

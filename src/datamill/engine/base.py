@@ -11,10 +11,19 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from datamill.domain.runlog import PendingEvent
 from datamill.domain.status import JobKind, JobStatus
 
 ProgressCallback = Callable[[float], None]
 """Called with the fraction done (0.0 to 1.0) while a run goes on."""
+
+EventCallback = Callable[[PendingEvent], None]
+"""Called with each event of the run's log as it happens (sources read, sheets, drops)."""
+
+
+def ignore_event(event: PendingEvent) -> None:
+    """An EventCallback for callers that keep no log."""
+    del event
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,6 +92,8 @@ class RunResult:
 class Engine(Protocol):
     """Runs one job definition and stages its output."""
 
-    def run(self, request: RunRequest, progress: ProgressCallback) -> RunResult:
-        """Run the request; raise a DatamillError with a clear message on failure."""
+    def run(
+        self, request: RunRequest, progress: ProgressCallback, events: EventCallback = ...
+    ) -> RunResult:
+        """Run the request, telling `events` what happens; raise a DatamillError on failure."""
         ...

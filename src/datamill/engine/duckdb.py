@@ -14,15 +14,23 @@ import duckdb
 import pyarrow as pa
 from pydantic import ValidationError
 
+from datamill.domain import runlog as rl
 from datamill.domain.definitions import (
     CsvSource,
+    DatabaseSource,
     ImportJobDefinition,
     WorkbookDefinition,
     definition_model,
 )
 from datamill.domain.status import JobStatus
 from datamill.engine import sinks, sources
-from datamill.engine.base import ProgressCallback, RunRequest, RunResult
+from datamill.engine.base import (
+    EventCallback,
+    ProgressCallback,
+    RunRequest,
+    RunResult,
+    ignore_event,
+)
 from datamill.engine.sources import Output, Scan, lit, lit_list
 from datamill.engine.workbooks import OUTPUT_FOLDER, Window, run_workbook, workbook_inputs
 from datamill.errors import DatamillError, InvalidDefinition, InvalidInput, InvalidSql, JobFailed
@@ -277,9 +285,13 @@ class Session:
         callback: ProgressCallback,
         spare: duckdb.DuckDBPyConnection | None = None,
         shared: SharedDatabase | None = None,
+        events: EventCallback = ignore_event,
     ) -> None:
         self.request = request
         self.progress = _Progress(callback)
+        self.emit = events
+        # Where the run is (sheet, source): named in the log if it fails there.
+        self.where: dict[str, Any] = {}
         self.callback_error: BaseException | None = None
         self.staging_dir = os.path.realpath(request.staging_dir)
         os.makedirs(self.staging_dir, exist_ok=True)
@@ -299,6 +311,10 @@ class Session:
         )
         os.makedirs(self.temp_dir, exist_ok=True)
         self.con = spare if spare is not None else open_database(database_config(request))
+
+    def event(self, event: str, **detail: Any) -> None:
+        """Tell the run's log that something happened."""
+        self.emit(rl.pending(event, **detail))
 
     def close(self) -> None:
         """Close the connection and remove spill files."""
@@ -381,6 +397,7 @@ class DuckDBEngine:
         self._shared: SharedDatabase | None = None
         self._workbooks: SharedDatabase | None = None
         self._last_used: SharedDatabase | None = None
+        self._events: EventCallback = ignore_event
 
     @property
     def shared_database(self) -> SharedDatabase | None:
@@ -435,7 +452,7 @@ class DuckDBEngine:
     def _own_session(self, request: RunRequest, progress: ProgressCallback) -> Session:
         config = database_config(request)
         self._last_config = config
-        return Session(request, progress, self._take_spare(config))
+        return Session(request, progress, self._take_spare(config), events=self._events)
 
     def _shared_session(
         self, request: RunRequest, progress: ProgressCallback, *, workbook: bool
@@ -453,7 +470,7 @@ class DuckDBEngine:
         else:
             self._shared = database
         self._last_used = database
-        return Session(request, progress, shared=database)
+        return Session(request, progress, shared=database, events=self._events)
 
     def _forget_if_broken(self, database: SharedDatabase | None) -> None:
         # A fatal DuckDB error invalidates the whole database: start afresh.
@@ -465,8 +482,15 @@ class DuckDBEngine:
         if database is self._workbooks:
             self._workbooks = None
 
-    def run(self, request: RunRequest, progress: ProgressCallback) -> RunResult:
-        """Run the request; raise a DatamillError with a clear message on failure."""
+    def run(
+        self,
+        request: RunRequest,
+        progress: ProgressCallback,
+        events: EventCallback = ignore_event,
+    ) -> RunResult:
+        """Run the request, telling `events` what happens; raise a DatamillError on failure."""
+        self._events = events
+        events(rl.pending(rl.STARTED, engine="duckdb", pid=os.getpid()))
         model = definition_model(request.kind)
         try:
             definition = model.model_validate(request.definition)
@@ -545,43 +569,58 @@ class DuckDBEngine:
             else:
                 session.close()
             if failed:
+                if session.where:
+                    session.event(rl.FAILED_AT, **session.where)
                 self._forget_if_broken(session.shared)
         session.progress.report(1.0)
         return result
 
 
-def _first_bad(session: Session, scan: Scan, outputs: list[Output], bad: str) -> str:
+def _bad_records(session: Session, scan: Scan, outputs: list[Output], bad: str) -> list[str]:
+    """The first few records that do not match the schema, each as what does not fit."""
     checked = [o for o in outputs if o.fits() is not None]
     items = [f"{o.fits()}, {o.source.expr}" for o in checked]
-    row = session.execute(
+    rows = session.execute(
         f"SELECT {', '.join(items)} FROM {scan.relation('example')} "
-        f"WHERE {scan.readable} AND {bad} LIMIT 1",
-        context="finding the first bad record",
+        f"WHERE {scan.readable} AND {bad} LIMIT {rl.MAX_SAMPLE_LINES}",
+        context="finding the first bad records",
     )
-    for index, output in enumerate(checked):
-        if row and not row[0][2 * index]:
-            return (
-                f"column {output.name!r} value {row[0][2 * index + 1]!r} is not a {output.target}"
-            )
-    return "unknown"
+    found = []
+    for row in rows:
+        for index, output in enumerate(checked):
+            if not row[2 * index]:
+                found.append(
+                    f"column {output.name!r} value {row[2 * index + 1]!r} is not a {output.target}"
+                )
+                break
+    return found or ["unknown"]
 
 
-def _csv_rejects(session: Session, tag: str) -> tuple[int, str]:
+def _csv_rejects(session: Session, tag: str) -> tuple[int, str, list[dict[str, Any]]]:
+    """How many CSV lines could not be read, the first in words, and a sample with line numbers."""
     count = session.execute(
         f"SELECT count(*) FROM (SELECT DISTINCT file_id, line FROM dm_rejects_{tag})",
         context="counting unreadable CSV lines",
     )[0][0]
-    first = session.execute(
-        f"SELECT s.file_path, r.line, r.error_message FROM dm_rejects_{tag} r "
-        f"JOIN dm_scans_{tag} s USING (scan_id, file_id) ORDER BY r.file_id, r.line LIMIT 1",
+    rows = session.execute(
+        f"SELECT s.file_path, r.line, r.error_message, r.csv_line FROM dm_rejects_{tag} r "
+        f"JOIN dm_scans_{tag} s USING (scan_id, file_id) ORDER BY r.file_id, r.line "
+        f"LIMIT {rl.MAX_SAMPLE_LINES}",
         context="reading unreadable CSV lines",
     )
-    where = (
-        f"line {first[0][1]} of {os.path.basename(str(first[0][0]))}: {first[0][2]}"
-        if first
-        else ""
+    sample = [
+        {
+            "file": os.path.basename(str(path)),
+            "line": int(line),
+            "text": str(text),
+            "reason": str(message),
+        }
+        for path, line, message, text in rows
+    ]
+    first = (
+        f"line {rows[0][1]} of {os.path.basename(str(rows[0][0]))}: {rows[0][2]}" if rows else ""
     )
-    return int(count), where
+    return int(count), first, sample
 
 
 def _failed(problems: list[str]) -> str:
@@ -614,10 +653,31 @@ def _check_long(
     ]
 
 
+def _source_label(source: Any) -> str:
+    """The source as the log names it: its path, or the table or query of a database."""
+    if isinstance(source, DatabaseSource):
+        return f"database table {source.table}" if source.table else "database query"
+    return str(source.path)
+
+
+def _log_drops(session: Session, bad: int, unreadable: int, bad_sample: list[str]) -> None:
+    """DROPPED events for records left out for their type or for being unreadable."""
+    if bad:
+        session.event(
+            rl.DROPPED,
+            count=bad,
+            reason="the record does not match the schema",
+            sample=[{"record": text} for text in bad_sample],
+        )
+    if unreadable:
+        session.event(rl.DROPPED, count=unreadable, reason="the line is not a JSON object")
+
+
 def _run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
     """Read the source, enforce the schema, stage data.parquet."""
     source = definition.source
     declared = definition.columns
+    session.where = {"source": _source_label(source)}
     scan = sources.open_scan(session, source, declared)
     header = source.header if isinstance(source, CsvSource) else True
     outputs = sources.plan_outputs(session, scan, declared, header)
@@ -629,6 +689,7 @@ def _run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
     remaining = 0.99 - session.progress.done
     unreadable = bad = 0
     problems: list[str] = []
+    bad_sample: list[str] = []
     if declared is None and len(outputs) > sources.LONG_FORM_ABOVE:
         # Wide and without a schema: the same check in statements whose
         # length does not grow with the width (see sources.long_form).
@@ -636,6 +697,7 @@ def _run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
         bad_any = "FALSE"
         if unreadable:
             problems.append(f"{unreadable} line(s) that are not JSON objects")
+        _log_drops(session, 0, unreadable, [])
         if fail and problems:
             raise JobFailed(_failed(problems))
     elif scan.readable != "TRUE" or bad_any != "FALSE":
@@ -657,12 +719,13 @@ def _run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
             ]
             bad_any, bad = "FALSE", 0
         elif bad:
+            bad_sample = _bad_records(session, scan, outputs, f"({bad_any})")
             problems.append(
-                f"{bad} record(s) that do not match the schema (first: "
-                f"{_first_bad(session, scan, outputs, f'({bad_any})')})"
+                f"{bad} record(s) that do not match the schema (first: {bad_sample[0]})"
             )
         if unreadable:
             problems.append(f"{unreadable} line(s) that are not JSON objects")
+        _log_drops(session, bad, unreadable, bad_sample)
         if fail and problems:
             raise JobFailed(_failed(problems))
     target = os.path.join(session.staging_dir, "data.parquet")
@@ -679,12 +742,23 @@ def _run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
     shutil.rmtree(os.path.join(session.staging_dir, "_source"), ignore_errors=True)
     broken = 0
     if scan.csv_rejects:
-        broken, first = _csv_rejects(session, "write")
+        broken, first, lines = _csv_rejects(session, "write")
         if broken:
             problems.append(f"{broken} CSV line(s) that could not be read (first: {first})")
+            session.event(
+                rl.DROPPED, count=broken, reason="the CSV line could not be read", sample=lines
+            )
             if fail:
                 raise JobFailed(_failed(problems))
     dropped = bad + unreadable + broken
+    session.event(
+        rl.READ,
+        source=_source_label(source),
+        files=len(scan.files),
+        records=written + dropped,
+        bytes=scan.source_bytes,
+    )
+    session.where = {}
     return RunResult(
         status=JobStatus.COMPLETED_WITH_WARNINGS if dropped else JobStatus.COMPLETED,
         success_count=written,

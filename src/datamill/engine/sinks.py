@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from datamill.domain import runlog as rl
 from datamill.domain.definitions import DatabaseSink, ExportJobDefinition, FileSink
 from datamill.domain.status import JobStatus
 from datamill.engine.base import RunResult
@@ -40,11 +41,16 @@ def run_export(session: Session, definition: ExportJobDefinition) -> RunResult:
         raise JobFailed("the data to export is missing")
     session.lock_down([real])
     moves: tuple[tuple[str, str], ...] = ()
-    if isinstance(definition.sink, FileSink):
-        staged, final, records, written = stage_file(session, definition.sink, real)
+    sink = definition.sink
+    target = sink.path if isinstance(sink, FileSink) else f"database table {sink.table}"
+    session.where = {"target": target}
+    if isinstance(sink, FileSink):
+        staged, final, records, written = stage_file(session, sink, real)
         moves = ((staged, final),)
     else:
-        records, written = write_database(session, definition.sink, real)
+        records, written = write_database(session, sink, real)
+    session.event(rl.EXPORTED, target=target, records=records, bytes=written)
+    session.where = {}
     return RunResult(
         status=JobStatus.COMPLETED,
         success_count=records,

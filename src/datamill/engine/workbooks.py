@@ -28,9 +28,11 @@ import itertools
 import os
 import shutil
 import socket
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from datamill.domain import runlog as rl
 from datamill.domain.definitions import DataSheet, SqlSheet, WorkbookDefinition
 from datamill.domain.status import JobStatus
 from datamill.engine.base import RunResult
@@ -204,6 +206,9 @@ def run_workbook(
         folder = out_dir if sheet.keep else work_dir
         target = lit(os.path.join(folder, f"{sheet.name}.parquet"))
         context = f'sheets[{index}] "{sheet.name}"'
+        session.where = {"sheet": sheet.name, "index": index}
+        began = time.monotonic()
+        rows: list[tuple[Any, ...]] = []
         if isinstance(sheet, SqlSheet):
             query = bound[sheet.name]
             rows = session.execute(
@@ -225,8 +230,17 @@ def run_workbook(
                 context=context,
                 share=share,
             )
+        if rows:
+            session.event(
+                rl.SHEET,
+                sheet=sheet.name,
+                records=int(rows[0][0]),
+                ms=round((time.monotonic() - began) * 1000),
+                kept=sheet.keep,
+            )
         if sheet.keep:
             kept[sheet.name] = int(rows[0][0])
+    session.where = {}
     if os.path.lexists(work_dir):
         shutil.rmtree(work_dir, ignore_errors=True)
     output_bytes = 0

@@ -253,8 +253,17 @@ class JobService:
     def execution(self, execution_id: int, user: User) -> tuple[Execution, FileEntry]:
         """One execution, if the user may read its job file."""
         with self.store.db.read() as conn:
-            require_capability(conn, user, Capability.JOB_READ)
-            return self._visible_execution(conn, execution_id, user)
+            return self.readable_execution(conn, execution_id, user)
+
+    def readable_execution(
+        self, conn: Connection, execution_id: int, user: User
+    ) -> tuple[Execution, FileEntry]:
+        """One execution in the caller's transaction, if the user may read its job details.
+
+        The one check behind job details, the run log, the trace and lineage.
+        """
+        require_capability(conn, user, Capability.JOB_READ)
+        return self._visible_execution(conn, execution_id, user)
 
     def _visible_execution(
         self, conn: Connection, execution_id: int, user: User
@@ -280,7 +289,7 @@ class JobService:
             active = ex.active_execution_for_config(conn, config.id)
             if active is None:
                 raise Conflict("There is no queued or running execution of this job to stop.")
-            status = ex.request_stop(conn, active.id)
+            status = ex.request_stop(conn, active.id, by=user.name)
             if status is JobStatus.RUNNING:
                 ex.notify_other_nodes(conn, "stop")
         if status is JobStatus.RUNNING:
@@ -295,7 +304,7 @@ class JobService:
             require_access(conn, user, entry, Access.EXECUTE)
             if execution.status.is_terminal:
                 raise Conflict(f"Execution {execution_id} has already ended ({execution.status}).")
-            status = ex.request_stop(conn, execution_id)
+            status = ex.request_stop(conn, execution_id, by=user.name)
             if status is JobStatus.RUNNING:
                 ex.notify_other_nodes(conn, "stop")
         if status is JobStatus.RUNNING:

@@ -132,3 +132,20 @@ def expire_beyond_keep_count(conn: Connection, config_id: int, keep: int, now: d
 def stored_locations(conn: Connection) -> set[str]:
     """Every folder a data row names."""
     return {row.location for row in conn.execute(sa.select(D.c.location)) if row.location}
+
+
+def inputs_of(conn: Connection, execution_id: int) -> list[DataResult]:
+    """The data an execution read (recorded when it was claimed), by data id."""
+    rows = conn.execute(
+        sa.select(D)
+        .join(t.execution_inputs, t.execution_inputs.c.data_id == D.c.id)
+        .where(t.execution_inputs.c.execution_id == execution_id)
+        .order_by(D.c.id)
+    ).all()
+    return [data_from_row(r) for r in rows]
+
+
+def outputs_of(conn: Connection, execution_id: int) -> list[DataResult]:
+    """The data an execution published, deleted or not."""
+    rows = conn.execute(sa.select(D).where(D.c.execution_id == execution_id).order_by(D.c.id)).all()
+    return [data_from_row(r) for r in rows]

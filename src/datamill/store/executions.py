@@ -9,12 +9,14 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from datamill.domain import runlog as rl
 from datamill.domain.records import Execution
 from datamill.domain.status import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, TriggerType
 from datamill.errors import NotFound
 from datamill.store import tables as t
 from datamill.store.db import utcnow
 from datamill.store.plans import lock_downstream, settle_dependents
+from datamill.store.runlog import append
 
 E = t.executions
 G = t.execution_gaps
@@ -275,13 +277,15 @@ def active_execution_for_config(conn: Connection, config_id: int) -> Execution |
     return execution_from_row(row) if row is not None else None
 
 
-def request_stop(conn: Connection, execution_id: int) -> JobStatus:
+def request_stop(conn: Connection, execution_id: int, by: str | None = None) -> JobStatus:
     """Cancel a waiting execution now, or flag a running one for its worker to stop.
 
     Returns the status after the request. The status checks in the WHERE
     clauses make this safe against a worker finishing the run concurrently.
+    `by` (who asked) goes to the run's log.
     """
     now = utcnow()
+    asked = rl.pending(rl.STOP_REQUESTED, by=by)
     lock_downstream(conn, execution_id)
     canceled = conn.execute(
         sa.update(E)
@@ -298,7 +302,13 @@ def request_stop(conn: Connection, execution_id: int) -> JobStatus:
     )
     if canceled.rowcount:
         settle_dependents(conn, execution_id, JobStatus.CANCELED)
+        ended = [
+            rl.pending(rl.STOPPED, message="Canceled before it started.", by=by),
+            rl.pending(rl.FINISHED, status=JobStatus.CANCELED.value),
+        ]
+        append(conn, execution_id, [asked, *ended])
         return JobStatus.CANCELED
+    append(conn, execution_id, [asked])
     conn.execute(
         sa.update(E)
         .where(E.c.id == execution_id, E.c.status == JobStatus.RUNNING.value)

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from datamill.domain.status import TERMINAL_STATUSES
 from datamill.store import tables as t
+from datamill.store.runlog import delete_logs
 
 E, D, G = t.executions, t.data, t.execution_gaps
 # pg_advisory_xact_lock(GAPS_LOCK, 0): one writer of execution_gaps at a time.
@@ -61,6 +62,7 @@ def drop_history_before(conn: Connection, cutoff: dt.datetime) -> int:
             )
         )
         conn.execute(sa.delete(D).where(D.c.execution_id.in_(chunk)))
+        delete_logs(conn, chunk)
         # Only the rows this statement really deleted count (on PostgreSQL a
         # concurrent job deletion may have taken some first).
         gone = conn.execute(

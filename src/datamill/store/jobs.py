@@ -16,6 +16,7 @@ from datamill.errors import AlreadyExists, InvalidInput, NotFound
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.files import FileRepository, normalize_path
+from datamill.store.runlog import delete_logs
 
 
 def configuration_from_row(row: Any) -> JobConfiguration:
@@ -188,6 +189,7 @@ def delete_job(conn: Connection, config: JobConfiguration) -> list[str]:
         )
     )
     conn.execute(sa.delete(D).where(D.c.job_configuration_id == config.id))
+    delete_logs(conn, execution_ids)
     conn.execute(sa.delete(E).where(E.c.job_configuration_id == config.id))
     # After the executions: on PostgreSQL that delete waits for a housekeeper
     # deleting runs of this job, so the gaps it recorded are seen here.

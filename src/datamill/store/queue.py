@@ -13,12 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from datamill.domain import runlog as rl
 from datamill.domain.records import Execution
 from datamill.domain.status import JobStatus
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.executions import execution_from_row, notify_other_nodes
 from datamill.store.plans import lock_downstream, settle_dependents
+from datamill.store.runlog import append, append_many
 from datamill.store.triggers import fire_data_driven
 
 E = t.executions
@@ -43,6 +45,8 @@ class Outcome:
     staging_dir: str | None = None
     moves: tuple[tuple[str, str], ...] = ()
     bytes_read: int = 0
+    # Events of the run not yet in its log, written with the outcome.
+    log: tuple[rl.PendingEvent, ...] = ()
 
 
 def _next_startable(*among: sa.ColumnElement[bool]) -> sa.Select[Any]:
@@ -337,14 +341,22 @@ class ExecutionQueue:
 
     # ------------------------------------------------------------ while running
 
-    def report_progress(self, execution_id: int, fraction: float) -> None:
-        """Record how far a running execution has got (0.0 to 1.0)."""
+    def report_progress(
+        self, execution_id: int, fraction: float, events: list[rl.PendingEvent] | None = None
+    ) -> None:
+        """Record how far a running execution has got (0.0 to 1.0), and its latest events."""
         with self._db.write() as conn:
             conn.execute(
                 sa.update(E)
                 .where(E.c.id == execution_id, E.c.status == JobStatus.RUNNING.value)
                 .values(progress=max(0.0, min(1.0, fraction)))
             )
+            append(conn, execution_id, events or [])
+
+    def log_events(self, execution_id: int, events: list[rl.PendingEvent]) -> None:
+        """Write a running execution's latest events (when no progress write carries them)."""
+        with self._db.write() as conn:
+            append(conn, execution_id, events)
 
     # ------------------------------------------------------------ ending
 
@@ -364,8 +376,19 @@ class ExecutionQueue:
                 self._moved.pop(execution.id, None)
                 return False
             lock_downstream(conn, execution.id)
+            log = list(outcome.log)
             if outcome.status.is_success and outcome.sheets and outcome.staging_dir:
-                self._publish_data(conn, execution, outcome, now)
+                data_id = self._publish_data(conn, execution, outcome, now)
+                log.append(rl.pending(rl.PUBLISHED, **{"data-id": data_id}, sheets=outcome.sheets))
+            log.append(
+                rl.pending(
+                    rl.FINISHED,
+                    status=outcome.status.value,
+                    records=outcome.success_count,
+                    dropped=outcome.failure_count,
+                )
+            )
+            append(conn, execution.id, log)
             for staged, final in outcome.moves:
                 self._move(execution.id, staged, final)
             conn.execute(
@@ -393,7 +416,7 @@ class ExecutionQueue:
 
     def _publish_data(
         self, conn: Connection, execution: Execution, outcome: Outcome, now: dt.datetime
-    ) -> None:
+    ) -> int:
         result = conn.execute(
             _NEW_DATA,
             {
@@ -412,6 +435,7 @@ class ExecutionQueue:
         shutil.rmtree(location, ignore_errors=True)
         self._move(execution.id, outcome.staging_dir, location)
         conn.execute(_PLACE_DATA, {"data_id": data_id, "location": location})
+        return data_id
 
     def _move(self, execution_id: int, source: str, target: str) -> None:
         """Move a staged file or folder into place, remembering where it went.
@@ -427,8 +451,8 @@ class ExecutionQueue:
         os.replace(current, target)
         moved[source] = target
 
-    def hand_back(self, execution_id: int, worker_id: str) -> bool:
-        """Return a running execution to the queue (graceful shutdown)."""
+    def hand_back(self, execution_id: int, worker_id: str, reason: str = "shutdown") -> bool:
+        """Return a running execution to the queue (graceful shutdown); `reason` goes to its log."""
         with self._db.write() as conn:
             # The next claim resolves and records its inputs afresh.
             conn.execute(
@@ -436,23 +460,25 @@ class ExecutionQueue:
                     t.execution_inputs.c.execution_id == execution_id
                 )
             )
-            return bool(
-                conn.execute(
-                    sa.update(E)
-                    .where(
-                        E.c.id == execution_id,
-                        E.c.status == JobStatus.RUNNING.value,
-                        E.c.worker_id == worker_id,
-                    )
-                    .values(
-                        status=JobStatus.QUEUED.value,
-                        started_at=None,
-                        worker_id=None,
-                        heartbeat_at=None,
-                        progress=None,
-                    )
-                ).rowcount
-            )
+            handed = conn.execute(
+                sa.update(E)
+                .where(
+                    E.c.id == execution_id,
+                    E.c.status == JobStatus.RUNNING.value,
+                    E.c.worker_id == worker_id,
+                )
+                .values(
+                    status=JobStatus.QUEUED.value,
+                    started_at=None,
+                    worker_id=None,
+                    heartbeat_at=None,
+                    progress=None,
+                )
+            ).rowcount
+            if handed:
+                event = rl.pending(rl.HANDED_BACK, worker=worker_id, reason=reason)
+                append(conn, execution_id, [event])
+            return bool(handed)
 
     # ------------------------------------------------------------ reconciliation
 
@@ -507,6 +533,18 @@ class ExecutionQueue:
                 )
                 for execution_id in lost:
                     settle_dependents(conn, execution_id, JobStatus.ERROR)
+                worker_of = {r.id: r.worker_id for r in orphaned}
+                append_many(
+                    conn,
+                    (
+                        (i, e)
+                        for i in lost
+                        for e in (
+                            rl.pending(rl.FAILED, message=WORKER_LOST, worker=worker_of[i]),
+                            rl.pending(rl.FINISHED, status=JobStatus.ERROR.value),
+                        )
+                    ),
+                )
             if gone:
                 conn.execute(sa.delete(W).where(W.c.id.in_(gone)))
         if staging_root:

@@ -219,6 +219,21 @@ execution_inputs = sa.Table(
     sa.Column("data_id", sa.Integer, sa.ForeignKey("data.id"), primary_key=True),
 )
 
+# The run log: what happened during a run, one row per event, in id order.
+# Bounded per run (store/runlog.py) and deleted with the run. Migration 0007.
+run_log = sa.Table(
+    "run_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("execution_id", sa.Integer, sa.ForeignKey("executions.id"), nullable=False),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=False),
+    # A run's events in order, and `since` for tailing, by one seek.
+    sa.Index("ix_run_log_execution_id", "execution_id", "id"),
+    sqlite_autoincrement=True,
+)
+
 data = sa.Table(
     "data",
     metadata,

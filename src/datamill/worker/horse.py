@@ -19,6 +19,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from datamill.domain.runlog import PendingEvent
 from datamill.engine.base import RunRequest, RunResult
 
 _CONTEXT = multiprocessing.get_context("spawn")
@@ -67,8 +68,13 @@ def horse_main(conn: Connection, parent_pid: int) -> None:
                 with contextlib.suppress(Exception):
                     conn.send(("progress", float(fraction)))
 
+        def event(happened: PendingEvent) -> None:
+            # Sent as it happens, so a running job's log can be tailed.
+            with contextlib.suppress(Exception):
+                conn.send(("event", happened))
+
         try:
-            result = engine.run(request, progress)
+            result = engine.run(request, progress, event)
             conn.send(("done", result))
         except DatamillError as error:
             conn.send(("failed", error.message))

@@ -17,6 +17,7 @@ from datamill.domain.definitions import (
     upstream_references,
 )
 from datamill.domain.records import DataResult, Execution, JobConfiguration, User
+from datamill.domain.runlog import READ, PendingEvent, pending
 from datamill.domain.status import TriggerType
 from datamill.engine.base import PathRoots, RunRequest
 from datamill.errors import InvalidInput, JobFailed
@@ -62,8 +63,9 @@ def build_request(
     settings: Settings,
     execution: Execution,
     config: JobConfiguration,
+    events: list[PendingEvent] | None = None,
 ) -> RunRequest:
-    """The engine request for one execution; records the data it reads."""
+    """The engine request for one execution; records the data it reads (and adds it to `events`)."""
     definition = definition_model(config.kind).model_validate(config.definition)
     inputs: dict[str, str] = {}
     read: list[int] = []
@@ -86,10 +88,14 @@ def build_request(
                 )
                 inputs[sheet.name] = path
                 read.append(result.id)
+                if events is not None:
+                    events.append(pending(READ, sheet=sheet.name, **{"data-id": result.id}))
     elif isinstance(definition, ExportJobDefinition):
         path, result = _resolve_source(conn, store, owner, definition.source, "the export source")
         inputs["source"] = path
         read.append(result.id)
+        if events is not None:
+            events.append(pending(READ, sheet="source", **{"data-id": result.id}))
     data_store.record_inputs(conn, execution.id, read)
     if store.file_policy is None:
         store.file_policy = policy_from_settings(settings)

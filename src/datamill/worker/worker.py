@@ -15,7 +15,8 @@ from collections.abc import Callable
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
-from datamill.domain.records import Execution
+from datamill.domain.records import Execution, JobConfiguration
+from datamill.domain.runlog import PendingEvent
 from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobStatus
 from datamill.engine.base import RunRequest, RunResult
@@ -27,6 +28,7 @@ from datamill.settings import Settings
 from datamill.store.db import utcnow
 from datamill.store.executions import active_executions, notify_other_nodes
 from datamill.store.queue import Outcome
+from datamill.store.runlog import append
 from datamill.store.store import Store
 from datamill.store.triggers import fire_due_schedules
 from datamill.worker.horse import Horse, HorseDied, run_result
@@ -40,12 +42,15 @@ from datamill.worker.housekeeping import (
 from datamill.worker.inputs import build_request
 from datamill.worker.limits import EffectiveLimits, effective_limits, run_bytes, staged_bytes
 from datamill.worker.observe import RunObserver
+from datamill.worker.runlog import RunLog, claimed, folder_names
 
 log = logging.getLogger(__name__)
 
 STOPPED_BY_USER = "Stopped by user."
 # How often a running execution's staged output is measured against its limit.
 OUTPUT_CHECK_SECONDS = 1.0
+# How long a running execution's events may wait for a progress write to carry them.
+LOG_WRITE_SECONDS = 1.0
 
 
 class Worker:
@@ -67,6 +72,8 @@ class Worker:
         self._lock = threading.Lock()
         self._listener: PostgresListener | None = None
         self._observe = RunObserver(store, self.id)
+        # Execution id -> its log's events not yet written (set at the claim).
+        self._logs: dict[int, RunLog] = {}
 
     # ------------------------------------------------------------ life cycle
 
@@ -210,20 +217,37 @@ class Worker:
 
     def _hand_back_stranded(self, stranded: set[int]) -> None:
         for execution_id in sorted(stranded):
-            if self.store.queue.hand_back(execution_id, self.id):
+            reason = "the answer to its claim was lost"
+            if self.store.queue.hand_back(execution_id, self.id, reason):
                 log.warning("execution %d handed back: its claim's answer was lost", execution_id)
                 self._observe.handed_back(execution_id)
                 self.wakeup.notify_work()
 
     def _prepare(self, conn: Connection, execution: Execution) -> RunRequest | str:
-        """The engine request of a claimed execution, or why it cannot run."""
+        """The engine request of a claimed execution, or why it cannot run.
+
+        The claim and the data the run reads go to its log in the claim's transaction.
+        """
         with self._lock:
             self._running.add(execution.id)
+        config: JobConfiguration | None = None
+        events: list[PendingEvent] = []
         try:
             config = self.store.jobs.get(conn, execution.job_configuration_id)
-            return build_request(conn, self.store, self.settings, execution, config)
+            request: RunRequest | str = build_request(
+                conn, self.store, self.settings, execution, config, events
+            )
         except DatamillError as error:
-            return error.message
+            request = error.message
+        names = (
+            folder_names(config, request, self.settings)
+            if config and not isinstance(request, str)
+            else {}
+        )
+        with self._lock:
+            self._logs[execution.id] = RunLog(names)
+        append(conn, execution.id, [*claimed(execution, self.id, config), *events])
+        return request
 
     def _claim_and_run(self, horse: Horse) -> Horse | None:
         generation = self.wakeup.generation
@@ -254,7 +278,7 @@ class Worker:
             # nothing ran, so the run goes back to the queue rather than failing.
             # Other database errors are not passing ones and end the run below.
             log.warning("execution %d handed back: the store failed: %s", execution.id, error)
-            self._hand_back_when_possible(execution)
+            self._hand_back_when_possible(execution, "the metadata store failed")
             reusable = horse
         except Exception as error:
             log.exception("execution %d failed inside the worker", execution.id)
@@ -266,6 +290,7 @@ class Worker:
         finally:
             with self._lock:
                 self._running.discard(execution.id)
+                self._logs.pop(execution.id, None)
             self._observe.slot_free(execution.id)
         # The configuration's slot is free again: its next run may start.
         self.wakeup.notify_work()
@@ -298,7 +323,9 @@ class Worker:
         try:
             horse.send(request)
             limits = effective_limits(request.definition, self.settings)
-            outcome, reusable = self._await(execution, horse, limits, request.staging_dir)
+            outcome, reusable = self._await(
+                execution, horse, limits, request.staging_dir, self._log_of(execution.id)
+            )
         except HorseDied as died:
             outcome, reusable = Outcome(JobStatus.ERROR, error_message=str(died)), None
         if reusable is None:
@@ -317,8 +344,17 @@ class Worker:
             shutil.rmtree(staging, ignore_errors=True)
         return reusable
 
+    def _log_of(self, execution_id: int) -> RunLog:
+        with self._lock:
+            return self._logs.setdefault(execution_id, RunLog())
+
     def _await(
-        self, execution: Execution, horse: Horse, limits: EffectiveLimits, staging: str
+        self,
+        execution: Execution,
+        horse: Horse,
+        limits: EffectiveLimits,
+        staging: str,
+        run_log: RunLog,
     ) -> tuple[Outcome | None, Horse | None]:
         # Progress is written at most every 0.5 s, and not for runs shorter than that.
         last_progress = started = time.monotonic()
@@ -331,7 +367,7 @@ class Worker:
                 return Outcome(JobStatus.CANCELED, error_message=STOPPED_BY_USER), None
             if self._draining_deadline is not None and time.monotonic() > self._draining_deadline:
                 horse.kill()
-                if self.store.queue.hand_back(execution.id, self.id):
+                if self.store.queue.hand_back(execution.id, self.id, "the worker shut down"):
                     self._observe.handed_back(execution.id)
                 log.info("execution %d handed back at shutdown", execution.id)
                 return None, None
@@ -348,16 +384,26 @@ class Worker:
                     reason = limits.output_exceeded(staged)
                     log.info("execution %d stopped: %s", execution.id, reason)
                     return Outcome(JobStatus.ERROR, error_message=reason), None
+            if run_log.pending and now - last_progress >= LOG_WRITE_SECONDS:
+                # Events while the progress stands still: written apart, now and then.
+                last_progress = now
+                self._write_events(execution.id, run_log)
             message = horse.receive(0.05)
             if message is None:
+                continue
+            if message[0] == "event":
+                run_log.add(message[1])
                 continue
             if message[0] == "progress":
                 now = time.monotonic()
                 if now - last_progress >= 0.5:
                     last_progress = now
+                    # The run's events so far go with the progress: one write, not two.
+                    events = run_log.take()
                     try:
-                        self.store.queue.report_progress(execution.id, float(message[1]))
+                        self.store.queue.report_progress(execution.id, float(message[1]), events)
                     except Exception:
+                        run_log.give_back(events)
                         log.exception("could not record progress")
                 continue
             result = run_result(message)
@@ -369,6 +415,14 @@ class Worker:
                 return Outcome(JobStatus.ERROR, error_message=limits.output_exceeded(staged)), horse
             return _success(result, staging), horse
 
+    def _write_events(self, execution_id: int, run_log: RunLog) -> None:
+        events = run_log.take()
+        try:
+            self.store.queue.log_events(execution_id, events)
+        except Exception:
+            run_log.give_back(events)
+            log.exception("could not write the run's log")
+
     def _stop_asked(self, execution_id: int) -> bool:
         with self._lock:
             if execution_id in self._stop_ids:
@@ -376,12 +430,12 @@ class Worker:
                 return True
         return False
 
-    def _hand_back_when_possible(self, execution: Execution) -> None:
+    def _hand_back_when_possible(self, execution: Execution, reason: str) -> None:
         attempt = 0
         while not self._closing.is_set():
             attempt += 1
             try:
-                if self.store.queue.hand_back(execution.id, self.id):
+                if self.store.queue.hand_back(execution.id, self.id, reason):
                     self._observe.handed_back(execution.id)
                 return
             except Exception:
@@ -394,6 +448,8 @@ class Worker:
         # The store may be briefly unreachable (a PostgreSQL restart): keep
         # trying rather than leave the run stranded. If this worker is closing
         # meanwhile, reconciliation by the next worker ends the run instead.
+        run_log = self._log_of(execution.id)
+        outcome = run_log.ending(outcome)
         attempt = 0
         while attempt == 0 or not self._closing.is_set():
             attempt += 1
@@ -405,7 +461,8 @@ class Worker:
                 return
             except OSError:
                 log.exception("publishing execution %d failed", execution.id)
-                outcome = Outcome(JobStatus.ERROR, error_message="publishing the data failed")
+                failed = Outcome(JobStatus.ERROR, error_message="publishing the data failed")
+                outcome = run_log.ending(failed)
             except Exception:
                 log.exception("finishing execution %d failed (attempt %d)", execution.id, attempt)
                 time.sleep(min(0.1 * 2 ** min(attempt, 5), 2.0))
