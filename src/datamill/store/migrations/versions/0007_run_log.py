@@ -1,7 +1,7 @@
 """run log: the events of each run (queued, claimed, sources read, sheets, failures)
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01 14:00:00.000000
 
 One row per event of a run, bounded per run by the writer (store/runlog.py)
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
