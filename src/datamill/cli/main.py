@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
 
 from datamill.cli import exits, files, jobs, local
@@ -159,17 +158,26 @@ def hoist(argv: list[str]) -> list[str]:
     return front + rest
 
 
+# Click's error classes, whether Typer uses the click package or its own copy of it.
+_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+_CLICK_ERROR: type[Any] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (docs/client.md)."""
     args = hoist(sys.argv[1:] if argv is None else list(argv))
     try:
         result = app(args=args, prog_name="datamill", standalone_mode=False)
-    except click.exceptions.ClickException as error:
+    except _CLICK_ERROR as error:
         error.show()
-        return exits.USAGE if isinstance(error, click.UsageError) else exits.FAILED
-    except click.exceptions.Exit as error:
+        return exits.USAGE if isinstance(error, _USAGE_ERROR) else exits.FAILED
+    except typer.Exit as error:
         return int(error.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         return exits.INTERRUPTED
     except (Unauthorized, Forbidden) as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from datamill.cli import exits
@@ -53,7 +54,10 @@ def wait_runs(
                 details = client.wait(execution_id, left, on_progress=update)
             except WaitTimeout as timed_out:
                 if show:
-                    err.print(f"{label}: {timed_out.message}; it goes on running")
+                    err.print(
+                        f"{escape(label)}: execution {execution_id} did not end within"
+                        f" {timeout:g}s (last status {timed_out.last_status}); it goes on running"
+                    )
                 results.append(None)
                 codes.append(exits.TIMEOUT)
                 break
