@@ -29,7 +29,8 @@ def test_trigger_wait_exits_by_outcome(cli: Cli) -> None:
     with cli.client() as client:
         assert client.details(details["jobExecutionId"]).status is JobStatus.ERROR
         if "failure" in details:  # job details name the reason once issue 12's log is merged
-            assert "north" in details["failure"]["message"] or details["failure"]["message"]
+            assert details["failure"]["message"]
+            assert "reason:" in cli("trigger", FAILING, "--wait").stdout
 
 
 def test_trigger_with_variables_binds_them_for_that_run(cli: Cli) -> None:

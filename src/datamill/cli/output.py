@@ -18,7 +18,9 @@ JsonOption = Annotated[
     bool, typer.Option("--json", help="print JSON for scripts (and nothing else on stdout)")
 ]
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped into a file or grep, tables keep one line per row instead of wrapping at 80.
+_PIPED_WIDTH = 240
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else _PIPED_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATUS_STYLES = {
