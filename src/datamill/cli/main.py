@@ -1,236 +1,192 @@
-"""`datamill serve | worker | init | user add | job define | job trigger`."""
+"""The `datamill` command: run a server or worker, and drive a server from a shell.
+
+Server commands (serve, worker, init) work on the local home. Commands that
+exist both ways (user add, user password, job define) act on the server named
+by --url or DATAMILL_URL, and on the local home when no server is named (or
+with --local, --home, --database-url). Every other command talks to a server,
+http://127.0.0.1:8080 unless --url or DATAMILL_URL says otherwise.
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from datamill.bootstrap import Node, ensure_admin, open_node
-from datamill.domain.status import JobKind
+import typer
+
+from datamill.cli import exits, files, jobs, local
+from datamill.cli.context import Globals, globals_of
+from datamill.cli.users import user_app
+from datamill.client.errors import ClientError, Forbidden, Unauthorized
 from datamill.errors import DatamillError
-from datamill.observability.logs import configure_logging
-from datamill.observability.metrics import serve_metrics
-from datamill.services.auth import hash_password
-from datamill.settings import Settings
 
-log = logging.getLogger("datamill")
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {}
-    for name in ("home", "database_url", "port", "host", "metrics_port"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    if getattr(args, "demo", False):
-        overrides["demo"] = True
-    if getattr(args, "no_worker", False):
-        overrides["embedded_worker"] = False
-    settings = Settings(**overrides)
-    configure_logging(settings.log_format, settings.log_level)
-    return settings
+app = typer.Typer(
+    name="datamill",
+    help=__doc__,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    epilog="Exit codes: 0 done (with --wait: COMPLETED), 1 request refused or server"
+    " unreachable, 2 usage, 3 COMPLETED_WITH_WARNINGS, 4 ERROR, 5 CANCELED, 6 --timeout"
+    " ran out, 7 no or wrong credentials or not allowed, 130 interrupted (docs/client.md).",
+)
 
 
-def _serve_metrics_port(node: Node) -> None:
-    settings = node.settings
-    if settings.metrics != "off" and settings.metrics_port is not None:
-        serve_metrics(node.store.metrics, settings.metrics_host, settings.metrics_port)
-        print(
-            f"Metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
-            flush=True,
-        )
+@app.callback()
+def options(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DATAMILL_URL", metavar="URL", help="the server, e.g. http://127.0.0.1:8080"
+        ),
+    ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            "-u",
+            metavar="NAME",
+            help="user name on the server (DATAMILL_USER); the password comes from"
+            " DATAMILL_PASSWORD, ~/.netrc or a prompt, never from the command line",
+        ),
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="Datamill home folder (DATAMILL_HOME); implies --local")
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="metadata database URL (DATAMILL_DATABASE_URL); implies --local"),
+    ] = None,
+    local_home: Annotated[
+        bool,
+        typer.Option("--local", help="user add, user password, job define: on the local home"),
+    ] = False,
+) -> None:
+    """Global options; they may also come after the command."""
+    ctx.obj = Globals(url, user, home, database_url, local_home)
 
 
-def _announce_admin(node: Node) -> None:
-    generated = ensure_admin(node)
-    if generated:
-        print(
-            f"Created the first admin: user 'admin', password '{generated}'. "
-            "It is shown only this once; change it with `datamill user password admin`.",
-            flush=True,
-        )
+# ------------------------------------------------------------ server side
 
 
-def cmd_init(args: argparse.Namespace) -> int:
-    """Create the home folder and the metadata schema."""
-    node = open_node(_settings(args))
-    _announce_admin(node)
-    print(f"Datamill home ready at {node.settings.resolved_home}")
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the HTTP API, with an embedded worker unless `--no-worker`."""
-    import uvicorn
-
-    from datamill.api.app import create_app
-    from datamill.worker.worker import Worker
-
-    settings = _settings(args)
-    node = open_node(settings)
-    _announce_admin(node)
-    if settings.demo:
-        _install_demo(node)
-    worker: Worker | None = None
-    if settings.embedded_worker:
-        worker = Worker(node.store, settings, node.wakeup)
-        worker.start()
-    app = create_app(settings, node.jobs)
-    _serve_metrics_port(node)
-    # The client address limits failed sign-ins; uvicorn would otherwise take it
-    # from X-Forwarded-For of any local caller, who could then claim any address.
-    proxies = settings.trusted_proxies
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        # uvicorn's lines go through Datamill's handler, in its format.
-        log_config=None,
-        access_log=False,
-        proxy_headers=proxies is not None,
-        forwarded_allow_ips=proxies,
+@app.command()
+def serve(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="port (DATAMILL_PORT, default 8080)")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on (DATAMILL_HOST)")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="set up the demo workspace")] = False,
+    no_worker: Annotated[
+        bool,
+        typer.Option(
+            "--no-worker",
+            help="API only: queue executions but run none; `datamill worker` runs them"
+            " (DATAMILL_EMBEDDED_WORKER=false)",
+        ),
+    ] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="also serve /metrics openly on this port")
+    ] = None,
+) -> None:
+    """Run the HTTP API with an embedded worker (unless --no-worker)."""
+    local.serve(
+        globals_of(ctx),
+        port=port,
+        host=host,
+        demo=demo,
+        no_worker=no_worker,
+        metrics_port=metrics_port,
     )
-    server = uvicorn.Server(config)
-    role = "" if worker is not None else " (API only: `datamill worker` runs the executions)"
-    print(f"Datamill serving on http://{settings.host}:{settings.port}{role}", flush=True)
-    # uvicorn re-raises the signal that stopped it once it has shut down; with
-    # these handlers in place that re-raise is harmless and the worker below
-    # (if any) still gets to finish or hand back its running executions.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    try:
-        server.run()
-    finally:
-        if worker is not None:
-            worker.shutdown()
-        node.store.close()
-    return 0
 
 
-def _install_demo(node: Node) -> None:
-    from datamill.demo import install_demo
-
-    with node.store.db.read() as conn:
-        admin = node.store.users.get(conn, "admin")
-    if admin is None:
-        print("demo: no user 'admin'; skipping the demo workspace", file=sys.stderr)
-        return
-    created = install_demo(node, admin)
-    if created:
-        print("Demo workspace ready: " + ", ".join(created), flush=True)
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
+@app.command()
+def worker(
+    ctx: typer.Context,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve this worker's metrics on this port (DATAMILL_METRICS_PORT)"),
+    ] = None,
+) -> None:
     """Run a standalone worker against a shared database."""
-    from datamill.worker.worker import Worker
-
-    settings = _settings(args)
-    node = open_node(settings)
-    worker = Worker(node.store, settings, node.wakeup)
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    worker.start()
-    _serve_metrics_port(node)
-    print(f"Datamill worker {worker.id} running", flush=True)
-    done.wait()
-    worker.shutdown()
-    node.store.close()
-    return 0
+    local.worker(globals_of(ctx), metrics_port=metrics_port)
 
 
-def cmd_user_add(args: argparse.Namespace) -> int:
-    """Create a user."""
-    node = open_node(_settings(args))
-    node.store.users.create(
-        args.name,
-        hash_password(args.password),
-        roles=tuple(args.role or ["ANALYST"]),
-        groups=tuple(args.group or []),
-    )
-    print(f"user {args.name} created")
-    return 0
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create the home folder and the metadata schema (and the first admin)."""
+    local.init(globals_of(ctx))
 
 
-def cmd_job_define(args: argparse.Namespace) -> int:
-    """Create a job file from a JSON definition."""
-    node = open_node(_settings(args))
-    raw = json.loads(Path(args.definition).read_text(encoding="utf-8"))
-    entry, config = node.jobs.define_job(args.path, JobKind(args.kind), raw, args.owner)
-    print(json.dumps({"file-id": entry.id, "configuration-id": config.id, "path": entry.path}))
-    return 0
+# ------------------------------------------------------------ client side
+
+for command in (jobs.trigger, jobs.plan, jobs.status, jobs.history, jobs.running, jobs.stop):
+    app.command()(command)
+app.command("logs")(jobs.logs)
+app.command("ls")(files.ls)
+app.add_typer(files.job_app, name="job")
+app.add_typer(files.data_app, name="data")
+app.add_typer(user_app, name="user")
+
+# Global options with a value, and those without; `hoist` moves them to the front.
+_VALUED = {"--url", "--user", "-u", "--home", "--database-url"}
+_FLAGS = {"--local"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `datamill` command."""
-    parser = argparse.ArgumentParser(prog="datamill", description=__doc__)
-    parser.add_argument("--home", type=Path, help="Datamill home folder (DATAMILL_HOME)")
-    parser.add_argument("--database-url", help="metadata database URL (DATAMILL_DATABASE_URL)")
-    commands = parser.add_subparsers(dest="command", required=True)
+def hoist(argv: list[str]) -> list[str]:
+    """Move global options found after the command to the front, where Click reads them."""
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            rest.extend(argv[index:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in _VALUED and "=" in arg:
+            front.append(arg)
+        elif name in _VALUED and index + 1 < len(argv):
+            front.extend(argv[index : index + 2])
+            index += 1
+        elif arg in _FLAGS:
+            front.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return front + rest
 
-    serve = commands.add_parser(
-        "serve", help="run the HTTP API with an embedded worker (unless --no-worker)"
-    )
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--host")
-    serve.add_argument("--demo", action="store_true", help="set up the demo workspace")
-    serve.add_argument(
-        "--no-worker",
-        action="store_true",
-        help="API only: queue executions but run none; `datamill worker` runs them"
-        " (DATAMILL_EMBEDDED_WORKER=false)",
-    )
-    serve.set_defaults(func=cmd_serve)
 
-    serve.add_argument("--metrics-port", type=int, help="also serve /metrics openly on this port")
-    worker = commands.add_parser("worker", help="run a standalone worker")
-    worker.add_argument(
-        "--metrics-port",
-        type=int,
-        help="serve this worker's metrics on this port (DATAMILL_METRICS_PORT)",
-    )
-    worker.set_defaults(func=cmd_worker)
-    commands.add_parser("init", help="create home and schema").set_defaults(func=cmd_init)
-
-    user = commands.add_parser("user", help="manage users").add_subparsers(
-        dest="user_command", required=True
-    )
-    add = user.add_parser("add", help="create a user")
-    add.add_argument("name")
-    add.add_argument("--password", required=True)
-    add.add_argument("--role", action="append", help="ADMIN or ANALYST (repeatable)")
-    add.add_argument("--group", action="append", help="group name (repeatable)")
-    add.set_defaults(func=cmd_user_add)
-
-    job = commands.add_parser("job", help="manage jobs").add_subparsers(
-        dest="job_command", required=True
-    )
-    define = job.add_parser("define", help="create a job file from a JSON definition")
-    define.add_argument("kind", choices=[k.value for k in JobKind])
-    define.add_argument("path", help="e.g. /Data/ImportJobs/orders.imp")
-    define.add_argument("definition", help="JSON file with the definition")
-    define.add_argument("--owner", default="admin")
-    define.set_defaults(func=cmd_job_define)
-    return parser
+# Click's error classes, whether Typer uses the click package or its own copy of it.
+_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+_CLICK_ERROR: type[Any] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line."""
-    configure_logging("text")  # until the settings say otherwise
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit code (docs/client.md)."""
+    args = hoist(sys.argv[1:] if argv is None else list(argv))
     try:
-        code: int = args.func(args)
-        return code
-    except DatamillError as error:
+        result = app(args=args, prog_name="datamill", standalone_mode=False)
+    except _CLICK_ERROR as error:
+        error.show()
+        return exits.USAGE if isinstance(error, _USAGE_ERROR) else exits.FAILED
+    except typer.Exit as error:
+        return int(error.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        return exits.INTERRUPTED
+    except (Unauthorized, Forbidden) as error:
         print(f"error: {error.message}", file=sys.stderr)
-        return 2
+        return exits.AUTH
+    except (ClientError, DatamillError) as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return exits.FAILED
+    return int(result) if isinstance(result, int) else exits.OK
 
 
 if __name__ == "__main__":
