@@ -7,8 +7,6 @@ import io
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.cli.conftest import IMPORT, WARN_IMPORT, WORKBOOK, Cli, define_jobs
 from tests.helpers import orders_import, write_orders_csv
 
@@ -119,7 +117,6 @@ def test_users_add_password_and_list_on_a_server(cli: Cli) -> None:
 
 
 def test_logs_print_the_run_s_events(cli: Cli) -> None:
-    pytest.importorskip("datamill.api.log_routes", reason="the run log route (issue 12)")
     with cli.client() as client:
         define_jobs(client, cli.server.home)
     assert cli("trigger", WARN_IMPORT, "--wait").returncode == 3

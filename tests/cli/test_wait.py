@@ -28,9 +28,8 @@ def test_trigger_wait_exits_by_outcome(cli: Cli) -> None:
     assert details["jobStatus"] == "ERROR"
     with cli.client() as client:
         assert client.details(details["jobExecutionId"]).status is JobStatus.ERROR
-        if "failure" in details:  # job details name the reason once issue 12's log is merged
-            assert details["failure"]["message"]
-            assert "reason:" in cli("trigger", FAILING, "--wait").stdout
+    assert details["failure"]["message"]
+    assert "reason:" in cli("trigger", FAILING, "--wait").stdout
 
 
 def test_trigger_with_variables_binds_them_for_that_run(cli: Cli) -> None:
