@@ -100,7 +100,7 @@ def measure(server: Server, runs: int, backend: str) -> list[Result]:
         by_poll.append(polled[execution_id] - at)
 
     def line(label: str, values: list[float], tail: str = "") -> None:
-        print(f"  {label:<26}p50 {ms(median(values))}  p99 {ms(percentile(values, 0.99))}{tail}")
+        print(f"  {label:<28} p50 {ms(median(values))}  p99 {ms(percentile(values, 0.99))}{tail}")
 
     print(f"[{backend}] {runs} runs")
     line("GET /health round trip", health)
