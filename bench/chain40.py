@@ -6,13 +6,15 @@ a data sheet and keeping `SELECT one + 1 AS one FROM prev`. One
 `POST /api/job-execution/sequential-trigger {fileIds: [wb_00]}` plans all 40;
 each starts only after the one before it has completed.
 
-Figure: wall time from the trigger's response to the last COMPLETED (the last
-execution's finished_at in the store, same host and clock as the client's
-time.time()). The hand-off (previous finished_at -> next started_at) and the
-run time (started_at -> finished_at) per link are printed to show where the
-time goes.
+Judged (what a user experiences): wall time from the moment the client sends
+the sequential-trigger request to the last COMPLETED (the last execution's
+finished_at in the store, same host and clock as the client's time.time()).
+Information: the same from the trigger's response, which leaves out the
+planning of the 40 runs inside the request. The hand-off (previous
+finished_at -> next started_at) and the run time (started_at -> finished_at)
+per link are printed to show where the time goes.
 
-Baseline: 40 x the median time from trigger response to COMPLETED of one
+Baseline: 40 x the median time from trigger request sent to COMPLETED of one
 trivial workbook on its own, measured on the same server in the same run.
 Target: <= 2 s (published figures for such a chain: Airflow ~116 s, Prefect ~4.9 s).
 """
@@ -78,9 +80,10 @@ def define_chain(server: Server) -> None:
         define(client, "workbook", trivial_workbook(SINGLE))
 
 
-def run_chain(server: Server, reader: StoreReader) -> tuple[float, list[float], list[float]]:
-    """One chain: seconds from response to last COMPLETED, hand-offs, run times."""
+def run_chain(server: Server, reader: StoreReader) -> tuple[float, float, list[float], list[float]]:
+    """One chain: seconds from request sent and from response to last COMPLETED, hand-offs, runs."""
     with server.client() as client:
+        sent = time.time()
         response = client.post(
             "/api/job-execution/sequential-trigger", json={"fileIds": [link_path(0)]}
         )
@@ -100,20 +103,20 @@ def run_chain(server: Server, reader: StoreReader) -> tuple[float, list[float], 
     ends = [r.finished or 0.0 for r in rows]
     handoffs = [starts[i] - ends[i - 1] for i in range(1, LINKS)]
     runs = [ends[i] - starts[i] for i in range(LINKS)]
-    return ends[-1] - responded, handoffs, runs
+    return ends[-1] - sent, ends[-1] - responded, handoffs, runs
 
 
 def single_runs(server: Server, reader: StoreReader, count: int) -> list[float]:
-    """Seconds from trigger response to COMPLETED of the standalone trivial workbook."""
+    """Seconds from trigger request sent to COMPLETED of the standalone trivial workbook."""
     durations = []
     with server.client() as client:
         for _ in range(count):
+            sent = time.time()
             execution_id = trigger(client, SINGLE)
-            responded = time.time()
             reader.wait_terminal(execution_id, pause=0.002)
             finished = reader.times([execution_id])[execution_id].finished
             assert finished is not None
-            durations.append(finished - responded)
+            durations.append(finished - sent)
     return durations
 
 
@@ -125,17 +128,21 @@ def measure(server: Server, repeats: int, singles: int, backend: str) -> list[Re
     single_runs(server, reader, 3)  # warm-up: first login, first runs in the children
     run_chain(server, reader)
     one_runs = single_runs(server, reader, singles)
-    totals, handoffs, runs = [], [], []
+    totals, from_response, handoffs, runs = [], [], [], []
     for _ in range(repeats):
-        total, handoff, run = run_chain(server, reader)
+        total, after_response, handoff, run = run_chain(server, reader)
         totals.append(total)
+        from_response.append(after_response)
         handoffs += handoff
         runs += run
     reader.close()
     baseline = LINKS * median(one_runs)
     print(f"[{backend}] {repeats} chains of {LINKS}")
-    print(f"  one trivial run (response -> COMPLETED)  median {ms(median(one_runs))}")
-    print(f"  chain totals  {', '.join(f'{t:.2f}s' for t in totals)}")
+    print(f"  one trivial run (sent -> COMPLETED)  median {ms(median(one_runs))}")
+    print(
+        f"  chain totals, request sent -> last COMPLETED  {', '.join(f'{t:.2f}s' for t in totals)}"
+    )
+    print(f"  (info) from the response  {', '.join(f'{t:.2f}s' for t in from_response)}")
     print(
         f"  per link: hand-off median {ms(median(handoffs))}, run median {ms(median(runs))}",
         flush=True,
@@ -143,7 +150,7 @@ def measure(server: Server, repeats: int, singles: int, backend: str) -> list[Re
     total = median(totals)
     return [
         Result(
-            f"{backend}: chain of 40, median",
+            f"{backend}: chain of 40 from sent, median",
             total,
             "s",
             baseline,
@@ -158,7 +165,16 @@ def measure(server: Server, repeats: int, singles: int, backend: str) -> list[Re
             baseline,
             "40 x one run",
             "<= 2 s",
-            min(totals) <= 2.0,
+            None,
+        ),
+        Result(
+            f"{backend}: (info) response -> last, median",
+            median(from_response),
+            "s",
+            baseline,
+            "40 x one run",
+            "-",
+            None,
         ),
     ]
 

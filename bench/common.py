@@ -374,6 +374,13 @@ class StoreReader:
         rows = self._rows("SELECT error_message FROM executions WHERE id = ?", [execution_id])
         return str(rows[0][0] or "") if rows else ""
 
+    def file_ids(self, path: str) -> tuple[int, str]:
+        """The id and uuid of the file at `path`."""
+        rows = self._rows("SELECT id, uuid FROM files WHERE path = ?", [path])
+        if not rows:
+            raise LookupError(f"no file {path}")
+        return int(rows[0][0]), str(rows[0][1])
+
     def count_terminal(self, first_id: int, last_id: int) -> int:
         """How many executions with ids in [first_id, last_id] have ended."""
         marks = ",".join("?" * len(TERMINAL))

@@ -16,7 +16,9 @@
 
 Baseline: the idle figures of the same server (the job's peak is also shown
 against the configured limit). Target: idle is reported (no target given);
-the large jobs must finish, by spilling, not fail. (At a 128MB limit the
+the large jobs must finish, not fail, and the sort (which cannot fit in the
+limit) must have spilled: a peak spill folder of 0 bytes misses the target
+even when the run completed (it would mean the limit was not what bounded it). (At a 128MB limit the
 sort of the 0.5 GB data fails with "Out of Memory" in bare DuckDB just as in
 Datamill: DuckDB's external sort needs more headroom than that.)
 """
@@ -237,6 +239,10 @@ def main() -> int:
                     f"{sampler.peak_spill / MB:.0f} MB",
                     flush=True,
                 )
+                # The sort cannot fit in the limit: it meets its target only by
+                # finishing AND having spilled. The import streams, so finishing
+                # is its target and its spill is information.
+                spills = name == "sort"
                 results.append(
                     Result(
                         f"{name}: peak child RSS ({status})",
@@ -244,8 +250,8 @@ def main() -> int:
                         "MB",
                         float(limit_mb),
                         "memory limit",
-                        "finishes",
-                        status == "COMPLETED",
+                        "finishes, spilled" if spills else "finishes",
+                        status == "COMPLETED" and (sampler.peak_spill > 0 or not spills),
                     )
                 )
                 results.append(

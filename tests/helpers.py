@@ -12,6 +12,7 @@ from argon2 import PasswordHasher
 from datamill.bootstrap import Node
 from datamill.domain.records import Execution, User
 from datamill.domain.status import JobKind, JobStatus
+from datamill.processes import pid_alive
 from datamill.store import executions as ex
 
 _CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
@@ -113,3 +114,11 @@ def define(node: Node, path: str, definition: dict[str, Any]) -> int:
     kind = {".imp": JobKind.IMPORT, ".wbk": JobKind.WORKBOOK, ".exp": JobKind.EXPORT}[path[-4:]]
     entry, _ = node.jobs.define_job(path, kind, definition, "admin")
     return entry.id
+
+
+def a_dead_pid() -> int:
+    """A process id no process on this host has (one of another user counts as taken)."""
+    pid = 999_999
+    while pid_alive(pid):
+        pid -= 1
+    return pid

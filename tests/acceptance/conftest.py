@@ -55,10 +55,11 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+                up = httpx.get(f"{base}/health", timeout=1).status_code == 200
+            except httpx.TransportError:  # not listening yet
+                up = False
+            if up:
+                break
             if process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(log_path.read_text())
             time.sleep(0.1)

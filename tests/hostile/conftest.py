@@ -101,10 +101,11 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(f"{proc.base}/health", timeout=1).status_code == 200:
-                    return proc
-            except httpx.HTTPError:
-                pass
+                up = httpx.get(f"{proc.base}/health", timeout=1).status_code == 200
+            except httpx.TransportError:  # not listening yet
+                up = False
+            if up:
+                return proc
             if not proc.alive or time.monotonic() > deadline:
                 raise AssertionError(f"the server did not come up:\n{log.read_text()}")
             time.sleep(0.05)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
 import uuid
 from pathlib import Path
 
@@ -260,7 +259,6 @@ def test_big_csv_import_with_small_memory_limit(area: Area) -> None:
     )
     generator.close()
     assert path.stat().st_size > 90_000_000
-    started = time.monotonic()
     request = area.request(
         JobKind.IMPORT,
         {"source": {"kind": "csv", "path": str(path)}},
@@ -274,4 +272,3 @@ def test_big_csv_import_with_small_memory_limit(area: Area) -> None:
     assert result.status == JobStatus.COMPLETED
     # Progress came from DuckDB while the long queries ran, not only step ends.
     assert len([p for p in seen if p < 0.99]) > 3
-    assert time.monotonic() - started < 20

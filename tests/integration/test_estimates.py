@@ -47,14 +47,36 @@ def test_each_running_job_is_estimated_from_its_own_history(node: Node) -> None:
         for seconds in past:
             _run_once(node, path, seconds)
         running[path] = _run_once(node, path, None)
+    before = utcnow()
     with node.store.db.read() as conn:
         runs = [execution(node, i) for i in running.values()]
         estimates = node.jobs.remaining_many(conn, runs)
+    after = utcnow()
     by_path = {path: estimates[i] for path, i in running.items()}
-    # 5 s elapsed, no progress yet: the mean of earlier runs minus the elapsed time.
-    assert abs((by_path["/w/fast.wbk"] or 0) - 10.0) < 1.0
-    assert abs((by_path["/w/slow.wbk"] or 0) - 115.0) < 1.0
+    # No progress yet: the mean of earlier runs minus the time since the start,
+    # read at some instant between `before` and `after`.
+    assert _within(node, by_path["/w/fast.wbk"], 15.0, running["/w/fast.wbk"], before, after)
+    assert _within(node, by_path["/w/slow.wbk"], 120.0, running["/w/slow.wbk"], before, after)
     assert by_path["/w/new.wbk"] is None
+    before = utcnow()
     with node.store.db.read() as conn:
         single = node.jobs.remaining(conn, execution(node, running["/w/slow.wbk"]))
-    assert single is not None and abs(single - 115.0) < 1.0
+    assert _within(node, single, 120.0, running["/w/slow.wbk"], before, utcnow())
+
+
+def _within(
+    node: Node,
+    estimate: float | None,
+    mean: float,
+    run_id: int,
+    before: dt.datetime,
+    after: dt.datetime,
+) -> bool:
+    """Whether `estimate` is `mean` minus the run's age at an instant between before and after."""
+    started = execution(node, run_id).started_at
+    assert started is not None and estimate is not None
+    return (
+        mean - (after - started).total_seconds()
+        <= estimate
+        <= mean - (before - started).total_seconds()
+    )

@@ -126,3 +126,22 @@ def _wait_until_reading(node: Node, execution_id: int, data_id: int) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"execution {execution_id} never recorded that it reads {data_id}")
+
+
+def test_the_orphan_sweep_keeps_a_fresh_folder_by_default(node: Node) -> None:
+    """A data folder no row names yet may be a publish committing right now: it stays."""
+    define(node, IMP, {"source": {"kind": "csv", "path": "/x.csv"}})
+    named = Path(_location(node, _publish(node, IMP)))
+    root = Path(node.store.data_root)
+    fresh, old = root / "900001", root / "900002"
+    for folder in (fresh, old):
+        folder.mkdir()
+        (folder / "data.parquet").write_bytes(b"x")
+    an_hour_ago = time.time() - 3600
+    for path in (old, named):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    # The worker's own call, with the default age guard.
+    Worker(node.store, node.settings, node.wakeup).housekeep()
+    assert (fresh / "data.parquet").read_bytes() == b"x"
+    assert not old.exists()
+    assert named.is_dir(), "a folder a data row names is never an orphan"

@@ -1,12 +1,14 @@
-"""Workers as separate processes: killed workers, and several workers on one database."""
+"""Several workers on one database: killed workers, workers on other hosts, claim order."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,13 +16,18 @@ import pytest
 import sqlalchemy as sa
 
 from datamill.bootstrap import Node
+from datamill.domain.records import Execution
 from datamill.domain.status import JobStatus
 from datamill.services.plans import sequential_trigger
 from datamill.store import tables as t
+from datamill.store.db import utcnow
 from datamill.store.queue import WORKER_LOST
+from datamill.worker.worker import Worker
 from tests.helpers import (
+    a_dead_pid,
     admin,
     define,
+    execution,
     orders_import,
     totals_workbook,
     wait_for,
@@ -225,3 +232,120 @@ def test_a_worker_on_another_node_is_woken_by_notify_not_polling(
     assert first.status is JobStatus.COMPLETED
     second = wait_terminal(node, node.jobs.trigger("/Data/ImportJobs/o.imp", user).id, 60)
     assert second.status is JobStatus.COMPLETED
+
+
+# ---------------------------------------------------------------- claim order under locks
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_newer_run_waits_while_another_worker_holds_the_older_one_locked(
+    node: Node, files_root: Path
+) -> None:
+    """Worker w1's fair-share search locks admin's older run of A, then claims bob's run.
+
+    Until w1 commits, that older run stays QUEUED but locked: w2's claim skips
+    it (SKIP LOCKED) and must not start the newer run of A in its place.
+    """
+    user = admin(node)
+    for name in ("a", "b", "c"):
+        define(
+            node,
+            f"/Data/ImportJobs/{name}.imp",
+            orders_import(write_orders_csv(files_root / name, rows=3)),
+        )
+    queue = node.store.queue
+    for worker in ("w0", "w1", "w2"):
+        queue.register_worker(worker, "host", os.getpid())
+    busy = node.jobs.trigger("/Data/ImportJobs/b.imp", user)
+    claimed = queue.claim_next_execution("w0")
+    assert claimed is not None and claimed.id == busy.id  # admin now holds a slot
+    older = node.jobs.trigger("/Data/ImportJobs/a.imp", user)
+    newer = node.jobs.trigger("/Data/ImportJobs/a.imp", user)
+    bobs = node.jobs.trigger("/Data/ImportJobs/c.imp", user)
+    with node.store.db.write() as conn:
+        conn.execute(
+            sa.update(t.executions).where(t.executions.c.id == bobs.id).values(triggered_by="bob")
+        )
+
+    holding, release = threading.Event(), threading.Event()
+    first: list[Execution | None] = []
+
+    def prepare(_conn: object, _execution: Execution) -> None:
+        holding.set()
+        release.wait(60)
+
+    def claim_as_w1() -> None:
+        result = queue.claim_and_prepare("w1", prepare)  # type: ignore[arg-type]
+        first.append(result[0] if result is not None else None)
+
+    thread = threading.Thread(target=claim_as_w1)
+    thread.start()
+    try:
+        assert holding.wait(60), "w1 never reached its prepare step"
+        second = queue.claim_next_execution("w2")
+    finally:
+        release.set()
+        thread.join(60)
+    assert first and first[0] is not None and first[0].id == bobs.id, first
+    assert second is None, f"w2 started run {second.id} while run {older.id} of its job waited"
+    assert execution(node, newer.id).status is JobStatus.QUEUED
+    # Once w1 has committed, the older run is the one that starts.
+    after = queue.claim_next_execution("w2")
+    assert after is not None and after.id == older.id
+    assert execution(node, newer.id).status is JobStatus.QUEUED
+
+
+# ---------------------------------------------------------------- a worker on another host
+
+
+def _running_on_another_host(node: Node, silent_for: dt.timedelta) -> int:
+    """A run claimed by a worker of another host whose last heartbeat was `silent_for` ago.
+
+    Its pid is one no local process has: on another host a pid says nothing,
+    so only the heartbeat may decide.
+    """
+    queue = node.store.queue
+    queue.register_worker("remote", "elsewhere.invalid", a_dead_pid())
+    run = node.jobs.trigger("/Data/ImportJobs/o.imp", admin(node))
+    claimed = queue.claim_next_execution("remote")
+    assert claimed is not None and claimed.id == run.id
+    last = utcnow() - silent_for
+    with node.store.db.write() as conn:
+        conn.execute(
+            sa.update(t.workers).where(t.workers.c.id == "remote").values(heartbeat_at=last)
+        )
+        conn.execute(
+            sa.update(t.executions).where(t.executions.c.id == run.id).values(heartbeat_at=last)
+        )
+    return run.id
+
+
+@pytest.mark.parametrize("silent", ["within the timeout", "past the timeout"])
+def test_a_worker_on_another_host_is_lost_only_once_its_heartbeat_is_older_than_the_timeout(
+    node: Node, files_root: Path, silent: str
+) -> None:
+    define(
+        node, "/Data/ImportJobs/o.imp", orders_import(write_orders_csv(files_root / "in", rows=3))
+    )
+    timeout = dt.timedelta(seconds=node.settings.worker_lost_seconds)
+    margin = dt.timedelta(seconds=5)
+    past = silent == "past the timeout"
+    run_id = _running_on_another_host(node, timeout + margin if past else timeout - margin)
+    lost = Worker(node.store, node.settings, node.wakeup).reconcile()
+    after = execution(node, run_id)
+    with node.store.db.read() as conn:
+        workers = conn.execute(sa.select(t.workers.c.id)).scalars().all()
+    if past:
+        assert lost == [run_id]
+        assert (after.status, after.error_message) == (JobStatus.ERROR, WORKER_LOST)
+        assert after.finished_at is not None
+        assert "remote" not in workers
+    else:
+        assert lost == []
+        assert (after.status, after.error_message, after.worker_id) == (
+            JobStatus.RUNNING,
+            None,
+            "remote",
+        )
+        assert "remote" in workers

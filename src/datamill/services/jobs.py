@@ -192,11 +192,10 @@ class JobService:
         with self.store.db.write() as conn:
             require_capability(conn, user, Capability.JOB_RUN)
             _entry, config = self.resolve_job(conn, reference, user, Access.EXECUTE)
-            execution_id = ex.create_execution(
+            execution = ex.queue_execution(
                 conn, config, trigger_type, user.name, variables=variables
             )
             ex.notify_other_nodes(conn, "work")
-            execution = ex.get_execution(conn, execution_id)
         self.wakeup.notify_work()
         return execution
 
