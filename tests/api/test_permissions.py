@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from datamill.api.app import create_app
 from datamill.bootstrap import Node
 from datamill.domain.status import JobKind, JobStatus
+from datamill.store import executions as ex
 from datamill.store.queue import Outcome
 from tests.helpers import admin, password_hash
 
@@ -178,8 +179,12 @@ def test_permission_matrix(world: World, route: str) -> None:
         if needed in held:
             assert response.status_code == 200, where
         elif "read" in held:
+            verb = {"execute": "run", "write": "change"}[needed]
+            assert response.json() == {
+                "status": "failure",
+                "reason": f"you are not allowed to {verb} {PATH}",
+            }, where
             assert response.status_code == 403, where
-            assert response.json()["status"] == "failure"
         else:
             missing_method, missing_url = build(world, False)
             missing = world.client.request(missing_method, missing_url, headers=_auth(caller))
@@ -200,9 +205,31 @@ def test_list_running_shows_only_readable_runs(world: World) -> None:
 def test_sequential_trigger_needs_execute_on_every_member(world: World) -> None:
     body = f'{{"fileIds": [{world.file_id}]}}'
     for caller, held in CALLERS.items():
-        world.queued_execution()
+        for execution in world._active():
+            world.node.jobs.stop_execution(execution, admin(world.node))
         response = world.client.post(
             "/api/job-execution/sequential-trigger", content=body, headers=_auth(caller)
         )
-        expected = 200 if "execute" in held else 403 if "read" in held else 404
-        assert response.status_code == expected, (caller, response.text)
+        if "execute" in held:
+            [member] = response.json()["execution-plan"]
+            assert member["job-configuration-id"] == world.config_id and member["trigger"]
+            with world.node.store.db.read() as conn:
+                planned = ex.get_execution(conn, member["job-execution-id"])
+            assert (planned.triggered_by, planned.status) == (caller, JobStatus.QUEUED)
+            continue
+        assert world._active() == [], (caller, "a refused plan created a run")
+        if "read" in held:
+            assert (response.status_code, response.json()["reason"]) == (
+                403,
+                f"you are not allowed to run {PATH}",
+            ), caller
+        else:
+            missing = world.client.post(
+                "/api/job-execution/sequential-trigger",
+                content='{"fileIds": [9999]}',
+                headers=_auth(caller),
+            )
+            assert response.status_code == missing.status_code == 404, caller
+            assert response.text.replace(str(world.file_id), "N") == missing.text.replace(
+                "9999", "N"
+            ), caller
