@@ -19,6 +19,7 @@ from datamill.bootstrap import Node
 from datamill.domain.status import JobKind, JobStatus
 from datamill.store import executions as ex
 from datamill.store.queue import Outcome
+from datamill.store.users import insert_role
 from tests.helpers import admin, password_hash
 
 PATH = "/Data/ImportJobs/secret.imp"
@@ -233,3 +234,30 @@ def test_sequential_trigger_needs_execute_on_every_member(world: World) -> None:
             assert response.text.replace(str(world.file_id), "N") == missing.text.replace(
                 "9999", "N"
             ), caller
+
+
+def test_a_role_holding_star_grants_every_capability_but_no_file_access(world: World) -> None:
+    # The API keeps '*' for ADMIN, but a role stored with it (by an operator, in the
+    # database) holds every capability: docs/security.md, "Capabilities".
+    with world.node.store.db.write() as conn:
+        insert_role(conn, "STAR", ["*"])
+        insert_role(conn, "NOTHING", [])
+    world.node.store.users.create("star", password_hash("pw"), roles=("STAR",), groups=("g_rx",))
+    world.node.store.users.create("none", password_hash("pw"), roles=("NOTHING",), groups=("g_rx",))
+    started = world.client.post(
+        f"/api/job-execution/{world.file_id}/trigger", headers=_auth("star")
+    )
+    assert started.json()["job-execution-user"] == "star", started.text
+    # The same flags without the capability: refused before the file is even looked up.
+    refused = world.client.get(f"/api/job-execution/{world.file_id}/status", headers=_auth("none"))
+    assert (refused.status_code, refused.json()["reason"]) == (
+        403,
+        "your roles do not allow you to read jobs, their status and history "
+        "(this needs the capability job.read)",
+    )
+    # '*' is every capability, not every file: star's group may not write the job.
+    deleted = world.client.delete(f"/rest/import-job/{world.config_id}", headers=_auth("star"))
+    assert deleted.json() == {
+        "status": "failure",
+        "reason": f"you are not allowed to change {PATH}",
+    }
