@@ -316,3 +316,50 @@ def test_published_json_schemas_match_the_models(client: TestClient) -> None:
         assert on_disk == document_schema(kind), f"run scripts/schemas to refresh {name}.json"
         served = client.get(f"/rest/schemas/{name}", headers=ADMIN).json()
         assert served == on_disk
+
+
+@pytest.mark.parametrize(
+    ("base", "member", "source", "reason"),
+    [
+        (
+            "/rest/workbook",
+            "sheets[0].source",
+            {"importJob": "/Data/ImportJobs/no.imp"},
+            "importJob: /Data/ImportJobs/no.imp is not an import job that you can read",
+        ),
+        (
+            "/rest/workbook",
+            "sheets[0].source",
+            {"workbook": "/Analytics/Workbooks/no.wbk", "sheet": "s"},
+            "workbook: /Analytics/Workbooks/no.wbk is not a workbook job that you can read",
+        ),
+        (  # a folder
+            "/rest/export-job",
+            "source",
+            {"importJob": "/Data/ImportJobs"},
+            "importJob: /Data/ImportJobs is not an import job that you can read",
+        ),
+        (  # a job of the other kind
+            "/rest/export-job",
+            "source",
+            {"workbook": "/Data/ImportJobs/orders.imp", "sheet": "s"},
+            "workbook: /Data/ImportJobs/orders.imp is not a workbook job that you can read",
+        ),
+    ],
+)
+def test_a_reference_to_nothing_readable_names_the_member_and_what_was_typed(
+    client: TestClient, files_root: Path, base: str, member: str, source: Any, reason: str
+) -> None:
+    # docs/security.md: one 400 for missing, unreadable, folder and other kind,
+    # naming only the member and the reference as typed.
+    documents = _documents(files_root)
+    assert _post(client, "/rest/import-job", documents["/rest/import-job"]).is_success
+    document = dict(documents[base])
+    if base == "/rest/workbook":
+        document["sheets"] = [{**document["sheets"][0], "source": source}, document["sheets"][1]]
+    else:
+        document["source"] = source
+    refused = client.post(base, content=json.dumps(document), headers=ADMIN)
+    assert refused.json() == {"status": "failure", "reason": f"{member}.{reason}"}, refused.text
+    assert refused.status_code == 400
+    assert client.get(base, headers=ADMIN).json() == []
