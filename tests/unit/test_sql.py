@@ -138,6 +138,9 @@ def test_variable_without_value_is_an_input_error() -> None:
         ("SELECT * FROM orders, LATERAL json_each('x')", "table function JSON_EACH"),
         ("SELECT * FROM read_parquet('**', filename = true)", "table function READ_PARQUET"),
         ("SELECT getvariable('x')", "function getvariable"),
+        # A file reader that sqlglot knows by type (not Anonymous), as a value.
+        ("SELECT read_csv('/etc/passwd')", "function read_csv is not allowed"),
+        ("SELECT n FROM orders WHERE n IN (SELECT read_parquet('x'))", "function read_parquet"),
         ("SELECT * FROM orders WHERE id = $__dmv_zzz", 'parameters like "?"'),
         ("SELECT $__dmv_n", 'parameters like "?"'),
         ("SELECT 1 /* open", "cannot parse the SQL"),
