@@ -204,6 +204,20 @@ def test_cte_names_are_scoped() -> None:
         ("DATE", "2024-02-29", dt.date(2024, 2, 29)),
         ("TIMESTAMP", "2024-01-02 03:04:05", dt.datetime(2024, 1, 2, 3, 4, 5)),
         ("TIMESTAMP", "2024-01-02T03:04:05+02:00", dt.datetime(2024, 1, 2, 1, 4, 5)),
+        # The edges and the native JSON values (mutation testing found them unchecked).
+        ("VARCHAR", False, "false"),
+        ("BIGINT", 7, 7),
+        ("BIGINT", -(2**63), -(2**63)),
+        ("BIGINT", 2**63 - 1, 2**63 - 1),
+        ("BOOLEAN", 1, True),
+        ("BOOLEAN", " FALSE ", False),
+        ("DATE", dt.date(2024, 3, 1), dt.date(2024, 3, 1)),
+        ("TIMESTAMP", dt.datetime(2024, 1, 2, 3, 4, 5), dt.datetime(2024, 1, 2, 3, 4, 5)),
+        (
+            "TIMESTAMP",
+            dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+            dt.datetime(2024, 1, 2, 8, 4, 5),
+        ),
     ],
 )
 def test_values_are_coerced_to_the_declared_type(type_: str, value: Any, expected: Any) -> None:
@@ -218,6 +232,10 @@ def test_values_are_coerced_to_the_declared_type(type_: str, value: Any, expecte
         ("BIGINT", "1.5"),
         ("BIGINT", True),
         ("BIGINT", 2**63),
+        ("BIGINT", -(2**63) - 1),
+        ("BOOLEAN", 2.5),
+        ("DATE", ""),
+        ("TIMESTAMP", 5),
         ("DOUBLE", "nan"),
         ("DOUBLE", "abc"),
         ("BOOLEAN", "maybe"),
