@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -62,6 +63,35 @@ def test_variables_inside_quotes_and_comments_stay_text() -> None:
     )
     assert used == []
     assert "${n}" in text
+
+
+@pytest.mark.parametrize(
+    ("sql", "used"),
+    [
+        # Quotes end where SQL says they end: doubled quotes and E-string escapes
+        # stay inside, and a variable after the literal is still a variable.
+        ("SELECT 'it''s ${n}' AS a, ${n} AS b", ["n"]),
+        ("SELECT 'it''''s' || ${n}", ["n"]),
+        ("SELECT E'a\\'' ${n}' AS a, ${n} AS b", ["n"]),
+        ("SELECT e'\\\\' || ${n}", ["n"]),
+        ('SELECT "a""${n}" AS x, ${n} AS b', ["n"]),
+        ("SELECT 'x' || ${n} || 'y'", ["n"]),
+        # `$tag$` right after a word is no dollar quote: what follows is SQL.
+        ("SELECT a$b$ + ${n}", ["n"]),
+        ("SELECT x_$b$ + ${n}", ["n"]),
+        ("SELECT 1$b$ + ${n}", ["n"]),
+        ("SELECT $b$ ${n} $b$ + ${n}", ["n"]),
+        ("$b$ ${n} $b$", []),
+        # An unterminated literal runs to the end.
+        ("SELECT ${n}, 'open ${n}", ["n"]),
+        ("SELECT ${n}, E'open \\", ["n"]),
+    ],
+)
+def test_literals_end_where_sql_ends_them(sql: str, used: list[str]) -> None:
+    text, found = substitute_variables(sql, "w", DECLARED)
+    assert found == used
+    # Outside the markers, the text is exactly what was written.
+    assert re.sub(r" \$__dmv_n ", "${n}", text) == sql
 
 
 def test_unknown_variable_is_named() -> None:
