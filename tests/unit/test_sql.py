@@ -72,6 +72,7 @@ def test_variables_inside_quotes_and_comments_stay_text() -> None:
         # stay inside, and a variable after the literal is still a variable.
         ("SELECT 'it''s ${n}' AS a, ${n} AS b", ["n"]),
         ("SELECT 'it''''s' || ${n}", ["n"]),
+        ("SELECT '${n}''' AS a, ${n} AS b", ["n"]),
         ("SELECT E'a\\'' ${n}' AS a, ${n} AS b", ["n"]),
         ("SELECT e'\\\\' || ${n}", ["n"]),
         ('SELECT "a""${n}" AS x, ${n} AS b', ["n"]),
