@@ -79,6 +79,7 @@ def test_variables_inside_quotes_and_comments_stay_text() -> None:
         ("SELECT 'x' || ${n} || 'y'", ["n"]),
         # `$tag$` right after a word is no dollar quote: what follows is SQL.
         ("SELECT a$b$ + ${n}", ["n"]),
+        ("a$b$ + ${n}", ["n"]),  # the word before is the first character
         ("SELECT x_$b$ + ${n}", ["n"]),
         ("SELECT 1$b$ + ${n}", ["n"]),
         ("SELECT $b$ ${n} $b$ + ${n}", ["n"]),
