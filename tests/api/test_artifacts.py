@@ -43,6 +43,12 @@ def client(node: Node) -> Iterator[TestClient]:
         yield client
 
 
+def _no_job(config_id: int) -> dict[str, str]:
+    """The answer for a job id that names nothing the caller may read."""
+    reason = f"Entity of type 'JobConfiguration' with id '{config_id}' not found."
+    return {"status": "failure", "reason": reason}
+
+
 def _post(client: TestClient, url: str, document: Any, headers: dict[str, str] = ADMIN) -> Any:
     return client.post(url, content=json.dumps(document), headers=headers)
 
@@ -102,7 +108,8 @@ def test_create_read_round_trip_update_delete_each_kind(
     for base in ("/rest/import-job", "/rest/workbook", "/rest/export-job"):
         deleted = client.delete(f"{base}/{ids[base]}", headers=ADMIN)
         assert deleted.json() == {"status": "success"}, deleted.text
-        assert client.get(f"{base}/{ids[base]}", headers=ADMIN).status_code == 404
+        gone = client.get(f"{base}/{ids[base]}", headers=ADMIN)
+        assert (gone.status_code, gone.json()) == (404, _no_job(ids[base])), gone.text
         assert client.get(base, headers=ADMIN).json() == []
 
 
@@ -115,7 +122,9 @@ def test_deleting_a_job_others_read_is_allowed_and_names_no_reader(
     deleted = client.delete(f"/rest/import-job/{imp['configuration-id']}", headers=ADMIN)
     assert deleted.json() == {"status": "success"}
     # The reader stays, and says what it reads when it runs (see tests/security).
-    assert client.get(f"/rest/workbook/{workbook['configuration-id']}", headers=ADMIN).is_success
+    kept = client.get(f"/rest/workbook/{workbook['configuration-id']}", headers=ADMIN).json()
+    assert kept["path"] == "/Analytics/Workbooks/totals.wbk"
+    assert kept["sheets"][0]["source"] == {"importJob": "/Data/ImportJobs/orders.imp"}
 
 
 def test_a_bare_name_goes_to_the_default_folder(client: TestClient, files_root: Path) -> None:
@@ -166,10 +175,15 @@ def test_validation_errors_name_the_member(
 
 def test_duplicate_paths_are_refused(client: TestClient, files_root: Path) -> None:
     document = _documents(files_root)["/rest/import-job"]
-    assert _post(client, "/rest/import-job", document).status_code == 200
+    assert _post(client, "/rest/import-job", document).json()["status"] == "success"
     again = _post(client, "/rest/import-job", document)
-    assert again.status_code == 409
-    assert "already exists" in again.json()["reason"]
+    assert (again.status_code, again.json()) == (
+        409,
+        {"status": "failure", "reason": "/Data/ImportJobs/orders.imp already exists"},
+    )
+    assert [i["path"] for i in client.get("/rest/import-job", headers=ADMIN).json()] == [
+        "/Data/ImportJobs/orders.imp"
+    ]
 
 
 def test_lenient_bodies_as_curl_sends_them(client: TestClient, files_root: Path) -> None:
@@ -180,9 +194,13 @@ def test_lenient_bodies_as_curl_sends_them(client: TestClient, files_root: Path)
         content=body,
         headers={**ADMIN, "Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "success", response.text
+    read = client.get(f"/rest/import-job/{response.json()['configuration-id']}", headers=ADMIN)
+    assert read.json()["path"] == "/Data/ImportJobs/lenient.imp"
+    assert read.json()["source"]["path"] == str(source)
     broken = client.post("/rest/import-job", content=b"{path: ", headers=ADMIN)
-    assert broken.status_code == 400
+    assert broken.status_code == 400 and broken.json()["status"] == "failure"
+    assert "JSON" in broken.json()["reason"] or "json" in broken.json()["reason"]
 
 
 def test_a_cycle_is_refused_when_defined(client: TestClient, files_root: Path) -> None:
@@ -200,7 +218,7 @@ def test_a_cycle_is_refused_when_defined(client: TestClient, files_root: Path) -
             {"kind": "sql", "name": "out", "sql": "SELECT * FROM t", "keep": True},
         ],
     }
-    assert _post(client, "/rest/workbook", second).status_code == 200
+    assert _post(client, "/rest/workbook", second).json()["status"] == "success"
     looped = client.get(f"/rest/workbook/{first['configuration-id']}", headers=ADMIN).json()
     looped["sheets"][0] = {
         "kind": "data",
@@ -221,25 +239,32 @@ def test_who_may_define_read_and_change(node: Node, client: TestClient, files_ro
     node.store.users.create("other", password_hash("pw"), roles=("ANALYST",))
     document = _documents(files_root / "users" / "ann")["/rest/import-job"]
     denied = _post(client, "/rest/import-job", document, _auth("viewer"))
-    assert denied.status_code == 403
+    assert (denied.status_code, denied.json()["reason"]) == (
+        403,
+        "your roles do not allow you to define, change or delete jobs and folders "
+        "(this needs the capability job.define)",
+    )
     created = _post(client, "/rest/import-job", document, _auth("ann")).json()
-    url = f"/rest/import-job/{created['configuration-id']}"
-    assert client.get(url, headers=_auth("ann")).status_code == 200
+    config_id = created["configuration-id"]
+    url = f"/rest/import-job/{config_id}"
+    assert client.get(url, headers=_auth("ann")).json()["path"] == document["path"]
     hidden = client.get(url, headers=_auth("other"))
     missing = client.get("/rest/import-job/999", headers=_auth("other"))
     assert hidden.status_code == missing.status_code == 404
+    assert hidden.json() == _no_job(config_id) and missing.json() == _no_job(999)
     assert client.get("/rest/import-job", headers=_auth("other")).json() == []
-    assert client.delete(url, headers=_auth("other")).status_code == 404
+    refused = client.delete(url, headers=_auth("other"))
+    assert (refused.status_code, refused.json()) == (404, _no_job(config_id))
+    assert client.get(url, headers=_auth("ann")).json()["path"] == document["path"]
     # A role without job.read reads nothing, whatever the flags (issue #10, F12).
     for method in ("GET", "DELETE"):
         refused = client.request(method, url, headers=_auth("viewer"))
         assert refused.status_code == 403 and "capability" in refused.json()["reason"]
     assert client.get("/rest/import-job", headers=_auth("viewer")).status_code == 403
-    assert client.get(url, headers=ADMIN).status_code == 200
-    assert (
-        client.get("/rest/workbook/" + str(created["configuration-id"]), headers=ADMIN).status_code
-        == 404
-    )
+    assert client.get(url, headers=ADMIN).json()["path"] == document["path"]
+    # Another kind's id answers like a missing one.
+    other_kind = client.get(f"/rest/workbook/{config_id}", headers=ADMIN)
+    assert (other_kind.status_code, other_kind.json()) == (404, _no_job(config_id))
 
 
 def test_data_listing_download_and_deletion(
@@ -271,7 +296,11 @@ def test_data_listing_download_and_deletion(
     assert lines[0] == '"region","n","total"' and len(lines) == 4
     raw = client.get(f"/rest/data/import-job/{imp}/download", headers=ADMIN).text.splitlines()
     assert len(raw) == 13
-    assert client.get(f"/rest/data/workbook/{wbk}/nope/download", headers=ADMIN).status_code == 404
+    nope = client.get(f"/rest/data/workbook/{wbk}/nope/download", headers=ADMIN)
+    assert (nope.status_code, nope.json()["reason"]) == (
+        404,
+        "/Analytics/Workbooks/totals.wbk keeps no sheet named 'nope'",
+    )
     deleted = client.delete(f"/rest/data/{data['id']}", headers=ADMIN)
     assert deleted.json() == {"status": True}
     assert client.get(f"/rest/data/import-job/{imp}", headers=ADMIN).json()[0]["datas"] == []
@@ -287,3 +316,50 @@ def test_published_json_schemas_match_the_models(client: TestClient) -> None:
         assert on_disk == document_schema(kind), f"run scripts/schemas to refresh {name}.json"
         served = client.get(f"/rest/schemas/{name}", headers=ADMIN).json()
         assert served == on_disk
+
+
+@pytest.mark.parametrize(
+    ("base", "member", "source", "reason"),
+    [
+        (
+            "/rest/workbook",
+            "sheets[0].source",
+            {"importJob": "/Data/ImportJobs/no.imp"},
+            "importJob: /Data/ImportJobs/no.imp is not an import job that you can read",
+        ),
+        (
+            "/rest/workbook",
+            "sheets[0].source",
+            {"workbook": "/Analytics/Workbooks/no.wbk", "sheet": "s"},
+            "workbook: /Analytics/Workbooks/no.wbk is not a workbook job that you can read",
+        ),
+        (  # a folder
+            "/rest/export-job",
+            "source",
+            {"importJob": "/Data/ImportJobs"},
+            "importJob: /Data/ImportJobs is not an import job that you can read",
+        ),
+        (  # a job of the other kind
+            "/rest/export-job",
+            "source",
+            {"workbook": "/Data/ImportJobs/orders.imp", "sheet": "s"},
+            "workbook: /Data/ImportJobs/orders.imp is not a workbook job that you can read",
+        ),
+    ],
+)
+def test_a_reference_to_nothing_readable_names_the_member_and_what_was_typed(
+    client: TestClient, files_root: Path, base: str, member: str, source: Any, reason: str
+) -> None:
+    # docs/security.md: one 400 for missing, unreadable, folder and other kind,
+    # naming only the member and the reference as typed.
+    documents = _documents(files_root)
+    assert _post(client, "/rest/import-job", documents["/rest/import-job"]).is_success
+    document = dict(documents[base])
+    if base == "/rest/workbook":
+        document["sheets"] = [{**document["sheets"][0], "source": source}, document["sheets"][1]]
+    else:
+        document["source"] = source
+    refused = client.post(base, content=json.dumps(document), headers=ADMIN)
+    assert refused.json() == {"status": "failure", "reason": f"{member}.{reason}"}, refused.text
+    assert refused.status_code == 400
+    assert client.get(base, headers=ADMIN).json() == []

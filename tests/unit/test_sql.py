@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -62,6 +63,37 @@ def test_variables_inside_quotes_and_comments_stay_text() -> None:
     )
     assert used == []
     assert "${n}" in text
+
+
+@pytest.mark.parametrize(
+    ("sql", "used"),
+    [
+        # Quotes end where SQL says they end: doubled quotes and E-string escapes
+        # stay inside, and a variable after the literal is still a variable.
+        ("SELECT 'it''s ${n}' AS a, ${n} AS b", ["n"]),
+        ("SELECT 'it''''s' || ${n}", ["n"]),
+        ("SELECT '${n}''' AS a, ${n} AS b", ["n"]),
+        ("SELECT E'a\\'' ${n}' AS a, ${n} AS b", ["n"]),
+        ("SELECT e'\\\\' || ${n}", ["n"]),
+        ('SELECT "a""${n}" AS x, ${n} AS b', ["n"]),
+        ("SELECT 'x' || ${n} || 'y'", ["n"]),
+        # `$tag$` right after a word is no dollar quote: what follows is SQL.
+        ("SELECT a$b$ + ${n}", ["n"]),
+        ("a$b$ + ${n}", ["n"]),  # the word before is the first character
+        ("SELECT x_$b$ + ${n}", ["n"]),
+        ("SELECT 1$b$ + ${n}", ["n"]),
+        ("SELECT $b$ ${n} $b$ + ${n}", ["n"]),
+        ("$b$ ${n} $b$", []),
+        # An unterminated literal runs to the end.
+        ("SELECT ${n}, 'open ${n}", ["n"]),
+        ("SELECT ${n}, E'open \\", ["n"]),
+    ],
+)
+def test_literals_end_where_sql_ends_them(sql: str, used: list[str]) -> None:
+    text, found = substitute_variables(sql, "w", DECLARED)
+    assert found == used
+    # Outside the markers, the text is exactly what was written.
+    assert re.sub(r" \$__dmv_n ", "${n}", text) == sql
 
 
 def test_unknown_variable_is_named() -> None:
@@ -138,6 +170,9 @@ def test_variable_without_value_is_an_input_error() -> None:
         ("SELECT * FROM orders, LATERAL json_each('x')", "table function JSON_EACH"),
         ("SELECT * FROM read_parquet('**', filename = true)", "table function READ_PARQUET"),
         ("SELECT getvariable('x')", "function getvariable"),
+        # A file reader that sqlglot knows by type (not Anonymous), as a value.
+        ("SELECT read_csv('/etc/passwd')", "function read_csv is not allowed"),
+        ("SELECT n FROM orders WHERE n IN (SELECT read_parquet('x'))", "function read_parquet"),
         ("SELECT * FROM orders WHERE id = $__dmv_zzz", 'parameters like "?"'),
         ("SELECT $__dmv_n", 'parameters like "?"'),
         ("SELECT 1 /* open", "cannot parse the SQL"),
@@ -201,6 +236,20 @@ def test_cte_names_are_scoped() -> None:
         ("DATE", "2024-02-29", dt.date(2024, 2, 29)),
         ("TIMESTAMP", "2024-01-02 03:04:05", dt.datetime(2024, 1, 2, 3, 4, 5)),
         ("TIMESTAMP", "2024-01-02T03:04:05+02:00", dt.datetime(2024, 1, 2, 1, 4, 5)),
+        # The edges and the native JSON values (mutation testing found them unchecked).
+        ("VARCHAR", False, "false"),
+        ("BIGINT", 7, 7),
+        ("BIGINT", -(2**63), -(2**63)),
+        ("BIGINT", 2**63 - 1, 2**63 - 1),
+        ("BOOLEAN", 1, True),
+        ("BOOLEAN", " FALSE ", False),
+        ("DATE", dt.date(2024, 3, 1), dt.date(2024, 3, 1)),
+        ("TIMESTAMP", dt.datetime(2024, 1, 2, 3, 4, 5), dt.datetime(2024, 1, 2, 3, 4, 5)),
+        (
+            "TIMESTAMP",
+            dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+            dt.datetime(2024, 1, 2, 8, 4, 5),
+        ),
     ],
 )
 def test_values_are_coerced_to_the_declared_type(type_: str, value: Any, expected: Any) -> None:
@@ -215,6 +264,10 @@ def test_values_are_coerced_to_the_declared_type(type_: str, value: Any, expecte
         ("BIGINT", "1.5"),
         ("BIGINT", True),
         ("BIGINT", 2**63),
+        ("BIGINT", -(2**63) - 1),
+        ("BOOLEAN", 2.5),
+        ("DATE", ""),
+        ("TIMESTAMP", 5),
         ("DOUBLE", "nan"),
         ("DOUBLE", "abc"),
         ("BOOLEAN", "maybe"),
