@@ -349,6 +349,10 @@ def test_lineage_of_a_two_step_chain_names_the_right_data(world: Actors, files_r
     version = lineage["job-configuration"]
     assert version["id"] == config.id and len(version["sha256"]) == 64
     assert version["saved"].endswith("Z")
+    reads = [e for e in _events(world, computed) if e["event"] == "read"]
+    assert [(e["sheet"], e["records"], e["data-id"]) for e in reads] == [
+        ("orders", 6, import_data.id)
+    ]
     sheets = [e for e in _events(world, computed) if e["event"] == "sheet"]
     assert [(e["sheet"], e["records"], e["kept"]) for e in sheets] == [("totals", 3, True)]
 

@@ -451,8 +451,17 @@ class ExecutionQueue:
         os.replace(current, target)
         moved[source] = target
 
-    def hand_back(self, execution_id: int, worker_id: str, reason: str = "shutdown") -> bool:
-        """Return a running execution to the queue (graceful shutdown); `reason` goes to its log."""
+    def hand_back(
+        self,
+        execution_id: int,
+        worker_id: str,
+        reason: str = "shutdown",
+        events: list[rl.PendingEvent] | None = None,
+    ) -> bool:
+        """Return a running execution to the queue (graceful shutdown).
+
+        Its log gets the `events` not yet written and the hand-back with `reason`.
+        """
         with self._db.write() as conn:
             # The next claim resolves and records its inputs afresh.
             conn.execute(
@@ -477,7 +486,7 @@ class ExecutionQueue:
             ).rowcount
             if handed:
                 event = rl.pending(rl.HANDED_BACK, worker=worker_id, reason=reason)
-                append(conn, execution_id, [event])
+                append(conn, execution_id, [*(events or []), event])
             return bool(handed)
 
     # ------------------------------------------------------------ reconciliation

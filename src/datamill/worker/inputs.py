@@ -48,6 +48,12 @@ def _resolve_source(
     return os.path.join(result.location, f"{sheet}.parquet"), result
 
 
+def _read(name: str, result: DataResult, source: DataSheetSource) -> PendingEvent:
+    """The log's event for data a run reads: which, and how many records of its sheet."""
+    records = result.sheets.get(source.sheet or "data")
+    return pending(READ, sheet=name, records=records, **{"data-id": result.id})
+
+
 # Runs nobody asked for: they run only while their owner may run jobs.
 _AUTOMATIC = frozenset({TriggerType.SCHEDULER, TriggerType.DATA_DRIVEN})
 
@@ -89,13 +95,13 @@ def build_request(
                 inputs[sheet.name] = path
                 read.append(result.id)
                 if events is not None:
-                    events.append(pending(READ, sheet=sheet.name, **{"data-id": result.id}))
+                    events.append(_read(sheet.name, result, sheet.source))
     elif isinstance(definition, ExportJobDefinition):
         path, result = _resolve_source(conn, store, owner, definition.source, "the export source")
         inputs["source"] = path
         read.append(result.id)
         if events is not None:
-            events.append(pending(READ, sheet="source", **{"data-id": result.id}))
+            events.append(_read("source", result, definition.source))
     data_store.record_inputs(conn, execution.id, read)
     if store.file_policy is None:
         store.file_policy = policy_from_settings(settings)

@@ -28,7 +28,6 @@ from datamill.settings import Settings
 from datamill.store.db import utcnow
 from datamill.store.executions import active_executions, notify_other_nodes
 from datamill.store.queue import Outcome
-from datamill.store.runlog import append
 from datamill.store.store import Store
 from datamill.store.triggers import fire_due_schedules
 from datamill.worker.horse import Horse, HorseDied, run_result
@@ -226,7 +225,9 @@ class Worker:
     def _prepare(self, conn: Connection, execution: Execution) -> RunRequest | str:
         """The engine request of a claimed execution, or why it cannot run.
 
-        The claim and the data the run reads go to its log in the claim's transaction.
+        The claim and the data the run reads go to its log with its next write
+        (progress, or the finish for a short run): the claim's own transaction
+        stays as short as it was, and so does the wait from trigger to RUNNING.
         """
         with self._lock:
             self._running.add(execution.id)
@@ -244,9 +245,11 @@ class Worker:
             if config and not isinstance(request, str)
             else {}
         )
+        run_log = RunLog(names)
+        for event in [*claimed(execution, self.id, config), *events]:
+            run_log.add(event)
         with self._lock:
-            self._logs[execution.id] = RunLog(names)
-        append(conn, execution.id, [*claimed(execution, self.id, config), *events])
+            self._logs[execution.id] = run_log
         return request
 
     def _claim_and_run(self, horse: Horse) -> Horse | None:
@@ -264,7 +267,14 @@ class Worker:
             # case the next heartbeat finds the run RUNNING here and hands it back.
             with self._lock:
                 self._running.difference_update(claiming)
+                for execution_id in claiming:
+                    self._logs.pop(execution_id, None)
             raise
+        with self._lock:
+            # Claims rolled back and retried on another run leave no pending log.
+            for execution_id in claiming:
+                if claimed is None or execution_id != claimed[0].id:
+                    self._logs.pop(execution_id, None)
         if claimed is None:
             # Announcements made since `generation` was read end the wait at once.
             self.wakeup.wait_for_work(self.settings.poll_seconds, generation)
@@ -367,7 +377,9 @@ class Worker:
                 return Outcome(JobStatus.CANCELED, error_message=STOPPED_BY_USER), None
             if self._draining_deadline is not None and time.monotonic() > self._draining_deadline:
                 horse.kill()
-                if self.store.queue.hand_back(execution.id, self.id, "the worker shut down"):
+                if self.store.queue.hand_back(
+                    execution.id, self.id, "the worker shut down", run_log.take()
+                ):
                     self._observe.handed_back(execution.id)
                 log.info("execution %d handed back at shutdown", execution.id)
                 return None, None
