@@ -37,8 +37,10 @@ def duration_of(execution: Execution) -> float | None:
 
 
 def duration_text(seconds: float | None) -> str:
-    """'3m 20s', or a dash when unknown."""
-    return "\u2013" if seconds is None else format_duration(seconds)
+    """'0.4s', '3m 20s', or a dash when unknown (short runs get a tenth: most demo runs are)."""
+    if seconds is None:
+        return "\u2013"
+    return f"{seconds:.1f}s" if seconds < 10 else format_duration(seconds)
 
 
 def time_text(clock: Clock, value: dt.datetime | None) -> str:

@@ -77,7 +77,7 @@ def job(
             "entry": page.entry,
             "may_run": page.may_run,
             "chart": run_chart(page.chart),
-            "graph": dependency_graph(page.graph, page.entry.name.rsplit(".", 1)[0]),
+            "graph": dependency_graph(page.graph, page.entry.name),
             "variables": page.config.definition.get("variables") or {},
             "page_size": views.HISTORY_PAGE,
         },

@@ -102,7 +102,7 @@ def dependency_graph(graph: dict[str, Any], centre: str) -> Markup:
 
 
 def _node(node: dict[str, Any] | None, centre: str, x: float, y: float) -> str:
-    name = centre if node is None else str(node["name"])
+    name = centre if node is None else str(node["path"]).rsplit("/", 1)[-1]
     text = html.escape(name if len(name) <= 22 else name[:21] + "…")
     box = (
         f'<rect x="{x:.0f}" y="{y:.0f}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" rx="6"/>'
