@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.acceptance.conftest import Server, launch_server, stop_servers
 
@@ -33,14 +34,15 @@ CHROMIUM_ARGS = [
 ]
 DEMO_PASSWORD = "admin"
 
-if not CHROMIUM.exists() and not os.environ.get("CI"):
-    pytest.skip(
-        f"no Chromium at {CHROMIUM} (apt-get install chromium chromium-driver); "
-        "the browser tests always run under CI=true",
-        allow_module_level=True,
-    )
 
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
+def skip_without_chromium() -> None:
+    """Skip the calling test module where there is no Chromium, unless under CI."""
+    if not CHROMIUM.exists() and not os.environ.get("CI"):
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} (apt-get install chromium chromium-driver); "
+            "the browser tests always run under CI=true",
+            allow_module_level=True,
+        )
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from datamill.client import Client
 from tests.acceptance.conftest import Server
-from tests.browser.conftest import DEMO_PASSWORD, sign_in
+from tests.browser.conftest import DEMO_PASSWORD, sign_in, skip_without_chromium
+
+skip_without_chromium()
 
 FINISHED = re.compile(r"COMPLETED|ERROR|CANCELED")
 
