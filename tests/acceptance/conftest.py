@@ -36,38 +36,30 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """A factory: start(*serve_args, **env) -> Server; all are stopped with SIGTERM after."""
-    servers: list[Server] = []
+def launch_server(home: Path, log_path: Path, *args: str, **extra_env: str) -> Server:
+    """Start `datamill serve` on a free port with its home in `home`; return once it answers."""
+    port = _free_port()
+    env = dict(os.environ, DATAMILL_HOME=str(home), DATAMILL_PORT=str(port), **extra_env)
+    env.pop("DATAMILL_ADMIN_PASSWORD", None) if "DATAMILL_ADMIN_PASSWORD" not in extra_env else None
+    log = log_path.open("w")
+    process = subprocess.Popen([*DATAMILL, "serve", *args], env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            up = httpx.get(f"{base}/health", timeout=1).status_code == 200
+        except httpx.TransportError:  # not listening yet
+            up = False
+        if up:
+            break
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(log_path.read_text())
+        time.sleep(0.1)
+    return Server(base, port, env, home, process)
 
-    def start(*args: str, **extra_env: str) -> Server:
-        port = _free_port()
-        home = tmp_path / f"home{len(servers)}"
-        env = dict(os.environ, DATAMILL_HOME=str(home), DATAMILL_PORT=str(port), **extra_env)
-        env.pop(
-            "DATAMILL_ADMIN_PASSWORD", None
-        ) if "DATAMILL_ADMIN_PASSWORD" not in extra_env else None
-        log_path = tmp_path / f"server{len(servers)}.log"
-        log = log_path.open("w")
-        process = subprocess.Popen([*DATAMILL, "serve", *args], env=env, stdout=log, stderr=log)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                up = httpx.get(f"{base}/health", timeout=1).status_code == 200
-            except httpx.TransportError:  # not listening yet
-                up = False
-            if up:
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(log_path.read_text())
-            time.sleep(0.1)
-        server = Server(base, port, env, home, process)
-        servers.append(server)
-        return server
 
-    yield start
+def stop_servers(servers: list[Server]) -> None:
+    """SIGTERM each server, then check that each stopped cleanly."""
     for server in servers:
         server.process.send_signal(signal.SIGTERM)
     for server in servers:
@@ -75,3 +67,20 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             assert server.process.wait(timeout=30) == 0
         finally:
             server.process.kill()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """A factory: start(*serve_args, **env) -> Server; all are stopped with SIGTERM after."""
+    servers: list[Server] = []
+
+    def start(*args: str, **extra_env: str) -> Server:
+        index = len(servers)
+        server = launch_server(
+            tmp_path / f"home{index}", tmp_path / f"server{index}.log", *args, **extra_env
+        )
+        servers.append(server)
+        return server
+
+    yield start
+    stop_servers(servers)

@@ -39,6 +39,7 @@ from datamill.services.jobs import JobService
 from datamill.services.resources import ResourceService
 from datamill.services.sessions import Sessions, load_secret
 from datamill.settings import Settings
+from datamill.ui import install_ui
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +118,11 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app.state.max_body_bytes = settings.max_body_bytes
     clock = Clock(settings.timezone)
     app.state.authenticator = authenticator
-    app.state.sessions = Sessions(
-        jobs.store,
-        load_secret(
-            settings.resolved_home,
-            settings.session_secret.get_secret_value() if settings.session_secret else None,
-        ),
-        settings.session_lifetime_seconds,
+    session_secret = load_secret(
+        settings.resolved_home,
+        settings.session_secret.get_secret_value() if settings.session_secret else None,
     )
+    app.state.sessions = Sessions(jobs.store, session_secret, settings.session_lifetime_seconds)
     app.state.clock = clock
     app.include_router(job_routes.router)
     app.include_router(log_routes.router)
@@ -140,6 +138,8 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app.include_router(system_routes.router)
     app.include_router(session_routes.router)
     app.state.resources = ResourceService(jobs.store)
+    # The web UI (/ and /ui/...): pages for people, beside the API, sharing its sessions.
+    install_ui(app, session_secret)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(_user: CurrentUser) -> Response:
