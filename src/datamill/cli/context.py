@@ -48,10 +48,25 @@ def _netrc_login(url: str, user: str | None) -> tuple[str, str] | None:
     path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
     if not path.is_file():
         return None
+    # netrc checks this only for a default ~/.netrc it opens itself, never for a
+    # file it is given: a password file others may read is not trusted (as ssh
+    # and libpq treat theirs).
+    if path.stat().st_mode & 0o077:
+        print(
+            f"warning: {path} is not used: others may read it (chmod 600 {path})",
+            file=sys.stderr,
+        )
+        return None
     try:
         entry = netrc.netrc(str(path)).authenticators(host)
-    except (netrc.NetrcParseError, OSError) as error:
-        print(f"warning: {path} is not used: {error}", file=sys.stderr)
+    except netrc.NetrcParseError as error:
+        # Its message quotes the offending token, which may be a password.
+        print(
+            f"warning: {path} is not used: it cannot be read (line {error.lineno})", file=sys.stderr
+        )
+        return None
+    except OSError as error:
+        print(f"warning: {path} is not used: {error.strerror}", file=sys.stderr)
         return None
     if entry is None:
         return None

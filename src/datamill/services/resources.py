@@ -56,6 +56,11 @@ def _entry_path(kind: str, document: dict[str, Any]) -> str:
     return path
 
 
+def _server(url: sa.URL) -> tuple[object, ...]:
+    """What a stored password is tied to: where the URL connects, and how."""
+    return (url.drivername, url.host, url.port, url.username, sorted(url.query.items()))
+
+
 class ResourceService:
     """CRUD of location (.loc) and connection (.dst) entries."""
 
@@ -93,7 +98,9 @@ class ResourceService:
         os.makedirs(real, exist_ok=True)
         return real
 
-    def _url(self, document: dict[str, Any], old_password: str | None) -> tuple[str, str | None]:
+    def _url(
+        self, document: dict[str, Any], old: loc_store.DatabaseConnection | None
+    ) -> tuple[str, str | None]:
         text = str(_text(document, "url"))
         try:
             url = sa.make_url(text)
@@ -102,10 +109,20 @@ class ResourceService:
         password = _text(document, "password", required=False)
         if password is None and url.password not in (None, MASK, "***"):
             password = str(url.password)
-        if password in (None, MASK, "***"):
-            password = old_password
+        if password in (None, MASK, "***") and old is not None:
+            # The stored password stays only with the server it was given for:
+            # otherwise a writer could point the connection at a server of
+            # their own and the next run would hand it the password.
+            if old.password is not None and _server(url) != _server(sa.make_url(old.url)):
+                raise InvalidDefinition(
+                    "password: the connection now names another server (driver, host,"
+                    " port or options); give its password again"
+                )
+            password = old.password
         check_url_text(url, "url", password, raw=text)
-        bare = url.set(password=None)
+        # URL.set(password=None) keeps the password (None means "unchanged"): the
+        # URL column held it, or the mask sent back, despite what this module says.
+        bare = url._replace(password=None)
         policy = policy_of(self.store)
         # Checked once here so an ADMIN hears at once, and again by every run.
         check_database_url(
@@ -157,6 +174,8 @@ class ResourceService:
             assert connection is not None
             body["url"] = safe_url(connection.url)
             if connection.password is not None:
+                # Shown as before: the URL with `***` where its password goes.
+                body["url"] = safe_url(sa.make_url(connection.url).set(password=MASK))
                 body["password"] = MASK
         return body
 
@@ -170,7 +189,7 @@ class ResourceService:
             else:
                 old = loc_store.get_connection(conn, entry.id)
                 assert old is not None
-                url, password = self._url(document, old.password)
+                url, password = self._url(document, old)
                 loc_store.set_connection(conn, entry.id, url, password)
 
     def delete(self, kind: str, entry_id: int, user: User) -> None:
