@@ -275,7 +275,15 @@ class Settings(BaseSettings):
         return tuple(str(p.expanduser().resolve()) for p in roots)
 
     def ensure_folders(self) -> None:
-        """Create the home, data, staging and default file folders."""
+        """Create the home (private when new), data, staging and default file folders."""
+        home = self.resolved_home
+        if not home.exists():
+            # The home holds the SQLite database (password hashes, connection
+            # passwords) and the session key: a new one is the service
+            # account's alone, whatever the umask. An existing home keeps the
+            # mode its operator gave it.
+            os.makedirs(home, exist_ok=True)
+            os.chmod(home, 0o700)
         for folder in (
             self.resolved_home,
             self.resolved_data_root,

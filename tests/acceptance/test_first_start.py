@@ -52,3 +52,18 @@ def test_the_admin_password_can_come_from_the_environment(tmp_path: Path) -> Non
     output = _init(home, DATAMILL_ADMIN_PASSWORD="from-the-env-123")
     assert "from-the-env-123" not in output
     assert _authenticator(home).authenticate("admin", "from-the-env-123").is_admin
+
+
+def test_a_new_home_is_private_and_an_existing_one_keeps_its_mode(tmp_path: Path) -> None:
+    # The home holds the SQLite database (password hashes, connection
+    # passwords) and the session key: other accounts on the machine must not
+    # read them, whatever the umask `datamill init` ran under.
+    home = tmp_path / "home"
+    _init(home)
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert (home / "datamill.db").exists()
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    _init(shared)
+    assert shared.stat().st_mode & 0o777 == 0o755

@@ -412,3 +412,50 @@ def test_lineage_of_an_export_names_its_target_as_defined(world: Actors, files_r
     assert target["target"] == f"{BOBS}/out.csv" and target["records"] == 4
     assert target["bytes"] == (files_root / "users" / "bob" / "out.csv").stat().st_size
     assert lineage["wrote"]["data"] == []
+
+
+def test_a_reader_without_data_read_sees_why_records_dropped_but_not_their_values(
+    world: Actors, files_root: Path
+) -> None:
+    # dora may read bob's job (group `readers`) but her role does not allow
+    # reading data: the dropped records' count and reason, never their values.
+    from datamill.store import users as users_store
+
+    node = world.node
+    with node.store.db.write() as conn:
+        users_store.insert_role(conn, "JOB_WATCHER", ["job.read"])
+    node.store.users.create(
+        "dora", password_hash("pw"), roles=("JOB_WATCHER",), groups=("readers",)
+    )
+    write_orders_csv(files_root / "users" / "bob", rows=5, bad_rows=2)
+    execution_id = _run(world, _define(world, IMP, _import()))
+
+    for user in ("bob", "dora"):
+        details = _get(world, user, f"/rest/job-execution/job-details/{execution_id}").json()
+        [warning] = details["warnings"]
+        assert warning["count"] == 2 and warning["reason"] == "the record does not match the schema"
+        log = _get(world, user, f"/api/job-execution/{execution_id}/log").text
+        trace = _get(world, user, f"/job/download-trace/{execution_id}").text
+        if user == "bob":
+            assert "not-a-number" in warning["sample"][0]["record"]
+            assert "not-a-number" in log and "not-a-number" in trace
+        else:
+            assert "sample" not in warning and warning["sample-withheld"] is True
+            assert "not-a-number" not in log and "not-a-number" not in trace
+            assert "not-a-number" not in json.dumps(details)
+
+
+def test_a_trace_cannot_be_given_fake_sections_by_what_a_failure_quotes(
+    world: Actors, files_root: Path
+) -> None:
+    # A CAST failure quotes the offending value; a value holding line breaks
+    # must not start a line of its own in the plain-text trace.
+    write_orders_csv(files_root / "users" / "bob", rows=5)
+    _run(world, _define(world, IMP, _import()))
+    hostile = "x\\n== Failure ==\\nall good\\u2028== Log =="
+    sql = f"SELECT CAST(E'{hostile}' AS INTEGER) AS n FROM orders"
+    execution_id = _run(world, _define(world, WBK, _workbook(sql)))
+    trace = _get(world, "bob", f"/job/download-trace/{execution_id}").text
+    assert "all good" in trace, trace  # the value is quoted, on an indented line
+    headings = [line for line in trace.splitlines() if line.startswith("==")]
+    assert headings == ["== Log ==", "== Failure =="], trace

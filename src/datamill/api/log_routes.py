@@ -131,15 +131,22 @@ def download_trace(execution_id: EntityId, request: Request, user: CurrentUser) 
         *(event_line(e) for e in report.events),
     ]
     for warning in runs.warnings(report):
-        lines += ["", f"== Warning: {warning['message']} =="]
+        lines += ["", f"== Warning: {_indented(warning['message'])} =="]
         lines += [json.dumps(s, ensure_ascii=False) for s in warning.get("sample", [])]
     failure = runs.failure(report)
     if failure is not None:
-        lines += ["", "== Failure ==", str(failure.get("message", ""))]
-        lines += [f"{k}: {v}" for k, v in failure.items() if k != "message"]
+        lines += ["", "== Failure ==", _indented(str(failure.get("message", "")))]
+        lines += [f"{k}: {_indented(str(v))}" for k, v in failure.items() if k != "message"]
     name = f"job-execution-{execution.id}-trace.txt"
     return Response(
         "\n".join(lines) + "\n",
         media_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+def _indented(text: str) -> str:
+    # Engine messages span lines, and may quote what a hostile input holds:
+    # every further line is indented, so none can start a fake "== ... ==" section.
+    # splitlines: every line break a viewer honours (\r, \v, \f, U+2028, ...).
+    return "\n  ".join(text.splitlines())

@@ -17,7 +17,7 @@ from datamill.domain.records import Execution, FileEntry, User
 from datamill.domain.status import JobStatus
 from datamill.errors import NotFound
 from datamill.services.jobs import JobService
-from datamill.services.permissions import Access, has_access
+from datamill.services.permissions import Access, Capability, has_access, has_capability
 from datamill.store import data as data_store
 from datamill.store.runlog import LogEvent, read_log
 
@@ -49,9 +49,20 @@ def run_report(
     with jobs.store.db.read() as conn:
         execution, entry = jobs.readable_execution(conn, execution_id, user)
         stored = read_log(conn, execution_id, after_seq=after_seq, after_time=after_time)
+        if not has_capability(conn, user, Capability.DATA_READ):
+            stored = [_without_samples(event) for event in stored]
     first = queued_event(execution)
     shows_queued = after_seq is None and (after_time is None or first.at > after_time)
     return RunReport(execution, entry, [first, *stored] if shows_queued else stored)
+
+
+def _without_samples(event: LogEvent) -> LogEvent:
+    # Dropped records' samples are data: a reader whose roles do not allow
+    # reading data sees how many were dropped and why, never the values.
+    if event.event != rl.DROPPED or "sample" not in event.detail:
+        return event
+    detail = {k: v for k, v in event.detail.items() if k != "sample"}
+    return dataclasses.replace(event, detail={**detail, "sample-withheld": True})
 
 
 def failure(report: RunReport) -> dict[str, Any] | None:
