@@ -2,7 +2,7 @@
 
 For each capability, a user whose role grants every other one (and whose
 file flags allow everything) is refused with 403 on each route that needs
-it; a user with all four custom capabilities is not refused for capabilities.
+it; a user holding every custom capability is not refused for capabilities.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from datamill.store.queue import Outcome
 from tests.helpers import admin, password_hash
 from tests.security.conftest import Actors
 
-CAPABILITIES = ("job.read", "job.run", "job.define", "data.read")
+CAPABILITIES = ("job.read", "job.run", "job.define", "data.read", "metrics.read")
 JOB = "/Data/ImportJobs/shared.imp"
 FS = "/api/filesystem"
 
@@ -77,12 +77,12 @@ def shared(actors: Actors) -> Shared:
         for capability in CAPABILITIES:
             others = [c for c in CAPABILITIES if c != capability]
             user_store.insert_role(conn, f"no-{capability}", others)
-        user_store.insert_role(conn, "all-four", list(CAPABILITIES))
+        user_store.insert_role(conn, "holds-all", list(CAPABILITIES))
     for capability in CAPABILITIES:
         node.store.users.create(
             f"no-{capability}", password_hash("pw"), roles=(f"no-{capability}",)
         )
-    node.store.users.create("all-four", password_hash("pw"), roles=("all-four",))
+    node.store.users.create("holds-all", password_hash("pw"), roles=("holds-all",))
     return Shared(actors, entry.id, config.id, folder["id"])
 
 
@@ -168,6 +168,7 @@ ROUTES: dict[str, tuple[str, Route]] = {
         lambda s: (s.data(), ("GET", f"/rest/data/import-job/{s.config_id}/download", None))[1],
     ),
     "delete data": ("data.read", lambda s: ("DELETE", f"/rest/data/{s.data()}", None)),
+    "metrics": ("metrics.read", lambda s: ("GET", "/metrics", None)),
 }
 
 
@@ -182,7 +183,7 @@ def test_each_route_needs_its_capability(shared: Shared, route: str) -> None:
         assert f"needs the capability {needed}" in refused.json()["reason"]
     # With every capability the same request is not refused for capabilities.
     method, url, body = build(shared)
-    allowed = shared.actors.call("all-four", method, url, body)
+    allowed = shared.actors.call("holds-all", method, url, body)
     assert "capability" not in allowed.text, allowed.text
     assert allowed.status_code < 500
 
