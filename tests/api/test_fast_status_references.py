@@ -148,8 +148,13 @@ def test_errors_are_the_routes_and_unreadable_looks_unknown(
         root = node.store.files.find(conn, "/w")
         assert root is not None
         node.store.files.create_folder(conn, root, "folder", "ann")
+        # A group row that lets sales run PLAIN but not read it.
+        node.store.files.set_group_flags(
+            conn, int(jobs["plain"]), "sales", readable=False, writable=True, executable=True
+        )
     cases = [
         (_url(jobs["id"]), EVE, 404),  # unreadable
+        (_url(jobs["plain"]), BOB, 404),  # unreadable: the group may not read
         (_url("w/My Report+v2.wbk"), EVE, 404),
         (_url("999999"), EVE, 404),  # unknown
         (_url("w/missing.wbk"), EVE, 404),

@@ -246,8 +246,7 @@ class FastStatus:
     def _allowed(self, caller: _Caller, row: tuple[Any, ...]) -> bool:
         """Whether the route would answer this caller 200: signed in, job.read, READ, a job."""
         password_hash, epoch, is_admin, reads_jobs, owner, others, group = row[:7]
-        if password_hash is None:
-            return False  # no such user
+        # No such user (a NULL hash): neither check below accepts it.
         if caller.password is not None:
             verified = self._authenticator.recently_verified
             if not verified(caller.name, caller.password, password_hash):
