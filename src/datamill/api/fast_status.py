@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import re
 import threading
 import time
@@ -117,6 +118,11 @@ def status_body(
     elif status.is_terminal:
         body["stop-time"] = clock.datameer(finished_at)
     return body
+
+
+# Reading a path checks it character by character (twice the rest of the
+# request): pollers repeat the same few references, so remember the answer.
+_reference_key = functools.lru_cache(maxsize=4096)(reference_key)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -237,7 +243,7 @@ class FastStatus:
         return row
 
     def _file_row(self, reference: str, name: str) -> tuple[Any, ...] | None:
-        key = reference_key(reference)
+        key = _reference_key(reference)
         if key is None:
             return None
         column, value = key
