@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import json
 import re
 import threading
 import time
@@ -54,6 +55,8 @@ from datamill.store.files import reference_key
 _PATH = re.compile(r"/api/job-execution/(.*)/status")
 
 _CONTENT_TYPE = (b"content-type", b"application/json")
+_ESTIMATE = b',\n  "estimate-time": '
+_PROGRESS = b',\n  "job-progress": '
 _RENDERED_LIMIT = 10_000
 CONNECT_TIMEOUT_SECONDS = 2
 STATEMENT_TIMEOUT_MS = 2_000
@@ -91,6 +94,11 @@ WHERE f.{column} = {param}
 _COLUMNS = ("id", "uuid", "path")
 
 
+def running_members(remaining: float | None, progress: float | None) -> tuple[str, str]:
+    """A RUNNING document's last two members: estimate-time and job-progress."""
+    return format_duration(remaining or 0.0), str(int((progress or 0.0) * 100))
+
+
 def status_body(
     clock: Clock,
     file_id: int,
@@ -113,8 +121,7 @@ def status_body(
         "start-time": clock.datameer(started_at),
     }
     if status is JobStatus.RUNNING:
-        body["estimate-time"] = format_duration(remaining or 0.0)
-        body["job-progress"] = str(int((progress or 0.0) * 100))
+        body["estimate-time"], body["job-progress"] = running_members(remaining, progress)
     elif status.is_terminal:
         body["stop-time"] = clock.datameer(finished_at)
     return body
@@ -267,13 +274,10 @@ class FastStatus:
 
     def _body(self, row: tuple[Any, ...]) -> bytes:
         file_id, _config_id, execution_id, status, started, finished, progress = row[7:]
-        remaining = None
-        if status == JobStatus.RUNNING.value:
-            remaining = self._remaining(row[8], _time(started), progress)
-        # The answer for one state of one run never changes but a RUNNING one's
-        # estimate: render each once.
-        estimate = format_duration(remaining or 0.0) if remaining is not None else None
-        key = (file_id, execution_id, status, started, finished, progress, estimate)
+        # The answer for one state of one run never changes: render it once. A
+        # RUNNING one's last two members do (each second, or with each
+        # progress report): its head is rendered once and they are appended.
+        key = (file_id, execution_id, status, started, finished)
         body = self._rendered.get(key)
         if body is None:
             if len(self._rendered) >= _RENDERED_LIMIT:
@@ -285,11 +289,23 @@ class FastStatus:
                 JobStatus(status) if status is not None else None,
                 _time(started),
                 _time(finished),
-                remaining=remaining,
-                progress=progress,
             )
-            body = self._rendered[key] = bytes(PrettyJSONResponse(document).body)
-        return body
+            body = bytes(PrettyJSONResponse(document).body)
+            if status == JobStatus.RUNNING.value:
+                body = body[: body.rindex(_ESTIMATE)]
+            self._rendered[key] = body
+        if status != JobStatus.RUNNING.value:
+            return body
+        remaining = self._remaining(row[8], _time(started), progress)
+        estimate, percent = running_members(remaining, progress)
+        # As json.dumps(indent=2) writes them (both are ASCII).
+        return b"%s%s%s%s%s\n}" % (
+            body,
+            _ESTIMATE,
+            json.dumps(estimate).encode(),
+            _PROGRESS,
+            json.dumps(percent).encode(),
+        )
 
     def _remaining(
         self, config_id: int, started: dt.datetime | None, progress: float | None
