@@ -32,6 +32,11 @@ interpolated at p10 and p90 of finished_at (the steady-state window), and
 over the worker's whole life / N; for (a), the server process (HTTP, store,
 worker threads) and its children, from the first trigger to the last end.
 
+(d) End to end over HTTP as (a), information: the documented two-process
+deployment, `datamill serve --no-worker` (API only) beside a `datamill worker`
+on the same home, so that HTTP and the worker do not share one interpreter
+lock. Same jobs, runs, clients and clocks as (a); CPU counts both processes.
+
 Baseline, measured in the same run: the engine's own work per trivial run as
 the engine does it (DATAMILL_ENGINE_ISOLATION=worker, the default), in as many
 processes as worker slots: each keeps one `duckdb.connect(":memory:", ...)`
@@ -254,18 +259,26 @@ def steady_rate(ends: list[float]) -> tuple[float, float, float]:
 # ---------------------------------------------------------------- (a) end to end
 
 
-def end_to_end(server: Server, jobs: int, per_job: int) -> dict[str, float]:
-    """(a): trigger jobs x per_job runs over HTTP while the embedded worker runs them."""
-    wait_warm(server)
+def end_to_end(
+    server: Server, jobs: int, per_job: int, worker: WorkerProcess | None = None
+) -> dict[str, float]:
+    """(a): trigger jobs x per_job runs over HTTP while the worker runs them.
+
+    The worker is the server's embedded one, or `worker` (a `datamill worker`
+    beside an API-only node, (d)); CPU counts both processes then.
+    """
+    pids = [server.process.pid] if worker is None else [server.process.pid, worker.process.pid]
+    if worker is None:
+        wait_warm(server)
     paths = define_jobs(server, "e2e", jobs)
     reader = StoreReader(server.database_url)
     with server.client() as client:
         for path in paths[:2]:  # warm-up: first login, first runs in the children
             reader.wait_terminal(trigger(client, path))
-    before = cpu_seconds(server.process.pid)
+    before = [sum(x) for x in zip(*(cpu_seconds(pid) for pid in pids), strict=True)]
     ids, started, triggering = trigger_all(server, paths, per_job)
     times = wait_all(reader, ids)
-    after = cpu_seconds(server.process.pid)
+    after = [sum(x) for x in zip(*(cpu_seconds(pid) for pid in pids), strict=True)]
     reader.close()
     ends = sorted(t.finished or 0.0 for t in times.values())
     steady, _, _ = steady_rate(ends)
@@ -351,6 +364,20 @@ def main() -> int:
             f"start-up {b['cpu_life_ms']:.2f} ms",
             flush=True,
         )
+        with (
+            serve(folder / "split", embedded_worker="false") as api_node,
+            run_worker(api_node.home, api_node.database_url) as worker,
+        ):
+            d = end_to_end(api_node, e2e_jobs, e2e_per_job, worker)
+        print(
+            f"(d) end to end on `serve --no-worker` + `datamill worker` (two processes): "
+            f"{d['n']:.0f} executions ({d['failed']:.0f} not COMPLETED), "
+            f"{d['throughput']:.1f}/s first trigger -> last end, steady {d['steady']:.1f}/s, "
+            f"triggers accepted {d['triggers']:.0f}/s; CPU per execution "
+            f"{d['cpu_server_ms']:.2f} ms (API node + worker), "
+            f"{d['cpu_children_ms']:.2f} ms (engine)",
+            flush=True,
+        )
         with serve(folder / "e2e") as server:
             a = end_to_end(server, e2e_jobs, e2e_per_job)
     print(
@@ -378,6 +405,15 @@ def main() -> int:
             Result(
                 "sqlite (a) HTTP triggers accepted/s",
                 a["triggers"],
+                "/s",
+                bare,
+                base,
+                "-",
+                None,
+            ),
+            Result(
+                "sqlite (d) (info) HTTP end to end, API node + worker process",
+                d["throughput"],
                 "/s",
                 bare,
                 base,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,7 +29,7 @@ from datamill.api import (
 from datamill.api.fast_status import FastStatus
 from datamill.api.ops_routes import install_metrics
 from datamill.api.types import CurrentUser
-from datamill.api.wire import Clock, PrettyJSONResponse, failure
+from datamill.api.wire import Clock, PrettyJSONResponse, failure, tolerant_path
 from datamill.errors import DatamillError, NotAuthenticated, TooManyRequests
 from datamill.observability.http import ROUTE_KEY, Observe
 from datamill.services.artifacts import ArtifactService
@@ -43,7 +42,6 @@ from datamill.ui import install_ui
 
 log = logging.getLogger(__name__)
 
-_SLASHES = re.compile(r"/{2,}")
 # The template of the route the status fast path answers for.
 STATUS_ROUTE = "/api/job-execution/{reference:path}/status"
 
@@ -57,9 +55,7 @@ class TolerantPaths:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Normalise the path, then pass the request on."""
         if scope["type"] == "http":
-            path = _SLASHES.sub("/", scope["path"])
-            if len(path) > 1:
-                path = path.rstrip("/") or "/"
+            path = tolerant_path(scope["path"])
             if path != scope["path"]:
                 # Changed in place, so the route found below is seen by Observe.
                 scope["path"], scope["raw_path"] = path, path.encode()
@@ -149,7 +145,9 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     _install_error_mapping(app)
     app.add_middleware(TolerantPaths)
     if fast_status:
-        app.fast_status = FastStatus(db=jobs.store.db, authenticator=authenticator, clock=clock)
+        app.fast_status = FastStatus(
+            db=jobs.store.db, authenticator=authenticator, sessions=app.state.sessions, clock=clock
+        )
     app.observe = Observe(app.dispatch, jobs.store.metrics)
     return app
 

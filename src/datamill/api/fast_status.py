@@ -1,26 +1,33 @@
 """The status route below the framework: the call that scripts make in a loop.
 
-Schedulers and shell scripts poll `GET /api/job-execution/<file-id>/status`
+Schedulers and shell scripts poll `GET /api/job-execution/<reference>/status`
 many times a second. Through FastAPI that request costs two thread-pool hops
-and six SQLAlchemy statements. `FastStatus` answers the common case itself:
-a numeric file id, Basic credentials that the Authenticator verified a
-moment ago, a job the caller may read, and a newest run that is not RUNNING.
-It reads everything in one SQL statement on a connection of its own: in the
-event loop on SQLite (the read takes tens of microseconds, and a lock wait is
-cut short at 50 ms), in a worker thread on PostgreSQL, whose connection has a
-connect and a statement timeout; after a failure the fast path stands aside
-for a few seconds. So a stalled database never freezes the event loop.
+and six SQLAlchemy statements. `FastStatus` answers the successful case
+itself: a reference the route accepts (file id, uuid, or path, with `+` for
+spaces), Basic credentials that the Authenticator verified a moment ago or a
+valid session cookie, a caller whose role certainly grants job.read and who
+may read the file, and any state of the newest run (a RUNNING one costs one
+more indexed read, for its remaining-time estimate). It reads everything in
+one SQL statement on a connection of its own: in the event loop on SQLite
+(the read takes tens of microseconds, and a lock wait is cut short at 50 ms),
+in a worker thread on PostgreSQL, whose connection has a connect and a
+statement timeout; after a failure the fast path stands aside for a few
+seconds. So a stalled database never freezes the event loop.
 
 Everything else falls through to the FastAPI route, unchanged: the first
-login, wrong credentials, unknown or unreadable files, RUNNING runs (their
-answer includes an estimate), and any database error. The answer is built
-by `status_body`, which the route uses too, so the two paths give the same bytes.
+login, wrong credentials, unknown or unreadable files, files that are no
+job, callers with other roles, and any database error: every error answer
+is the route's. The answer is built by `status_body`, which the route uses
+too, so the two paths give the same bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import functools
+import json
 import re
 import threading
 import time
@@ -28,49 +35,68 @@ from typing import Any
 
 import psycopg
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import cookie_parser
 from starlette.types import Receive, Scope, Send
 
 from datamill.api.security import basic_credentials
-from datamill.api.wire import Clock, PrettyJSONResponse
+from datamill.api.wire import Clock, PrettyJSONResponse, tolerant_path
+from datamill.domain.estimate import format_duration, remaining_seconds
 from datamill.domain.status import JobStatus
 from datamill.errors import NotAuthenticated
 from datamill.services.auth import Authenticator
+from datamill.services.sessions import COOKIE_NAME, Sessions
 from datamill.services.wakeup import libpq_conninfo
-from datamill.store.db import Database
+from datamill.store.db import Database, utcnow
+from datamill.store.executions import ESTIMATE_RUNS, NEWEST_SUCCESSES_SQL, mean_seconds
+from datamill.store.files import reference_key
 
-# Doubled and trailing slashes are accepted as TolerantPaths accepts them.
-_PATH = re.compile(r"/+api/+job-execution/+([0-9]{1,9})/+status/*")
+# The route's template `/api/job-execution/{reference:path}/status` after
+# TolerantPaths: the path converter is greedy, so is this.
+_PATH = re.compile(r"/api/job-execution/(.*)/status")
 
 _CONTENT_TYPE = (b"content-type", b"application/json")
+_ESTIMATE = b',\n  "estimate-time": '
+_PROGRESS = b',\n  "job-progress": '
 _RENDERED_LIMIT = 10_000
 CONNECT_TIMEOUT_SECONDS = 2
 STATEMENT_TIMEOUT_MS = 2_000
 SQLITE_BUSY_MS = 50
 BACKOFF_SECONDS = 5.0
 
+# One row if the file exists (whoever asks), None if it does not: the '+'
+# spelling is retried with spaces only then, as JobService.resolve_file does.
 # Readability follows services/permissions.has_access: ADMIN, owner, others
 # flag, or a readable group of the caller. The newest run is the highest id.
 # The capability job.read is certain only for the built-in roles (they cannot
 # be changed); callers with other roles take the ordinary route, which checks it.
 _QUERY = """
 SELECT u.password_hash,
+       u.session_epoch,
        EXISTS (SELECT 1 FROM user_roles r
                WHERE r.user_name = u.name AND r.role_name = 'ADMIN'),
+       EXISTS (SELECT 1 FROM user_roles r
+               WHERE r.user_name = u.name AND r.role_name IN ('ADMIN', 'ANALYST')),
        f.owner,
        f.others_readable,
        EXISTS (SELECT 1 FROM file_group_permissions g
                JOIN user_groups ug ON ug.group_name = g.group_name
                WHERE g.file_id = f.id AND ug.user_name = u.name AND g.readable),
-       e.id, e.status, e.started_at, e.finished_at,
-       EXISTS (SELECT 1 FROM user_roles r
-               WHERE r.user_name = u.name AND r.role_name IN ('ADMIN', 'ANALYST'))
-FROM users u
-JOIN files f ON f.id = {param}
-JOIN job_configurations c ON c.file_id = f.id
+       f.id,
+       c.id,
+       e.id, e.status, e.started_at, e.finished_at, e.progress
+FROM files f
+LEFT JOIN users u ON u.name = {param}
+LEFT JOIN job_configurations c ON c.file_id = f.id
 LEFT JOIN executions e ON e.id = (
     SELECT max(x.id) FROM executions x WHERE x.job_configuration_id = c.id)
-WHERE u.name = {param}
+WHERE f.{column} = {param}
 """
+_COLUMNS = ("id", "uuid", "path")
+
+
+def running_members(remaining: float | None, progress: float | None) -> tuple[str, str]:
+    """A RUNNING document's last two members: estimate-time and job-progress."""
+    return format_duration(remaining or 0.0), str(int((progress or 0.0) * 100))
 
 
 def status_body(
@@ -81,10 +107,10 @@ def status_body(
     started_at: dt.datetime | None,
     finished_at: dt.datetime | None,
     *,
-    estimate: str | None = None,
-    progress: str | None = None,
+    remaining: float | None = None,
+    progress: float | None = None,
 ) -> dict[str, Any]:
-    """The v2 status document (spec §4.1)."""
+    """The v2 status document (spec §4.1); `remaining` and `progress` count if RUNNING."""
     if execution_id is None or status is None:
         return {"status": "success", "job-status": "_NONE"}
     body: dict[str, Any] = {
@@ -95,39 +121,73 @@ def status_body(
         "start-time": clock.datameer(started_at),
     }
     if status is JobStatus.RUNNING:
-        body["estimate-time"] = estimate
-        body["job-progress"] = progress
+        body["estimate-time"], body["job-progress"] = running_members(remaining, progress)
     elif status.is_terminal:
         body["stop-time"] = clock.datameer(finished_at)
     return body
 
 
-def _credentials(scope: Scope) -> tuple[str, str] | None:
+# Reading a path checks it character by character (twice the rest of the
+# request): pollers repeat the same few references, so remember the answer.
+_reference_key = functools.lru_cache(maxsize=4096)(reference_key)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Caller:
+    """Who asks: Basic credentials, or the claim of a session cookie (checked against the row)."""
+
+    name: str
+    password: str | None  # None: a session cookie, whose claim is below
+    epoch: int = 0
+    fingerprint: str = ""
+
+
+def _caller(scope: Scope, sessions: Sessions) -> _Caller | None:
+    """As api/security.current_user reads it: Basic wins, a cookie counts only without it."""
+    cookies: bytes | None = None
     for key, value in scope["headers"]:
         if key == b"authorization":
             try:
                 # Header values are latin-1, as Starlette decodes them for the route.
-                return basic_credentials(value.decode("latin-1"))
+                name, password = basic_credentials(value.decode("latin-1"))
             except NotAuthenticated:
                 return None  # the route answers with the reason
-    return None
+            return _Caller(name, password)
+        if key == b"cookie" and cookies is None:
+            cookies = value
+    if cookies is None:
+        return None
+    cookie = cookie_parser(cookies.decode("latin-1")).get(COOKIE_NAME)
+    claim = sessions.claim(cookie) if cookie else None
+    if claim is None:
+        return None
+    return _Caller(claim.name, None, claim.epoch, claim.fingerprint)
 
 
 def _time(value: Any) -> dt.datetime | None:
+    return None if value is None else _datetime(value)
+
+
+def _datetime(value: Any) -> dt.datetime:
     # SQLite hands back SQLAlchemy's stored text, PostgreSQL a datetime.
-    if value is None or isinstance(value, dt.datetime):
+    if isinstance(value, dt.datetime):
         return value
     return dt.datetime.fromisoformat(str(value))
 
 
 class FastStatus:
-    """Answers the common status request before FastAPI sees it."""
+    """Answers the successful status request before FastAPI sees it."""
 
-    def __init__(self, *, db: Database, authenticator: Authenticator, clock: Clock) -> None:
+    def __init__(
+        self, *, db: Database, authenticator: Authenticator, sessions: Sessions, clock: Clock
+    ) -> None:
         self._db = db
         self._authenticator = authenticator
+        self._sessions = sessions
         self._clock = clock
-        self._sql = _QUERY.format(param="?" if db.is_sqlite else "%s")
+        param = "?" if db.is_sqlite else "%s"
+        self._sql = {c: _QUERY.format(param=param, column=c) for c in _COLUMNS}
+        self._successes_sql = NEWEST_SUCCESSES_SQL.format(param=param, last=ESTIMATE_RUNS)
         self._connection: Any = None
         self._rendered: dict[tuple[Any, ...], bytes] = {}
         self._lock = threading.Lock()
@@ -140,16 +200,16 @@ class FastStatus:
         """Answer a plain status request and return True, or return False and do nothing."""
         if scope["type"] != "http" or scope["method"] != "GET":
             return False
-        match = _PATH.fullmatch(scope["path"])
+        match = _PATH.fullmatch(tolerant_path(scope["path"]))
         if match is None:
             return False
         if time.monotonic() < self._resume_at:
             return False
         if self._db.is_sqlite:
-            body = self._answer(scope, int(match.group(1)))
+            body = self._answer(scope, match.group(1))
         else:
             # A network round trip that may stall: never on the event loop.
-            body = await run_in_threadpool(self._answer, scope, int(match.group(1)))
+            body = await run_in_threadpool(self._answer, scope, match.group(1))
         if body is None:
             return False
         self.answered += 1
@@ -159,25 +219,65 @@ class FastStatus:
         await send({"type": "http.response.body", "body": body})
         return True
 
-    def _answer(self, scope: Scope, file_id: int) -> bytes | None:
-        credentials = _credentials(scope)
-        if credentials is None:
+    def _answer(self, scope: Scope, reference: str) -> bytes | None:
+        caller = _caller(scope, self._sessions)
+        if caller is None:
             return None
-        name, password = credentials
-        row = self._read(file_id, name)
-        if row is None:
+        # One request at a time on the dedicated connection; a second one
+        # arriving meanwhile (another event loop) takes the ordinary route.
+        if not self._lock.acquire(blocking=False):
             return None
-        password_hash, is_admin, owner, others, group, execution_id, status = row[:7]
-        if not self._authenticator.recently_verified(name, password, password_hash):
+        try:
+            row = self._row(reference, caller.name)
+            if row is None or not self._allowed(caller, row):
+                return None
+            return self._body(row)
+        except Exception:
+            # The ordinary route reports database trouble properly; start afresh
+            # once the database has had a moment.
+            self._close()
+            self._resume_at = time.monotonic() + BACKOFF_SECONDS
             return None
-        if not (is_admin or owner == name or others or group):
+        finally:
+            self._lock.release()
+
+    def _row(self, reference: str, name: str) -> tuple[Any, ...] | None:
+        """The row of the file the reference names, as JobService.resolve_file finds it."""
+        row = self._file_row(reference, name)
+        if row is None and "+" in reference:
+            # Datameer tells users to write spaces as '+'; a real '+' in a name wins.
+            row = self._file_row(reference.replace("+", " "), name)
+        return row
+
+    def _file_row(self, reference: str, name: str) -> tuple[Any, ...] | None:
+        key = _reference_key(reference)
+        if key is None:
             return None
-        if not row[9]:
-            return None
-        if status == JobStatus.RUNNING.value:
-            return None
-        # The answer for one state of one run never changes: render it once.
-        key = (file_id, *row[5:9])
+        column, value = key
+        return self._fetch_one(self._sql[column], (name, value))
+
+    def _allowed(self, caller: _Caller, row: tuple[Any, ...]) -> bool:
+        """Whether the route would answer this caller 200: signed in, job.read, READ, a job."""
+        password_hash, epoch, is_admin, reads_jobs, owner, others, group = row[:7]
+        # No such user (a NULL hash): neither check below accepts it.
+        if caller.password is not None:
+            verified = self._authenticator.recently_verified
+            if not verified(caller.name, caller.password, password_hash):
+                return False
+        elif not self._sessions.holds(caller.epoch, caller.fingerprint, password_hash, epoch):
+            return False
+        if not reads_jobs:
+            return False
+        if not (is_admin or owner == caller.name or others or group):
+            return False
+        return row[8] is not None  # a job configuration: else "is not a job"
+
+    def _body(self, row: tuple[Any, ...]) -> bytes:
+        file_id, _config_id, execution_id, status, started, finished, progress = row[7:]
+        # The answer for one state of one run never changes: render it once. A
+        # RUNNING one's last two members do (each second, or with each
+        # progress report): its head is rendered once and they are appended.
+        key = (file_id, execution_id, status, started, finished)
         body = self._rendered.get(key)
         if body is None:
             if len(self._rendered) >= _RENDERED_LIMIT:
@@ -187,35 +287,55 @@ class FastStatus:
                 file_id,
                 execution_id,
                 JobStatus(status) if status is not None else None,
-                _time(row[7]),
-                _time(row[8]),
+                _time(started),
+                _time(finished),
             )
-            body = self._rendered[key] = bytes(PrettyJSONResponse(document).body)
-        return body
+            body = bytes(PrettyJSONResponse(document).body)
+            if status == JobStatus.RUNNING.value:
+                body = body[: body.rindex(_ESTIMATE)]
+            self._rendered[key] = body
+        if status != JobStatus.RUNNING.value:
+            return body
+        remaining = self._remaining(row[8], _time(started), progress)
+        estimate, percent = running_members(remaining, progress)
+        # As json.dumps(indent=2) writes them (both are ASCII).
+        return b"%s%s%s%s%s\n}" % (
+            body,
+            _ESTIMATE,
+            json.dumps(estimate).encode(),
+            _PROGRESS,
+            json.dumps(percent).encode(),
+        )
 
-    def _read(self, file_id: int, name: str) -> tuple[Any, ...] | None:
-        # One request at a time on the dedicated connection; a second one
-        # arriving meanwhile (another event loop) takes the ordinary route.
-        if not self._lock.acquire(blocking=False):
+    def _remaining(
+        self, config_id: int, started: dt.datetime | None, progress: float | None
+    ) -> float | None:
+        """JobService.remaining: from the newest successful runs' mean duration and the pace."""
+        if started is None:
             return None
+        runs = self._fetch_all(self._successes_sql, (config_id,))
+        mean = mean_seconds([(_datetime(a), _time(b)) for a, b in runs])
+        return remaining_seconds((utcnow() - started).total_seconds(), progress, mean)
+
+    def _fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        rows = self._execute(sql, params, 1)
+        return rows[0] if rows else None
+
+    def _fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._execute(sql, params, None)
+
+    def _execute(
+        self, sql: str, params: tuple[Any, ...], limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        if self._connection is None:
+            self._connection = self._connect()
+        cursor = self._connection.cursor()
         try:
-            if self._connection is None:
-                self._connection = self._connect()
-            cursor = self._connection.cursor()
-            try:
-                cursor.execute(self._sql, (file_id, name))
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-            return tuple(row) if row is not None else None
-        except Exception:
-            # The ordinary route reports database trouble properly; start afresh
-            # once the database has had a moment.
-            self._close()
-            self._resume_at = time.monotonic() + BACKOFF_SECONDS
-            return None
+            cursor.execute(sql, params)
+            rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit)
         finally:
-            self._lock.release()
+            cursor.close()
+        return [tuple(r) for r in rows]
 
     def _connect(self) -> Any:
         if not self._db.is_sqlite:

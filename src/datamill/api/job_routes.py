@@ -19,7 +19,6 @@ from datamill.domain.definitions import (
     MAX_VARIABLES,
     check_whole_number,
 )
-from datamill.domain.estimate import format_duration
 from datamill.domain.records import Execution, FileEntry, User
 from datamill.domain.status import JobKind, JobStatus
 from datamill.errors import InvalidInput
@@ -117,7 +116,6 @@ def job_status(reference: str, request: Request, user: CurrentUser) -> Response:
     clock = _clock(request)
     if execution is None:
         return PrettyJSONResponse(status_body(clock, view.file.id, None, None, None, None))
-    running = execution.status is JobStatus.RUNNING
     return PrettyJSONResponse(
         status_body(
             clock,
@@ -126,8 +124,8 @@ def job_status(reference: str, request: Request, user: CurrentUser) -> Response:
             execution.status,
             execution.started_at,
             execution.finished_at,
-            estimate=format_duration(view.remaining_seconds or 0.0) if running else None,
-            progress=str(int((execution.progress or 0.0) * 100)) if running else None,
+            remaining=view.remaining_seconds,
+            progress=execution.progress,
         )
     )
 

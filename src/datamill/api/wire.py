@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -66,3 +67,14 @@ def epoch_millis(value: dt.datetime | None) -> int | None:
 def v1_status(status: JobStatus) -> str:
     """A status as the older /rest job routes spell it (COMPLETED_WITH_Warnings)."""
     return _V1_SPELLING.get(status, status.value)
+
+
+_SLASHES = re.compile(r"/{2,}")
+
+
+def tolerant_path(path: str) -> str:
+    """The path with doubled slashes folded and a trailing one dropped, as Datameer accepts."""
+    path = _SLASHES.sub("/", path)
+    if len(path) > 1:
+        path = path.rstrip("/") or "/"
+    return path

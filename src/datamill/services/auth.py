@@ -53,6 +53,7 @@ class Authenticator:
         self._store = store
         self._ttl = ttl_seconds
         self._key = secrets.token_bytes(32)
+        self._keyed = hmac.new(self._key, digestmod=hashlib.sha256)
         self._cache: dict[str, tuple[bytes, str, float]] = {}
         self._verifying: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -164,7 +165,11 @@ class Authenticator:
 
     def _mac(self, password: str) -> bytes:
         encoded = password.encode("utf-8", "surrogatepass")
-        return hmac.new(self._key, encoded, hashlib.sha256).digest()
+        # A copy of the keyed state: hmac.new would derive it from the key on
+        # every request (a status poll computes this each time).
+        mac = self._keyed.copy()
+        mac.update(encoded)
+        return mac.digest()
 
 
 def _verify(password_hash: str, password: str) -> bool:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from datamill.domain.records import User
+from datamill.domain.records import NO_PASSWORD, User
 from datamill.errors import NotAuthenticated
 from datamill.store.store import Store
 from datamill.store.users import end_sessions
@@ -109,7 +109,10 @@ class Sessions:
 
     def fingerprint(self, user: User) -> str:
         """A keyed digest of the stored hash: another password, another fingerprint."""
-        digest = hmac.new(self._secret, b"hash\x00" + user.password_hash.encode(), hashlib.sha256)
+        return self._fingerprint(user.password_hash)
+
+    def _fingerprint(self, password_hash: str) -> str:
+        digest = hmac.new(self._secret, b"hash\x00" + password_hash.encode(), hashlib.sha256)
         return digest.hexdigest()[:32]
 
     def _sign(self, payload: str) -> str:
@@ -141,17 +144,22 @@ class Sessions:
             return None
         return Claim(name=name, epoch=epoch, fingerprint=fingerprint, expires=expires)
 
+    def holds(self, epoch: int, fingerprint: str, password_hash: str, user_epoch: int) -> bool:
+        """Whether a checked claim still stands for the user with this stored hash and epoch."""
+        return (
+            password_hash != NO_PASSWORD
+            and user_epoch == epoch
+            and hmac.compare_digest(self._fingerprint(password_hash), fingerprint)
+        )
+
     def authenticate(self, cookie: str) -> User:
         """The user a cookie stands for, else NotAuthenticated."""
         claim = self.claim(cookie)
         if claim is not None:
             with self._store.db.read() as conn:
                 user = self._store.users.get(conn, claim.name)
-            if (
-                user is not None
-                and user.has_password
-                and user.session_epoch == claim.epoch
-                and hmac.compare_digest(self.fingerprint(user), claim.fingerprint)
+            if user is not None and self.holds(
+                claim.epoch, claim.fingerprint, user.password_hash, user.session_epoch
             ):
                 return user
         raise NotAuthenticated(

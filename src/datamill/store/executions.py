@@ -351,13 +351,17 @@ def request_stop(conn: Connection, execution_id: int, by: str | None = None) -> 
     return get_execution(conn, execution_id).status
 
 
-def mean_run_seconds(conn: Connection, config_id: int, last: int = 5) -> float | None:
+# How many of the newest successful runs the remaining-time estimate averages.
+ESTIMATE_RUNS = 5
+
+
+def mean_run_seconds(conn: Connection, config_id: int, last: int = ESTIMATE_RUNS) -> float | None:
     """Mean duration of the newest successful runs, for estimating remaining time."""
     return mean_run_seconds_many(conn, [config_id], last).get(config_id)
 
 
 def mean_run_seconds_many(
-    conn: Connection, config_ids: list[int], last: int = 5
+    conn: Connection, config_ids: list[int], last: int = ESTIMATE_RUNS
 ) -> dict[int, float | None]:
     """mean_run_seconds of several configurations, in one statement."""
     wanted = sorted(set(config_ids))
@@ -365,12 +369,26 @@ def mean_run_seconds_many(
         return {}
     params: dict[str, Any] = {f"config_{i}": c for i, c in enumerate(wanted)} | {"last": last}
     rows = conn.execute(_newest_successes(len(wanted)), params).all()
-    durations: dict[int, list[float]] = {config_id: [] for config_id in wanted}
+    runs: dict[int, list[tuple[dt.datetime, dt.datetime | None]]] = {c: [] for c in wanted}
     for row in rows:
-        if row.finished_at is not None:
-            seconds = (row.finished_at - row.started_at).total_seconds()
-            durations[row.job_configuration_id].append(seconds)
-    return {c: sum(d) / len(d) if d else None for c, d in durations.items()}
+        runs[row.job_configuration_id].append((row.started_at, row.finished_at))
+    return {c: mean_seconds(times) for c, times in runs.items()}
+
+
+def mean_seconds(runs: list[tuple[dt.datetime, dt.datetime | None]]) -> float | None:
+    """The mean duration of (started_at, finished_at) pairs that ended; None without any."""
+    durations = [(end - start).total_seconds() for start, end in runs if end is not None]
+    return sum(durations) / len(durations) if durations else None
+
+
+NEWEST_SUCCESSES_SQL = """
+SELECT started_at, finished_at FROM executions
+WHERE job_configuration_id = {param} AND status IN ('COMPLETED', 'COMPLETED_WITH_WARNINGS')
+  AND started_at IS NOT NULL
+ORDER BY id DESC LIMIT {last}
+"""
+"""_newest_successes of one configuration in plain SQL (bind the one parameter, format
+`last`), for the status fast path."""
 
 
 @functools.lru_cache(maxsize=64)

@@ -20,6 +20,29 @@ from datamill.store.db import Database, utcnow
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAX_ID = 2**31 - 1
+
+
+def reference_key(reference: str) -> tuple[str, Any] | None:
+    """The files column and value a reference names (id, uuid or path), None if none can match.
+
+    The one reading of a file reference: the status fast path uses it too.
+    """
+    if "\x00" in reference:
+        return None  # no name holds NUL, and PostgreSQL text cannot carry it
+    if reference.isascii() and reference.isdigit():
+        if len(reference) > 10 or int(reference) > MAX_ID:
+            return None  # larger than any id the store can hold
+        return "id", int(reference)
+    if _UUID.match(reference):
+        return "uuid", reference.lower()
+    # A path; the leading slash is lost when a client writes it raw after
+    # the route's own slash and the doubled slash is folded.
+    try:
+        return "path", normalize_path("/" + reference.lstrip("/"))
+    except InvalidInput:
+        return None
+
+
 HOME_ROOT = "/Users"
 SHARED_JOB_FOLDERS = frozenset({"/Data/ImportJobs", "/Data/ExportJobs", "/Analytics/Workbooks"})
 """Default job folders: anyone who may define jobs may create job files in them."""
@@ -236,24 +259,11 @@ class FileRepository:
 
     def find(self, conn: Connection, reference: str) -> FileEntry | None:
         """The entry a reference names: a decimal id, a uuid, or an absolute path."""
-        if "\x00" in reference:
-            return None  # no name holds NUL, and PostgreSQL text cannot carry it
-        column: Any
-        value: Any
-        if reference.isascii() and reference.isdigit():
-            if len(reference) > 10 or int(reference) > MAX_ID:
-                return None  # larger than any id the store can hold
-            column, value = t.files.c.id, int(reference)
-        elif _UUID.match(reference):
-            column, value = t.files.c.uuid, reference.lower()
-        else:
-            # A path; the leading slash is lost when a client writes it raw after
-            # the route's own slash and the doubled slash is folded.
-            try:
-                column, value = t.files.c.path, normalize_path("/" + reference.lstrip("/"))
-            except InvalidInput:
-                return None
-        row = conn.execute(sa.select(t.files).where(column == value)).first()
+        key = reference_key(reference)
+        if key is None:
+            return None
+        column, value = key
+        row = conn.execute(sa.select(t.files).where(t.files.c[column] == value)).first()
         return file_from_row(row) if row is not None else None
 
     def _insert(

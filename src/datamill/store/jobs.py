@@ -50,6 +50,12 @@ _SELECT = sa.select(
     t.job_configurations.c.updated_at,
     t.files.c.name,
 ).join(t.files, t.files.c.id == t.job_configurations.c.file_id)
+# Built once: the worker reads a configuration per run, the trigger path per
+# request, and building a statement cost more than running it.
+_BY_ID = _SELECT.where(t.job_configurations.c.id == sa.bindparam("config_id", type_=sa.Integer))
+_BY_FILE = _SELECT.where(
+    t.job_configurations.c.file_id == sa.bindparam("file_id", type_=sa.Integer)
+)
 
 
 class JobRepository:
@@ -112,14 +118,14 @@ class JobRepository:
 
     def get(self, conn: Connection, config_id: int) -> JobConfiguration:
         """The configuration with this id, or NotFound."""
-        row = conn.execute(_SELECT.where(t.job_configurations.c.id == config_id)).first()
+        row = conn.execute(_BY_ID, {"config_id": config_id}).first()
         if row is None:
             raise NotFound(f"Entity of type 'JobConfiguration' with id '{config_id}' not found.")
         return configuration_from_row(row)
 
     def for_file(self, conn: Connection, file_id: int) -> JobConfiguration | None:
         """The configuration of a job file, None for folders and unknown files."""
-        row = conn.execute(_SELECT.where(t.job_configurations.c.file_id == file_id)).first()
+        row = conn.execute(_BY_FILE, {"file_id": file_id}).first()
         return configuration_from_row(row) if row is not None else None
 
     def list_all(self, conn: Connection) -> list[JobConfiguration]:

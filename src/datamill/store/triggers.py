@@ -53,13 +53,26 @@ def _already_waiting(conn: Connection, config_id: int, trigger: TriggerType) -> 
     )
 
 
-def _planned_after(execution_id: int | None) -> sa.Select[tuple[int]]:
-    """Configurations with a run waiting on this execution in its sequential plan."""
-    return (
-        sa.select(E.c.job_configuration_id)
-        .join(t.execution_dependencies, t.execution_dependencies.c.execution_id == E.c.id)
-        .where(t.execution_dependencies.c.upstream_execution_id == (execution_id or -1))
+# fire_data_driven's first look, built once: it runs after every successful
+# run, and building and caching the statement cost more than running it.
+_DATA_DRIVEN_READERS = (
+    sa.select(C.c.id, C.c.file_id, t.files.c.owner)
+    .join(DEPS, DEPS.c.job_configuration_id == C.c.id)
+    .join(t.files, t.files.c.id == C.c.file_id)
+    .where(DEPS.c.upstream_configuration_id == sa.bindparam("upstream_config", type_=sa.Integer))
+    .where(C.c.trigger_mode == "DATA_DRIVEN")
+    .where(
+        C.c.id.not_in(
+            sa.select(E.c.job_configuration_id)
+            .join(t.execution_dependencies, t.execution_dependencies.c.execution_id == E.c.id)
+            .where(
+                t.execution_dependencies.c.upstream_execution_id
+                == sa.bindparam("ended", type_=sa.Integer)
+            )
+        )
     )
+    .order_by(C.c.id)
+)
 
 
 def _may_read(user: Any, entry: sa.FromClause) -> sa.ColumnElement[bool]:
@@ -139,13 +152,8 @@ def fire_data_driven(
     together make one run. Returns the runs that may start now.
     """
     rows = conn.execute(
-        sa.select(C.c.id, C.c.file_id, t.files.c.owner)
-        .join(DEPS, DEPS.c.job_configuration_id == C.c.id)
-        .join(t.files, t.files.c.id == C.c.file_id)
-        .where(DEPS.c.upstream_configuration_id == upstream_config_id)
-        .where(C.c.trigger_mode == "DATA_DRIVEN")
-        .where(C.c.id.not_in(_planned_after(ended_execution_id)))
-        .order_by(C.c.id)
+        _DATA_DRIVEN_READERS,
+        {"upstream_config": upstream_config_id, "ended": ended_execution_id or -1},
     ).all()
     if rows:
         # Only where the workbook's owner may read the job that ran (A6): else

@@ -40,7 +40,7 @@ from datamill.worker.housekeeping import (
 )
 from datamill.worker.inputs import build_request
 from datamill.worker.limits import EffectiveLimits, effective_limits, run_bytes, staged_bytes
-from datamill.worker.observe import RunObserver
+from datamill.worker.observe import RunObserver, job_path
 from datamill.worker.runlog import RunLog, claimed, folder_names
 
 log = logging.getLogger(__name__)
@@ -222,8 +222,10 @@ class Worker:
                 self._observe.handed_back(execution_id)
                 self.wakeup.notify_work()
 
-    def _prepare(self, conn: Connection, execution: Execution) -> RunRequest | str:
-        """The engine request of a claimed execution, or why it cannot run.
+    def _prepare(
+        self, conn: Connection, execution: Execution
+    ) -> tuple[RunRequest | str, str | None]:
+        """The engine request of a claimed execution, or why it cannot run; the job's path.
 
         The claim and the data the run reads go to its log with its next write
         (progress, or the finish for a short run): the claim's own transaction
@@ -250,13 +252,13 @@ class Worker:
             run_log.add(event)
         with self._lock:
             self._logs[execution.id] = run_log
-        return request
+        return request, job_path(conn, execution)
 
     def _claim_and_run(self, horse: Horse) -> Horse | None:
         generation = self.wakeup.generation
         claiming: list[int] = []
 
-        def prepare(conn: Connection, execution: Execution) -> RunRequest | str:
+        def prepare(conn: Connection, execution: Execution) -> tuple[RunRequest | str, str | None]:
             claiming.append(execution.id)
             return self._prepare(conn, execution)
 
@@ -279,8 +281,8 @@ class Worker:
             # Announcements made since `generation` was read end the wait at once.
             self.wakeup.wait_for_work(self.settings.poll_seconds, generation)
             return horse
-        execution, request = claimed
-        self._observe.started(execution, request)
+        execution, (request, path) = claimed
+        self._observe.started(execution, request, path)
         try:
             reusable = self._run(execution, request, horse)
         except OperationalError as error:
