@@ -212,7 +212,9 @@ def test_a_failing_cast_names_its_sheet_and_value(world: Actors, files_root: Pat
     failed = [e for e in _events(world, execution_id) if e["event"] == "failed"]
     assert [(e["sheet"], e["message"]) for e in failed] == [("casting", failure["message"])]
     trace = _get(world, "bob", f"/job/download-trace/{execution_id}").text
-    assert trace.split("== Failure ==\n")[1].startswith(failure["message"])
+    # The message in full, its further lines indented (no fake sections).
+    indented = "\n  ".join(failure["message"].splitlines())
+    assert trace.split("== Failure ==\n")[1].startswith(indented)
     assert "sheet: casting" in trace
     _same_for_every_reader(world, execution_id)
 
