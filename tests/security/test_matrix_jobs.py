@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 import pytest
 
@@ -376,7 +378,33 @@ DATA_ROWS = [
 ]
 
 
-ROWS = rows_by_name([*JOB_ROWS, *DATA_ROWS])
+# ---------------------------------------------------------------- session cookies
+
+
+def _with_cookie(row: Row) -> Row:
+    """The row sent with the actor's session cookie alone: it carries exactly their rights."""
+    missing = row.missing
+
+    def call(t: Target) -> Call:
+        return dataclasses.replace(row.call(t), cookie=True)
+
+    def nothing(t: Target) -> Call:
+        assert missing is not None
+        return dataclasses.replace(missing(t), cookie=True)
+
+    return dataclasses.replace(
+        row, name=f"{row.name} (cookie)", call=call, missing=nothing if missing else None
+    )
+
+
+COOKIE_ROWS = [
+    _with_cookie(row)
+    for row in JOB_ROWS
+    if row.name in ("v2 status by id", "v2 trigger", "v2 stop", "job details", "list running (v2)")
+]
+
+
+ROWS = rows_by_name([*JOB_ROWS, *DATA_ROWS, *COOKIE_ROWS])
 
 
 @pytest.mark.parametrize("actor", ACTORS)
