@@ -482,12 +482,6 @@ class ExecutionQueue:
     def hand_back(self, execution_id: int, worker_id: str, reason: str = "shutdown") -> bool:
         """Return a running execution to the queue (graceful shutdown); `reason` goes to its log."""
         with self._db.write() as conn:
-            # The next claim resolves and records its inputs afresh.
-            conn.execute(
-                sa.delete(t.execution_inputs).where(
-                    t.execution_inputs.c.execution_id == execution_id
-                )
-            )
             handed = conn.execute(
                 sa.update(E)
                 .where(
@@ -504,6 +498,14 @@ class ExecutionQueue:
                 )
             ).rowcount
             if handed:
+                # The next claim resolves and records its inputs afresh. Only a run
+                # this worker still held: another worker's claim keeps its inputs
+                # (housekeeping keeps the data they name).
+                conn.execute(
+                    sa.delete(t.execution_inputs).where(
+                        t.execution_inputs.c.execution_id == execution_id
+                    )
+                )
                 event = rl.pending(rl.HANDED_BACK, worker=worker_id, reason=reason)
                 append(conn, execution_id, [event])
             return bool(handed)
