@@ -25,13 +25,15 @@ from tests.helpers import admin
 CSV_IMPORT = {"source": {"kind": "csv", "path": "/tmp/x.csv"}}
 
 
-def _claimed(node: Node, name: str, worker: str = "w1") -> Execution:
+def _claimed(node: Node, name: str, worker: str = "w1", *, register: bool = True) -> Execution:
+    """A new job's run, claimed by `worker` (registered first unless it already is)."""
     entry, _ = node.jobs.define_job(
         f"/Data/ImportJobs/{name}.imp", JobKind.IMPORT, CSV_IMPORT, "admin"
     )
     run = node.jobs.trigger(entry.path, admin(node))
     queue = node.store.queue
-    queue.register_worker(worker, "host", os.getpid())
+    if register:
+        queue.register_worker(worker, "host", os.getpid())
     claimed = queue.claim_next_execution(worker)
     assert claimed is not None and claimed.id == run.id
     return claimed
@@ -118,3 +120,19 @@ def test_a_run_handed_back_is_queued_afresh_and_only_by_its_worker(
     assert again is not None and again.id == run.id
     assert queue.hand_back(run.id, "w1") is True
     assert _events(node, run.id)[-1].detail == {"worker": "w1", "reason": "shutdown"}
+
+
+def test_hand_back_returns_only_the_run_named_and_never_an_ended_one(node: Node) -> None:
+    queue = node.store.queue
+    first = _claimed(node, "one")
+    second = _claimed(node, "two", register=False)
+    assert queue.hand_back(first.id, "w1") is True
+    assert _run(node, first.id).status is JobStatus.QUEUED
+    # The worker's other run is untouched.
+    kept = _run(node, second.id)
+    assert (kept.status, kept.worker_id) == (JobStatus.RUNNING, "w1")
+    # An ended run keeps its worker's name but is never queued again.
+    assert queue.finish(second, "w1", Outcome(JobStatus.COMPLETED))
+    assert queue.hand_back(second.id, "w1") is False
+    assert _run(node, second.id).status is JobStatus.COMPLETED
+    assert [e.event for e in _events(node, second.id)] == [rl.FINISHED]
