@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import sqlalchemy as sa
 
 from datamill.bootstrap import Node
 from datamill.domain import runlog as rl
@@ -18,6 +19,7 @@ from datamill.domain.records import Execution
 from datamill.domain.status import JobKind, JobStatus
 from datamill.store import data as data_store
 from datamill.store import executions as ex
+from datamill.store import tables as t
 from datamill.store.queue import Outcome
 from datamill.store.runlog import LogEvent, read_log
 from tests.helpers import admin
@@ -136,3 +138,23 @@ def test_hand_back_returns_only_the_run_named_and_never_an_ended_one(node: Node)
     assert queue.hand_back(second.id, "w1") is False
     assert _run(node, second.id).status is JobStatus.COMPLETED
     assert [e.event for e in _events(node, second.id)] == [rl.FINISHED]
+
+
+def test_progress_of_one_run_leaves_the_others(node: Node) -> None:
+    queue = node.store.queue
+    first = _claimed(node, "a")
+    second = _claimed(node, "b", register=False)
+    queue.report_progress(first.id, 0.5)
+    assert (_run(node, first.id).progress, _run(node, second.id).progress) == (0.5, 0.0)
+
+
+def test_a_worker_forgotten_by_the_store_comes_back_as_itself_on_its_next_heartbeat(
+    node: Node,
+) -> None:
+    queue = node.store.queue
+    run = _claimed(node, "r", worker="w9")
+    queue.unregister_worker("w9")  # as when another node declared it lost
+    assert queue.heartbeat("w9") == {run.id: False}
+    with node.store.db.read() as conn:
+        rows = conn.execute(sa.select(t.workers)).all()
+    assert [(r.id, r.hostname, r.pid) for r in rows] == [("w9", os.uname().nodename, os.getpid())]
