@@ -160,6 +160,7 @@ def test_a_worker_forgotten_by_the_store_comes_back_as_itself_on_its_next_heartb
     with node.store.db.read() as conn:
         rows = conn.execute(sa.select(t.workers)).all()
     assert [(r.id, r.hostname, r.pid) for r in rows] == [("w9", os.uname().nodename, os.getpid())]
+    assert rows[0].started_at is not None and rows[0].started_at == rows[0].heartbeat_at
 
 
 # ---------------------------------------------------------------- claims (mutants of _claiming)
