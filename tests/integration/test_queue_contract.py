@@ -251,3 +251,28 @@ def test_the_global_limit_holds_claims_back_until_a_run_ends(node: Node) -> None
         assert second is not None and second.id == runs[1].id
     finally:
         limited.close()
+
+
+def test_a_user_holding_a_slot_yields_to_one_sorting_after_her_too(node: Node) -> None:
+    """'Another user waits' is asked both ways (names before and after hers)."""
+    eve, zoe = _user(node, "eve"), _user(node, "zoe")
+    queue = node.store.queue
+    queue.register_worker("w", "host", os.getpid())
+    first = node.jobs.trigger(_job(node, "e1"), eve)
+    assert (queue.claim_next_execution("w") or first).id == first.id
+    node.jobs.trigger(_job(node, "e2"), eve)
+    zoes = node.jobs.trigger(_job(node, "z1"), zoe)
+    claimed = queue.claim_next_execution("w")
+    assert claimed is not None and claimed.id == zoes.id
+
+
+def test_finish_needs_that_very_run_running_on_that_worker(node: Node) -> None:
+    queue = node.store.queue
+    first = _claimed(node, "f1")
+    second = _claimed(node, "f2", register=False)
+    # Another worker cannot finish it, nor can w1 once it was handed back.
+    assert queue.finish(first, "w2", Outcome(JobStatus.COMPLETED)) is False
+    assert queue.hand_back(first.id, "w1")
+    assert queue.finish(first, "w1", Outcome(JobStatus.COMPLETED)) is False
+    assert _run(node, first.id).status is JobStatus.QUEUED
+    assert _run(node, second.id).status is JobStatus.RUNNING
