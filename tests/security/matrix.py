@@ -39,6 +39,7 @@ from sqlalchemy.engine import make_url
 from datamill.api.app import create_app
 from datamill.bootstrap import Node, open_node
 from datamill.domain.status import JobKind, JobStatus
+from datamill.services.sessions import COOKIE_NAME
 from datamill.settings import Settings
 from datamill.store import executions as ex
 from datamill.store.data import newest_data
@@ -91,6 +92,7 @@ class Call:
     url: str
     body: Any = None
     typed: str = ""
+    cookie: bool = False  # sent with a fresh session cookie of the actor instead of Basic
 
 
 @dataclass
@@ -101,10 +103,23 @@ class World:
     client: TestClient
     files: Path
     names: Iterator[int] = field(default_factory=itertools.count)
+    last_cookie: str = ""
 
     def call(self, actor: str, call: Call) -> httpx.Response:
-        """Send `call` as `actor`."""
-        return self.client.request(call.method, call.url, headers=_auth(actor), json=call.body)
+        """Send `call` as `actor`: Basic credentials, or only a session cookie of theirs."""
+        if not call.cookie:
+            return self.client.request(call.method, call.url, headers=_auth(actor), json=call.body)
+        self.last_cookie = self.login(actor)
+        cookie = {"Cookie": f"{COOKIE_NAME}={self.last_cookie}"}
+        return self.client.request(call.method, call.url, headers=cookie, json=call.body)
+
+    def login(self, actor: str) -> str:
+        """A fresh session cookie for `actor` (GET /browser), kept out of the client's jar."""
+        answer = self.client.get("/browser", headers=_auth(actor))
+        assert answer.status_code == 200, answer.text
+        cookie = answer.cookies[COOKIE_NAME]
+        self.client.cookies.clear()
+        return cookie
 
     def name(self, stem: str) -> str:
         """A name no other cell uses."""
@@ -118,15 +133,19 @@ class World:
         assert granted.status_code == 200, granted.text
 
     def job(
-        self, kind: JobKind = JobKind.IMPORT, definition: dict[str, Any] | None = None
+        self,
+        kind: JobKind = JobKind.IMPORT,
+        definition: dict[str, Any] | None = None,
+        shared: bool = True,
     ) -> Target:
-        """A fresh job owned by `owner` that `reader` may read."""
+        """A fresh job owned by `owner` that `reader` may read (unless not `shared`)."""
         folder = {JobKind.IMPORT: "/Data/ImportJobs", JobKind.WORKBOOK: "/Analytics/Workbooks"}
         path = f"{folder.get(kind, '/Data/ExportJobs')}/{self.name('m')}{kind.extension}"
         entry, config = self.node.jobs.define_job(
             path, kind, definition or DEFINITIONS[kind](self), "owner"
         )
-        self.share(entry.id)
+        if shared:
+            self.share(entry.id)
         return Target(entry.id, path, config.id)
 
     def queued(self, target: Target) -> Target:
@@ -137,6 +156,20 @@ class World:
 
     def with_data(self, target: Target, sheet: str) -> Target:
         """The target with one published result holding `sheet` (extra['data'])."""
+
+        def published(staging: Path) -> Outcome:
+            pq.write_table(pa.table({"n": [1, 2, 3]}), staging / f"{sheet}.parquet")
+            return Outcome(JobStatus.COMPLETED, sheets={sheet: 3}, staging_dir=str(staging))
+
+        self.ended(target, published)
+        with self.node.store.db.read() as conn:
+            result = newest_data(conn, target.config_id)
+        assert result is not None
+        target.extra["data"] = result.id
+        return target
+
+    def ended(self, target: Target, outcome: Callable[[Path], Outcome]) -> Target:
+        """The target with a run (extra['execution']) claimed and ended as `outcome` says."""
         self._cancel_active()  # the queue claims the oldest run: make it ours
         execution = self.node.jobs.trigger(target.path, admin(self.node)).id
         queue = self.node.store.queue
@@ -146,13 +179,8 @@ class World:
         assert claimed is not None and claimed.id == execution
         staging = self.node.settings.staging_root / str(execution)
         staging.mkdir(parents=True)
-        pq.write_table(pa.table({"n": [1, 2, 3]}), staging / f"{sheet}.parquet")
-        outcome = Outcome(JobStatus.COMPLETED, sheets={sheet: 3}, staging_dir=str(staging))
-        assert queue.finish(claimed, worker, outcome)
-        with self.node.store.db.read() as conn:
-            result = newest_data(conn, target.config_id)
-        assert result is not None
-        target.extra["data"] = result.id
+        assert queue.finish(claimed, worker, outcome(staging))
+        target.extra["execution"] = execution
         return target
 
     def _cancel_active(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 import pytest
 
@@ -11,6 +13,7 @@ from tests.security.matrix import (
     ACTORS,
     CHANGE,
     CHANGE_DENIED,
+    DEFINITIONS,
     EVERYONE,
     MISSING_ID,
     READ,
@@ -376,10 +379,82 @@ DATA_ROWS = [
 ]
 
 
-ROWS = rows_by_name([*JOB_ROWS, *DATA_ROWS])
+# ---------------------------------------------------------------- session cookies
+
+
+def _with_cookie(row: Row) -> Row:
+    """The row sent with the actor's session cookie alone: it carries exactly their rights."""
+    missing = row.missing
+
+    def call(t: Target) -> Call:
+        return dataclasses.replace(row.call(t), cookie=True)
+
+    def nothing(t: Target) -> Call:
+        assert missing is not None
+        return dataclasses.replace(missing(t), cookie=True)
+
+    return dataclasses.replace(
+        row, name=f"{row.name} (cookie)", call=call, missing=nothing if missing else None
+    )
+
+
+COOKIE_ROWS = [
+    _with_cookie(row)
+    for row in JOB_ROWS
+    if row.name in ("v2 status by id", "v2 trigger", "v2 stop", "job details", "list running (v2)")
+]
+
+
+ROWS = rows_by_name([*JOB_ROWS, *DATA_ROWS, *COOKIE_ROWS])
 
 
 @pytest.mark.parametrize("actor", ACTORS)
 @pytest.mark.parametrize("row_name", list(ROWS))
 def test_matrix(world: World, row_name: str, actor: str) -> None:
     run_cell(world, ROWS[row_name], actor)
+
+
+def _not_found(response: httpx.Response, reason: str) -> None:
+    assert (response.status_code, body_of(response)) == (
+        404,
+        {"status": "failure", "reason": reason},
+    ), response.text
+
+
+def test_data_routes_name_what_is_missing_and_the_download(world: World) -> None:
+    """The missing answers the HIDDEN cells are compared with, and the download's file name.
+
+    (A HIDDEN cell only proves unreadable == missing; these prove what missing says.)
+    """
+    get = lambda url: admin_get(world, url)  # noqa: E731
+    job = "Entity of type 'JobConfiguration' with id '{}' not found."
+    _not_found(get(f"/rest/data/import-job/{MISSING_ID}"), job.format(MISSING_ID))
+    _not_found(get(f"/rest/data/workbook/{MISSING_ID}/s/download"), job.format(MISSING_ID))
+    _not_found(
+        world.call("admin", Call("DELETE", f"/rest/data/{MISSING_ID}")),
+        f"Entity of type 'Data' with id '{MISSING_ID}' not found.",
+    )
+    empty = world.job()
+    _not_found(
+        get(f"/rest/data/import-job/{empty.config_id}/download"), f"{empty.path} has no data yet"
+    )
+    # A name with dots keeps all but its extension; a workbook's names its sheet.
+    for kind, sheet, url, expected in (
+        (JobKind.IMPORT, "data", "/rest/data/import-job/{}/download", "q3.sales{}.csv"),
+        (
+            JobKind.WORKBOOK,
+            "totals",
+            "/rest/data/workbook/{}/totals/download",
+            "q3.sales{}-totals.csv",
+        ),
+    ):
+        name = world.name("")
+        folder = "/Data/ImportJobs" if kind is JobKind.IMPORT else "/Analytics/Workbooks"
+        path = f"{folder}/q3.sales{name}{kind.extension}"
+        definition = DEFINITIONS[kind](world)
+        entry, config = world.node.jobs.define_job(path, kind, definition, "owner")
+        target = world.with_data(Target(entry.id, path, config.id), sheet)
+        download = get(url.format(target.config_id))
+        assert download.status_code == 200, download.text
+        filename = expected.format(name)
+        assert download.headers["content-disposition"] == f'attachment; filename="{filename}"'

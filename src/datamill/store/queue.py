@@ -112,39 +112,63 @@ class _Next:
         return cls(select, select.with_for_update(skip_locked=True, of=E))
 
 
-# Built once: building them (table aliases, RETURNING every column) cost more
-# than running them on SQLite.
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Claiming:
+    """The statements of a claim: the searches, the per-user count, the start, the ownership."""
+
+    next: _Next
+    next_sharing: _Next
+    # Slot shares: the oldest startable run of the given users, or of anyone else.
+    next_among: _Next
+    next_outside: _Next
+    running_per_user: sa.Select[Any]
+    start: sa.Update
+    owned: sa.Select[Any]
+
+
 _USERS: sa.BindParameter[list[str]] = sa.bindparam("users", expanding=True)
-_NEXT = _Next.build(_next_startable())
-_NEXT_SHARING = _Next.build(_with_share_facts(_next_startable()))
-# Slot shares: the oldest startable run of the given users, or of anyone else.
-_NEXT_AMONG = _Next.build(_next_startable(E.c.triggered_by.in_(_USERS)))
-_NEXT_OUTSIDE = _Next.build(_next_startable(E.c.triggered_by.not_in(_USERS)))
-_RUNNING_PER_USER = (
-    sa.select(E.c.triggered_by, sa.func.count())
-    .where(E.c.status == JobStatus.RUNNING.value)
-    .group_by(E.c.triggered_by)
-)
 
-_START = (
-    sa.update(E)
-    .where(E.c.id == sa.bindparam("claimed_id"), E.c.status == JobStatus.QUEUED.value)
-    .values(
-        status=JobStatus.RUNNING.value,
-        started_at=sa.bindparam("now"),
-        worker_id=sa.bindparam("worker"),
-        heartbeat_at=sa.bindparam("now"),
-        progress=0.0,
-        attempts=E.c.attempts + 1,
+
+def _claiming() -> _Claiming:
+    """Build the claim statements (each queue does it once, in __init__).
+
+    Once per queue, not per claim: building them (table aliases, RETURNING
+    every column) cost more than running them on SQLite. Not at import
+    either: a function run per queue is one mutation testing can mutate
+    (mutmut switches mutants at call time, in processes forked after import;
+    docs/testing.md).
+    """
+    return _Claiming(
+        next=_Next.build(_next_startable()),
+        next_sharing=_Next.build(_with_share_facts(_next_startable())),
+        next_among=_Next.build(_next_startable(E.c.triggered_by.in_(_USERS))),
+        next_outside=_Next.build(_next_startable(E.c.triggered_by.not_in(_USERS))),
+        running_per_user=(
+            sa.select(E.c.triggered_by, sa.func.count())
+            .where(E.c.status == JobStatus.RUNNING.value)
+            .group_by(E.c.triggered_by)
+        ),
+        start=(
+            sa.update(E)
+            .where(E.c.id == sa.bindparam("claimed_id"), E.c.status == JobStatus.QUEUED.value)
+            .values(
+                status=JobStatus.RUNNING.value,
+                started_at=sa.bindparam("now"),
+                worker_id=sa.bindparam("worker"),
+                heartbeat_at=sa.bindparam("now"),
+                progress=0.0,
+                attempts=E.c.attempts + 1,
+            )
+            .returning(*E.c)
+        ),
+        owned=sa.select(E.c.id).where(
+            E.c.id == sa.bindparam("owned_id"),
+            E.c.status == JobStatus.RUNNING.value,
+            E.c.worker_id == sa.bindparam("worker"),
+        ),
     )
-    .returning(*E.c)
-)
 
-_OWNED = sa.select(E.c.id).where(
-    E.c.id == sa.bindparam("owned_id"),
-    E.c.status == JobStatus.RUNNING.value,
-    E.c.worker_id == sa.bindparam("worker"),
-)
+
 _END = (
     sa.update(E)
     .where(E.c.id == sa.bindparam("ended_id"))
@@ -202,6 +226,7 @@ class ExecutionQueue:
         self._fair_shares = fair_shares
         # Execution id -> {staged path: where a failed finish attempt moved it}.
         self._moved: dict[int, dict[str, str]] = {}
+        self._sql = _claiming()
 
     # ------------------------------------------------------------ workers
 
@@ -288,9 +313,9 @@ class ExecutionQueue:
         if self._max_running and not self._below_global_limit(conn):
             return None
         if not self._fair_shares:
-            row = conn.execute(self._statement(_NEXT)).first()
+            row = conn.execute(self._statement(self._sql.next)).first()
         else:
-            row = conn.execute(self._statement(_NEXT_SHARING)).first()
+            row = conn.execute(self._statement(self._sql.next_sharing)).first()
             # A user holding no slot, or nobody else waiting: the oldest run is fair.
             if row is not None and row.holds and row.others_wait:
                 row = self._fairer(conn, row.triggered_by) or row
@@ -298,7 +323,7 @@ class ExecutionQueue:
             return None
         now = utcnow()
         updated = conn.execute(
-            _START, {"claimed_id": row.id, "now": now, "worker": worker_id}
+            self._sql.start, {"claimed_id": row.id, "now": now, "worker": worker_id}
         ).first()
         return execution_from_row(updated) if updated is not None else None
 
@@ -315,16 +340,17 @@ class ExecutionQueue:
         user who triggered them (the job's owner for schedules and
         data-driven runs).
         """
-        held: dict[str, int] = {u: int(n) for u, n in conn.execute(_RUNNING_PER_USER).all()}
+        counted = conn.execute(self._sql.running_per_user).all()
+        held: dict[str, int] = {u: int(n) for u, n in counted}
         mine = held.get(user, 0)
         if mine == 0:
             return None
-        found = conn.execute(self._statement(_NEXT_OUTSIDE), {"users": list(held)}).first()
+        found = conn.execute(self._statement(self._sql.next_outside), {"users": list(held)}).first()
         if found is not None:
             return found
         for level in sorted({n for n in held.values() if n < mine}):
             users = [u for u, n in held.items() if n == level]
-            found = conn.execute(self._statement(_NEXT_AMONG), {"users": users}).first()
+            found = conn.execute(self._statement(self._sql.next_among), {"users": users}).first()
             if found is not None:
                 return found
         return None
@@ -371,7 +397,9 @@ class ExecutionQueue:
         """
         now = utcnow()
         with self._db.write() as conn:
-            owned = conn.execute(_OWNED, {"owned_id": execution.id, "worker": worker_id}).first()
+            owned = conn.execute(
+                self._sql.owned, {"owned_id": execution.id, "worker": worker_id}
+            ).first()
             if owned is None:
                 self._moved.pop(execution.id, None)
                 return False
@@ -463,12 +491,6 @@ class ExecutionQueue:
         Its log gets the `events` not yet written and the hand-back with `reason`.
         """
         with self._db.write() as conn:
-            # The next claim resolves and records its inputs afresh.
-            conn.execute(
-                sa.delete(t.execution_inputs).where(
-                    t.execution_inputs.c.execution_id == execution_id
-                )
-            )
             handed = conn.execute(
                 sa.update(E)
                 .where(
@@ -485,6 +507,14 @@ class ExecutionQueue:
                 )
             ).rowcount
             if handed:
+                # The next claim resolves and records its inputs afresh. Only a run
+                # this worker still held: another worker's claim keeps its inputs
+                # (housekeeping keeps the data they name).
+                conn.execute(
+                    sa.delete(t.execution_inputs).where(
+                        t.execution_inputs.c.execution_id == execution_id
+                    )
+                )
                 event = rl.pending(rl.HANDED_BACK, worker=worker_id, reason=reason)
                 append(conn, execution_id, [*(events or []), event])
             return bool(handed)
