@@ -89,9 +89,14 @@ def _connection_created(world: World, t: Target, actor: str, r: httpx.Response) 
 
 
 def _changed(t: Target) -> dict[str, Any]:
-    """What a client sends back after a read, the user changed (the mask keeps the password)."""
+    """What a client sends back after a read, another database on the same server.
+
+    The mask keeps the password only while the connection names the same server
+    (driver, host, port, user, options: docs/security.md, S1).
+    """
     document = t.extra["document"]
-    return {**document, "properties": {**document["properties"], "user_name": ["changed"]}}
+    url = ["jdbc:postgresql://127.0.0.1:5432/changed"]
+    return {**document, "properties": {**document["properties"], "key.connectionUrl": url}}
 
 
 def _no_connection_made(world: World, t: Target) -> None:
@@ -135,7 +140,7 @@ CONNECTION_ROWS = [
         lambda t: Call("PUT", f"{CONNECTIONS}/{t.file_id}", _changed(t), typed=id_of(t)),
         lambda w, t, a, r: check(
             body_of(r) == {"status": "success"}
-            and _masked(w, t.file_id)["properties"]["user_name"] == ["changed"]
+            and _masked(w, t.file_id)["properties"]["key.connectionUrl"][0].endswith("/changed")
         ),
         missing=lambda t: Call(
             "PUT", f"{CONNECTIONS}/{MISSING_ID}", _changed(t), typed=str(MISSING_ID)
