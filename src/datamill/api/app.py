@@ -16,6 +16,7 @@ from datamill.api import (
     artifact_routes,
     artifact_views,
     data_routes,
+    event_routes,
     filesystem_routes,
     job_routes,
     legacy_routes,
@@ -37,6 +38,7 @@ from datamill.services.auth import Authenticator
 from datamill.services.jobs import JobService
 from datamill.services.resources import ResourceService
 from datamill.services.sessions import Sessions, load_secret
+from datamill.services.waiting import RunWatch
 from datamill.settings import Settings
 from datamill.ui import install_ui
 
@@ -121,6 +123,11 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
     app.state.sessions = Sessions(jobs.store, session_secret, settings.session_lifetime_seconds)
     app.state.clock = clock
     app.include_router(job_routes.router)
+    app.include_router(event_routes.router)
+    # Requests that wait for runs (docs/waiting.md) wake through this one watcher.
+    run_watch = RunWatch(jobs.store.db)
+    app.state.run_watch = run_watch
+    app.router.on_shutdown.append(run_watch.close)
     app.include_router(log_routes.router)
     app.include_router(legacy_routes.router)
     app.include_router(data_routes.router)

@@ -203,6 +203,8 @@ class FastStatus:
         match = _PATH.fullmatch(tolerant_path(scope["path"]))
         if match is None:
             return False
+        if b"wait" in scope["query_string"] or any(k == b"prefer" for k, _ in scope["headers"]):
+            return False  # a waiting request (api/waiting.py): the route waits
         if time.monotonic() < self._resume_at:
             return False
         if self._db.is_sqlite:

@@ -12,6 +12,7 @@ from datamill.api.bodies import lenient_json_body
 from datamill.api.fast_status import status_body
 from datamill.api.security import current_user
 from datamill.api.types import MAX_ID, CurrentUser, EntityId
+from datamill.api.waiting import Wait, applied, requested_wait, wait_for_runs, waited_statuses
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis, v1_status
 from datamill.domain.definitions import (
     MAX_REFERENCE_LENGTH,
@@ -23,9 +24,10 @@ from datamill.domain.records import Execution, FileEntry, User
 from datamill.domain.status import JobKind, JobStatus
 from datamill.errors import InvalidInput
 from datamill.services import plans, runs
-from datamill.services.jobs import JobService
+from datamill.services.jobs import JobService, StatusView
 from datamill.services.permissions import Access, Capability, has_access, require_capability
 from datamill.services.system import require_admin_role
+from datamill.services.waiting import status_of_run
 from datamill.store import executions as ex
 from datamill.store.triggers import schedule_state
 
@@ -108,25 +110,32 @@ def _active_items(
 
 
 @router.get("/api/job-execution/{reference:path}/status")
-def job_status(reference: str, request: Request, user: CurrentUser) -> Response:
-    """Status of the newest execution of a job file (v2)."""
-    # api/fast_status.py answers most of these before they get here.
-    view = _service(request).status(reference, user)
+async def job_status(reference: str, request: Request, user: CurrentUser) -> Response:
+    """Status of the newest execution of a job file (v2); with `wait`, once that run ended."""
+    # api/fast_status.py answers most of these (those without wait) before they get here.
+    service = _service(request)
+    wait = requested_wait(request)
+    view = await run_in_threadpool(service.status, reference, user)
+    if wait is not None and view.execution is not None and not view.execution.status.is_terminal:
+        waited = view.execution.id
+        await wait_for_runs(request, [waited], wait)
+        view = await run_in_threadpool(status_of_run, service, reference, user, waited)
+    return applied(PrettyJSONResponse(_status_document(_clock(request), view)), wait)
+
+
+def _status_document(clock: Clock, view: StatusView) -> dict[str, Any]:
     execution = view.execution
-    clock = _clock(request)
     if execution is None:
-        return PrettyJSONResponse(status_body(clock, view.file.id, None, None, None, None))
-    return PrettyJSONResponse(
-        status_body(
-            clock,
-            view.file.id,
-            execution.id,
-            execution.status,
-            execution.started_at,
-            execution.finished_at,
-            remaining=view.remaining_seconds,
-            progress=execution.progress,
-        )
+        return status_body(clock, view.file.id, None, None, None, None)
+    return status_body(
+        clock,
+        view.file.id,
+        execution.id,
+        execution.status,
+        execution.started_at,
+        execution.finished_at,
+        remaining=view.remaining_seconds,
+        progress=execution.progress,
     )
 
 
@@ -161,19 +170,25 @@ async def trigger(reference: str, request: Request) -> Response:
     # Sign-in and trigger in one trip to the thread pool, not one each (a
     # sync CurrentUser dependency takes its own): the trigger is the call
     # scripts make in bulk, and the hops cost more CPU than the trigger.
-    execution = await run_in_threadpool(_trigger_as_caller, request, reference)
-    return PrettyJSONResponse(
-        {
-            "status": "success",
-            "job-execution-id": execution.id,
-            "job-execution-user": execution.triggered_by,
-            "job-execution-trigger": execution.trigger_type.value,
-        }
-    )
+    execution, wait = await run_in_threadpool(_trigger_as_caller, request, reference)
+    body: dict[str, Any] = {
+        "status": "success",
+        "job-execution-id": execution.id,
+        "job-execution-user": execution.triggered_by,
+        "job-execution-trigger": execution.trigger_type.value,
+    }
+    if wait is not None:
+        # Datamill's member: the state the run has when the wait ends.
+        statuses = await waited_statuses(request, [execution.id], wait)
+        body["job-status"] = statuses.get(execution.id)
+    return applied(PrettyJSONResponse(body), wait)
 
 
-def _trigger_as_caller(request: Request, reference: str) -> Execution:
-    return _service(request).trigger(reference, current_user(request))
+def _trigger_as_caller(request: Request, reference: str) -> tuple[Execution, Wait | None]:
+    user = current_user(request)
+    # Checked before the run starts: a bad wait starts nothing.
+    wait = requested_wait(request)
+    return _service(request).trigger(reference, user), wait
 
 
 @router.post("/api/job-execution/{reference:path}/stop")
@@ -264,11 +279,16 @@ _PLAN_BODY = {
 @router.post("/api/job-execution/sequential-trigger", openapi_extra=_PLAN_BODY)
 async def sequential_trigger(request: Request, user: CurrentUser) -> Response:
     """Trigger files and their data-driven downstream as one ordered plan."""
+    wait = requested_wait(request)
     body = await lenient_json_body(request)
     references, variables = _plan_request(body)
     plan = await run_in_threadpool(
         plans.sequential_trigger, _service(request), references, user, variables
     )
+    statuses: dict[int, str] = {}
+    if wait is not None:
+        triggered = [m.execution_id for m in plan if m.execution_id is not None]
+        statuses = await waited_statuses(request, triggered, wait)
     members: list[dict[str, Any]] = []
     for member in plan:
         item: dict[str, Any] = {
@@ -278,10 +298,12 @@ async def sequential_trigger(request: Request, user: CurrentUser) -> Response:
         }
         if member.execution_id is not None:
             item["job-execution-id"] = member.execution_id
+            if wait is not None:
+                item["job-status"] = statuses.get(member.execution_id)
         else:
             item["reason"] = member.reason
         members.append(item)
-    return PrettyJSONResponse({"status": "success", "execution-plan": members})
+    return applied(PrettyJSONResponse({"status": "success", "execution-plan": members}), wait)
 
 
 def _plan_request(body: Any) -> tuple[list[str], dict[str, Any]]:

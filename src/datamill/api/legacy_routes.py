@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from datamill.api.types import ConfigurationQuery, CurrentUser, EntityId
+from datamill.api.waiting import applied, requested_wait, wait_for_runs, waited_statuses
 from datamill.api.wire import PrettyJSONResponse, v1_status
 from datamill.domain.status import JobStatus
 from datamill.services.jobs import ByConfiguration, JobService
+from datamill.services.waiting import status_of_run
 
 router = APIRouter()
 
@@ -21,20 +24,35 @@ def _service(request: Request) -> JobService:
 
 
 @router.get("/rest/job-configuration/job-status/{config_id}")
-def job_status(config_id: EntityId, request: Request, user: CurrentUser) -> Response:
-    """The newest execution of a configuration, or {} if it never ran."""
-    view = _service(request).status(ByConfiguration(config_id), user)
+async def job_status(config_id: EntityId, request: Request, user: CurrentUser) -> Response:
+    """The newest execution of a configuration, or {} if it never ran; with `wait`, once ended."""
+    service = _service(request)
+    wait = requested_wait(request)
+    job = ByConfiguration(config_id)
+    view = await run_in_threadpool(service.status, job, user)
+    if wait is not None and view.execution is not None and not view.execution.status.is_terminal:
+        waited = view.execution.id
+        await wait_for_runs(request, [waited], wait)
+        view = await run_in_threadpool(status_of_run, service, job, user, waited)
     body: dict[str, Any] = {}
     if view.execution is not None:
         body = {"id": view.execution.id, "jobStatus": v1_status(view.execution.status)}
-    return PrettyJSONResponse(body)
+    return applied(PrettyJSONResponse(body), wait)
 
 
 @router.post("/rest/job-execution")
-def trigger(request: Request, user: CurrentUser, configuration: ConfigurationQuery) -> Response:
-    """Trigger a configuration by id."""
-    execution = _service(request).trigger(ByConfiguration(configuration), user)
-    return PrettyJSONResponse({"id": execution.id, "jobStatus": execution.status.value})
+async def trigger(
+    request: Request, user: CurrentUser, configuration: ConfigurationQuery
+) -> Response:
+    """Trigger a configuration by id; with `wait`, answer once the run ended (or the time is up)."""
+    wait = requested_wait(request)
+    execution = await run_in_threadpool(
+        _service(request).trigger, ByConfiguration(configuration), user
+    )
+    status = execution.status.value
+    if wait is not None:
+        status = (await waited_statuses(request, [execution.id], wait)).get(execution.id, status)
+    return applied(PrettyJSONResponse({"id": execution.id, "jobStatus": status}), wait)
 
 
 @router.post("/rest/job-execution/job-kill/{execution_id}")

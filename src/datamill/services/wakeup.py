@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import psycopg
 
@@ -80,3 +81,36 @@ def libpq_conninfo(sqlalchemy_url: str) -> str:
 
     url = make_url(sqlalchemy_url)
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class ChannelListener(threading.Thread):
+    """Calls `on_notify` for each NOTIFY on one channel, and once after each (re)connection.
+
+    The call after connecting stands for whatever was announced while no
+    connection listened (a database restart): the listener re-reads then.
+    """
+
+    def __init__(self, conninfo: str, channel: str, on_notify: Callable[[], None]) -> None:
+        super().__init__(name=f"datamill-listen-{channel}", daemon=True)
+        self._conninfo = conninfo
+        self._channel = channel
+        self._on_notify = on_notify
+        self._closing = threading.Event()
+
+    def run(self) -> None:
+        """Listen until closed, reconnecting after database outages."""
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {self._channel}")
+                    self._on_notify()
+                    while not self._closing.is_set():
+                        for _note in conn.notifies(timeout=1.0):
+                            self._on_notify()
+            except psycopg.Error as error:
+                log.warning("listening on %s failed, retrying: %s", self._channel, error)
+                self._closing.wait(1.0)
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._closing.set()

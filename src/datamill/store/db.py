@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+
+from datamill.store import run_changes
 
 _clock_lock = threading.Lock()
 _last_now = dt.datetime.min
@@ -57,6 +59,9 @@ class Database:
             self.engine = sa.create_engine(
                 self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
             )
+        run_changes.install(self.engine)
+        # Called (in the writing thread) after each commit that changed a run.
+        self.run_change_listeners: list[Callable[[], None]] = []
         self._writers: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.is_sqlite else contextlib.nullcontext()
         )
@@ -101,6 +106,10 @@ class Database:
             conn = conn.execution_options(datamill_immediate=True)
             with conn.begin():
                 yield conn
+            changed = run_changes.committed_changes(conn)
+        if changed:
+            for listener in list(self.run_change_listeners):
+                listener()
 
     def dispose(self) -> None:
         """Close every pooled connection."""

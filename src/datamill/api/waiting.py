@@ -1,0 +1,101 @@
+"""Asking a trigger or a status request to wait (`?wait=N`, `Prefer: wait=N`), and its answer.
+
+docs/waiting.md is the user's side. The routes call `requested_wait` before
+doing anything (a bad value is a 400 before a run starts), `wait_for_runs`
+after, and `applied` on the response they built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive
+
+from datamill.errors import InvalidInput
+from datamill.services.jobs import JobService
+from datamill.services.waiting import MAX_WAIT_SECONDS, RunState, RunWatch, read_states
+
+_BAD_WAIT = f"wait must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Wait:
+    """How long a request asked to wait, and whether it asked with Prefer."""
+
+    seconds: int
+    preferred: bool
+
+
+def _seconds(value: str) -> int:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]  # RFC 7240 allows a quoted value
+    if not (value.isascii() and value.isdigit()) or len(value) > 6:
+        raise InvalidInput(_BAD_WAIT)
+    seconds = int(value)
+    if seconds > MAX_WAIT_SECONDS:
+        raise InvalidInput(_BAD_WAIT)
+    return seconds
+
+
+def _preferred_wait(request: Request) -> int | None:
+    """The wait preference of the Prefer header(s), if any (RFC 7240: other preferences pass)."""
+    found: int | None = None
+    for header in request.headers.getlist("prefer"):
+        for preference in header.split(","):
+            token, _, value = preference.split(";", 1)[0].partition("=")
+            if token.strip().lower() == "wait":
+                found = _seconds(value)
+    return found
+
+
+def requested_wait(request: Request) -> Wait | None:
+    """The wait the request asks for: `?wait=` wins over `Prefer: wait=`; None if neither."""
+    query = request.query_params.getlist("wait")
+    if len(query) > 1:
+        raise InvalidInput("wait: give it once")
+    if query:
+        return Wait(_seconds(query[0]), preferred=False)
+    preferred = _preferred_wait(request)
+    return None if preferred is None else Wait(preferred, preferred=True)
+
+
+async def _disconnected(receive: Receive) -> None:
+    # What is left of a request body is of no use now; the message that
+    # matters is the disconnect.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def wait_for_runs(request: Request, ids: Iterable[int], wait: Wait) -> dict[int, RunState]:
+    """Wait until the runs ended, the time is up, or the client went away (the runs go on)."""
+    watch: RunWatch = request.app.state.run_watch
+    waiting = asyncio.ensure_future(watch.until_ended(ids, wait.seconds))
+    gone = asyncio.ensure_future(_disconnected(request.receive))
+    try:
+        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not waiting.done():
+            waiting.cancel()
+    return waiting.result() if waiting.done() and not waiting.cancelled() else {}
+
+
+async def waited_statuses(request: Request, ids: list[int], wait: Wait) -> dict[int, str]:
+    """Wait as asked, then each run's status as the store has it now (re-read, not remembered)."""
+    await wait_for_runs(request, ids, wait)
+    jobs: JobService = request.app.state.jobs
+    states = await run_in_threadpool(read_states, jobs.store.db, ids)
+    return {i: s.status.value for i, s in states.items() if s.status is not None}
+
+
+def applied(response: Response, wait: Wait | None) -> Response:
+    """Say that a Prefer wait was honoured (RFC 7240 Preference-Applied); return the response."""
+    if wait is not None and wait.preferred:
+        response.headers["Preference-Applied"] = f"wait={wait.seconds}"
+    return response
