@@ -1,0 +1,333 @@
+"""Trigger and wait, status and wait, and the events stream, through the real app and worker.
+
+Four actors on a job `bob` owns: bob (owner), eve (reads it through a
+group, may not run it), mallory (no rights) and admin (ADMIN). No timing
+is asserted: a wait that ended is proved by the state it answers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datamill.domain.status import JobKind, JobStatus
+from datamill.store import users as user_store
+from tests.helpers import (
+    execution,
+    orders_import,
+    password_hash,
+    wait_for,
+    wait_terminal,
+    write_orders_csv,
+)
+from tests.security.conftest import PASSWORD, Actors
+from tests.security.conftest import actors as actors  # the four actors, as fixtures
+from tests.security.conftest import running as running
+
+ENDLESS = "SELECT sum(hash(x)) AS s FROM range(1000000000000) AS t(x)"
+MISSING_RUN = "Entity of type 'JobExecution' with id '{}' not found."
+
+
+def _world(actors: Actors, files_root: Path) -> dict[str, int]:
+    """bob's import job and endless workbook; eve reads both through a group; mallory nothing."""
+    node = actors.node
+    node.store.users.create("mallory", password_hash(PASSWORD))
+    # bob's private location (every user has one under <files>/users/<name>).
+    source = write_orders_csv(files_root / "users" / "bob", rows=5)
+    imp, imp_config = node.jobs.define_job(
+        "/Data/bob/orders.imp", JobKind.IMPORT, orders_import(source), "bob"
+    )
+    endless_doc = {"sheets": [{"kind": "sql", "name": "out", "keep": True, "sql": ENDLESS}]}
+    wbk, wbk_config = node.jobs.define_job(
+        "/Data/bob/endless.wbk", JobKind.WORKBOOK, endless_doc, "bob"
+    )
+    with node.store.db.write() as conn:
+        user_store.insert_group(conn, "readers")
+        user_store.replace_groups(conn, "eve", ["readers"])
+        for entry in (imp, wbk):
+            node.store.files.set_group_flags(
+                conn, entry.id, "readers", readable=True, writable=False, executable=False
+            )
+    return {
+        "imp": imp.id,
+        "imp_config": imp_config.id,
+        "wbk": wbk.id,
+        "wbk_config": wbk_config.id,
+    }
+
+
+@pytest.fixture
+def world(running: Actors, files_root: Path) -> dict[str, int]:
+    return _world(running, files_root)
+
+
+def _run(actors: Actors, file_id: int) -> int:
+    response = actors.call("bob", "POST", f"/api/job-execution/{file_id}/trigger")
+    assert response.status_code == 200, response.text
+    return int(response.json()["job-execution-id"])
+
+
+def _stop(actors: Actors, execution_id: int) -> None:
+    response = actors.call("bob", "POST", f"/rest/job-execution/job-kill/{execution_id}")
+    assert response.status_code == 200, response.text
+    wait_terminal(actors.node, execution_id)
+
+
+# ---------------------------------------------------------------- triggers
+
+
+@pytest.mark.parametrize("user", ["bob", "admin"])
+def test_a_legacy_trigger_with_wait_answers_the_final_state_in_todays_shape(
+    running: Actors, world: dict[str, int], user: str
+) -> None:
+    url = f"/rest/job-execution?configuration={world['imp_config']}&wait=120"
+    response = running.call(user, "POST", url)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert list(body) == ["id", "jobStatus"]
+    assert body["jobStatus"] == "COMPLETED"
+    assert "Preference-Applied" not in response.headers
+    # The run ended before the answer: the store says so too.
+    assert execution(running.node, body["id"]).status is JobStatus.COMPLETED
+
+
+@pytest.mark.parametrize("user", ["eve", "mallory"])
+def test_a_trigger_with_wait_is_refused_as_today_to_who_may_not_run_it(
+    running: Actors, world: dict[str, int], user: str
+) -> None:
+    plain = running.call(user, "POST", f"/rest/job-execution?configuration={world['imp_config']}")
+    waiting = running.call(
+        user, "POST", f"/rest/job-execution?configuration={world['imp_config']}&wait=5"
+    )
+    assert (waiting.status_code, waiting.json()) == (plain.status_code, plain.json())
+    assert waiting.status_code == (403 if user == "eve" else 404)
+
+
+def test_the_v2_trigger_with_prefer_wait_adds_the_final_status(
+    running: Actors, world: dict[str, int]
+) -> None:
+    response = running.client.post(
+        f"/api/job-execution/{world['imp']}/trigger",
+        headers={**_auth("bob"), "Prefer": "respond-async, wait=120"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert list(body) == [
+        "status",
+        "job-execution-id",
+        "job-execution-user",
+        "job-execution-trigger",
+        "job-status",
+    ]
+    assert body["job-status"] == "COMPLETED"
+    assert response.headers["Preference-Applied"] == "wait=120"
+
+
+def test_a_wait_that_runs_out_answers_the_state_the_run_then_has(
+    running: Actors, world: dict[str, int]
+) -> None:
+    url = f"/rest/job-execution?configuration={world['wbk_config']}&wait=1"
+    body = running.call("bob", "POST", url).json()
+    assert body["jobStatus"] in ("QUEUED", "RUNNING")
+    run = body["id"]
+    wait_for(running.node, run, {JobStatus.RUNNING})
+    # Now it runs for good: a status wait of a second answers RUNNING, a live document.
+    status = running.call("bob", "GET", f"/api/job-execution/{world['wbk']}/status?wait=1")
+    assert status.json()["job-status"] == "RUNNING"
+    assert list(status.json())[-2:] == ["estimate-time", "job-progress"]
+    _stop(running, run)
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "3601", "1.5", "", "99999999999999999999", "1e3"])
+def test_a_bad_wait_is_a_400_that_starts_nothing(
+    running: Actors, world: dict[str, int], value: str
+) -> None:
+    url = f"/rest/job-execution?configuration={world['imp_config']}&wait={value}"
+    response = running.call("bob", "POST", url)
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": "failure",
+        "reason": "wait must be a whole number of seconds from 0 to 3600",
+    }
+    prefer = running.client.post(
+        f"/api/job-execution/{world['imp']}/trigger",
+        headers={**_auth("bob"), "Prefer": f"wait={value}"},
+    )
+    assert prefer.status_code == 400
+    history = running.call(
+        "bob", "GET", f"/rest/job-configuration/job-history/{world['imp_config']}"
+    )
+    assert history.json() == []
+
+
+def test_a_sequential_trigger_with_wait_answers_when_the_whole_plan_ended(
+    running: Actors, world: dict[str, int], files_root: Path
+) -> None:
+    node = running.node
+    node.jobs.define_job(
+        "/Data/bob/totals.wbk",
+        JobKind.WORKBOOK,
+        {
+            "sheets": [
+                {"kind": "data", "name": "orders", "source": {"importJob": "/Data/bob/orders.imp"}},
+                {
+                    "kind": "sql",
+                    "name": "n",
+                    "keep": True,
+                    "sql": "SELECT count(*) AS n FROM orders",
+                },
+            ]
+        },
+        "bob",
+    )
+    response = running.client.post(
+        "/api/job-execution/sequential-trigger?wait=120",
+        headers=_auth("bob"),
+        json={"fileIds": ["/Data/bob/orders.imp", "/Data/bob/totals.wbk"]},
+    )
+    assert response.status_code == 200, response.text
+    plan = response.json()["execution-plan"]
+    assert [m["job-status"] for m in plan] == ["COMPLETED", "COMPLETED"]
+    assert list(plan[0]) == [
+        "job-configuration-name",
+        "job-configuration-id",
+        "trigger",
+        "job-execution-id",
+        "job-status",
+    ]
+
+
+# ---------------------------------------------------------------- status
+
+
+@pytest.mark.parametrize("user", ["bob", "eve", "admin"])
+def test_a_status_wait_answers_once_the_newest_run_ended(
+    running: Actors, world: dict[str, int], user: str
+) -> None:
+    run = _run(running, world["imp"])
+    response = running.call(user, "GET", f"/api/job-execution/{world['imp']}/status?wait=120")
+    body = response.json()
+    assert (body["job-execution-id"], body["job-status"]) == (run, "COMPLETED")
+    assert "stop-time" in body
+    legacy = running.call(
+        user, "GET", f"/rest/job-configuration/job-status/{world['imp_config']}?wait=120"
+    )
+    assert legacy.json() == {"id": run, "jobStatus": "COMPLETED"}
+
+
+def test_a_status_wait_on_an_unreadable_job_is_the_404_of_a_missing_one(
+    running: Actors, world: dict[str, int]
+) -> None:
+    _run(running, world["wbk"])
+    for form in ("status?wait=5", "status"):
+        hidden = running.call("mallory", "GET", f"/api/job-execution/{world['wbk']}/{form}")
+        missing = running.call("mallory", "GET", f"/api/job-execution/999999/{form}")
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.json() == missing.json()
+    hidden = running.call(
+        "mallory", "GET", f"/rest/job-configuration/job-status/{world['wbk_config']}?wait=5"
+    )
+    assert hidden.status_code == 404
+    assert str(world["wbk_config"]) in hidden.json()["reason"]
+
+
+def test_a_reader_who_loses_the_right_while_waiting_gets_the_404(
+    running: Actors, world: dict[str, int]
+) -> None:
+    run = _run(running, world["wbk"])
+    wait_for(running.node, run, {JobStatus.RUNNING})
+    answers: list[Any] = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(
+            running.call("eve", "GET", f"/api/job-execution/{world['wbk']}/status?wait=120")
+        )
+    )
+    waiting.start()
+    _until_watched(running, run)
+    with running.node.store.db.write() as conn:
+        running.node.store.files.delete_group_flags(conn, world["wbk"], "readers")
+    _stop(running, run)
+    waiting.join()
+    assert answers[0].status_code == 404, answers[0].text
+
+
+def _until_watched(actors: Actors, execution_id: int) -> None:
+    """Until a request waits on the run (the watch lists it)."""
+    watch = actors.client.app.state.run_watch  # type: ignore[attr-defined]
+    for _ in range(10_000):
+        if execution_id in watch._watchers:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("nobody waits on the run")
+
+
+def _auth(user: str) -> dict[str, str]:
+    from tests.security.conftest import auth
+
+    return auth(user)
+
+
+# ---------------------------------------------------------------- events
+
+
+def _events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if lines:
+            found.append((lines["event"], json.loads(lines["data"])))
+    return found
+
+
+@pytest.mark.parametrize("user", ["bob", "eve", "admin"])
+def test_the_events_stream_follows_a_run_to_its_end_in_order(
+    running: Actors, world: dict[str, int], user: str
+) -> None:
+    run = _run(running, world["imp"])
+    response = running.call(user, "GET", f"/api/job-execution/{run}/events")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = _events(response.text)
+    assert events[-1] == ("end", {"runs": {str(run): "COMPLETED"}})
+    states = [d["job-status"] for name, d in events if name == "state"]
+    assert states[-1] == "COMPLETED"
+    order = ["QUEUED", "RUNNING", "COMPLETED"]
+    assert [order.index(s) for s in states] == sorted(order.index(s) for s in states)
+    log = [d for name, d in events if name == "log"]
+    assert [d["seq"] for d in log] == sorted({d["seq"] for d in log})
+    assert log[0]["event"] == "queued" and log[-1]["event"] == "finished"
+
+
+def test_the_events_of_an_unreadable_run_are_the_404_of_a_missing_one(
+    running: Actors, world: dict[str, int]
+) -> None:
+    run = _run(running, world["imp"])
+    hidden = running.call("mallory", "GET", f"/api/job-execution/{run}/events")
+    missing = running.call("mallory", "GET", "/api/job-execution/999999/events")
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json()["reason"] == MISSING_RUN.format(run)
+    assert missing.json()["reason"] == MISSING_RUN.format(999999)
+    both = running.call("mallory", "GET", f"/api/job-execution/999999,{run}/events")
+    assert both.json()["reason"] == MISSING_RUN.format(999999)
+
+
+def test_a_plan_streams_as_the_list_of_its_runs(running: Actors, world: dict[str, int]) -> None:
+    first, second = _run(running, world["imp"]), _run(running, world["imp"])
+    response = running.call("bob", "GET", f"/api/job-execution/{first},{second}/events")
+    events = _events(response.text)
+    assert events[-1] == ("end", {"runs": {str(first): "COMPLETED", str(second): "COMPLETED"}})
+    ended = {
+        d["job-execution-id"] for n, d in events if n == "state" and d["job-status"] == "COMPLETED"
+    }
+    assert ended == {first, second}
+
+
+@pytest.mark.parametrize("ids", ["abc", "1,,2", "-1", "1," * 1000 + "1"])
+def test_bad_event_ids_are_a_400(running: Actors, world: dict[str, int], ids: str) -> None:
+    response = running.call("bob", "GET", f"/api/job-execution/{ids}/events")
+    assert response.status_code == 400
+    assert "execution id" in response.json()["reason"]
