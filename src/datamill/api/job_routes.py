@@ -12,7 +12,14 @@ from datamill.api.bodies import lenient_json_body
 from datamill.api.fast_status import status_body
 from datamill.api.security import current_user
 from datamill.api.types import MAX_ID, CurrentUser, EntityId
-from datamill.api.waiting import Wait, applied, requested_wait, wait_for_runs, waited_statuses
+from datamill.api.waiting import (
+    Wait,
+    WaitingCaller,
+    applied,
+    requested_wait,
+    waited_status,
+    waited_statuses,
+)
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis, v1_status
 from datamill.domain.definitions import (
     MAX_REFERENCE_LENGTH,
@@ -27,7 +34,6 @@ from datamill.services import plans, runs
 from datamill.services.jobs import JobService, StatusView
 from datamill.services.permissions import Access, Capability, has_access, require_capability
 from datamill.services.system import require_admin_role
-from datamill.services.waiting import status_of_run
 from datamill.store import executions as ex
 from datamill.store.triggers import schedule_state
 
@@ -110,16 +116,10 @@ def _active_items(
 
 
 @router.get("/api/job-execution/{reference:path}/status")
-async def job_status(reference: str, request: Request, user: CurrentUser) -> Response:
+async def job_status(reference: str, request: Request, user: WaitingCaller) -> Response:
     """Status of the newest execution of a job file (v2); with `wait`, once that run ended."""
     # api/fast_status.py answers most of these (those without wait) before they get here.
-    service = _service(request)
-    wait = requested_wait(request)
-    view = await run_in_threadpool(service.status, reference, user)
-    if wait is not None and view.execution is not None and not view.execution.status.is_terminal:
-        waited = view.execution.id
-        await wait_for_runs(request, [waited], wait)
-        view = await run_in_threadpool(status_of_run, service, reference, user, waited)
+    view, wait = await waited_status(request, reference, user)
     return applied(PrettyJSONResponse(_status_document(_clock(request), view)), wait)
 
 

@@ -9,11 +9,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from datamill.api.types import ConfigurationQuery, CurrentUser, EntityId
-from datamill.api.waiting import applied, requested_wait, wait_for_runs, waited_statuses
+from datamill.api.waiting import (
+    WaitingCaller,
+    applied,
+    requested_wait,
+    waited_status,
+    waited_statuses,
+)
 from datamill.api.wire import PrettyJSONResponse, v1_status
 from datamill.domain.status import JobStatus
 from datamill.services.jobs import ByConfiguration, JobService
-from datamill.services.waiting import status_of_run
 
 router = APIRouter()
 
@@ -24,16 +29,9 @@ def _service(request: Request) -> JobService:
 
 
 @router.get("/rest/job-configuration/job-status/{config_id}")
-async def job_status(config_id: EntityId, request: Request, user: CurrentUser) -> Response:
+async def job_status(config_id: EntityId, request: Request, user: WaitingCaller) -> Response:
     """The newest execution of a configuration, or {} if it never ran; with `wait`, once ended."""
-    service = _service(request)
-    wait = requested_wait(request)
-    job = ByConfiguration(config_id)
-    view = await run_in_threadpool(service.status, job, user)
-    if wait is not None and view.execution is not None and not view.execution.status.is_terminal:
-        waited = view.execution.id
-        await wait_for_runs(request, [waited], wait)
-        view = await run_in_threadpool(status_of_run, service, job, user, waited)
+    view, wait = await waited_status(request, ByConfiguration(config_id), user)
     body: dict[str, Any] = {}
     if view.execution is not None:
         body = {"id": view.execution.id, "jobStatus": v1_status(view.execution.status)}

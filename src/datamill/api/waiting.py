@@ -2,7 +2,10 @@
 
 docs/waiting.md is the user's side. The routes call `requested_wait` before
 doing anything (a bad value is a 400 before a run starts), `wait_for_runs`
-after, and `applied` on the response they built.
+after, and `applied` on the response they built. A request that may wait
+signs in (`WaitingCaller`) and does its thread work on the run watch's own
+threads, so a crowd of waits does not queue ahead of other requests; woken
+status requests share one status read per caller, job and run.
 """
 
 from __future__ import annotations
@@ -10,15 +13,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Iterable
+from typing import Annotated
 
+from fastapi import Depends
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive
 
+from datamill.api.security import current_user
+from datamill.domain.records import User
 from datamill.errors import InvalidInput
-from datamill.services.jobs import JobService
-from datamill.services.waiting import MAX_WAIT_SECONDS, RunState, RunWatch, read_states
+from datamill.services.jobs import JobReference, JobService, StatusView
+from datamill.services.waiting import (
+    MAX_WAIT_SECONDS,
+    RunState,
+    RunWatch,
+    read_states,
+    status_of_run,
+)
 
 _BAD_WAIT = f"wait must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS}"
 
@@ -65,6 +78,28 @@ def requested_wait(request: Request) -> Wait | None:
     return None if preferred is None else Wait(preferred, preferred=True)
 
 
+def may_wait(request: Request) -> bool:
+    """Whether the request asks to wait, rightly or not (a cheap look; `requested_wait` judges)."""
+    return "wait" in request.query_params or "prefer" in request.headers
+
+
+def _watch(request: Request) -> RunWatch:
+    watch: RunWatch = request.app.state.run_watch
+    return watch
+
+
+async def _waiting_caller(request: Request) -> User:
+    # What CurrentUser does, in one thread trip as there; a request that may
+    # wait takes it on the waits' own threads.
+    if may_wait(request):
+        return await _watch(request).in_thread(current_user, request)
+    return await run_in_threadpool(current_user, request)
+
+
+WaitingCaller = Annotated[User, Depends(_waiting_caller)]
+"""CurrentUser for routes that may wait."""
+
+
 async def _disconnected(receive: Receive) -> None:
     # What is left of a request body is of no use now; the message that
     # matters is the disconnect.
@@ -74,8 +109,7 @@ async def _disconnected(receive: Receive) -> None:
 
 async def wait_for_runs(request: Request, ids: Iterable[int], wait: Wait) -> dict[int, RunState]:
     """Wait until the runs ended, the time is up, or the client went away (the runs go on)."""
-    watch: RunWatch = request.app.state.run_watch
-    waiting = asyncio.ensure_future(watch.until_ended(ids, wait.seconds))
+    waiting = asyncio.ensure_future(_watch(request).until_ended(ids, wait.seconds))
     gone = asyncio.ensure_future(_disconnected(request.receive))
     try:
         await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -87,11 +121,36 @@ async def wait_for_runs(request: Request, ids: Iterable[int], wait: Wait) -> dic
 
 
 async def waited_statuses(request: Request, ids: list[int], wait: Wait) -> dict[int, str]:
-    """Wait as asked, then each run's status as the store has it now (re-read, not remembered)."""
-    await wait_for_runs(request, ids, wait)
-    jobs: JobService = request.app.state.jobs
-    states = await run_in_threadpool(read_states, jobs.store.db, ids)
+    """Wait as asked, then each run's status: as the watch's last read found it if all ended,
+    else as the store has it now."""
+    states = await wait_for_runs(request, ids, wait)
+    if not all(i in states and states[i].ended for i in ids):
+        jobs: JobService = request.app.state.jobs
+        states = await _watch(request).in_thread(read_states, jobs.store.db, ids)
     return {i: s.status.value for i, s in states.items() if s.status is not None}
+
+
+async def waited_status(
+    request: Request, job: JobReference, user: User
+) -> tuple[StatusView, Wait | None]:
+    """What a status route shows: the newest run of the job, or with `wait`, that run once ended.
+
+    The same checks as without `wait`, and again after the wait (through
+    status_of_run: a reader who lost the right meanwhile gets the 404).
+    """
+    jobs: JobService = request.app.state.jobs
+    wait = requested_wait(request)
+    if wait is None:
+        return await run_in_threadpool(jobs.status, job, user), None
+    watch = _watch(request)
+    view = await watch.in_thread(jobs.status, job, user)
+    if view.execution is None or view.execution.status.is_terminal:
+        return view, wait
+    waited = view.execution.id
+    await wait_for_runs(request, [waited], wait)
+    # One read per caller, job and run for all woken together (services/waiting.py).
+    key = ("status", user, job, waited)
+    return await watch.shared(key, status_of_run, jobs, job, user, waited), wait
 
 
 def applied(response: Response, wait: Wait | None) -> Response:

@@ -17,6 +17,15 @@ may have changed, and wakes the requests whose runs did change:
 
 Notifications that arrive while a re-read runs are folded into one more
 re-read, so a busy server costs at most one query at a time for all waiters.
+
+Woken requests build their answers through `shared`: the first request of a
+wake-up that needs an answer (e.g. the status of run 7 as user eve may see
+it) computes it in a thread, every other request of that wake-up with the
+same key awaits the same result. So 1,000 requests waiting on one run cost
+one status read when it ends, yet each caller's rights are checked (the key
+holds the caller). Waits do their thread work on threads of their own
+(`WAIT_THREADS`), so a crowd of arriving waits does not queue ahead of the
+server's other requests.
 """
 
 from __future__ import annotations
@@ -25,9 +34,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 
@@ -48,8 +59,12 @@ MAX_WAIT_SECONDS = 3600
 """The longest wait a request may ask for (docs/waiting.md)."""
 SQLITE_RECHECK_SECONDS = 1.0
 """How often, while anyone waits, SQLite's change counter is looked at."""
+WAIT_THREADS = 4
+"""Threads that waiting requests' own work (sign-in, first read, answers) may use at once."""
 _READ_CHUNK = 500
 _RETRY_SECONDS = 1.0
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -136,8 +151,13 @@ class RunWatch:
         self._listener: ChannelListener | None = None
         self._version_connection: Any = None
         self._version: int | None = None
-        # How many re-reads ran (tests and the benchmark look at it).
+        self._limiter: anyio.CapacityLimiter | None = None
+        # Answers computed since the last re-read, by key (see `shared`).
+        self._shared: dict[Hashable, asyncio.Future[Any]] = {}
+        # How many re-reads ran and how many shared answers were computed
+        # (tests and the benchmark look at them).
         self.reads = 0
+        self.answers_built = 0
         db.run_change_listeners.append(self._changed_elsewhere)
 
     @property
@@ -185,6 +205,30 @@ class RunWatch:
                     break
             return dict(watcher.states)
 
+    async def in_thread(self, func: Callable[..., T], *args: Any) -> T:
+        """func(*args) in a thread of the waits' own few (not queued before other requests)."""
+        self._bind()
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+
+    async def shared(self, key: Hashable, func: Callable[..., T], *args: Any) -> T:
+        """func(*args), computed once for every request that asks with `key` until the next re-read.
+
+        Whoever asks after a wake-up gets a result computed after that
+        wake-up's re-read, so it is as fresh as a result of its own. The key
+        must hold everything the result depends on (the caller too).
+        """
+        self._bind()
+        future = self._shared.get(key)
+        if future is None:
+            future = asyncio.ensure_future(self.in_thread(func, *args))
+            # Retrieved here too, in case every asker went away before it ended.
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._shared[key] = future
+            self.answers_built += 1
+        # One caller going away must not cancel the others' answer.
+        result: T = await asyncio.shield(future)
+        return result
+
     def close(self) -> None:
         """Stop listening for other nodes' notifications."""
         if self._listener is not None:
@@ -202,6 +246,8 @@ class RunWatch:
         if self._loop is not loop:
             # A new event loop (a test client started again): start afresh on it.
             self._loop, self._signal, self._task = loop, asyncio.Event(), None
+            self._limiter = anyio.CapacityLimiter(WAIT_THREADS)
+            self._shared = {}
         if self._listener is None and not self._db.is_sqlite:
             self._listener = ChannelListener(
                 libpq_conninfo(self._db.url), RUNS_CHANNEL, self._changed_elsewhere
@@ -241,6 +287,8 @@ class RunWatch:
                 signal.set()
                 continue
             self.reads += 1
+            # Answers computed before this read may be older than the news it brings.
+            self._shared = {}
             for execution_id in ids:
                 state = states.get(execution_id, GONE)
                 for watcher in list(self._watchers.get(execution_id, ())):
