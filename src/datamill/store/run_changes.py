@@ -5,7 +5,8 @@ whoever changes it: the worker's claim, progress and finish, a stop, a plan
 releasing or cancelling its members, reconciliation, housekeeping, and any
 code added later. So the change is noticed where all of them meet, at the
 engine: an UPDATE or DELETE of the executions table that touches the status,
-the progress or the stop flag marks its transaction. On PostgreSQL the mark
+the progress or the stop flag marks its transaction (judged on the SQL text,
+not on SQLAlchemy's statement objects). On PostgreSQL the mark
 sends one NOTIFY, which the database delivers to every node on commit (and
 drops on rollback); after a commit through Database.write the in-process
 callbacks run, so a waiter in the same process wakes without a round trip.
@@ -16,44 +17,58 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 RUNS_CHANNEL = "datamill_runs"
-_TABLE = "executions"
-_WATCHED_COLUMNS = frozenset({"status", "progress", "stop_requested"})
 _MARK = "datamill_runs_changed"
 _NOTIFY = f"SELECT pg_notify('{RUNS_CHANNEL}', '')"
+_UPDATE = "UPDATE executions SET "
+_DELETE = "DELETE FROM executions "  # the space: not execution_inputs...
+# Columns whose change a waiter must hear of (heartbeat_at is not one of them).
+_WATCHED_COLUMNS = ("status", "progress", "stop_requested")
 
 
-def changes_runs(statement: Any) -> bool:
-    """Whether a statement may change a run's state (status, progress, stop flag, existence)."""
-    if isinstance(statement, sa.Delete):
-        return getattr(statement.table, "name", None) == _TABLE
-    if not isinstance(statement, sa.Update) or getattr(statement.table, "name", None) != _TABLE:
-        return False
-    values = statement._values
-    if values is None:
-        # The SET clause comes from the parameters: assume it may.
+def changes_runs(sql: str) -> bool:
+    """Whether a statement (its SQL text) may change a run's status, progress, stop flag, existence.
+
+    Judged on the SQL the database receives, so it holds for Core, ORM and
+    raw statements alike. A false alarm costs one needless re-read.
+    """
+    if sql.startswith(_DELETE) or sql == _DELETE.rstrip():
         return True
-    return any(getattr(key, "key", key) in _WATCHED_COLUMNS for key in values)
+    if not sql.startswith(_UPDATE):
+        return False
+    # SQLAlchemy writes SET before WHERE; a column named in the WHERE only
+    # (an assumption about the text) would at worst be a false alarm.
+    assignments = sql.partition(" WHERE ")[0]
+    return any(column in assignments for column in _WATCHED_COLUMNS)
 
 
 def install(engine: Engine) -> None:
     """Mark (and on PostgreSQL announce) every transaction that changes a run."""
     notifies = engine.dialect.name == "postgresql"
 
-    @event.listens_for(engine, "after_execute")
-    def _after_execute(
-        conn: Connection, statement: Any, _multi: Any, _params: Any, _options: Any, _result: Any
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after_cursor_execute(
+        conn: Connection, _cursor: Any, sql: str, _params: Any, _context: Any, _many: bool
     ) -> None:
-        if conn.info.get(_MARK) or not changes_runs(statement):
+        # Two string prefix tests for almost every statement: the hot path's cost.
+        if not sql.startswith(_UPDATE) and not sql.startswith(_DELETE.rstrip()):
+            return
+        if conn.info.get(_MARK) or not changes_runs(sql):
             return
         conn.info[_MARK] = True
         if notifies:
             # Once per transaction; delivered on commit, dropped on rollback.
             conn.exec_driver_sql(_NOTIFY)
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # conn.info outlives the transaction (it belongs to the pooled
+        # connection): a mark left by a commit outside Database.write must
+        # not stand for this transaction.
+        conn.info.pop(_MARK, None)
 
     @event.listens_for(engine, "rollback")
     def _rollback(conn: Connection) -> None:
