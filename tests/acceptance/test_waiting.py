@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import threading
 from collections.abc import Callable
 
 import httpx
 
-from tests.acceptance.conftest import Server
+from tests.acceptance.conftest import DATAMILL, Server
 
 ADMIN = ("admin", "pw")
 ENDLESS = "SELECT sum(hash(x)) AS s FROM range(1000000000000) AS t(x)"
@@ -60,3 +63,43 @@ def test_two_hundred_waits_on_one_run_all_wake_when_it_ends(
 
         statuses = asyncio.run(_wait_all(server.base, config_id, stop))
     assert statuses == ["CANCELED"] * WAITERS
+
+
+def test_a_wait_on_an_api_node_ends_when_a_worker_process_finishes_the_run(
+    start_server: Callable[..., Server],
+) -> None:
+    """SQLite, no NOTIFY: the API node learns of the other process's commits by data_version."""
+    server = start_server("--no-worker", DATAMILL_ADMIN_PASSWORD="pw")
+    document = {
+        "path": "/Data/one.wbk",
+        "sheets": [{"kind": "sql", "name": "out", "keep": True, "sql": "SELECT 1 AS one"}],
+    }
+    with httpx.Client(base_url=server.base, auth=ADMIN, timeout=900) as client:
+        made = client.post("/rest/workbook", json=document)
+        assert made.status_code == 200, made.text
+        config_id = made.json()["configuration-id"]
+        answers: list[httpx.Response] = []
+        waiting = threading.Thread(
+            target=lambda: answers.append(
+                client.post(f"/rest/job-execution?configuration={config_id}&wait=300")
+            )
+        )
+        waiting.start()
+        # No worker anywhere: the run stays queued, the trigger keeps waiting.
+        while (
+            queued := client.get(f"/rest/job-configuration/job-status/{config_id}").json()
+        ) == {}:
+            pass
+        assert queued["jobStatus"] == "QUEUED"
+        assert waiting.is_alive()
+        log = (server.home.parent / "worker.log").open("w")
+        worker = subprocess.Popen(
+            [*DATAMILL, "worker"], env=server.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            waiting.join()
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=60) == 0
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].json() == {"id": queued["id"], "jobStatus": "COMPLETED"}

@@ -7,6 +7,7 @@ is asserted: a wait that ended is proved by the state it answers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from datamill.domain.status import JobKind, JobStatus
+from datamill.services.waiting import RunWatch
 from datamill.store import users as user_store
 from tests.helpers import (
     execution,
@@ -235,34 +237,133 @@ def test_a_status_wait_on_an_unreadable_job_is_the_404_of_a_missing_one(
     assert str(world["wbk_config"]) in hidden.json()["reason"]
 
 
+def _losing_the_right(actors: Actors, world: dict[str, int], run: int, url: str) -> Any:
+    """eve's answer to `url`, asked while the run runs; she loses the right, then it is stopped."""
+    wait_for(actors.node, run, {JobStatus.RUNNING})
+    answers: list[Any] = []
+    waiting = threading.Thread(target=lambda: answers.append(actors.call("eve", "GET", url)))
+    waiting.start()
+    _until_watched(actors, run)
+    with actors.node.store.db.write() as conn:
+        actors.node.store.files.delete_group_flags(conn, world["wbk"], "readers")
+    _stop(actors, run)
+    waiting.join()
+    return answers[0]
+
+
 def test_a_reader_who_loses_the_right_while_waiting_gets_the_404(
     running: Actors, world: dict[str, int]
 ) -> None:
     run = _run(running, world["wbk"])
-    wait_for(running.node, run, {JobStatus.RUNNING})
-    answers: list[Any] = []
-    waiting = threading.Thread(
-        target=lambda: answers.append(
-            running.call("eve", "GET", f"/api/job-execution/{world['wbk']}/status?wait=120")
-        )
-    )
-    waiting.start()
-    _until_watched(running, run)
-    with running.node.store.db.write() as conn:
-        running.node.store.files.delete_group_flags(conn, world["wbk"], "readers")
-    _stop(running, run)
-    waiting.join()
-    assert answers[0].status_code == 404, answers[0].text
+    url = f"/api/job-execution/{world['wbk']}/status?wait=120"
+    answer = _losing_the_right(running, world, run, url)
+    assert answer.status_code == 404, answer.text
 
 
-def _until_watched(actors: Actors, execution_id: int) -> None:
-    """Until a request waits on the run (the watch lists it)."""
-    watch = actors.client.app.state.run_watch  # type: ignore[attr-defined]
+def _watch(actors: Actors) -> RunWatch:
+    watch: RunWatch = actors.client.app.state.run_watch  # type: ignore[attr-defined]
+    return watch
+
+
+def _until_watched(actors: Actors, execution_id: int, waiters: int = 1) -> None:
+    """Until `waiters` requests wait on the run (the watch lists them)."""
+    watch = _watch(actors)
     for _ in range(10_000):
-        if execution_id in watch._watchers:
+        if len(watch._watchers.get(execution_id, ())) >= waiters:
             return
         threading.Event().wait(0.01)
     raise AssertionError("nobody waits on the run")
+
+
+def test_waiters_woken_together_share_one_status_read_per_caller(
+    running: Actors, world: dict[str, int]
+) -> None:
+    """One read answers many waiters of one caller, yet each caller's rights are checked."""
+    run = _run(running, world["wbk"])
+    wait_for(running.node, run, {JobStatus.RUNNING})
+    callers = ["bob"] * 6 + ["eve"] * 6
+    answers: dict[int, Any] = {}
+
+    def ask(index: int, user: str) -> None:
+        url = f"/api/job-execution/{world['wbk']}/status?wait=120"
+        answers[index] = running.call(user, "GET", url)
+
+    threads = [threading.Thread(target=ask, args=item) for item in enumerate(callers)]
+    for thread in threads:
+        thread.start()
+    _until_watched(running, run, len(callers))
+    built = _watch(running).answers_built
+    # eve loses the right while waiting; bob keeps his.
+    with running.node.store.db.write() as conn:
+        running.node.store.files.delete_group_flags(conn, world["wbk"], "readers")
+    _stop(running, run)
+    for thread in threads:
+        thread.join()
+    for index, user in enumerate(callers):
+        answer = answers[index]
+        if user == "bob":
+            assert answer.status_code == 200, answer.text
+            assert (answer.json()["job-execution-id"], answer.json()["job-status"]) == (
+                run,
+                "CANCELED",
+            )
+        else:
+            assert answer.status_code == 404, answer.text
+    # Fewer status reads than waiters: woken waiters of one caller shared them.
+    assert _watch(running).answers_built - built < len(callers)
+    assert not _watch(running)._watchers
+
+
+def test_a_client_that_goes_away_stops_waiting_and_the_run_goes_on(
+    running: Actors, world: dict[str, int]
+) -> None:
+    run = _run(running, world["wbk"])
+    wait_for(running.node, run, {JobStatus.RUNNING})
+    watch = _watch(running)
+    sent: list[dict[str, Any]] = []
+
+    async def wait_then_leave() -> None:
+        left = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": f"/api/job-execution/{world['wbk']}/status",
+            "raw_path": f"/api/job-execution/{world['wbk']}/status".encode(),
+            "query_string": b"wait=3600",
+            "root_path": "",
+            "headers": [
+                (b"host", b"testserver"),
+                (b"authorization", _auth("bob")["Authorization"].encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        request = asyncio.ensure_future(running.client.app(scope, receive, send))
+        while run not in watch._watchers:
+            assert not request.done(), sent
+            await asyncio.sleep(0.01)
+        left.set()  # the client goes away
+        await request
+
+    running.client.portal.call(wait_then_leave)  # type: ignore[union-attr]
+    # The server stopped waiting for it (nobody waits on the run any more)...
+    assert run not in watch._watchers
+    # ...and the run goes on.
+    assert execution(running.node, run).status is JobStatus.RUNNING
+    status = running.call("bob", "GET", f"/api/job-execution/{world['wbk']}/status")
+    assert status.json()["job-status"] == "RUNNING"
+    _stop(running, run)
 
 
 def _auth(user: str) -> dict[str, str]:
@@ -313,6 +414,20 @@ def test_the_events_of_an_unreadable_run_are_the_404_of_a_missing_one(
     assert missing.json()["reason"] == MISSING_RUN.format(999999)
     both = running.call("mallory", "GET", f"/api/job-execution/999999,{run}/events")
     assert both.json()["reason"] == MISSING_RUN.format(999999)
+
+
+def test_a_reader_who_loses_the_right_while_streaming_gets_an_error_event_and_no_more(
+    running: Actors, world: dict[str, int]
+) -> None:
+    run = _run(running, world["wbk"])
+    answer = _losing_the_right(running, world, run, f"/api/job-execution/{run}/events")
+    assert answer.status_code == 200
+    events = _events(answer.text)
+    # eve saw the run running, then only that it is gone for her: not its end.
+    assert any(name == "state" and data["job-status"] == "RUNNING" for name, data in events)
+    assert events[-1] == ("error", {"status": "failure", "reason": MISSING_RUN.format(run)})
+    assert all(name != "end" for name, _ in events)
+    assert "CANCELED" not in answer.text
 
 
 def test_a_plan_streams_as_the_list_of_its_runs(running: Actors, world: dict[str, int]) -> None:
