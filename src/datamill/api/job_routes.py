@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from datamill.api.bodies import lenient_json_body
 from datamill.api.fast_status import status_body
+from datamill.api.idempotent import answer_once
 from datamill.api.security import current_user
 from datamill.api.types import MAX_ID, CurrentUser, EntityId
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis, v1_status
@@ -161,19 +162,27 @@ async def trigger(reference: str, request: Request) -> Response:
     # Sign-in and trigger in one trip to the thread pool, not one each (a
     # sync CurrentUser dependency takes its own): the trigger is the call
     # scripts make in bulk, and the hops cost more CPU than the trigger.
-    execution = await run_in_threadpool(_trigger_as_caller, request, reference)
-    return PrettyJSONResponse(
-        {
-            "status": "success",
-            "job-execution-id": execution.id,
-            "job-execution-user": execution.triggered_by,
-            "job-execution-trigger": execution.trigger_type.value,
-        }
+    return await run_in_threadpool(_trigger_as_caller, request, reference)
+
+
+def _trigger_as_caller(request: Request, reference: str) -> Response:
+    user = current_user(request)
+    return answer_once(
+        request,
+        user,
+        ("trigger", reference),
+        _triggered,
+        lambda once: _service(request).trigger(reference, user, once=once),
     )
 
 
-def _trigger_as_caller(request: Request, reference: str) -> Execution:
-    return _service(request).trigger(reference, current_user(request))
+def _triggered(execution: Execution) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "job-execution-id": execution.id,
+        "job-execution-user": execution.triggered_by,
+        "job-execution-trigger": execution.trigger_type.value,
+    }
 
 
 @router.post("/api/job-execution/{reference:path}/stop")
@@ -266,9 +275,19 @@ async def sequential_trigger(request: Request, user: CurrentUser) -> Response:
     """Trigger files and their data-driven downstream as one ordered plan."""
     body = await lenient_json_body(request)
     references, variables = _plan_request(body)
-    plan = await run_in_threadpool(
-        plans.sequential_trigger, _service(request), references, user, variables
+    return await run_in_threadpool(
+        answer_once,
+        request,
+        user,
+        ("sequential-trigger", references, variables),
+        _plan_answer,
+        lambda once: plans.sequential_trigger(
+            _service(request), references, user, variables, once=once
+        ),
     )
+
+
+def _plan_answer(plan: list[plans.PlanMember]) -> dict[str, Any]:
     members: list[dict[str, Any]] = []
     for member in plan:
         item: dict[str, Any] = {
@@ -281,7 +300,7 @@ async def sequential_trigger(request: Request, user: CurrentUser) -> Response:
         else:
             item["reason"] = member.reason
         members.append(item)
-    return PrettyJSONResponse({"status": "success", "execution-plan": members})
+    return {"status": "success", "execution-plan": members}
 
 
 def _plan_request(body: Any) -> tuple[list[str], dict[str, Any]]:

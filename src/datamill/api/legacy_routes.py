@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from datamill.api.idempotent import answer_once
 from datamill.api.types import ConfigurationQuery, CurrentUser, EntityId
 from datamill.api.wire import PrettyJSONResponse, v1_status
 from datamill.domain.status import JobStatus
@@ -33,8 +34,13 @@ def job_status(config_id: EntityId, request: Request, user: CurrentUser) -> Resp
 @router.post("/rest/job-execution")
 def trigger(request: Request, user: CurrentUser, configuration: ConfigurationQuery) -> Response:
     """Trigger a configuration by id."""
-    execution = _service(request).trigger(ByConfiguration(configuration), user)
-    return PrettyJSONResponse({"id": execution.id, "jobStatus": execution.status.value})
+    return answer_once(
+        request,
+        user,
+        ("rest-trigger", configuration),
+        lambda execution: {"id": execution.id, "jobStatus": execution.status.value},
+        lambda once: _service(request).trigger(ByConfiguration(configuration), user, once=once),
+    )
 
 
 @router.post("/rest/job-execution/job-kill/{execution_id}")

@@ -23,6 +23,7 @@ from datamill.domain.status import JobKind, JobStatus, TriggerType
 from datamill.engine.sql import check_workbook
 from datamill.errors import Conflict, InvalidDefinition, InvalidInput, NotFound, StopTimeout
 from datamill.services.graph import rebuild_dependencies
+from datamill.services.idempotency import Once
 from datamill.services.permissions import Access, Capability, require_access, require_capability
 from datamill.services.wakeup import Wakeup
 from datamill.store import executions as ex
@@ -187,14 +188,23 @@ class JobService:
         *,
         trigger_type: TriggerType = TriggerType.RESTAPI,
         variables: dict[str, Any] | None = None,
+        once: Once[Execution] | None = None,
     ) -> Execution:
-        """Queue a new execution; it is visible as QUEUED when this returns."""
+        """Queue a new execution; it is visible as QUEUED when this returns.
+
+        With `once` (an Idempotency-Key), a key used before raises its first
+        answer (Replayed) or KeyReused, and queues nothing.
+        """
         with self.store.db.write() as conn:
+            if once is not None:
+                once.begin(conn)
             require_capability(conn, user, Capability.JOB_RUN)
             _entry, config = self.resolve_job(conn, reference, user, Access.EXECUTE)
             execution = ex.queue_execution(
                 conn, config, trigger_type, user.name, variables=variables
             )
+            if once is not None:
+                once.end(conn, execution)
             ex.notify_other_nodes(conn, "work")
         self.wakeup.notify_work()
         return execution
