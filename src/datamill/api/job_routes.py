@@ -90,6 +90,8 @@ def _active_items(
                 visible.append((execution, entry))
         running = [e for e, _ in visible if e.status is JobStatus.RUNNING]
         remaining = service.remaining_many(conn, running)
+        # Counted among all active runs: a position names none of them.
+        spots = service.queue_spots(conn, active)
     items = []
     for execution, entry in visible:
         item = {
@@ -104,6 +106,10 @@ def _active_items(
             "estimatedTime": int((remaining.get(execution.id) or 0.0) * 1000),
             "startTime": epoch_millis(execution.started_at),
         }
+        spot = spots.get(execution.id)
+        if spot is not None:
+            item["queuePosition"] = spot.position
+            item["expectedStartTime"] = epoch_millis(spot.expected_start)
         items.append((item, execution, entry))
     return items
 
@@ -117,18 +123,21 @@ def job_status(reference: str, request: Request, user: CurrentUser) -> Response:
     clock = _clock(request)
     if execution is None:
         return PrettyJSONResponse(status_body(clock, view.file.id, None, None, None, None))
-    return PrettyJSONResponse(
-        status_body(
-            clock,
-            view.file.id,
-            execution.id,
-            execution.status,
-            execution.started_at,
-            execution.finished_at,
-            remaining=view.remaining_seconds,
-            progress=execution.progress,
-        )
+    body = status_body(
+        clock,
+        view.file.id,
+        execution.id,
+        execution.status,
+        execution.started_at,
+        execution.finished_at,
+        remaining=view.remaining_seconds,
+        progress=execution.progress,
     )
+    if view.queue is not None:
+        # Datamill's members for a run not started yet (docs/jobs.md, "Queue position").
+        body["queue-position"] = view.queue.position
+        body["expected-start-time"] = clock.datameer(view.queue.expected_start)
+    return PrettyJSONResponse(body)
 
 
 @router.get("/api/job-execution/{reference:path}/schedule")

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from datamill.api.idempotent import answer_once
 from datamill.api.types import ConfigurationQuery, CurrentUser, EntityId
-from datamill.api.wire import PrettyJSONResponse, v1_status
+from datamill.api.wire import Clock, PrettyJSONResponse, v1_status
 from datamill.domain.status import JobStatus
 from datamill.services.jobs import ByConfiguration, JobService
 
@@ -28,6 +28,11 @@ def job_status(config_id: EntityId, request: Request, user: CurrentUser) -> Resp
     body: dict[str, Any] = {}
     if view.execution is not None:
         body = {"id": view.execution.id, "jobStatus": v1_status(view.execution.status)}
+    if view.queue is not None:
+        # Datamill's members, dated as job details dates (docs/jobs.md, "Queue position").
+        clock: Clock = request.app.state.clock
+        body["queuePosition"] = view.queue.position
+        body["expectedStartTime"] = clock.datameer(view.queue.expected_start)
     return PrettyJSONResponse(body)
 
 
