@@ -21,11 +21,12 @@ from fastapi.testclient import TestClient
 
 from datamill.api.app import create_app
 from datamill.bootstrap import Node
-from datamill.domain.status import JobStatus
+from datamill.domain.status import JobKind, JobStatus
+from datamill.services.plans import sequential_trigger
 from datamill.store import tables as t
 from datamill.store.executions import get_execution
 from datamill.store.queue import Outcome
-from tests.helpers import admin, define, orders_import, write_orders_csv
+from tests.helpers import admin, define, orders_import, totals_workbook, write_orders_csv
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"admin:secret").decode()}
 DATAMEER_TIME = re.compile(r"^[A-Z][a-z]{2} \d{1,2}, \d{4} \d{1,2}:\d{2}:\d{2} (AM|PM)$")
@@ -169,3 +170,23 @@ def _config(node: Node, run: int) -> int:
                 sa.select(t.executions.c.job_configuration_id).where(t.executions.c.id == run)
             ).scalar_one()
         )
+
+
+def test_a_waiting_run_starts_when_its_upstream_is_expected_to_end(
+    node: Node, client: TestClient, jobs: dict[str, int]
+) -> None:
+    workbook = totals_workbook("/Data/ImportJobs/A.imp") | {"triggering": {"mode": "DATA_DRIVEN"}}
+    entry, _ = node.jobs.define_job("/w/totals.wbk", JobKind.WORKBOOK, workbook, "admin")
+    plan = sequential_trigger(node.jobs, [str(jobs["A"])], admin(node), {})
+    upstream, waiting = (member.execution_id for member in plan)
+    assert upstream is not None and waiting is not None
+
+    listed = _running_list(client)
+    assert listed[waiting]["jobStatus"] == "WAITING_FOR_OTHER_JOB"
+    assert [listed[r]["queuePosition"] for r in (upstream, waiting)] == [1, 2]
+    # A free slot now for A's run; the workbook once A's 60 s are over.
+    gap = listed[waiting]["expectedStartTime"] - listed[upstream]["expectedStartTime"]
+    assert abs(gap - 60_000) < 2_000
+    status = _status(client, entry.id)
+    assert status["job-status"] == "WAITING_FOR_OTHER_JOB"
+    assert status["queue-position"] == 2 and DATAMEER_TIME.match(status["expected-start-time"])

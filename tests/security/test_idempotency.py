@@ -20,7 +20,8 @@ from datamill.api.app import create_app
 from datamill.bootstrap import open_node
 from datamill.store import tables as t
 from datamill.worker.housekeeping import forget_expired_keys
-from tests.security.conftest import Actors, auth
+from tests.helpers import password_hash
+from tests.security.conftest import PASSWORD, Actors, auth
 
 KEY = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 
@@ -275,3 +276,16 @@ def test_a_bad_key_without_credentials_is_still_a_401(actors: Actors) -> None:
         f"/api/job-execution{path}/trigger", headers={"Idempotency-Key": "bad key"}
     )
     assert anonymous.status_code == 401
+
+
+def test_a_user_created_again_under_a_deleted_name_gets_no_replay(actors: Actors) -> None:
+    eves = _workbook(actors, "eve", "before")
+    kept = _v2(actors, "eve", eves, KEY)
+    assert kept.status_code == 200
+    assert actors.call("admin", "DELETE", "/rest/user-management/users/eve").status_code == 200
+    assert _keys(actors) == 0
+    actors.node.store.users.create("eve", password_hash(PASSWORD))
+    again = _workbook(actors, "eve", "after")
+    fresh = _v2(actors, "eve", again, KEY)
+    assert fresh.status_code == 200 and "idempotent-replayed" not in fresh.headers
+    assert fresh.json()["job-execution-id"] != kept.json()["job-execution-id"]

@@ -114,4 +114,7 @@ def test_queue_position_by_four_actors(world: World) -> None:
     assert queued.status_code == 200, queued.text
     mine = _send(world, "stranger", "GET", f"/api/job-execution/{own.id}/status").json()
     assert mine["queue-position"] > positions[0]
+    listed = _send(world, "stranger", "GET", "/api/job-execution/list-running").json()
+    (own_item,) = [i for i in listed if i["jobExecutionId"] == queued.json()["job-execution-id"]]
+    assert own_item["queuePosition"] == mine["queue-position"]
     assert run_status(world, run).value == "QUEUED"
