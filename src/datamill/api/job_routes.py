@@ -134,7 +134,7 @@ def job_status(reference: str, request: Request, user: CurrentUser) -> Response:
         progress=execution.progress,
     )
     if view.queue is not None:
-        # Datamill's members for a run not started yet (docs/jobs.md, "Queue position").
+        # Datamill's members for a run not started yet (docs/retried-triggers-and-queue.md).
         body["queue-position"] = view.queue.position
         body["expected-start-time"] = clock.datameer(view.queue.expected_start)
     return PrettyJSONResponse(body)

@@ -29,7 +29,7 @@ def job_status(config_id: EntityId, request: Request, user: CurrentUser) -> Resp
     if view.execution is not None:
         body = {"id": view.execution.id, "jobStatus": v1_status(view.execution.status)}
     if view.queue is not None:
-        # Datamill's members, dated as job details dates (docs/jobs.md, "Queue position").
+        # Datamill's members, dated as job details dates (docs/retried-triggers-and-queue.md).
         clock: Clock = request.app.state.clock
         body["queuePosition"] = view.queue.position
         body["expectedStartTime"] = clock.datameer(view.queue.expected_start)
