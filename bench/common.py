@@ -296,9 +296,10 @@ def define(client: httpx.Client, kind: str, document: dict[str, Any]) -> int:
     return config_id
 
 
-def trigger(client: httpx.Client, path: str) -> int:
-    """Trigger a job by path; the new execution id."""
-    response = client.post(f"/api/job-execution{path}/trigger")
+def trigger(client: httpx.Client, path: str, key: str | None = None) -> int:
+    """Trigger a job by path (with an Idempotency-Key if given); the new execution id."""
+    headers = {"Idempotency-Key": key} if key is not None else None
+    response = client.post(f"/api/job-execution{path}/trigger", headers=headers)
     response.raise_for_status()
     execution_id: int = response.json()["job-execution-id"]
     return execution_id

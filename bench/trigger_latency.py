@@ -19,6 +19,9 @@ execution's status straight from the database (read-only, every 1 ms) to know
 when to trigger the next; that poll is a second, independent observation of
 COMPLETED and is printed as a cross-check.
 
+With --keys every trigger carries a fresh Idempotency-Key (the cost of the
+key's insert and answer in the trigger's transaction).
+
 Baseline: GET /health round trips to the same server in the same run.
 Target: request sent -> RUNNING p50 <= 10 ms and p99 <= 50 ms.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 
 from common import (
     Result,
@@ -62,7 +66,7 @@ def health_round_trips(server: Server, count: int) -> list[float]:
     return samples
 
 
-def measure(server: Server, runs: int, backend: str) -> list[Result]:
+def measure(server: Server, runs: int, backend: str, keys: bool = False) -> list[Result]:
     """Trigger the trivial job `runs` times, one after another; the summary lines."""
     wait_warm(server)
     reader = StoreReader(server.database_url)
@@ -77,7 +81,7 @@ def measure(server: Server, runs: int, backend: str) -> list[Result]:
         polled: dict[int, float] = {}
         for _ in range(runs):
             start, wall = time.perf_counter(), time.time()
-            execution_id = trigger(client, JOB)
+            execution_id = trigger(client, JOB, uuid.uuid4().hex if keys else None)
             responded[execution_id] = time.time()
             sent[execution_id] = wall
             request.append(time.perf_counter() - start)
@@ -157,16 +161,17 @@ def measure(server: Server, runs: int, backend: str) -> list[Result]:
 
 def main() -> int:
     """Run on SQLite, then on PostgreSQL if it answers."""
-    args = parse_args(__doc__.splitlines()[0])
+    keys = ("--keys", {"action": "store_true", "help": "send a fresh Idempotency-Key each time"})
+    args = parse_args(__doc__.splitlines()[0], [keys])
     header("trigger_latency", args.quick)
     runs = 100 if args.quick else 1000
     results: list[Result] = []
     with scratch("latency") as folder:
         with serve(folder / "sqlite") as server:
-            results += measure(server, runs, "sqlite")
+            results += measure(server, runs, "sqlite", args.keys)
         if postgres_available():
             with postgres_database("latency") as url, serve(folder / "pg", url) as server:
-                results += measure(server, runs, "postgres")
+                results += measure(server, runs, "postgres", args.keys)
         else:
             print("PostgreSQL does not answer: skipped")
     summary(results)

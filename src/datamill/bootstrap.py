@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.domain.definitions import RunLimits
+from datamill.domain.estimate import QueueShape
 from datamill.services import locations
 from datamill.services.auth import hash_password
 from datamill.services.jobs import JobService
@@ -57,6 +58,11 @@ def open_node(settings: Settings) -> Node:
         limit_maxima=RunLimits(
             time_seconds=settings.run_time_limit_max_seconds,
             output_bytes=settings.run_output_limit_max_bytes,
+        ),
+        queue_shape=QueueShape(
+            slots_per_worker=settings.concurrency,
+            max_running=settings.max_running,
+            fair_shares=settings.fair_slot_shares,
         ),
     )
     return Node(settings, store, wakeup, jobs)

@@ -84,3 +84,9 @@ class TooManyRequests(DatamillError):
     def __init__(self, message: str | None = None, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class KeyReused(DatamillError):
+    """This Idempotency-Key was used for a different request."""
+
+    http_status = 422

@@ -81,7 +81,9 @@ def test_every_state_is_answered_fast_and_identically(pair: Pair, node: Node) ->
     user = admin(node)
     queued = node.jobs.trigger(str(file_id), user)
     answered, (_, _, _, text) = pair.both(_status(file_id), ADMIN)
-    assert answered and '"job-status": "QUEUED"' in text and '"start-time": null' in text
+    # A run not started yet is the route's: it adds the queue position (issue 15).
+    assert not answered and '"job-status": "QUEUED"' in text and '"start-time": null' in text
+    assert '"queue-position": 1' in text
 
     running = node.store.queue.claim_next_execution("w1")
     assert running is not None and running.id == queued.id

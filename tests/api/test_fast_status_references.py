@@ -102,10 +102,11 @@ def test_every_spelling_and_state_is_answered_fast_and_alike(
         for url in _spellings(jobs):
             for headers in (ANN, ADMIN):
                 answered, (code, _, _, text) = pair.both(url, headers)
-                assert answered and code == 200, (url, text)
+                # A QUEUED run is the route's, which adds its queue position (issue 15).
+                assert answered is (state != "QUEUED") and code == 200, (url, text)
                 seen.add(text.split('"job-status": "')[1].split('"')[0])
         answered, (code, _, _, text) = pair.both(_url(jobs["id"]), BOB)
-        assert answered and code == 200
+        assert answered is (state != "QUEUED") and code == 200
     assert seen == expected
 
 

@@ -61,6 +61,9 @@ def test_trigger_then_queued_status(client: TestClient, import_job: int) -> None
         "job-execution-id": body["job-execution-id"],
         "job-status": "QUEUED",
         "start-time": None,
+        # Datamill's members for a run not started yet (issue 15); no worker: no time.
+        "queue-position": 1,
+        "expected-start-time": None,
     }
 
 
@@ -204,6 +207,9 @@ def test_list_running_shows_queued_runs_with_epoch_millis(
         "dapJobConfigurationId",
         "estimatedTime",
         "startTime",
+        # Datamill's members for a run not started yet (issue 15).
+        "queuePosition",
+        "expectedStartTime",
     ]
     assert item["jobStatus"] == "QUEUED"
     assert item["jobExecutionId"] == trigger["job-execution-id"]

@@ -138,14 +138,20 @@ def test_status_cases_of_the_contract(api: TestClient) -> None:
     # queued behind the running one, then canceled before it started
     queued = _post(api, f"/api/job-execution{WBK}/trigger")
     legacy = _get(api, f"/rest/job-configuration/job-status/{details['jobConfigurationId'] + 2}")
-    assert legacy == {"id": queued["job-execution-id"], "jobStatus": "QUEUED"}
+    # The contract's members, then Datamill's for a run not started yet (issue 15):
+    # next in line, behind the running run of its own job.
+    expected_start = legacy.pop("expectedStartTime")
+    assert legacy == {"id": queued["job-execution-id"], "jobStatus": "QUEUED", "queuePosition": 1}
+    assert TIME.match(expected_start)
     status = _get(api, f"/api/job-execution{WBK}/status")
+    assert TIME.match(status.pop("expected-start-time"))
     assert status == {
         "status": "success",
         "file-id": status["file-id"],
         "job-execution-id": queued["job-execution-id"],
         "job-status": "QUEUED",
         "start-time": None,
+        "queue-position": 1,
     }
     kill = _post(api, f"/rest/job-execution/job-kill/{queued['job-execution-id']}")
     assert kill == {"status": "success"}

@@ -152,8 +152,12 @@ def test_the_admin_running_jobs_page_lists_running_then_queued_for_admin_only(
     assert second["startTime"] is None and second["progress"] is None
     # The members of list-running are all there, with the same values.
     listed = world.send("admin", "GET", "/rest/jobs/list-running").json()
+    # The queued run's expected start is computed from "now" on each request.
+    assert second.pop("expectedStartTime") is not None
+    assert listed[1].pop("expectedStartTime") is not None
     for item, listed_item in zip([first, second], listed, strict=True):
         assert {k: item[k] for k in listed_item} == listed_item
+    assert second["queuePosition"] == 1
 
     # Owner, reader and stranger: the same 403, whatever runs.
     refusals = [

@@ -170,15 +170,20 @@ def _drop(node: Node, ids: dict[str, int], round_: str) -> None:
     """Delete the rows `_fill` made: each was the newest of its id space."""
     with node.store.db.write() as conn:
         config = node.store.jobs.get(conn, ids["job_configurations"])
-        # Today's delete_job also deletes run logs (0007), a table a home at
-        # 0003 lacks: lent for the deletion, gone again before the migration.
-        lent = not sa.inspect(conn).has_table("run_log")
-        if lent:
-            t.run_log.create(conn)
+        # Today's delete_job also deletes run logs (0007) and delete_user the
+        # user's Idempotency-Keys (0008), tables a home at 0003 lacks: lent
+        # for the deletion, gone again before the migration.
+        lent = [
+            table
+            for table in (t.run_log, t.idempotency_keys)
+            if not sa.inspect(conn).has_table(table.name)
+        ]
+        for table in lent:
+            table.create(conn)
         delete_job(conn, config)
-        if lent:
-            t.run_log.drop(conn)
         user_module.delete_user(conn, f"u{round_}")
+        for table in lent:
+            table.drop(conn)
         user_module.delete_group(conn, f"g{round_}")
         user_module.delete_role(conn, f"r{round_}")
 

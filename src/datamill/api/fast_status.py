@@ -6,8 +6,9 @@ and six SQLAlchemy statements. `FastStatus` answers the successful case
 itself: a reference the route accepts (file id, uuid, or path, with `+` for
 spaces), Basic credentials that the Authenticator verified a moment ago or a
 valid session cookie, a caller whose role certainly grants job.read and who
-may read the file, and any state of the newest run (a RUNNING one costs one
-more indexed read, for its remaining-time estimate). It reads everything in
+may read the file, and any state of the newest run but QUEUED and WAITING
+(the route adds their queue position; a RUNNING one costs one more indexed
+read, for its remaining-time estimate). It reads everything in
 one SQL statement on a connection of its own: in the event loop on SQLite
 (the read takes tens of microseconds, and a lock wait is cut short at 50 ms),
 in a worker thread on PostgreSQL, whose connection has a connect and a
@@ -92,6 +93,8 @@ LEFT JOIN executions e ON e.id = (
 WHERE f.{column} = {param}
 """
 _COLUMNS = ("id", "uuid", "path")
+# A run not started yet: the route adds its queue position, so it answers.
+_PENDING = (JobStatus.QUEUED.value, JobStatus.WAITING_FOR_OTHER_JOB.value)
 
 
 def running_members(remaining: float | None, progress: float | None) -> tuple[str, str]:
@@ -231,7 +234,7 @@ class FastStatus:
             return None
         try:
             row = self._row(reference, caller.name)
-            if row is None or not self._allowed(caller, row):
+            if row is None or not self._allowed(caller, row) or row[10] in _PENDING:
                 return None
             return self._body(row)
         except Exception:

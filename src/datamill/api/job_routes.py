@@ -10,15 +10,16 @@ from starlette.responses import Response
 
 from datamill.api.bodies import lenient_json_body
 from datamill.api.fast_status import status_body
+from datamill.api.idempotent import answer_once
 from datamill.api.security import current_user
 from datamill.api.types import MAX_ID, CurrentUser, EntityId
 from datamill.api.waiting import (
     Wait,
     WaitingCaller,
+    answered_after_wait,
     applied,
     requested_wait,
     waited_status,
-    waited_statuses,
 )
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis, v1_status
 from datamill.domain.definitions import (
@@ -97,6 +98,8 @@ def _active_items(
                 visible.append((execution, entry))
         running = [e for e, _ in visible if e.status is JobStatus.RUNNING]
         remaining = service.remaining_many(conn, running)
+        # Counted among all active runs: a position names none of them.
+        spots = service.queue_spots(conn, active)
     items = []
     for execution, entry in visible:
         item = {
@@ -111,6 +114,10 @@ def _active_items(
             "estimatedTime": int((remaining.get(execution.id) or 0.0) * 1000),
             "startTime": epoch_millis(execution.started_at),
         }
+        spot = spots.get(execution.id)
+        if spot is not None:
+            item["queuePosition"] = spot.position
+            item["expectedStartTime"] = epoch_millis(spot.expected_start)
         items.append((item, execution, entry))
     return items
 
@@ -127,7 +134,7 @@ def _status_document(clock: Clock, view: StatusView) -> dict[str, Any]:
     execution = view.execution
     if execution is None:
         return status_body(clock, view.file.id, None, None, None, None)
-    return status_body(
+    body = status_body(
         clock,
         view.file.id,
         execution.id,
@@ -137,6 +144,11 @@ def _status_document(clock: Clock, view: StatusView) -> dict[str, Any]:
         remaining=view.remaining_seconds,
         progress=execution.progress,
     )
+    if view.queue is not None:
+        # Datamill's members for a run not started yet (docs/retried-triggers-and-queue.md).
+        body["queue-position"] = view.queue.position
+        body["expected-start-time"] = clock.datameer(view.queue.expected_start)
+    return body
 
 
 @router.get("/api/job-execution/{reference:path}/schedule")
@@ -170,25 +182,35 @@ async def trigger(reference: str, request: Request) -> Response:
     # Sign-in and trigger in one trip to the thread pool, not one each (a
     # sync CurrentUser dependency takes its own): the trigger is the call
     # scripts make in bulk, and the hops cost more CPU than the trigger.
-    execution, wait = await run_in_threadpool(_trigger_as_caller, request, reference)
-    body: dict[str, Any] = {
+    answer, wait = await run_in_threadpool(_trigger_as_caller, request, reference)
+    return await answered_after_wait(request, answer, wait, _runs_of_one, "job-status")
+
+
+def _trigger_as_caller(request: Request, reference: str) -> tuple[Response, Wait | None]:
+    user = current_user(request)
+    # Checked before the run starts: a bad wait starts nothing.
+    wait = requested_wait(request)
+    answer = answer_once(
+        request,
+        user,
+        ("trigger", reference),
+        _triggered,
+        lambda once: _service(request).trigger(reference, user, once=once),
+    )
+    return answer, wait
+
+
+def _runs_of_one(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [body]
+
+
+def _triggered(execution: Execution) -> dict[str, Any]:
+    return {
         "status": "success",
         "job-execution-id": execution.id,
         "job-execution-user": execution.triggered_by,
         "job-execution-trigger": execution.trigger_type.value,
     }
-    if wait is not None:
-        # Datamill's member: the state the run has when the wait ends.
-        statuses = await waited_statuses(request, [execution.id], wait)
-        body["job-status"] = statuses.get(execution.id)
-    return applied(PrettyJSONResponse(body), wait)
-
-
-def _trigger_as_caller(request: Request, reference: str) -> tuple[Execution, Wait | None]:
-    user = current_user(request)
-    # Checked before the run starts: a bad wait starts nothing.
-    wait = requested_wait(request)
-    return _service(request).trigger(reference, user), wait
 
 
 @router.post("/api/job-execution/{reference:path}/stop")
@@ -282,13 +304,25 @@ async def sequential_trigger(request: Request, user: CurrentUser) -> Response:
     wait = requested_wait(request)
     body = await lenient_json_body(request)
     references, variables = _plan_request(body)
-    plan = await run_in_threadpool(
-        plans.sequential_trigger, _service(request), references, user, variables
+    answer = await run_in_threadpool(
+        answer_once,
+        request,
+        user,
+        ("sequential-trigger", references, variables),
+        _plan_answer,
+        lambda once: plans.sequential_trigger(
+            _service(request), references, user, variables, once=once
+        ),
     )
-    statuses: dict[int, str] = {}
-    if wait is not None:
-        triggered = [m.execution_id for m in plan if m.execution_id is not None]
-        statuses = await waited_statuses(request, triggered, wait)
+    return await answered_after_wait(request, answer, wait, _plan_members, "job-status")
+
+
+def _plan_members(body: dict[str, Any]) -> list[dict[str, Any]]:
+    members: list[dict[str, Any]] = body["execution-plan"]
+    return members
+
+
+def _plan_answer(plan: list[plans.PlanMember]) -> dict[str, Any]:
     members: list[dict[str, Any]] = []
     for member in plan:
         item: dict[str, Any] = {
@@ -298,12 +332,10 @@ async def sequential_trigger(request: Request, user: CurrentUser) -> Response:
         }
         if member.execution_id is not None:
             item["job-execution-id"] = member.execution_id
-            if wait is not None:
-                item["job-status"] = statuses.get(member.execution_id)
         else:
             item["reason"] = member.reason
         members.append(item)
-    return applied(PrettyJSONResponse({"status": "success", "execution-plan": members}), wait)
+    return {"status": "success", "execution-plan": members}
 
 
 def _plan_request(body: Any) -> tuple[list[str], dict[str, Any]]:

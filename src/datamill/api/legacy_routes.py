@@ -8,15 +8,16 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from datamill.api.idempotent import answer_once
 from datamill.api.types import ConfigurationQuery, CurrentUser, EntityId
 from datamill.api.waiting import (
     WaitingCaller,
+    answered_after_wait,
     applied,
     requested_wait,
     waited_status,
-    waited_statuses,
 )
-from datamill.api.wire import PrettyJSONResponse, v1_status
+from datamill.api.wire import Clock, PrettyJSONResponse, v1_status
 from datamill.domain.status import JobStatus
 from datamill.services.jobs import ByConfiguration, JobService
 
@@ -35,6 +36,11 @@ async def job_status(config_id: EntityId, request: Request, user: WaitingCaller)
     body: dict[str, Any] = {}
     if view.execution is not None:
         body = {"id": view.execution.id, "jobStatus": v1_status(view.execution.status)}
+    if view.queue is not None:
+        # Datamill's members, dated as job details dates (docs/retried-triggers-and-queue.md).
+        clock: Clock = request.app.state.clock
+        body["queuePosition"] = view.queue.position
+        body["expectedStartTime"] = clock.datameer(view.queue.expected_start)
     return applied(PrettyJSONResponse(body), wait)
 
 
@@ -43,14 +49,17 @@ async def trigger(
     request: Request, user: CurrentUser, configuration: ConfigurationQuery
 ) -> Response:
     """Trigger a configuration by id; with `wait`, answer once the run ended (or the time is up)."""
+    # Checked before the run starts: a bad wait starts nothing.
     wait = requested_wait(request)
-    execution = await run_in_threadpool(
-        _service(request).trigger, ByConfiguration(configuration), user
+    answer = await run_in_threadpool(
+        answer_once,
+        request,
+        user,
+        ("rest-trigger", configuration),
+        lambda execution: {"id": execution.id, "jobStatus": execution.status.value},
+        lambda once: _service(request).trigger(ByConfiguration(configuration), user, once=once),
     )
-    status = execution.status.value
-    if wait is not None:
-        status = (await waited_statuses(request, [execution.id], wait)).get(execution.id, status)
-    return applied(PrettyJSONResponse({"id": execution.id, "jobStatus": status}), wait)
+    return await answered_after_wait(request, answer, wait, lambda body: [body], "jobStatus", "id")
 
 
 @router.post("/rest/job-execution/job-kill/{execution_id}")

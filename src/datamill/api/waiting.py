@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterable
-from typing import Annotated
+import json
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any
 
 from fastapi import Depends
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +23,7 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from datamill.api.security import current_user
+from datamill.api.wire import PrettyJSONResponse
 from datamill.domain.records import User
 from datamill.errors import InvalidInput
 from datamill.services.jobs import JobReference, JobService, StatusView
@@ -151,6 +153,34 @@ async def waited_status(
     # One read per caller, job and run for all woken together (services/waiting.py).
     key = ("status", user, job, waited)
     return await watch.shared(key, status_of_run, jobs, job, user, waited), wait
+
+
+async def answered_after_wait(
+    request: Request,
+    answer: Response,
+    wait: Wait | None,
+    runs: Callable[[dict[str, Any]], list[dict[str, Any]]],
+    status_member: str,
+    id_member: str = "job-execution-id",
+) -> Response:
+    """A trigger's answer, with `wait`: each triggered run's state once the wait ended.
+
+    The answer may be an Idempotency-Key replay (api/idempotent.py), which
+    stores the answer without the wait: a retried trigger that asks to wait
+    waits on the runs the first one started, so the key and the wait compose.
+    """
+    if wait is None or answer.status_code != 200:
+        return answer
+    body: dict[str, Any] = json.loads(bytes(answer.body))
+    items = [item for item in runs(body) if id_member in item]
+    statuses = await waited_statuses(request, [item[id_member] for item in items], wait)
+    for item in items:
+        item[status_member] = statuses.get(item[id_member], item.get(status_member))
+    waited = PrettyJSONResponse(body)
+    for name, value in answer.headers.items():
+        if name.lower() not in {"content-length", "content-type"}:
+            waited.headers[name] = value
+    return applied(waited, wait)
 
 
 def applied(response: Response, wait: Wait | None) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,20 +17,24 @@ from datamill.domain.definitions import (
     WorkbookDefinition,
     definition_model,
 )
-from datamill.domain.estimate import remaining_seconds
+from datamill.domain.estimate import Busy, Pending, QueueShape, expected_starts, remaining_seconds
 from datamill.domain.records import Execution, FileEntry, JobConfiguration, User
 from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobKind, JobStatus, TriggerType
 from datamill.engine.sql import check_workbook
 from datamill.errors import Conflict, InvalidDefinition, InvalidInput, NotFound, StopTimeout
 from datamill.services.graph import rebuild_dependencies
+from datamill.services.idempotency import Once
 from datamill.services.permissions import Access, Capability, require_access, require_capability
 from datamill.services.wakeup import Wakeup
 from datamill.store import executions as ex
+from datamill.store.backlog import live_workers, upstreams_of
 from datamill.store.db import utcnow
 from datamill.store.jobs import Check
 from datamill.store.store import Store
 from datamill.store.triggers import set_next_fire
+
+PENDING_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.WAITING_FOR_OTHER_JOB})
 
 
 def parse_definition(kind: JobKind, raw: dict[str, Any]) -> JobDefinition:
@@ -63,12 +68,21 @@ JobReference = str | ByConfiguration
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class QueueSpot:
+    """Where a QUEUED or WAITING run stands: 1 = next to start; when it probably starts."""
+
+    position: int
+    expected_start: dt.datetime | None  # None: no worker is alive to start it
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class StatusView:
     """What the status endpoint shows about a job file."""
 
     file: FileEntry
     execution: Execution | None
     remaining_seconds: float | None
+    queue: QueueSpot | None = None
 
 
 class JobService:
@@ -82,6 +96,7 @@ class JobService:
         stop_wait_seconds: float = 30.0,
         timezone: str | None = None,
         limit_maxima: RunLimits | None = None,
+        queue_shape: QueueShape | None = None,
     ) -> None:
         self.store = store
         self.wakeup = wakeup
@@ -89,6 +104,8 @@ class JobService:
         self.timezone = timezone
         # The most a job may set as its own run limits (the operator's settings).
         self.limit_maxima = limit_maxima
+        # The worker slots, for telling queued runs when they probably start.
+        self.queue_shape = queue_shape or QueueShape()
 
     # ------------------------------------------------------------ defining
 
@@ -187,14 +204,23 @@ class JobService:
         *,
         trigger_type: TriggerType = TriggerType.RESTAPI,
         variables: dict[str, Any] | None = None,
+        once: Once[Execution] | None = None,
     ) -> Execution:
-        """Queue a new execution; it is visible as QUEUED when this returns."""
+        """Queue a new execution; it is visible as QUEUED when this returns.
+
+        With `once` (an Idempotency-Key), a key used before raises its first
+        answer (Replayed) or KeyReused, and queues nothing.
+        """
         with self.store.db.write() as conn:
+            if once is not None:
+                once.begin(conn)
             require_capability(conn, user, Capability.JOB_RUN)
             _entry, config = self.resolve_job(conn, reference, user, Access.EXECUTE)
             execution = ex.queue_execution(
                 conn, config, trigger_type, user.name, variables=variables
             )
+            if once is not None:
+                once.end(conn, execution)
             ex.notify_other_nodes(conn, "work")
         self.wakeup.notify_work()
         return execution
@@ -208,9 +234,55 @@ class JobService:
             entry, config = self.resolve_job(conn, reference, user, Access.READ)
             execution = ex.newest_execution(conn, config.id)
             remaining = None
+            spot = None
             if execution is not None and execution.status is JobStatus.RUNNING:
                 remaining = self.remaining(conn, execution)
-        return StatusView(entry, execution, remaining)
+            elif execution is not None and execution.status in PENDING_STATUSES:
+                spot = self.queue_spots(conn, ex.active_executions(conn)).get(execution.id)
+        return StatusView(entry, execution, remaining, spot)
+
+    def queue_spots(self, conn: Connection, active: list[Execution]) -> dict[int, QueueSpot]:
+        """Position and expected start of each QUEUED or WAITING run among `active` (all of them).
+
+        The position counts every run ahead, readable by the caller or not: it
+        is a number, and names none of them (docs/decisions.md).
+        """
+        pending = [e for e in active if e.status in PENDING_STATUSES]
+        if not pending:
+            return {}
+        running = [e for e in active if e.status is JobStatus.RUNNING]
+        remaining = self.remaining_many(conn, running)
+        means = ex.mean_run_seconds_many(conn, [e.job_configuration_id for e in pending])
+        waits = upstreams_of(
+            conn, [e.id for e in pending if e.status is JobStatus.WAITING_FOR_OTHER_JOB]
+        )
+        shape = self.queue_shape
+        busy = [
+            Busy(e.id, e.job_configuration_id, e.triggered_by, remaining.get(e.id)) for e in running
+        ]
+        spots = expected_starts(
+            busy,
+            [
+                Pending(
+                    e.id,
+                    e.job_configuration_id,
+                    e.triggered_by,
+                    means.get(e.job_configuration_id),
+                    waits.get(e.id, ()),
+                )
+                for e in pending
+            ],
+            shape.slots(live_workers(conn)),
+            shape.fair_shares,
+        )
+        now = utcnow()
+        return {
+            run_id: QueueSpot(
+                spot.position,
+                None if spot.starts_in is None else now + dt.timedelta(seconds=spot.starts_in),
+            )
+            for run_id, spot in spots.items()
+        }
 
     def remaining(self, conn: Connection, execution: Execution) -> float | None:
         """Seconds a running execution probably still needs, None if unknown."""

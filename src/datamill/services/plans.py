@@ -12,6 +12,7 @@ from datamill.domain.records import JobConfiguration, User
 from datamill.domain.status import JobKind, JobStatus, TriggerType
 from datamill.errors import InvalidInput
 from datamill.services.graph import CycleFound, downstream_graph, topological_order, upstream_graph
+from datamill.services.idempotency import Once
 from datamill.services.jobs import JobService
 from datamill.services.permissions import Access, Capability, has_access, require_capability
 from datamill.store import executions as ex
@@ -29,7 +30,11 @@ class PlanMember:
 
 
 def sequential_trigger(
-    jobs: JobService, references: list[str], user: User, variables: dict[str, Any]
+    jobs: JobService,
+    references: list[str],
+    user: User,
+    variables: dict[str, Any],
+    once: Once[list[PlanMember]] | None = None,
 ) -> list[PlanMember]:
     """Trigger the files and the data-driven workbooks downstream, in order; all or nothing.
 
@@ -37,11 +42,14 @@ def sequential_trigger(
     downstream that the caller may not read and run is left out of the plan,
     unnamed (with whatever is downstream only of it): it still runs, as its
     owner, by its own data-driven trigger once its sources have succeeded.
+    With `once`, as JobService.trigger.
     """
     if not references:
         raise InvalidInput("fileIds must name at least one job")
     store = jobs.store
     with store.db.write() as conn:
+        if once is not None:
+            once.begin(conn)
         require_capability(conn, user, Capability.JOB_RUN)
         given: list[int] = []
         for reference in references:
@@ -60,6 +68,8 @@ def sequential_trigger(
             raise InvalidInput(f"the jobs read from each other in a cycle: {names}") from None
         ex.lock_configurations_for_new_runs(conn, order)
         plan = _create_executions(conn, order, upstream, configs, user, variables)
+        if once is not None:
+            once.end(conn, plan)
         ex.notify_other_nodes(conn, "work")
     jobs.wakeup.notify_work()
     return plan

@@ -290,3 +290,23 @@ connections = sa.Table(
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("password", sa.Text, nullable=True),
 )
+
+# A trigger's Idempotency-Key and the answer it got, per user (the key's scope):
+# a retried request with the same key gets that answer again and starts nothing.
+# Inserted in the trigger's own transaction before its runs, so a key never
+# exists without its runs nor runs without their key (store/idempotency.py).
+# Migration 0008.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("user_name", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    # sha256 (hex) of what was asked: route, job reference(s), body.
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=False),
+    # The answer's bytes (UTF-8 JSON), replayed as they were sent.
+    sa.Column("body", sa.Text, nullable=False),
+    # Housekeeping deletes expired keys by one range scan.
+    sa.Index("ix_idempotency_keys_created_at", "created_at"),
+)

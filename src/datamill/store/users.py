@@ -259,7 +259,12 @@ def rename_group(conn: Connection, old: str, new: str) -> None:
 
 
 def delete_user(conn: Connection, name: str) -> None:
-    """Remove a user with their group and role memberships."""
+    """Remove a user with their group and role memberships and Idempotency-Keys.
+
+    The keys go too: a user created later under the same name must not get
+    this one's answers replayed.
+    """
+    conn.execute(sa.delete(t.idempotency_keys).where(t.idempotency_keys.c.user_name == name))
     conn.execute(sa.delete(t.user_groups).where(t.user_groups.c.user_name == name))
     conn.execute(sa.delete(t.user_roles).where(t.user_roles.c.user_name == name))
     conn.execute(sa.delete(t.users).where(t.users.c.name == name))

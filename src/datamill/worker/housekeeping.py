@@ -1,4 +1,4 @@
-"""Housekeeping: remove deleted and expired data files, and stale staging folders."""
+"""Housekeeping: remove deleted and expired data files, stale staging folders, old keys."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from pathlib import Path
 from datamill.domain.records import JobConfiguration
 from datamill.domain.status import JobKind
 from datamill.engine.workbooks import remove_dead_windows
+from datamill.services.idempotency import KEY_LIFETIME
 from datamill.store import data as data_store
 from datamill.store.db import utcnow
 from datamill.store.history import drop_history_before
+from datamill.store.idempotency import forget_keys_before
 from datamill.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,12 @@ def drop_old_history(store: Store, days: float) -> int:
     """Drop ended executions older than `days`; returns how many."""
     with store.db.write() as conn:
         return drop_history_before(conn, utcnow() - dt.timedelta(days=days))
+
+
+def forget_expired_keys(store: Store) -> int:
+    """Delete Idempotency-Keys past their lifetime (24 hours); returns how many."""
+    with store.db.write() as conn:
+        return forget_keys_before(conn, utcnow() - KEY_LIFETIME)
 
 
 def remove_orphaned_data_folders(store: Store, min_age_seconds: float = 300.0) -> list[str]:

@@ -34,6 +34,7 @@ from datamill.worker.horse import Horse, HorseDied, run_result
 from datamill.worker.housekeeping import (
     drop_old_history,
     expire_old_results,
+    forget_expired_keys,
     remove_deleted_files,
     remove_orphaned_data_folders,
     remove_stale_staging,
@@ -142,6 +143,7 @@ class Worker:
         self._alone(
             "dropping old history", lambda: drop_old_history(self.store, self.settings.history_days)
         )
+        self._alone("forgetting expired idempotency keys", lambda: forget_expired_keys(self.store))
 
     def _remove_stale_staging(self) -> None:
         with self.store.db.read() as conn:
