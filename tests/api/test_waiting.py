@@ -129,6 +129,38 @@ def test_the_v2_trigger_with_prefer_wait_adds_the_final_status(
     assert response.headers["Preference-Applied"] == "wait=120"
 
 
+@pytest.mark.parametrize("route", ["legacy", "v2"])
+def test_a_retried_keyed_trigger_with_wait_waits_on_the_first_run_and_starts_nothing(
+    running: Actors, world: dict[str, int], route: str
+) -> None:
+    # cron retries `trigger?wait=` with the same Idempotency-Key after a dropped
+    # connection: the retry must wait on the run the first try started.
+    if route == "legacy":
+        url, id_member, status_member = (
+            f"/rest/job-execution?configuration={world['imp_config']}&wait=120",
+            "id",
+            "jobStatus",
+        )
+    else:
+        url, id_member, status_member = (
+            f"/api/job-execution/{world['imp']}/trigger?wait=120",
+            "job-execution-id",
+            "job-status",
+        )
+    headers = {**_auth("bob"), "Idempotency-Key": f"nightly-{route}"}
+    first = running.client.post(url, headers=headers)
+    again = running.client.post(url, headers=headers)
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert first.json()[status_member] == again.json()[status_member] == "COMPLETED"
+    assert again.json()[id_member] == first.json()[id_member]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    history = running.call(
+        "bob", "GET", f"/rest/job-configuration/job-history/{world['imp_config']}"
+    )
+    assert [run["id"] for run in history.json()] == [first.json()[id_member]]
+
+
 def test_a_wait_that_runs_out_answers_the_state_the_run_then_has(
     running: Actors, world: dict[str, int]
 ) -> None:
