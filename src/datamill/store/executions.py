@@ -27,6 +27,11 @@ WAKEUP_CHANNEL = "datamill_queue"
 MAX_START = 2**40
 
 
+# The columns an Execution record is built from: retry_at is the queue's own
+# (a run's next attempt), so a trigger neither returns it nor needs it.
+RECORD_COLUMNS = tuple(c for c in E.c if c.name != "retry_at")
+
+
 def execution_from_row(row: Any) -> Execution:
     """Build an Execution from an executions row."""
     return Execution(
@@ -103,7 +108,7 @@ def queue_execution(
     trigger holds the SQLite write lock for less time.
     """
     result = _insert_execution(
-        conn, config, trigger_type, user, variables, JobStatus.QUEUED, returning=tuple(E.c)
+        conn, config, trigger_type, user, variables, JobStatus.QUEUED, returning=RECORD_COLUMNS
     )
     return execution_from_row(result.one())
 
