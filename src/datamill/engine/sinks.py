@@ -169,7 +169,7 @@ def _mark(conn: sa.Connection, session: Session, sink: DatabaseSink, records: in
     marks = _marks_table()
     marks.create(conn, checkfirst=True)
     row = {
-        "run_key": request.run_key or str(request.execution_id),
+        "run_key": request.run_key,
         "attempt": request.attempt,
         "target": sink.table,
         "records": records,
@@ -188,9 +188,7 @@ def _earlier_write(engine: sa.Engine, session: Session) -> tuple[int, int]:
     request = session.request
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(marks.c.attempt, marks.c.records).where(
-                marks.c.run_key == (request.run_key or str(request.execution_id))
-            )
+            sa.select(marks.c.attempt, marks.c.records).where(marks.c.run_key == request.run_key)
         ).one()
     return int(row.attempt), int(row.records)
 
@@ -220,7 +218,8 @@ def write_database(
     records = written = 0
     try:
         with engine.begin() as conn:
-            if sink.marks_writes:
+            # A run without a key (the engine used directly, never retried) needs no marker.
+            if sink.marks_writes and session.request.run_key:
                 _mark(conn, session, sink, parquet.metadata.num_rows)
             exists = sa.inspect(conn).has_table(sink.table)
             if sink.mode == "replace" or not exists:
