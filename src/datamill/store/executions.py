@@ -316,6 +316,10 @@ def active_execution_for_config(conn: Connection, config_id: int) -> Execution |
     return execution_from_row(row) if row is not None else None
 
 
+CANCELED_BEFORE_START = "Canceled before it started."
+CANCELED_BEFORE_RETRY = "Canceled while waiting for its next attempt."
+
+
 def request_stop(conn: Connection, execution_id: int, by: str | None = None) -> JobStatus:
     """Cancel a waiting execution now, or flag a running one for its worker to stop.
 
@@ -336,13 +340,18 @@ def request_stop(conn: Connection, execution_id: int, by: str | None = None) -> 
             status=JobStatus.CANCELED.value,
             finished_at=now,
             stop_requested=True,
-            error_message="Canceled before it started.",
+            # A run whose worker died waits QUEUED for its next attempt (store/retries.py).
+            error_message=sa.case(
+                (E.c.attempts > 0, CANCELED_BEFORE_RETRY), else_=CANCELED_BEFORE_START
+            ),
         )
+        .returning(E.c.error_message)
     )
-    if canceled.rowcount:
+    message = canceled.scalar()
+    if message is not None:
         settle_dependents(conn, execution_id, JobStatus.CANCELED)
         ended = [
-            rl.pending(rl.STOPPED, message="Canceled before it started.", by=by),
+            rl.pending(rl.STOPPED, message=message, by=by),
             rl.pending(rl.FINISHED, status=JobStatus.CANCELED.value),
         ]
         append(conn, execution_id, [asked, *ended])
