@@ -70,6 +70,11 @@ def lost_verdicts(
                 lost_message + (f"; {why_not}" if why_not else ""),
             )
         )
+    # A run whose configuration cannot be read ends as before retries: never left RUNNING.
+    found = {v.execution_id for v in verdicts}
+    verdicts += [
+        Verdict(i, False, default, 0, lost_message) for i in execution_ids if i not in found
+    ]
     return verdicts
 
 
