@@ -23,6 +23,7 @@ from datamill.domain.status import JobStatus
 from datamill.processes import pid_alive
 from datamill.services.locations import policy_from_settings
 from datamill.store import tables as t
+from datamill.store.executions import request_stop
 from datamill.store.queue import WORKER_LOST
 from datamill.store.runlog import read_log
 from datamill.worker.inputs import installation_key
@@ -128,6 +129,20 @@ def test_a_job_with_no_retries_ends_in_error_as_before(node: Node, files_root: P
     _reconcile(node)
     ended = execution(node, run.id)
     assert (ended.status, ended.error_message, ended.attempts) == (JobStatus.ERROR, WORKER_LOST, 1)
+
+
+def test_a_run_asked_to_stop_before_its_worker_died_is_not_retried(
+    node: Node, files_root: Path
+) -> None:
+    define(node, IMP, orders_import(write_orders_csv(files_root / "in", rows=3)))
+    run = node.jobs.trigger(IMP, admin(node))
+    _lose(node, run.id, "gone")
+    with node.store.db.write() as conn:
+        assert request_stop(conn, run.id, by="admin") is JobStatus.RUNNING
+    _reconcile(node)
+    ended = execution(node, run.id)
+    assert (ended.status, ended.attempts) == (JobStatus.ERROR, 1)
+    assert ended.error_message == f"{WORKER_LOST}; not retried: a stop was asked for"
 
 
 def test_a_stop_during_the_retry_delay_cancels_the_run_for_good(
