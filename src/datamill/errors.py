@@ -70,6 +70,12 @@ class JobFailed(DatamillError):
     http_status = 500
 
 
+class PassingFailure(JobFailed):
+    """The job failed for a reason that may pass (a database refused the connection)."""
+
+    # Its job's retry policy applies: the run may be started again (docs/jobs.md, "Retries").
+
+
 class StopTimeout(DatamillError):
     """The execution did not stop in time."""
 

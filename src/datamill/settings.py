@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from datamill.domain.retry import MAX_RETRIES, MAX_RETRY_DELAY_SECONDS, RetryPolicy
+
 
 class Settings(BaseSettings):
     """Datamill's settings; each field is documented once, here."""
@@ -92,6 +94,28 @@ class Settings(BaseSettings):
         default=15.0,
         gt=0,
         description="A worker silent this long is lost; its running executions end in ERROR.",
+    )
+    # Retries (docs/jobs.md, "Retries"; docs/decisions.md, "Crashed runs finish anyway").
+    run_retries: int = Field(
+        default=2,
+        ge=0,
+        le=MAX_RETRIES,
+        description=(
+            "How often a run is started again after its worker died (kill -9, a lost"
+            " machine) or after a failure its job declares passing (a database that refused"
+            " the connection), unless the job sets its own `retries`; then it ends in ERROR."
+            " 2: a run survives a crash and a second crash during the recovery, while a job"
+            " that itself brings its worker down stops after three attempts. 0: no retries."
+        ),
+    )
+    run_retry_delay_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=MAX_RETRY_DELAY_SECONDS,
+        description=(
+            "Seconds a run waits, QUEUED, before it is started again, unless the job sets"
+            " its own `retryDelay`; a stop during the wait cancels it."
+        ),
     )
     poll_seconds: float = Field(
         default=1.0, gt=0, description="Fallback polling for new work when no wake-up arrives."
@@ -244,6 +268,11 @@ class Settings(BaseSettings):
         if self.run_output_limit_bytes > self.run_output_limit_max_bytes:
             raise ValueError("run_output_limit_bytes is above run_output_limit_max_bytes")
         return self
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy of every job that sets none of its own."""
+        return RetryPolicy(self.run_retries, self.run_retry_delay_seconds)
 
     @functools.cached_property
     def resolved_home(self) -> Path:

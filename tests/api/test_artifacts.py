@@ -363,3 +363,39 @@ def test_a_reference_to_nothing_readable_names_the_member_and_what_was_typed(
     assert refused.json() == {"status": "failure", "reason": f"{member}.{reason}"}, refused.text
     assert refused.status_code == 400
     assert client.get(base, headers=ADMIN).json() == []
+
+
+_IMPORT = "/rest/import-job"
+
+
+@pytest.mark.parametrize(
+    ("base", "member", "value", "reason"),
+    [
+        (_IMPORT, "retries", -1, "greater than or equal to 0"),
+        (_IMPORT, "retries", 11, "less than or equal to 10"),
+        (_IMPORT, "retries", True, "valid integer"),
+        (_IMPORT, "retries", "2", "valid integer"),
+        (_IMPORT, "retryDelay", -1, "greater than or equal to 0"),
+        (_IMPORT, "retryDelay", 86_401, "less than or equal to 86400"),
+        (_IMPORT, "retryDelay", 1.5, "valid integer"),
+        ("/rest/workbook", "retries", 11, "less than or equal to 10"),
+        ("/rest/export-job", "retryDelay", -1, "greater than or equal to 0"),
+    ],
+)
+def test_a_retry_policy_out_of_bounds_is_refused_naming_the_member(
+    client: TestClient, files_root: Path, base: str, member: str, value: Any, reason: str
+) -> None:
+    documents = _documents(files_root)
+    for url in ("/rest/import-job", "/rest/workbook"):
+        if url != base:
+            assert _post(client, url, documents[url]).is_success
+        else:
+            break
+    refused = _post(client, base, {**documents[base], member: value})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["status"] == "failure"
+    assert member in refused.json()["reason"] and reason in refused.json()["reason"]
+    saved = _post(client, base, {**documents[base], "retries": 10, "retryDelay": 86_400})
+    assert saved.is_success, saved.text
+    read = client.get(f"{base}/{saved.json()['configuration-id']}", headers=ADMIN).json()
+    assert (read["retries"], read["retryDelay"]) == (10, 86_400)

@@ -171,8 +171,9 @@ def test_completed_run_details_history_and_list_running(
         # Datamill's members after Datameer's, which stay as they were (issue #12).
         "failure",
         "warnings",
+        "attempts",
     ]
-    assert body["failure"] is None and body["warnings"] == []
+    assert body["failure"] is None and body["warnings"] == [] and body["attempts"] == 1
     assert body["jobStatus"] == "COMPLETED"
     assert body["file"]["id"] == import_job
     assert body["successCount"] == 5 and body["failureCount"] == 0

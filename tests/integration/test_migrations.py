@@ -104,7 +104,7 @@ def _home_at_0003(tmp_path: Path) -> tuple[Settings, Node]:
 
 
 # Columns that later migrations added; a home at 0003 or 0004 has none of them.
-_ADDED_AFTER_0004 = {"users": {"session_epoch"}}
+_ADDED_AFTER_0004 = {"users": {"session_epoch"}, "executions": {"retry_at"}}
 
 
 def _rows_of_0004(conn: sa.Connection, name: str) -> list[Any]:

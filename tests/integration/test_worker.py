@@ -155,7 +155,8 @@ def test_a_trigger_while_one_runs_queues_behind_it(
 
 def test_a_restarted_worker_reconciles_runs_of_a_dead_one(node: Node, files_root: Path) -> None:
     source = write_orders_csv(files_root / "in", rows=10)
-    define(node, IMP, orders_import(source))
+    # No retries: the lost run ends in ERROR (tests/hostile/test_retries.py retries).
+    define(node, IMP, {**orders_import(source), "retries": 0})
     user = admin(node)
     run = node.jobs.trigger(IMP, user)
     dead_pid = a_dead_pid()

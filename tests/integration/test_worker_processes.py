@@ -95,9 +95,9 @@ def test_a_killed_worker_leaves_no_run_stuck(
 ) -> None:
     source = write_orders_csv(files_root / "in", rows=10)
     define(node, "/Data/ImportJobs/o.imp", orders_import(source))
-    define(
-        node, "/Analytics/Workbooks/slow.wbk", totals_workbook("/Data/ImportJobs/o.imp", SLOW_SQL)
-    )
+    # No retries: this is the lost run ending in ERROR (tests/hostile/test_retries.py retries).
+    slow = {**totals_workbook("/Data/ImportJobs/o.imp", SLOW_SQL), "retries": 0}
+    define(node, "/Analytics/Workbooks/slow.wbk", slow)
     user = admin(node)
     first = workers.start()
     wait_terminal(node, node.jobs.trigger("/Data/ImportJobs/o.imp", user).id)
@@ -326,7 +326,10 @@ def test_a_worker_on_another_host_is_lost_only_once_its_heartbeat_is_older_than_
     node: Node, files_root: Path, silent: str
 ) -> None:
     define(
-        node, "/Data/ImportJobs/o.imp", orders_import(write_orders_csv(files_root / "in", rows=3))
+        node,
+        "/Data/ImportJobs/o.imp",
+        # No retries: the run that is lost ends in ERROR, where the timeout is seen.
+        {**orders_import(write_orders_csv(files_root / "in", rows=3)), "retries": 0},
     )
     timeout = dt.timedelta(seconds=node.settings.worker_lost_seconds)
     margin = dt.timedelta(seconds=5)

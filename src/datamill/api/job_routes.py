@@ -239,6 +239,8 @@ def job_details(execution_id: EntityId, request: Request, user: CurrentUser) -> 
             # Datamill's members (docs/decisions.md, "Run logs and lineage").
             "failure": runs.failure(report),
             "warnings": runs.warnings(report),
+            # How often a worker started the run: more than 1 after retries (docs/jobs.md).
+            "attempts": execution.attempts,
         }
     )
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from datamill.domain.retry import MAX_RETRIES, MAX_RETRY_DELAY_SECONDS
 from datamill.domain.schedule import MAX_CRON_LENGTH, cron_problem
 from datamill.domain.status import JobKind
 
@@ -46,6 +47,27 @@ MAX_BIGINT = 2**63 - 1
 
 Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_LENGTH)]
 # A variable's default, and a value a trigger gives it.
+# A job's retry policy (domain/retry.py): unset members take the operator's defaults.
+# Strict whole numbers: true, 1.5 or "2" are refused, not read as a count.
+Retries = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=MAX_RETRIES,
+        strict=True,
+        description="How often a run whose worker died, or that failed passingly, starts again.",
+    ),
+]
+RetryDelay = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=MAX_RETRY_DELAY_SECONDS,
+        strict=True,
+        alias="retryDelay",
+        description="Seconds a run waits, QUEUED, before it is started again.",
+    ),
+]
 VariableValue = (
     Annotated[str, Field(max_length=MAX_VALUE_LENGTH)]
     | Annotated[int, Field(ge=MIN_BIGINT, le=MAX_BIGINT)]
@@ -170,6 +192,8 @@ class ImportJobDefinition(_Model):
     error_mode: Literal["DROP_RECORD", "FAIL"] = Field(default="DROP_RECORD", alias="errorMode")
     min_keep_count: int = Field(default=1, ge=1, le=MAX_KEEP_COUNT, alias="minKeepCount")
     limits: RunLimits | None = None
+    retries: Retries = None
+    retry_delay: RetryDelay = None
 
     @field_validator("columns")
     @classmethod
@@ -269,6 +293,8 @@ class WorkbookDefinition(_Model):
     sheets: list[Sheet] = Field(min_length=1, max_length=MAX_SHEETS)
     min_keep_count: int = Field(default=1, ge=1, le=MAX_KEEP_COUNT, alias="minKeepCount")
     limits: RunLimits | None = None
+    retries: Retries = None
+    retry_delay: RetryDelay = None
 
     @field_validator("variables")
     @classmethod
@@ -311,6 +337,22 @@ class DatabaseSink(_Model):
     url: str | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
     table: str = Field(pattern=NAME_PATTERN)
     mode: Literal["replace", "append"] = "replace"
+    # Whether the write also records a row in the target's marker table, in its
+    # own transaction: what lets a run whose worker died be retried without
+    # writing twice (docs/decisions.md, "Crashed runs finish anyway").
+    # Unset means true (left out of stored documents that never set it).
+    marker: bool | None = Field(
+        default=None,
+        description=(
+            "Record each write in the table datamill_sink_marks of the target database,"
+            " in the write's transaction (default); false: a run lost mid-export is not retried."
+        ),
+    )
+
+    @property
+    def marks_writes(self) -> bool:
+        """Whether writes record a marker row (the default)."""
+        return self.marker is not False
 
     @model_validator(mode="after")
     def _connection(self) -> DatabaseSink:
@@ -330,6 +372,8 @@ class ExportJobDefinition(_Model):
     source: DataSheetSource
     sink: Sink
     limits: RunLimits | None = None
+    retries: Retries = None
+    retry_delay: RetryDelay = None
 
 
 JobDefinition = ImportJobDefinition | WorkbookDefinition | ExportJobDefinition

@@ -26,6 +26,8 @@ STOP_REQUESTED = "stop-requested"
 STOPPED = "stopped"
 FAILED = "failed"
 HANDED_BACK = "handed-back"
+# An attempt ended (worker lost, passing failure) and the run waits, QUEUED, for the next.
+RETRY_SCHEDULED = "retry-scheduled"
 FINISHED = "finished"
 TRUNCATED = "truncated"
 # Sent by the engine with the place a run failed (sheet, source, record);

@@ -72,6 +72,11 @@ class RunRequest:
     file_roots: tuple[str, ...] = ()
     # At most this many files may a source glob match.
     max_source_files: int = 10_000
+    # Which start of the execution this is (1 unless retried or handed back), and
+    # the run's name in marker tables of database sinks: unique per installation
+    # and execution, the same across its attempts (engine/sinks.py).
+    attempt: int = 1
+    run_key: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

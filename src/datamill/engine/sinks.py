@@ -7,6 +7,7 @@ half-written file at the user's path.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from typing import TYPE_CHECKING, Any
@@ -44,12 +45,16 @@ def run_export(session: Session, definition: ExportJobDefinition) -> RunResult:
     sink = definition.sink
     target = sink.path if isinstance(sink, FileSink) else f"database table {sink.table}"
     session.where = {"target": target}
+    earlier: dict[str, int] = {}
     if isinstance(sink, FileSink):
         staged, final, records, written = stage_file(session, sink, real)
         moves = ((staged, final),)
     else:
-        records, written = write_database(session, sink, real)
-    session.event(rl.EXPORTED, target=target, records=records, bytes=written)
+        records, written, by = write_database(session, sink, real)
+        if by is not None:
+            # The rows are there once, from a lost attempt: this one wrote nothing.
+            earlier = {"written-by-attempt": by}
+    session.event(rl.EXPORTED, target=target, records=records, bytes=written, **earlier)
     session.where = {}
     return RunResult(
         status=JobStatus.COMPLETED,
@@ -130,8 +135,72 @@ def _sqlite_transactions(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def write_database(session: Session, sink: DatabaseSink, source: str) -> tuple[int, int]:
-    """Write all records to the table in one transaction: (records, bytes)."""
+MARKS_TABLE = "datamill_sink_marks"
+
+
+def _marks_table() -> sa.Table:
+    """The marker table Datamill keeps in a sink's database: one row per run that wrote."""
+    return sa.Table(
+        MARKS_TABLE,
+        sa.MetaData(),
+        # installation:execution id, the same for every attempt of a run: a second
+        # attempt's marker collides with the first's, so only one write commits.
+        sa.Column("run_key", sa.String(80), primary_key=True),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("target", sa.String(128), nullable=False),
+        sa.Column("records", sa.BigInteger, nullable=False),
+        sa.Column("written_at", sa.DateTime, nullable=False),
+    )
+
+
+class _AlreadyWritten(Exception):
+    """An earlier attempt of this run committed its write (its marker row is there)."""
+
+
+def _mark(conn: sa.Connection, session: Session, sink: DatabaseSink, records: int) -> None:
+    """Record this run's write in the sink's own transaction, first of all its statements.
+
+    Committed with the rows or not at all: after a lost worker, the next
+    attempt finds the marker if and only if the rows are there. A retried
+    run's marker collides with an earlier attempt's (primary key), so two
+    attempts never both commit, even one that outlived its declared-lost worker.
+    """
+    request = session.request
+    marks = _marks_table()
+    marks.create(conn, checkfirst=True)
+    row = {
+        "run_key": request.run_key,
+        "attempt": request.attempt,
+        "target": sink.table,
+        "records": records,
+        "written_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    }
+    try:
+        with conn.begin_nested():
+            conn.execute(marks.insert(), [row])
+    except sa.exc.IntegrityError:
+        raise _AlreadyWritten from None
+
+
+def _earlier_write(engine: sa.Engine, session: Session) -> tuple[int, int]:
+    """(attempt, records) of the earlier attempt whose marker row is in the sink's database."""
+    marks = _marks_table()
+    request = session.request
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(marks.c.attempt, marks.c.records).where(marks.c.run_key == request.run_key)
+        ).one()
+    return int(row.attempt), int(row.records)
+
+
+def write_database(
+    session: Session, sink: DatabaseSink, source: str
+) -> tuple[int, int, int | None]:
+    """Write all records to the table in one transaction: (records, bytes, None).
+
+    With a marker (the default), a run an earlier attempt of which committed
+    writes nothing again: (its records, 0, that attempt).
+    """
     request = session.request
     url = check_database_url(
         resolved_url(sink.url),
@@ -149,6 +218,9 @@ def write_database(session: Session, sink: DatabaseSink, source: str) -> tuple[i
     records = written = 0
     try:
         with engine.begin() as conn:
+            # A run without a key (the engine used directly, never retried) needs no marker.
+            if sink.marks_writes and session.request.run_key:
+                _mark(conn, session, sink, parquet.metadata.num_rows)
             exists = sa.inspect(conn).has_table(sink.table)
             if sink.mode == "replace" or not exists:
                 # Replace builds a new table beside the old one and swaps it in at
@@ -190,8 +262,17 @@ def write_database(session: Session, sink: DatabaseSink, source: str) -> tuple[i
                 conn.exec_driver_sql(
                     f"ALTER TABLE {quote(table.name)} RENAME TO {quote(sink.table)}"
                 )
+    except _AlreadyWritten:
+        try:
+            attempt, records = _earlier_write(engine, session)
+        except sa.exc.SQLAlchemyError as error:
+            raise database_error("database sink", url, error) from None
+        finally:
+            engine.dispose()
+        session.progress.report(0.99)
+        return records, 0, attempt
     except sa.exc.SQLAlchemyError as error:
         raise database_error("database sink", url, error) from None
     finally:
         engine.dispose()
-    return records, written
+    return records, written, None

@@ -30,7 +30,7 @@ from datamill.domain.definitions import (
     ParquetSource,
 )
 from datamill.engine.paths import check_database_url, expand_source_paths, resolved_url, safe_url
-from datamill.errors import InvalidDefinition, InvalidInput, JobFailed
+from datamill.errors import InvalidDefinition, InvalidInput, JobFailed, PassingFailure
 
 if TYPE_CHECKING:
     from datamill.engine.duckdb import Session
@@ -264,10 +264,33 @@ def _select_sql(engine: sa.Engine, source: DatabaseSource) -> str:
 
 
 def database_error(what: str, url: sa.URL, error: sa.exc.SQLAlchemyError) -> JobFailed:
-    """A JobFailed for a database error, without the SQLAlchemy boilerplate or password."""
+    """A JobFailed for a database error, without the SQLAlchemy boilerplate or password.
+
+    A refused connection is a PassingFailure: no connection was made, so nothing
+    was read or written, and the database may be back for the next attempt.
+    """
     original = getattr(error, "orig", None)
-    detail = str(original if original is not None else error).strip().splitlines()
-    return JobFailed(f"{what} {safe_url(url)}: {detail[0] if detail else type(error).__name__}")
+    text = str(original if original is not None else error).strip()
+    detail = text.splitlines()
+    message = f"{what} {safe_url(url)}: {detail[0] if detail else type(error).__name__}"
+    if connection_refused(error):
+        return PassingFailure(message)
+    return JobFailed(message)
+
+
+def connection_refused(error: BaseException) -> bool:
+    """Whether a database error is a refused connection (nothing listens at the address)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        # Drivers (psycopg, for one) report it in their own exception's text.
+        if "connection refused" in str(current).lower():
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
 
 
 # What a SQLite source query may do: read the main database, call functions,

@@ -27,6 +27,11 @@ WAKEUP_CHANNEL = "datamill_queue"
 MAX_START = 2**40
 
 
+# The columns an Execution record is built from: retry_at is the queue's own
+# (a run's next attempt), so a trigger neither returns it nor needs it.
+RECORD_COLUMNS = tuple(c for c in E.c if c.name != "retry_at")
+
+
 def execution_from_row(row: Any) -> Execution:
     """Build an Execution from an executions row."""
     return Execution(
@@ -103,7 +108,7 @@ def queue_execution(
     trigger holds the SQLite write lock for less time.
     """
     result = _insert_execution(
-        conn, config, trigger_type, user, variables, JobStatus.QUEUED, returning=tuple(E.c)
+        conn, config, trigger_type, user, variables, JobStatus.QUEUED, returning=RECORD_COLUMNS
     )
     return execution_from_row(result.one())
 
@@ -311,6 +316,10 @@ def active_execution_for_config(conn: Connection, config_id: int) -> Execution |
     return execution_from_row(row) if row is not None else None
 
 
+CANCELED_BEFORE_START = "Canceled before it started."
+CANCELED_BEFORE_RETRY = "Canceled while waiting for its next attempt."
+
+
 def request_stop(conn: Connection, execution_id: int, by: str | None = None) -> JobStatus:
     """Cancel a waiting execution now, or flag a running one for its worker to stop.
 
@@ -331,13 +340,18 @@ def request_stop(conn: Connection, execution_id: int, by: str | None = None) -> 
             status=JobStatus.CANCELED.value,
             finished_at=now,
             stop_requested=True,
-            error_message="Canceled before it started.",
+            # A run whose worker died waits QUEUED for its next attempt (store/retries.py).
+            error_message=sa.case(
+                (E.c.attempts > 0, CANCELED_BEFORE_RETRY), else_=CANCELED_BEFORE_START
+            ),
         )
+        .returning(E.c.error_message)
     )
-    if canceled.rowcount:
+    message = canceled.scalar()
+    if message is not None:
         settle_dependents(conn, execution_id, JobStatus.CANCELED)
         ended = [
-            rl.pending(rl.STOPPED, message="Canceled before it started.", by=by),
+            rl.pending(rl.STOPPED, message=message, by=by),
             rl.pending(rl.FINISHED, status=JobStatus.CANCELED.value),
         ]
         append(conn, execution_id, [asked, *ended])

@@ -15,11 +15,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from datamill.domain import runlog as rl
 from datamill.domain.records import Execution
+from datamill.domain.retry import RetryPolicy
 from datamill.domain.status import JobStatus
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.executions import execution_from_row, notify_other_nodes
 from datamill.store.plans import lock_downstream, settle_dependents
+from datamill.store.retries import Verdict, is_retried, lost_verdicts, requeue
 from datamill.store.runlog import append, append_many
 from datamill.store.triggers import fire_data_driven
 
@@ -29,6 +31,8 @@ W = t.workers
 P = TypeVar("P")
 
 WORKER_LOST = "worker lost: the process running this execution stopped answering"
+# Without a policy given, lost runs end in ERROR at once (the behaviour before retries).
+NO_RETRIES = RetryPolicy(retries=0, delay_seconds=0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class Outcome:
     bytes_read: int = 0
     # Events of the run not yet in its log, written with the outcome.
     log: tuple[rl.PendingEvent, ...] = ()
+    # A passing failure (a database refused the connection): the job's retry policy applies.
+    retryable: bool = False
 
 
 def _next_startable(*among: sa.ColumnElement[bool]) -> sa.Select[Any]:
@@ -57,6 +63,9 @@ def _next_startable(*among: sa.ColumnElement[bool]) -> sa.Select[Any]:
         sa.select(E.c.id, E.c.triggered_by)
         .where(
             E.c.status == JobStatus.QUEUED.value,
+            # A run waiting for its next attempt starts once its retry delay is over.
+            # A test of the row found, not another query: runs never retried cost nothing.
+            sa.or_(E.c.retry_at.is_(None), E.c.retry_at <= sa.bindparam("now")),
             # Cheap tests before the subqueries: a fair-share search skips most rows here.
             *among,
             ~sa.exists().where(
@@ -158,6 +167,7 @@ def _claiming() -> _Claiming:
                 heartbeat_at=sa.bindparam("now"),
                 progress=0.0,
                 attempts=E.c.attempts + 1,
+                retry_at=None,
             )
             .returning(*E.c)
         ),
@@ -312,16 +322,17 @@ class ExecutionQueue:
     def _claim(self, conn: Connection, worker_id: str) -> Execution | None:
         if self._max_running and not self._below_global_limit(conn):
             return None
+        now = utcnow()
+        at = {"now": now}
         if not self._fair_shares:
-            row = conn.execute(self._statement(self._sql.next)).first()
+            row = conn.execute(self._statement(self._sql.next), at).first()
         else:
-            row = conn.execute(self._statement(self._sql.next_sharing)).first()
+            row = conn.execute(self._statement(self._sql.next_sharing), at).first()
             # A user holding no slot, or nobody else waiting: the oldest run is fair.
             if row is not None and row.holds and row.others_wait:
-                row = self._fairer(conn, row.triggered_by) or row
+                row = self._fairer(conn, row.triggered_by, now) or row
         if row is None:
             return None
-        now = utcnow()
         updated = conn.execute(
             self._sql.start, {"claimed_id": row.id, "now": now, "worker": worker_id}
         ).first()
@@ -330,7 +341,7 @@ class ExecutionQueue:
     def _statement(self, search: _Next) -> sa.Select[Any]:
         return search.sqlite if self._db.is_sqlite else search.postgres
 
-    def _fairer(self, conn: Connection, user: str) -> sa.Row[Any] | None:
+    def _fairer(self, conn: Connection, user: str, now: dt.datetime) -> sa.Row[Any] | None:
         """The oldest startable run of the waiting user holding the fewest slots, if not `user`.
 
         Max-min fair and work-conserving: a user whose runs hold more slots
@@ -345,12 +356,16 @@ class ExecutionQueue:
         mine = held.get(user, 0)
         if mine == 0:
             return None
-        found = conn.execute(self._statement(self._sql.next_outside), {"users": list(held)}).first()
+        found = conn.execute(
+            self._statement(self._sql.next_outside), {"users": list(held), "now": now}
+        ).first()
         if found is not None:
             return found
         for level in sorted({n for n in held.values() if n < mine}):
             users = [u for u, n in held.items() if n == level]
-            found = conn.execute(self._statement(self._sql.next_among), {"users": users}).first()
+            found = conn.execute(
+                self._statement(self._sql.next_among), {"users": users, "now": now}
+            ).first()
             if found is not None:
                 return found
         return None
@@ -479,6 +494,30 @@ class ExecutionQueue:
         os.replace(current, target)
         moved[source] = target
 
+    def retry_later(
+        self,
+        execution: Execution,
+        worker_id: str,
+        message: str,
+        default: RetryPolicy,
+        events: list[rl.PendingEvent] | None = None,
+    ) -> Verdict | None:
+        """After a passing failure: put this worker's run back to the queue if its policy allows.
+
+        Returns the verdict (not retried: end the run with its message), or None
+        when the run is no longer this worker's.
+        """
+        with self._db.write() as conn:
+            verdict = is_retried(conn, execution.id, default, message)
+            if not verdict.retry:
+                return verdict
+            now = utcnow()
+            if not requeue(conn, verdict, message, now, worker_id=worker_id, events=events or ()):
+                return None
+            notify_other_nodes(conn, "work")
+        self._moved.pop(execution.id, None)
+        return verdict
+
     def hand_back(
         self,
         execution_id: int,
@@ -529,12 +568,15 @@ class ExecutionQueue:
         hostname: str,
         staging_root: str | None = None,
         alive_worker_id: str | None = None,
+        retry_policy: RetryPolicy = NO_RETRIES,
     ) -> list[int]:
-        """End in ERROR every RUNNING execution whose worker is gone; return their ids.
+        """Retry or end in ERROR every RUNNING execution whose worker is gone; return their ids.
 
         A worker is gone when its heartbeat is older than `lost_after`, or, on
         this host, at once when its process no longer exists, so a restarted
-        server does not leave runs RUNNING for the whole timeout.
+        server does not leave runs RUNNING for the whole timeout. A lost run
+        goes back to the queue while its job's retries (else `retry_policy`)
+        allow and Datamill can tell it would not write twice (store/retries.py).
         """
         with self._db.write() as conn:
             now = utcnow()
@@ -557,33 +599,40 @@ class ExecutionQueue:
                 sa.select(E.c.id, E.c.worker_id).where(E.c.status == JobStatus.RUNNING.value)
             ).all()
             lost = [r.id for r in orphaned if r.worker_id not in known]
-            for execution_id in lost:
-                lock_downstream(conn, execution_id)
-            if lost:
+            worker_of = {r.id: r.worker_id for r in orphaned}
+            verdicts = lost_verdicts(conn, lost, retry_policy, WORKER_LOST)
+            for verdict in verdicts:
+                if verdict.retry:
+                    reason = f"{WORKER_LOST} ({worker_of[verdict.execution_id]})"
+                    requeue(conn, verdict, reason, now)
+            ended = [v for v in verdicts if not v.retry]
+            for verdict in ended:
+                lock_downstream(conn, verdict.execution_id)
+            for verdict in ended:
                 conn.execute(
                     sa.update(E)
-                    .where(E.c.id.in_(lost), E.c.status == JobStatus.RUNNING.value)
+                    .where(E.c.id == verdict.execution_id, E.c.status == JobStatus.RUNNING.value)
                     .values(
                         status=JobStatus.ERROR.value,
                         finished_at=now,
                         progress=None,
-                        error_message=WORKER_LOST,
+                        error_message=verdict.message,
                     )
                 )
-                for execution_id in lost:
-                    settle_dependents(conn, execution_id, JobStatus.ERROR)
-                worker_of = {r.id: r.worker_id for r in orphaned}
-                append_many(
-                    conn,
-                    (
-                        (i, e)
-                        for i in lost
-                        for e in (
-                            rl.pending(rl.FAILED, message=WORKER_LOST, worker=worker_of[i]),
-                            rl.pending(rl.FINISHED, status=JobStatus.ERROR.value),
-                        )
-                    ),
-                )
+                settle_dependents(conn, verdict.execution_id, JobStatus.ERROR)
+            append_many(
+                conn,
+                (
+                    (v.execution_id, e)
+                    for v in ended
+                    for e in (
+                        rl.pending(rl.FAILED, message=v.message, worker=worker_of[v.execution_id]),
+                        rl.pending(rl.FINISHED, status=JobStatus.ERROR.value),
+                    )
+                ),
+            )
+            if len(ended) < len(verdicts):
+                notify_other_nodes(conn, "work")
             if gone:
                 conn.execute(sa.delete(W).where(W.c.id.in_(gone)))
         if staging_root:

@@ -160,6 +160,9 @@ executions = sa.Table(
     sa.Column("bytes_read", sa.BigInteger, nullable=False, default=0),
     # How often a worker claimed this execution: 1 unless it was handed back.
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    # A QUEUED run to be started again (its worker died, or it failed passingly):
+    # not claimed before this time (its job's retryDelay). NULL for every other run.
+    sa.Column("retry_at", sa.DateTime, nullable=True),
     # 1, 2, 3, ... per configuration in the order of ids, never reused. Deleted
     # runs leave holes, recorded in execution_gaps, so a history page at any
     # offset is found without counting rows (see execution_history). On SQLite

@@ -23,6 +23,8 @@ from datamill.domain.runlog import PendingEvent
 from datamill.engine.base import RunRequest, RunResult
 
 _CONTEXT = multiprocessing.get_context("spawn")
+# The kind of answer a child sends for a failure that may pass (errors.PassingFailure).
+RETRYABLE = "failed-passing"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -46,7 +48,7 @@ def horse_main(conn: Connection, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from datamill.engine.duckdb import DuckDBEngine
-    from datamill.errors import DatamillError
+    from datamill.errors import DatamillError, PassingFailure
 
     engine = DuckDBEngine(keep_warm=True)
     # The imports are done: the worker claims work for this process only now.
@@ -76,6 +78,8 @@ def horse_main(conn: Connection, parent_pid: int) -> None:
         try:
             result = engine.run(request, progress, event)
             conn.send(("done", result))
+        except PassingFailure as error:
+            conn.send((RETRYABLE, error.message))
         except DatamillError as error:
             conn.send(("failed", error.message))
         except MemoryError:

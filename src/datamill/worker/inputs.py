@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 
 from datamill.domain.definitions import (
     DataSheet,
@@ -122,7 +124,23 @@ def build_request(
         data_root=str(settings.resolved_data_root),
         file_roots=(*settings.resolved_source_roots, *settings.resolved_sink_roots),
         max_source_files=settings.source_max_files,
+        attempt=execution.attempts,
+        run_key=f"{installation_key(settings)}:{execution.id}",
     )
+
+
+@functools.cache
+def _installation_key(database_url: str) -> str:
+    # The metadata database names the installation: another Datamill exporting to
+    # the same target has other execution ids under another key. The password
+    # is left out, so changing it does not change the key.
+    shown = make_url(database_url).render_as_string(hide_password=True)
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
+
+
+def installation_key(settings: Settings) -> str:
+    """A short stable name of this Datamill installation (from its metadata database)."""
+    return _installation_key(settings.resolved_database_url)
 
 
 def _resolve_files(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -30,7 +31,7 @@ from datamill.store.executions import active_executions, notify_other_nodes
 from datamill.store.queue import Outcome
 from datamill.store.store import Store
 from datamill.store.triggers import fire_due_schedules
-from datamill.worker.horse import Horse, HorseDied, run_result
+from datamill.worker.horse import RETRYABLE, Horse, HorseDied, run_result
 from datamill.worker.housekeeping import (
     drop_old_history,
     expire_old_results,
@@ -114,16 +115,17 @@ class Worker:
         log.info("worker %s stopped", self.id)
 
     def reconcile(self) -> list[int]:
-        """End in ERROR the running executions of workers that are gone."""
+        """Retry, or end in ERROR, the running executions of workers that are gone."""
         lost = self.store.queue.reconcile_lost_workers(
             dt.timedelta(seconds=self.settings.worker_lost_seconds),
             is_local_pid_alive=pid_alive,
             hostname=socket.gethostname(),
             staging_root=str(self.settings.staging_root),
             alive_worker_id=self.id,
+            retry_policy=self.settings.retry_policy,
         )
         if lost:
-            log.warning("executions %s ended in ERROR: their worker was lost", lost)
+            log.warning("executions %s lost their worker: retried or ended in ERROR", lost)
             self.wakeup.notify_work()
         return lost
 
@@ -424,7 +426,8 @@ class Worker:
                 continue
             result = run_result(message)
             if isinstance(result, str):
-                return Outcome(JobStatus.ERROR, error_message=result), horse
+                passing = message[0] == RETRYABLE
+                return Outcome(JobStatus.ERROR, error_message=result, retryable=passing), horse
             # What finished between two checks is checked once more before publishing.
             staged = staged_bytes(staging)
             if staged > limits.output_bytes:
@@ -465,6 +468,11 @@ class Worker:
         # trying rather than leave the run stranded. If this worker is closing
         # meanwhile, reconciliation by the next worker ends the run instead.
         run_log = self._log_of(execution.id)
+        if outcome.retryable:
+            final = self._retry(execution, outcome, run_log)
+            if final is None:
+                return
+            outcome = final
         outcome = run_log.ending(outcome)
         attempt = 0
         while attempt == 0 or not self._closing.is_set():
@@ -482,6 +490,32 @@ class Worker:
             except Exception:
                 log.exception("finishing execution %d failed (attempt %d)", execution.id, attempt)
                 time.sleep(min(0.1 * 2 ** min(attempt, 5), 2.0))
+
+    def _retry(self, execution: Execution, outcome: Outcome, run_log: RunLog) -> Outcome | None:
+        """After a passing failure: None if the run went back to the queue for another attempt.
+
+        Otherwise the outcome to end it with: when its job allows no more, its
+        message names the attempts made.
+        """
+        message = run_log.shown(outcome.error_message or "")
+        events = run_log.take()
+        try:
+            verdict = self.store.queue.retry_later(
+                execution, self.id, message, self.settings.retry_policy, events
+            )
+        except Exception:
+            # Ended in ERROR below, as without retries: a failed run is never left RUNNING.
+            log.exception("execution %d: could not schedule its retry", execution.id)
+            run_log.give_back(events)
+            return outcome
+        if verdict is None:
+            log.warning("execution %d was no longer ours to retry", execution.id)
+            return None
+        if verdict.retry:
+            log.info("execution %d retried: %s", execution.id, message)
+            return None
+        run_log.give_back(events)
+        return dataclasses.replace(outcome, error_message=verdict.message)
 
 
 def _success(result: RunResult, staging_dir: str) -> Outcome:
