@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from datamill.api.app import create_app
@@ -74,6 +75,7 @@ def test_location_and_connection_refusals_name_what_is_wrong(actors: Actors) -> 
         ("admin", "GET", "/rest/connection/987654", None),
         ("admin", "POST", "/rest/location", {"path": "/NoSuch/l", "folder": str(files)}),
         ("admin", "POST", "/rest/connection", {"path": "/Connections/c", "url": "no url"}),
+        ("admin", "POST", "/rest/connection", {"path": "c", "url": "postgresql://u%01@h/x"}),
     ]
     expected = [
         _failure(400, "path: required, a non-empty string"),
@@ -84,6 +86,7 @@ def test_location_and_connection_refusals_name_what_is_wrong(actors: Actors) -> 
         _failure(404, "Entity of type 'connection' with id '987654' not found."),
         _failure(404, "folder /NoSuch does not exist"),
         _failure(400, "url: '<invalid URL>' is not a SQLAlchemy URL"),  # never echoed
+        _failure(400, "url URL: the user must not hold control characters"),
     ]
     answers = [_answer(actors.call(*case)) for case in cases]
     assert answers == expected
@@ -175,3 +178,33 @@ def test_a_sqlite_connection_may_name_a_file_a_run_will_create(actors: Actors) -
     shown = actors.call("admin", "GET", f"/rest/connection/{made.json()['id']}").json()
     assert (shown["path"], shown["url"]) == ("/Connections/new.dst", f"sqlite:///{target}")
     assert not target.exists()
+
+
+@pytest.mark.parametrize("root", ["/", "filesX"])
+def test_a_location_below_an_operator_root_however_the_root_is_spelled(
+    tmp_path: Path, root: str
+) -> None:
+    """The root `/` itself, and a root whose name ends in a letter the prefix check strips."""
+    folder = tmp_path / "filesX" / "a"
+    folder.mkdir(parents=True)
+    roots = [Path(root) if root == "/" else tmp_path / root]
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=f"sqlite:///{tmp_path / 'meta.db'}",
+        source_roots=roots,
+        sink_roots=roots,
+    )
+    node = open_node(settings)
+    try:
+        node.store.users.create("admin", password_hash("pw"), roles=("ADMIN",))
+        with TestClient(create_app(settings, node.jobs)) as client:
+            made = client.post(
+                "/rest/location",
+                json={"path": "/Connections/below", "folder": str(folder)},
+                headers=auth("admin"),
+            )
+            assert made.status_code == 200, made.text
+            shown = client.get(f"/rest/location/{made.json()['id']}", headers=auth("admin"))
+            assert shown.json()["folder"] == str(folder), shown.text
+    finally:
+        node.store.close()
