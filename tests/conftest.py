@@ -22,6 +22,7 @@ PG_URL = os.environ.get(
     "DATAMILL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI") == "true"
+# Per process: each pytest-xdist worker (scripts/test) migrates its own template.
 TEMPLATE = f"datamill_tpl_{os.getpid()}"
 
 

@@ -131,7 +131,7 @@ class FileSystemService:
                     and has_access(conn, user, old_parent, Access.WRITE)
                 ):
                     raise Forbidden(f"you are not allowed to change the folder {old_parent.path}")
-                require_create(conn, self._store, user, new_path)
+                require_create(conn, self._store, user, new_path, move=True)
             if self._store.files.check_move(conn, folder, parent, new_name) is not None:
                 self._refuse_broken_references(conn, folder, user)
             moved = self._store.files.move_folder(conn, folder, parent, new_name)

@@ -30,14 +30,16 @@ def check_reserved(user: User, path: str) -> None:
 
 
 def require_create(
-    conn: Connection, store: Store, user: User, path: str, *, job: bool = False
+    conn: Connection, store: Store, user: User, path: str, *, job: bool = False, move: bool = False
 ) -> None:
     """Raise unless the user may create `path` and every missing folder on the way to it.
 
     The nearest folder that exists must be readable (else it answers like a
     missing one) and writable; the folders created on the way belong to the
     user. Job files may also go into the default job folders (shared drop folders),
-    and a user whose home folder is missing may create it (it is created private).
+    and a user whose home folder is missing may create it, directly or on the way
+    to a path below it (it is created private); `move` says the path is a folder's
+    new place, and a folder is not moved in as a missing home (docs/decisions.md).
     """
     path = normalize_path(path)
     check_reserved(user, path)
@@ -56,7 +58,7 @@ def require_create(
         raise NotFound(f"folder {parent} does not exist")
     if not entry.is_folder:
         raise InvalidInput(f"{entry.path} is not a folder")
-    if not _may_create_in(conn, user, entry, path, job=job):
+    if not _may_create_in(conn, user, entry, path, job=job, move=move):
         raise Forbidden(f"you are not allowed to create anything in the folder {entry.path}")
     if hidden is not None:
         # The user may create here, so a name taken by an entry they cannot see
@@ -65,11 +67,17 @@ def require_create(
 
 
 def _may_create_in(
-    conn: Connection, user: User, folder: FileEntry, path: str, *, job: bool
+    conn: Connection, user: User, folder: FileEntry, path: str, *, job: bool, move: bool
 ) -> bool:
     if has_access(conn, user, folder, Access.WRITE):
         return True
     if job and folder.path in SHARED_JOB_FOLDERS:
         return True
-    # A user's missing home folder: theirs, created private.
-    return folder.path == HOME_ROOT and path.startswith(f"{HOME_ROOT}/{user.name}/")
+    if folder.path != HOME_ROOT:
+        return False
+    # A user's own missing home folder (check_reserved refused anyone else's):
+    # she may create it, by its own path or on the way to one below it, and it
+    # is created private like every home. Not by moving a folder there: the
+    # moved folder would keep its flags, and a home is private.
+    home = f"{HOME_ROOT}/{user.name}"
+    return path.startswith(home + "/") or (path == home and not move)
