@@ -15,6 +15,15 @@ in a worker thread on PostgreSQL, whose connection has a connect and a
 statement timeout; after a failure the fast path stands aside for a few
 seconds. So a stalled database never freezes the event loop.
 
+On SQLite the statement's rows are kept while the database stays unchanged:
+`PRAGMA data_version` (a quarter of the statement's cost) changes whenever
+any other connection, in this process or another, commits; then every kept
+row is dropped. A statement's rows depend on nothing but the database's
+content and its parameters, so a kept row is exactly what the statement
+would read now: nothing of a run, a user or a permission is older than the
+last commit. (The estimate's clock and the credential checks are evaluated
+on every poll, as before.)
+
 Everything else falls through to the FastAPI route, unchanged: the first
 login, wrong credentials, unknown or unreadable files, files that are no
 job, callers with other roles, and any database error: every error answer
@@ -218,6 +227,9 @@ class FastStatus:
         successes = _SQLITE_SUCCESSES if db.is_sqlite else _POSTGRES_SUCCESSES
         self._sql = {c: _QUERY.format(param=param, column=c, successes=successes) for c in _COLUMNS}
         self._connection: Any = None
+        # SQLite: rows by (sql, parameters) as of data version `_version`.
+        self._kept: dict[tuple[str, str, Any], list[tuple[Any, ...]]] = {}
+        self._version: Any = None
         # A rendered body (a RUNNING one's head) and the run's start time.
         self._rendered: dict[tuple[Any, ...], tuple[bytes, dt.datetime | None]] = {}
         self._lock = threading.Lock()
@@ -261,6 +273,8 @@ class FastStatus:
         if not self._lock.acquire(blocking=False):
             return None
         try:
+            if self._db.is_sqlite:
+                self._check_version()
             rows = self._rows(reference, caller.name)
             if rows is None or not self._allowed(caller, rows[0]):
                 return None
@@ -287,7 +301,22 @@ class FastStatus:
         if key is None:
             return None
         column, value = key
-        return self._execute(self._sql[column], (name, value)) or None
+        sql = self._sql[column]
+        if not self._db.is_sqlite:
+            return self._execute(sql, (name, value)) or None
+        kept = self._kept.get((sql, name, value))
+        if kept is None:
+            if len(self._kept) >= _RENDERED_LIMIT:
+                self._kept.clear()
+            kept = self._kept[(sql, name, value)] = self._execute(sql, (name, value))
+        return kept or None
+
+    def _check_version(self) -> None:
+        """Drop the kept rows if anyone committed since they were read."""
+        (version,) = self._execute("PRAGMA data_version", ())[0]
+        if version != self._version:
+            self._kept.clear()
+            self._version = version
 
     def _allowed(self, caller: _Caller, row: tuple[Any, ...]) -> bool:
         """Whether the route would answer this caller 200: signed in, job.read, READ, a job."""
@@ -372,6 +401,8 @@ class FastStatus:
         return connection
 
     def _close(self) -> None:
+        self._kept.clear()
+        self._version = None
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.close()
