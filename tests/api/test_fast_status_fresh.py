@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from datamill.bootstrap import Node
+from datamill.domain.records import Execution
 from datamill.domain.status import JobStatus
 from datamill.store import tables as t
 from datamill.store.queue import Outcome
@@ -36,6 +37,19 @@ def pair(node: Node) -> Iterator[Pair]:
 
 def _member(text: str, name: str) -> str:
     return text.split(f'"{name}": ')[1].split("\n")[0].rstrip(",")
+
+
+def _running_for(
+    node: Node, file_id: int, seconds: float, monkeypatch: pytest.MonkeyPatch
+) -> Execution:
+    """A new run of the job, claimed; both paths' clock fixed `seconds` after its start."""
+    node.jobs.trigger(str(file_id), admin(node))
+    running = node.store.queue.claim_next_execution("w1")
+    assert running is not None and running.started_at is not None
+    frozen = running.started_at + dt.timedelta(seconds=seconds)
+    for module in ("datamill.services.jobs", "datamill.api.fast_status"):
+        monkeypatch.setattr(f"{module}.utcnow", lambda: frozen)
+    return running
 
 
 def _poll(pair: Pair, file_id: int) -> str:
@@ -59,12 +73,7 @@ def test_a_running_estimate_follows_history_progress_and_the_end(
         for run_id, finished in conn.execute(sa.select(e.c.id, e.c.finished_at)).all():
             started = finished - dt.timedelta(seconds=100)
             conn.execute(sa.update(e).where(e.c.id == run_id).values(started_at=started))
-    node.jobs.trigger(str(file_id), admin(node))
-    running = node.store.queue.claim_next_execution("w1")
-    assert running is not None and running.started_at is not None
-    frozen = running.started_at + dt.timedelta(seconds=10)
-    monkeypatch.setattr("datamill.services.jobs.utcnow", lambda: frozen)
-    monkeypatch.setattr("datamill.api.fast_status.utcnow", lambda: frozen)
+    running = _running_for(node, file_id, 10, monkeypatch)
 
     # 100 s by history, 10 s gone.
     assert _member(_poll(pair, file_id), "estimate-time") == '"1m 30s"'
@@ -86,13 +95,8 @@ def test_long_estimates_are_written_as_the_route_writes_them(
 ) -> None:
     # Hours, minutes and seconds: the fast path writes these members without json.dumps.
     file_id = _job(node)
-    node.jobs.trigger(str(file_id), admin(node))
-    running = node.store.queue.claim_next_execution("w1")
-    assert running is not None and running.started_at is not None
+    running = _running_for(node, file_id, 3661, monkeypatch)
     node.store.queue.report_progress(running.id, 0.01, [])
-    frozen = running.started_at + dt.timedelta(seconds=3661)
-    monkeypatch.setattr("datamill.services.jobs.utcnow", lambda: frozen)
-    monkeypatch.setattr("datamill.api.fast_status.utcnow", lambda: frozen)
     text = _poll(pair, file_id)
     assert _member(text, "estimate-time") == '"100h 40m 39s"'
     assert _member(text, "job-progress") == '"1"'
