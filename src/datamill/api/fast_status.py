@@ -34,13 +34,12 @@ too, so the two paths give the same bytes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
 import re
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from starlette.concurrency import run_in_threadpool
@@ -164,9 +163,12 @@ def status_body(
 _reference_key = functools.lru_cache(maxsize=4096)(reference_key)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Caller:
-    """Who asks: Basic credentials, or the claim of a session cookie (checked against the row)."""
+class _Caller(NamedTuple):
+    """Who asks: Basic credentials, or the claim of a session cookie (checked against the row).
+
+    A tuple, not a frozen dataclass: made on every poll, and a frozen
+    dataclass's __init__ costs several times a tuple's.
+    """
 
     name: str
     password: str | None  # None: a session cookie, whose claim is below
