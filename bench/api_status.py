@@ -20,9 +20,16 @@ duration, same request mix, a load generator in a separate process):
 - fastapi: uvicorn serving FastAPI with one sync route and a sync dependency
   that decodes Basic credentials, answering the same fixed body (no store):
   the framework's share, printed to locate where time goes.
+Both are served with exactly the uvicorn options of `datamill serve`
+(`cli/local.py uvicorn_options`: parser, loop, logging, no proxy headers).
 Datamill is `datamill serve` on SQLite; the requests carry HTTP Basic
 credentials (the server checks them against the store on every request; the
 argon2 verification itself is cached).
+
+Also printed, as information: each server's CPU per request (user + system
+time of its own process, not its engine children, over a round, divided by
+the requests answered). On a shared machine the req/s of every server swing
+from round to round; CPU per request moves much less.
 
 Load generator: wrk (`apt-get install wrk`) with a Lua script cycling the
 mix when it is on PATH, otherwise a Python one (threads with keep-alive httpx
