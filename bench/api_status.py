@@ -444,7 +444,7 @@ def main() -> int:
                 None,
             ),
             Result(
-                "(info) by id, finished, server CPU per request",
+                "(info) by id, server CPU per request",
                 cpus["by id"],
                 "us",
                 cpus["bare"],
