@@ -20,9 +20,16 @@ duration, same request mix, a load generator in a separate process):
 - fastapi: uvicorn serving FastAPI with one sync route and a sync dependency
   that decodes Basic credentials, answering the same fixed body (no store):
   the framework's share, printed to locate where time goes.
+Both are served with exactly the uvicorn options of `datamill serve`
+(`cli/local.py uvicorn_options`: parser, loop, logging, no proxy headers).
 Datamill is `datamill serve` on SQLite; the requests carry HTTP Basic
 credentials (the server checks them against the store on every request; the
 argon2 verification itself is cached).
+
+Also printed, as information: each server's CPU per request (user + system
+time of its own process, not its engine children, over a round, divided by
+the requests answered). On a shared machine the req/s of every server swing
+from round to round; CPU per request moves much less.
 
 Load generator: wrk (`apt-get install wrk`) with a Lua script cycling the
 mix when it is on PATH, otherwise a Python one (threads with keep-alive httpx
@@ -49,6 +56,7 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+import psutil
 from common import (
     ADMIN,
     PYTHON,
@@ -125,16 +133,19 @@ def fastapi_app() -> FastAPI:
 
 
 def run_reference(kind: str, port: int) -> None:
-    """Serve a reference app with uvicorn like `datamill serve` does (one process)."""
+    """Serve a reference app with uvicorn exactly as `datamill serve` does (one process)."""
     import uvicorn
 
+    from datamill.cli.local import uvicorn_options
+
     app = bare_app() if kind == "bare" else fastapi_app()
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    # The same options as the server (parser, loop, logging, no proxy headers).
+    uvicorn.Server(uvicorn.Config(app, **uvicorn_options("127.0.0.1", port, None))).run()
 
 
 @contextlib.contextmanager
-def reference_server(kind: str) -> Iterator[str]:
-    """A reference server in a subprocess; its status URL."""
+def reference_server(kind: str) -> Iterator[tuple[str, int]]:
+    """A reference server in a subprocess; its status URL and process id."""
     port = free_port()
     process = subprocess.Popen([PYTHON, __file__, "--serve", kind, "--port", str(port)])
     url = f"http://127.0.0.1:{port}/api/job-execution/12/status"
@@ -149,7 +160,7 @@ def reference_server(kind: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the {kind} server did not start")
             time.sleep(0.05)
-        yield url
+        yield url, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -168,6 +179,8 @@ class Load:
     rate: float  # successful answers per second
     p99: float  # seconds
     failures: int  # non-2xx answers and socket errors
+    requests: int  # answered, successfully or not
+    cpu: float = float("nan")  # server CPU seconds (its own process) per request
 
 
 def wrk(urls: list[str], seconds: float) -> Load:
@@ -214,7 +227,10 @@ def wrk(urls: list[str], seconds: float) -> Load:
     duration = float(total.group(2)) * _WRK_UNITS[total.group(3)]
     good = int(total.group(1)) - bad
     return Load(
-        good / duration, float(p99.group(1)) * _WRK_UNITS[p99.group(2)], bad + socket_errors
+        good / duration,
+        float(p99.group(1)) * _WRK_UNITS[p99.group(2)],
+        bad + socket_errors,
+        int(total.group(1)),
     )
 
 
@@ -227,7 +243,7 @@ def python_load(urls: list[str], seconds: float) -> Load:
         text=True,
     ).stdout
     rate, p99, failures = out.split()
-    return Load(float(rate), float(p99), int(failures))
+    return Load(float(rate), float(p99), int(failures), round(float(rate) * seconds))
 
 
 def run_python_load(urls: list[str], seconds: float) -> None:
@@ -303,6 +319,12 @@ def _prepare(server: Server) -> tuple[list[str], str]:
     return urls, urls[0]
 
 
+def _cpu(process: psutil.Process) -> float:
+    """CPU seconds of the server process itself (not its engine children)."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def main() -> int:
     """Alternate rounds against the bare app, the FastAPI app and Datamill."""
     args = parse_args(
@@ -331,8 +353,8 @@ def main() -> int:
     with (
         scratch("status") as folder,
         serve(folder / "sqlite") as server,
-        reference_server("bare") as bare_url,
-        reference_server("fastapi") as fastapi_url,
+        reference_server("bare") as (bare_url, bare_pid),
+        reference_server("fastapi") as (fastapi_url, fastapi_pid),
     ):
         wait_warm(server)
         mix, favourable = _prepare(server)
@@ -344,20 +366,31 @@ def main() -> int:
             "datamill": mix,
             "by id": [favourable],
         }
+        processes = {
+            "bare": psutil.Process(bare_pid),
+            "fastapi": psutil.Process(fastapi_pid),
+            "datamill": psutil.Process(server.process.pid),
+            "by id": psutil.Process(server.process.pid),
+        }
         for each in urls.values():  # warm-up
             load(each, 1.0)
         for round_ in range(rounds):
             for name, each in urls.items():
+                before = _cpu(processes[name])
                 seen = load(each, seconds)
+                used = _cpu(processes[name]) - before
+                seen = dataclasses.replace(seen, cpu=used / max(seen.requests, 1))
                 figures[name].append(seen)
                 print(
                     f"  round {round_ + 1} {name:<8} {seen.rate:8.0f} req/s  "
-                    f"p99 {seen.p99 * 1000:.2f} ms  failures {seen.failures}",
+                    f"p99 {seen.p99 * 1000:.2f} ms  failures {seen.failures}  "
+                    f"server CPU {seen.cpu * 1e6:.0f} us/req",
                     flush=True,
                 )
     rates = {k: median([x.rate for x in v]) for k, v in figures.items()}
     p99s = {k: median([x.p99 for x in v]) * 1000 for k, v in figures.items()}
     failures = {k: sum(x.failures for x in v) for k, v in figures.items()}
+    cpus = {k: median([x.cpu for x in v]) * 1e6 for k, v in figures.items()}
     met = rates["datamill"] >= 0.5 * rates["bare"] and failures["datamill"] == 0
     bare_rate, bare_p99 = rates["bare"], p99s["bare"]
     summary(
@@ -400,6 +433,24 @@ def main() -> int:
             ),
             Result(
                 "fastapi reference p99", p99s["fastapi"], "ms", bare_p99, "bare uvicorn", "-", None
+            ),
+            Result(
+                "(info) datamill mix server CPU per request",
+                cpus["datamill"],
+                "us",
+                cpus["bare"],
+                "bare uvicorn",
+                "-",
+                None,
+            ),
+            Result(
+                "(info) by id, server CPU per request",
+                cpus["by id"],
+                "us",
+                cpus["bare"],
+                "bare uvicorn",
+                "-",
+                None,
             ),
         ]
     )

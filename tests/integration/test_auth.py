@@ -38,3 +38,21 @@ def test_a_password_change_invalidates_cached_logins_at_once(node: Node) -> None
     with pytest.raises(NotAuthenticated):
         auth.authenticate("bob", "old")
     assert auth.authenticate("bob", "new").name == "bob"
+
+
+def test_the_status_fast_paths_check_needs_name_password_hash_and_a_live_entry(
+    node: Node,
+) -> None:
+    # recently_verified is all the status fast path asks of a Basic caller.
+    node.store.users.create("bob", hash_password("pw1"))
+    auth = Authenticator(node.store)
+    stored = auth.authenticate("bob", "pw1").password_hash
+    assert auth.recently_verified("bob", "pw1", stored)
+    assert not auth.recently_verified("bob", "pw2", stored)
+    assert not auth.recently_verified("eve", "pw1", stored)
+    # Another hash (a new password, even the same text): verified afresh by the route.
+    assert not auth.recently_verified("bob", "pw1", hash_password("pw1"))
+    # An entry lapses: with no time to live, it has lapsed by the next check.
+    lapsed = Authenticator(node.store, ttl_seconds=0.0)
+    lapsed.authenticate("bob", "pw1")
+    assert not lapsed.recently_verified("bob", "pw1", stored)

@@ -7,13 +7,23 @@ itself: a reference the route accepts (file id, uuid, or path, with `+` for
 spaces), Basic credentials that the Authenticator verified a moment ago or a
 valid session cookie, a caller whose role certainly grants job.read and who
 may read the file, and any state of the newest run but QUEUED and WAITING
-(the route adds their queue position; a RUNNING one costs one more indexed
-read, for its remaining-time estimate). It reads everything in
-one SQL statement on a connection of its own: in the event loop on SQLite
+(the route adds their queue position). It reads everything in
+one SQL statement on a connection of its own (for a RUNNING run the same
+statement brings the newest successful runs its remaining-time estimate
+needs, one row each): in the event loop on SQLite
 (the read takes tens of microseconds, and a lock wait is cut short at 50 ms),
 in a worker thread on PostgreSQL, whose connection has a connect and a
 statement timeout; after a failure the fast path stands aside for a few
 seconds. So a stalled database never freezes the event loop.
+
+On SQLite the statement's rows are kept while the database stays unchanged:
+`PRAGMA data_version` (a quarter of the statement's cost) changes whenever
+any other connection, in this process or another, commits; then every kept
+row is dropped. A statement's rows depend on nothing but the database's
+content and its parameters, so a kept row is exactly what the statement
+would read now: nothing of a run, a user or a permission is older than the
+last commit. (The estimate's clock and the credential checks are evaluated
+on every poll, as before.)
 
 Everything else falls through to the FastAPI route, unchanged: the first
 login, wrong credentials, unknown or unreadable files, files that are no
@@ -25,14 +35,12 @@ too, so the two paths give the same bytes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
-import json
 import re
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from starlette.concurrency import run_in_threadpool
@@ -48,7 +56,7 @@ from datamill.services.auth import Authenticator
 from datamill.services.sessions import COOKIE_NAME, Sessions
 from datamill.services.wakeup import libpq_conninfo
 from datamill.store.db import Database, utcnow
-from datamill.store.executions import ESTIMATE_RUNS, NEWEST_SUCCESSES_SQL, mean_seconds
+from datamill.store.executions import ESTIMATE_RUNS, mean_seconds
 from datamill.store.files import reference_key
 
 # The route's template `/api/job-execution/{reference:path}/status` after
@@ -57,7 +65,11 @@ _PATH = re.compile(r"/api/job-execution/(.*)/status")
 
 _CONTENT_TYPE = (b"content-type", b"application/json")
 _ESTIMATE = b',\n  "estimate-time": '
-_PROGRESS = b',\n  "job-progress": '
+# A RUNNING body's last two members after its cached head. Both values are
+# ASCII letters, digits and spaces (format_duration, an int), which JSON
+# writes as they are: no json.dumps needed to stay byte for byte the route's.
+_RUNNING_TAIL = b'%s,\n  "estimate-time": "%s",\n  "job-progress": "%s"\n}'
+_RUNNING = JobStatus.RUNNING.value
 _RENDERED_LIMIT = 10_000
 CONNECT_TIMEOUT_SECONDS = 2
 STATEMENT_TIMEOUT_MS = 2_000
@@ -70,6 +82,9 @@ BACKOFF_SECONDS = 5.0
 # flag, or a readable group of the caller. The newest run is the highest id.
 # The capability job.read is certain only for the built-in roles (they cannot
 # be changed); callers with other roles take the ordinary route, which checks it.
+# If the newest run is RUNNING, the statement gives one row per newest
+# successful run (s.*, at most ESTIMATE_RUNS, as store/executions.py's
+# _newest_successes picks them) for its estimate; otherwise (and without any) one row with s.* NULL.
 _QUERY = """
 SELECT u.password_hash,
        u.session_epoch,
@@ -84,17 +99,33 @@ SELECT u.password_hash,
                WHERE g.file_id = f.id AND ug.user_name = u.name AND g.readable),
        f.id,
        c.id,
-       e.id, e.status, e.started_at, e.finished_at, e.progress
+       e.id, e.status, e.started_at, e.finished_at, e.progress,
+       s.id, s.started_at, s.finished_at
 FROM files f
 LEFT JOIN users u ON u.name = {param}
 LEFT JOIN job_configurations c ON c.file_id = f.id
 LEFT JOIN executions e ON e.id = (
     SELECT max(x.id) FROM executions x WHERE x.job_configuration_id = c.id)
+{successes}
 WHERE f.{column} = {param}
 """
+_SUCCESSES = """
+    SELECT {columns} FROM executions y
+    WHERE e.status = 'RUNNING' AND y.job_configuration_id = c.id
+      AND y.status IN ('COMPLETED', 'COMPLETED_WITH_WARNINGS') AND y.started_at IS NOT NULL
+    ORDER BY y.id DESC LIMIT {last}"""
+# SQLite has no LATERAL: a correlated IN list on the primary key is its
+# equivalent (one rowid lookup per listed id). PostgreSQL plans LATERAL better.
+_SQLITE_SUCCESSES = "LEFT JOIN executions s ON s.id IN ({})".format(
+    _SUCCESSES.format(columns="y.id", last=ESTIMATE_RUNS)
+)
+_POSTGRES_SUCCESSES = "LEFT JOIN LATERAL ({}) s ON TRUE".format(
+    _SUCCESSES.format(columns="y.id, y.started_at, y.finished_at", last=ESTIMATE_RUNS)
+)
 _COLUMNS = ("id", "uuid", "path")
 # A run not started yet: the route adds its queue position, so it answers.
 _PENDING = (JobStatus.QUEUED.value, JobStatus.WAITING_FOR_OTHER_JOB.value)
+_HEAD = 14  # the columns before s.*
 
 
 def running_members(remaining: float | None, progress: float | None) -> tuple[str, str]:
@@ -135,9 +166,12 @@ def status_body(
 _reference_key = functools.lru_cache(maxsize=4096)(reference_key)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Caller:
-    """Who asks: Basic credentials, or the claim of a session cookie (checked against the row)."""
+class _Caller(NamedTuple):
+    """Who asks: Basic credentials, or the claim of a session cookie (checked against the row).
+
+    A tuple, not a frozen dataclass: made on every poll, and a frozen
+    dataclass's __init__ costs several times a tuple's.
+    """
 
     name: str
     password: str | None  # None: a session cookie, whose claim is below
@@ -171,6 +205,12 @@ def _time(value: Any) -> dt.datetime | None:
     return None if value is None else _datetime(value)
 
 
+@functools.lru_cache(maxsize=1024)
+def _mean(runs: tuple[tuple[Any, Any], ...]) -> float | None:
+    """mean_seconds of stored (started_at, finished_at) values; a pure function, so cached."""
+    return mean_seconds([(_datetime(a), _time(b)) for a, b in runs])
+
+
 def _datetime(value: Any) -> dt.datetime:
     # SQLite hands back SQLAlchemy's stored text, PostgreSQL a datetime.
     if isinstance(value, dt.datetime):
@@ -189,10 +229,14 @@ class FastStatus:
         self._sessions = sessions
         self._clock = clock
         param = "?" if db.is_sqlite else "%s"
-        self._sql = {c: _QUERY.format(param=param, column=c) for c in _COLUMNS}
-        self._successes_sql = NEWEST_SUCCESSES_SQL.format(param=param, last=ESTIMATE_RUNS)
+        successes = _SQLITE_SUCCESSES if db.is_sqlite else _POSTGRES_SUCCESSES
+        self._sql = {c: _QUERY.format(param=param, column=c, successes=successes) for c in _COLUMNS}
         self._connection: Any = None
-        self._rendered: dict[tuple[Any, ...], bytes] = {}
+        # SQLite: rows by (sql, parameters) as of data version `_version`.
+        self._kept: dict[tuple[str, str, Any], list[tuple[Any, ...]]] = {}
+        self._version: Any = None
+        # A rendered body (a RUNNING one's head) and the run's start time.
+        self._rendered: dict[tuple[Any, ...], tuple[bytes, dt.datetime | None]] = {}
         self._lock = threading.Lock()
         # After a database failure the route answers until then (monotonic).
         self._resume_at = 0.0
@@ -203,7 +247,10 @@ class FastStatus:
         """Answer a plain status request and return True, or return False and do nothing."""
         if scope["type"] != "http" or scope["method"] != "GET":
             return False
-        match = _PATH.fullmatch(tolerant_path(scope["path"]))
+        path = scope["path"]
+        if "//" in path or path.endswith("/"):
+            path = tolerant_path(path)  # the only two things it changes
+        match = _PATH.fullmatch(path)
         if match is None:
             return False
         if b"wait" in scope["query_string"] or any(k == b"prefer" for k, _ in scope["headers"]):
@@ -233,10 +280,12 @@ class FastStatus:
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            row = self._row(reference, caller.name)
-            if row is None or not self._allowed(caller, row) or row[10] in _PENDING:
+            if self._db.is_sqlite:
+                self._check_version()
+            rows = self._rows(reference, caller.name)
+            if rows is None or not self._allowed(caller, rows[0]) or rows[0][10] in _PENDING:
                 return None
-            return self._body(row)
+            return self._body(rows)
         except Exception:
             # The ordinary route reports database trouble properly; start afresh
             # once the database has had a moment.
@@ -246,20 +295,35 @@ class FastStatus:
         finally:
             self._lock.release()
 
-    def _row(self, reference: str, name: str) -> tuple[Any, ...] | None:
-        """The row of the file the reference names, as JobService.resolve_file finds it."""
-        row = self._file_row(reference, name)
-        if row is None and "+" in reference:
+    def _rows(self, reference: str, name: str) -> list[tuple[Any, ...]] | None:
+        """The rows of the file the reference names, as JobService.resolve_file finds it."""
+        rows = self._file_rows(reference, name)
+        if rows is None and "+" in reference:
             # Datameer tells users to write spaces as '+'; a real '+' in a name wins.
-            row = self._file_row(reference.replace("+", " "), name)
-        return row
+            rows = self._file_rows(reference.replace("+", " "), name)
+        return rows
 
-    def _file_row(self, reference: str, name: str) -> tuple[Any, ...] | None:
+    def _file_rows(self, reference: str, name: str) -> list[tuple[Any, ...]] | None:
         key = _reference_key(reference)
         if key is None:
             return None
         column, value = key
-        return self._fetch_one(self._sql[column], (name, value))
+        sql = self._sql[column]
+        if not self._db.is_sqlite:
+            return self._execute(sql, (name, value)) or None
+        kept = self._kept.get((sql, name, value))
+        if kept is None:
+            if len(self._kept) >= _RENDERED_LIMIT:
+                self._kept.clear()
+            kept = self._kept[(sql, name, value)] = self._execute(sql, (name, value))
+        return kept or None
+
+    def _check_version(self) -> None:
+        """Drop the kept rows if anyone committed since they were read."""
+        (version,) = self._execute("PRAGMA data_version", ())[0]
+        if version != self._version:
+            self._kept.clear()
+            self._version = version
 
     def _allowed(self, caller: _Caller, row: tuple[Any, ...]) -> bool:
         """Whether the route would answer this caller 200: signed in, job.read, READ, a job."""
@@ -277,70 +341,53 @@ class FastStatus:
             return False
         return row[8] is not None  # a job configuration: else "is not a job"
 
-    def _body(self, row: tuple[Any, ...]) -> bytes:
-        file_id, _config_id, execution_id, status, started, finished, progress = row[7:]
+    def _body(self, rows: list[tuple[Any, ...]]) -> bytes:
+        file_id, _config_id, execution_id, status, started, finished, progress = rows[0][7:_HEAD]
         # The answer for one state of one run never changes: render it once. A
         # RUNNING one's last two members do (each second, or with each
         # progress report): its head is rendered once and they are appended.
         key = (file_id, execution_id, status, started, finished)
-        body = self._rendered.get(key)
-        if body is None:
+        rendered = self._rendered.get(key)
+        if rendered is None:
             if len(self._rendered) >= _RENDERED_LIMIT:
                 self._rendered.clear()
+            start = _time(started)
             document = status_body(
                 self._clock,
                 file_id,
                 execution_id,
                 JobStatus(status) if status is not None else None,
-                _time(started),
+                start,
                 _time(finished),
             )
             body = bytes(PrettyJSONResponse(document).body)
-            if status == JobStatus.RUNNING.value:
+            if status == _RUNNING:
                 body = body[: body.rindex(_ESTIMATE)]
-            self._rendered[key] = body
-        if status != JobStatus.RUNNING.value:
+            rendered = self._rendered[key] = (body, start)
+        body, start = rendered
+        if status != _RUNNING:
             return body
-        remaining = self._remaining(row[8], _time(started), progress)
+        remaining = None
+        if start is not None:
+            # JobService.remaining: the newest successful runs' mean duration and the pace.
+            successes = sorted(
+                (row[_HEAD:] for row in rows if row[_HEAD] is not None), reverse=True
+            )
+            mean = _mean(tuple((a, b) for _id, a, b in successes))
+            remaining = remaining_seconds((utcnow() - start).total_seconds(), progress, mean)
         estimate, percent = running_members(remaining, progress)
-        # As json.dumps(indent=2) writes them (both are ASCII).
-        return b"%s%s%s%s%s\n}" % (
-            body,
-            _ESTIMATE,
-            json.dumps(estimate).encode(),
-            _PROGRESS,
-            json.dumps(percent).encode(),
-        )
+        return _RUNNING_TAIL % (body, estimate.encode(), percent.encode())
 
-    def _remaining(
-        self, config_id: int, started: dt.datetime | None, progress: float | None
-    ) -> float | None:
-        """JobService.remaining: from the newest successful runs' mean duration and the pace."""
-        if started is None:
-            return None
-        runs = self._fetch_all(self._successes_sql, (config_id,))
-        mean = mean_seconds([(_datetime(a), _time(b)) for a, b in runs])
-        return remaining_seconds((utcnow() - started).total_seconds(), progress, mean)
-
-    def _fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        rows = self._execute(sql, params, 1)
-        return rows[0] if rows else None
-
-    def _fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        return self._execute(sql, params, None)
-
-    def _execute(
-        self, sql: str, params: tuple[Any, ...], limit: int | None
-    ) -> list[tuple[Any, ...]]:
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         if self._connection is None:
             self._connection = self._connect()
         cursor = self._connection.cursor()
         try:
             cursor.execute(sql, params)
-            rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()  # tuples on both drivers
         finally:
             cursor.close()
-        return [tuple(r) for r in rows]
+        return rows
 
     def _connect(self) -> Any:
         if not self._db.is_sqlite:
@@ -361,6 +408,8 @@ class FastStatus:
         return connection
 
     def _close(self) -> None:
+        self._kept.clear()
+        self._version = None
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.close()

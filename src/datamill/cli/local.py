@@ -78,6 +78,22 @@ def init(options: Globals) -> None:
     print(f"Datamill home ready at {node.settings.resolved_home}")
 
 
+def uvicorn_options(host: str, port: int, proxies: str | None) -> dict[str, Any]:
+    """How `serve` runs uvicorn (bench/api_status.py serves its baselines alike)."""
+    return {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        # uvicorn's lines go through Datamill's handler, in its format.
+        "log_config": None,
+        "access_log": False,
+        # The client address limits failed sign-ins; uvicorn would otherwise take it
+        # from X-Forwarded-For of any local caller, who could then claim any address.
+        "proxy_headers": proxies is not None,
+        "forwarded_allow_ips": proxies,
+    }
+
+
 def serve(
     options: Globals,
     *,
@@ -112,20 +128,7 @@ def serve(
         worker.start()
     app = create_app(built, node.jobs)
     _serve_metrics_port(node)
-    # The client address limits failed sign-ins; uvicorn would otherwise take it
-    # from X-Forwarded-For of any local caller, who could then claim any address.
-    proxies = built.trusted_proxies
-    config = uvicorn.Config(
-        app,
-        host=built.host,
-        port=built.port,
-        log_level="warning",
-        # uvicorn's lines go through Datamill's handler, in its format.
-        log_config=None,
-        access_log=False,
-        proxy_headers=proxies is not None,
-        forwarded_allow_ips=proxies,
-    )
+    config = uvicorn.Config(app, **uvicorn_options(built.host, built.port, built.trusted_proxies))
     server = uvicorn.Server(config)
     role = "" if worker is not None else " (API only: `datamill worker` runs the executions)"
     print(f"Datamill serving on http://{built.host}:{built.port}{role}", flush=True)

@@ -9,6 +9,7 @@ answer is sent. The label is the route's template (`/api/job-execution/
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -16,6 +17,7 @@ import re
 import secrets
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datamill.observability.logs import bind, unbind
@@ -82,6 +84,11 @@ class Observe:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The series of each (method, route, status): `labels` looks them up
+        # under a lock on every call, which showed in the status poll's
+        # profile. Bounded like the label values themselves; series are
+        # never removed from the registry, so a kept one stays the live one.
+        self._series: dict[tuple[str, str, str], _Series] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on, observing its answer."""
@@ -114,8 +121,32 @@ class Observe:
         if log.isEnabledFor(logging.DEBUG):
             # The template, not the path: a path may hold names users typed.
             log.debug("%s %s -> %s in %.1f ms", method, route, code, seconds * 1e3)
-        metrics = self.metrics
-        metrics.http_requests.labels(method, route, code).inc()
-        metrics.http_duration.labels(route).observe(seconds)
+        key = (method, route, code)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series.of(self.metrics, method, route, code)
+        series.requests.inc()
+        series.duration.observe(seconds)
+        if series.triggers is not None:
+            series.triggers.inc()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Series:
+    """The labelled metrics one (method, route, status) counts into."""
+
+    requests: Counter
+    duration: Histogram
+    triggers: Counter | None
+
+    @classmethod
+    def of(cls, metrics: Metrics, method: str, route: str, code: str) -> _Series:
+        """Look the series up (and create them) once."""
+        triggers = None
         if route in TRIGGER_ROUTES:
-            metrics.trigger_requests.labels(route, code).inc()
+            triggers = metrics.trigger_requests.labels(route, code)
+        return cls(
+            metrics.http_requests.labels(method, route, code),
+            metrics.http_duration.labels(route),
+            triggers,
+        )

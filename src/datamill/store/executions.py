@@ -395,16 +395,6 @@ def mean_seconds(runs: list[tuple[dt.datetime, dt.datetime | None]]) -> float | 
     return sum(durations) / len(durations) if durations else None
 
 
-NEWEST_SUCCESSES_SQL = """
-SELECT started_at, finished_at FROM executions
-WHERE job_configuration_id = {param} AND status IN ('COMPLETED', 'COMPLETED_WITH_WARNINGS')
-  AND started_at IS NOT NULL
-ORDER BY id DESC LIMIT {last}
-"""
-"""_newest_successes of one configuration in plain SQL (bind the one parameter, format
-`last`), for the status fast path."""
-
-
 @functools.lru_cache(maxsize=64)
 def _newest_successes(count: int) -> sa.CompoundSelect[Any]:
     """The last successful runs of `count` configurations (bound as config_0, ...).

@@ -1,0 +1,130 @@
+"""The status fast path keeps nothing of a run's state between polls: each poll reads it afresh.
+
+What it does keep (a rendered body per state of a run, the mean of a set
+of stored run times) is keyed by the values the poll has just read, so any
+change in the store shows on the very next poll. Each step here is answered
+by the fast path and compared byte for byte with the FastAPI route.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from datamill.bootstrap import Node
+from datamill.domain.records import Execution
+from datamill.domain.status import JobStatus
+from datamill.store import tables as t
+from datamill.store.queue import Outcome
+from datamill.worker.housekeeping import drop_old_history
+from tests.api.test_fast_status import ADMIN, Pair, _auth, _job, _status
+from tests.helpers import admin, password_hash
+
+
+@pytest.fixture
+def pair(node: Node) -> Iterator[Pair]:
+    """Both apps, started."""
+    made = Pair(node)
+    with made.fast, made.slow:
+        yield made
+
+
+def _member(text: str, name: str) -> str:
+    return text.split(f'"{name}": ')[1].split("\n")[0].rstrip(",")
+
+
+def _running_for(
+    node: Node, file_id: int, seconds: float, monkeypatch: pytest.MonkeyPatch
+) -> Execution:
+    """A new run of the job, claimed; both paths' clock fixed `seconds` after its start."""
+    node.jobs.trigger(str(file_id), admin(node))
+    running = node.store.queue.claim_next_execution("w1")
+    assert running is not None and running.started_at is not None
+    frozen = running.started_at + dt.timedelta(seconds=seconds)
+    for module in ("datamill.services.jobs", "datamill.api.fast_status"):
+        monkeypatch.setattr(f"{module}.utcnow", lambda: frozen)
+    return running
+
+
+def _poll(pair: Pair, file_id: int) -> str:
+    answered, (code, _, _, text) = pair.both(_status(file_id), ADMIN)
+    assert answered and code == 200, text
+    return text
+
+
+def test_a_running_estimate_follows_history_progress_and_the_end(
+    pair: Pair, node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file_id = _job(node)
+    for _ in range(3):
+        node.jobs.trigger(str(file_id), admin(node))
+        claimed = node.store.queue.claim_next_execution("w1")
+        assert claimed is not None
+        node.store.queue.finish(claimed, "w1", Outcome(JobStatus.COMPLETED, success_count=1))
+    # Each earlier run took 100 s.
+    e = t.executions
+    with node.store.db.write() as conn:
+        for run_id, finished in conn.execute(sa.select(e.c.id, e.c.finished_at)).all():
+            started = finished - dt.timedelta(seconds=100)
+            conn.execute(sa.update(e).where(e.c.id == run_id).values(started_at=started))
+    running = _running_for(node, file_id, 10, monkeypatch)
+
+    # 100 s by history, 10 s gone.
+    assert _member(_poll(pair, file_id), "estimate-time") == '"1m 30s"'
+    # The history is dropped: no mean any more, no progress yet.
+    assert drop_old_history(node.store, days=0) == 3
+    assert _member(_poll(pair, file_id), "estimate-time") == '"0s"'
+    # Progress: by pace alone, 10 s for the first quarter.
+    node.store.queue.report_progress(running.id, 0.25, [])
+    text = _poll(pair, file_id)
+    assert _member(text, "estimate-time") == '"30s"' and _member(text, "job-progress") == '"25"'
+    # The end shows at once.
+    node.store.queue.finish(running, "w1", Outcome(JobStatus.COMPLETED, success_count=1))
+    text = _poll(pair, file_id)
+    assert _member(text, "job-status") == '"COMPLETED"' and "estimate-time" not in text
+
+
+def test_long_estimates_are_written_as_the_route_writes_them(
+    pair: Pair, node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hours, minutes and seconds: the fast path writes these members without json.dumps.
+    file_id = _job(node)
+    running = _running_for(node, file_id, 3661, monkeypatch)
+    node.store.queue.report_progress(running.id, 0.01, [])
+    text = _poll(pair, file_id)
+    assert _member(text, "estimate-time") == '"100h 40m 39s"'
+    assert _member(text, "job-progress") == '"1"'
+
+
+def test_a_commit_by_another_process_shows_on_the_next_poll(pair: Pair, node: Node) -> None:
+    # A `datamill worker` or a CLI command on the same SQLite file commits
+    # from another process: the kept rows must not outlive that commit.
+    if not node.store.db.is_sqlite:
+        pytest.skip("rows are kept between polls only on SQLite")
+    node.store.users.create("cid", password_hash("pw-cid"), roles=("ADMIN",))
+    file_id = _job(node)
+    cid = _auth("cid", "pw-cid")
+    answered, (code, _, _, text) = pair.both(_status(file_id), cid)
+    assert answered and code == 200 and '"job-status": "_NONE"' in text
+    path = make_url(node.settings.database_url).database
+    assert path is not None
+
+    def commit_elsewhere(sql: str) -> None:
+        script = f"import sqlite3; c = sqlite3.connect({path!r}); c.execute({sql!r}); c.commit()"
+        subprocess.run([sys.executable, "-c", script], check=True)
+
+    commit_elsewhere("UPDATE user_roles SET role_name = 'ANALYST' WHERE user_name = 'cid'")
+    answered, (code, _, _, text) = pair.both(_status(file_id), cid)
+    assert not answered and code == 404 and '"status": "failure"' in text
+    commit_elsewhere("UPDATE user_roles SET role_name = 'ADMIN' WHERE user_name = 'cid'")
+    node.jobs.trigger(str(file_id), admin(node))
+    assert pair.both(_status(file_id), cid)[1][0] == 200
+    commit_elsewhere("UPDATE executions SET status = 'CANCELED'")
+    answered, (code, _, _, text) = pair.both(_status(file_id), cid)
+    assert answered and code == 200 and '"job-status": "CANCELED"' in text
