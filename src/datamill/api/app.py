@@ -28,6 +28,7 @@ from datamill.api import (
     user_routes,
 )
 from datamill.api.fast_status import FastStatus
+from datamill.api.fast_trigger import TRIGGER_ROUTE, answer_trigger, trigger_reference
 from datamill.api.ops_routes import install_metrics
 from datamill.api.types import CurrentUser
 from datamill.api.wire import Clock, PrettyJSONResponse, failure, tolerant_path
@@ -65,9 +66,12 @@ class TolerantPaths:
 
 
 class DatamillApp(FastAPI):
-    """FastAPI with the status fast path in front of all of its machinery."""
+    """FastAPI with the status and trigger fast paths in front of all of its machinery."""
 
     fast_status: FastStatus | None = None
+    fast_trigger = False
+    # Triggers the fast path answered (tests tell the two paths apart by it).
+    fast_triggered = 0
     observe: Observe | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,19 +82,27 @@ class DatamillApp(FastAPI):
             await self.dispatch(scope, receive, send)
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The fast path if it answers, else the framework."""
+        """A fast path if one answers, else the framework."""
         fast = self.fast_status
         if fast is not None and await fast.handle(scope, receive, send):
             scope[ROUTE_KEY] = STATUS_ROUTE
             return
+        reference = trigger_reference(scope) if self.fast_trigger else None
+        if reference is not None:
+            scope[ROUTE_KEY] = TRIGGER_ROUTE
+            self.fast_triggered += 1
+            await answer_trigger(self, reference, scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings, jobs: JobService, *, fast_status: bool = True, fast_trigger: bool = True
+) -> FastAPI:
     """Build the HTTP application around ready services.
 
-    `fast_status=False` leaves every status request to the FastAPI route
-    (tests compare the two paths).
+    `fast_status=False` (`fast_trigger=False`) leaves every status (trigger)
+    request to the FastAPI route (tests compare the two paths).
     """
     app = DatamillApp(
         title="Datamill",
@@ -155,6 +167,7 @@ def create_app(settings: Settings, jobs: JobService, *, fast_status: bool = True
         app.fast_status = FastStatus(
             db=jobs.store.db, authenticator=authenticator, sessions=app.state.sessions, clock=clock
         )
+    app.fast_trigger = fast_trigger
     app.observe = Observe(app.dispatch, jobs.store.metrics)
     return app
 

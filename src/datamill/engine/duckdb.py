@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -77,38 +78,97 @@ class _Progress:
         self.report(self.done)
 
 
-class _Poller(threading.Thread):
-    """Reads DuckDB's progress of the running query and reports it; never raises."""
+class _Watch:
+    """One running statement whose progress the poller reports."""
 
-    def __init__(self, session: Session, start: float, share: float) -> None:
-        super().__init__(name="duckdb-progress", daemon=True)
-        self._session = session
-        self._start = start
-        self._share = share
-        self._stop_event = threading.Event()
+    __slots__ = ("due", "session", "share", "start")
 
-    def run(self) -> None:
-        """Poll until stopped."""
-        while not self._stop_event.wait(_POLL_SECONDS):
-            try:
-                percent = float(self._session.con.query_progress())
-            except Exception:  # the query may just have ended; polling must never fail a run
-                continue
-            if percent < 0:
-                continue
-            try:
-                self._session.progress.report(self._start + self._share * min(percent, 100.0) / 100)
-            except BaseException as error:
-                # The callback refused (the worker stops the run, say): stop the query
-                # and let the main thread raise the callback's exception.
-                self._session.callback_error = error
-                self._session.con.interrupt()
-                return
+    def __init__(self, session: Session, start: float, share: float, due: float) -> None:
+        self.session = session
+        self.start = start
+        self.share = share
+        self.due = due
 
-    def stop(self) -> None:
-        """Ask the thread to end and wait for it."""
-        self._stop_event.set()
-        self.join()
+    def poll(self) -> bool:
+        """Report the statement's progress; False once the callback refused (never raises)."""
+        try:
+            percent = float(self.session.con.query_progress())
+        except Exception:  # the query may just have ended; polling must never fail a run
+            return True
+        if percent < 0:
+            return True
+        try:
+            self.session.progress.report(self.start + self.share * min(percent, 100.0) / 100)
+        except BaseException as error:
+            # The callback refused (the worker stops the run, say): stop the query
+            # and let the statement's thread raise the callback's exception.
+            self.session.callback_error = error
+            self.session.con.interrupt()
+            return False
+        return True
+
+
+class _Poller:
+    """One long-lived thread per process that polls the progress of running statements.
+
+    A thread started and joined per statement cost a trivial run more of the
+    warm child's CPU than its query: now a statement is only registered, and
+    the thread wakes when a registered statement's next poll is due (the
+    first `_POLL_SECONDS` after it started, as before), else sleeps.
+    Polling and reporting happen under the lock, so once `unwatch` returns
+    nothing reports for that statement any more.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._watched: dict[int, _Watch] = {}
+        self._next_token = 0
+        self._idle = False
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def watch(self, session: Session, start: float, share: float) -> int:
+        """Report `share` of the session's progress, from `start`, until unwatched; a token."""
+        with self._lock:
+            self._next_token += 1
+            token = self._next_token
+            self._watched[token] = _Watch(session, start, share, time.monotonic() + _POLL_SECONDS)
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()  # a forked child has no thread of its parent's
+                self._idle = False
+                self._thread = threading.Thread(
+                    target=self._run, name="duckdb-progress", daemon=True
+                )
+                self._thread.start()
+            elif self._idle:
+                # A sleeping thread only wakes for this; a timed wait ends by itself.
+                self._idle = False
+                self._lock.notify()
+        return token
+
+    def unwatch(self, token: int) -> None:
+        """Stop reporting the statement; waits for a poll of it under way."""
+        with self._lock:
+            self._watched.pop(token, None)
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                for token, watch in list(self._watched.items()):
+                    if watch.due <= now:
+                        watch.due = now + _POLL_SECONDS
+                        if not watch.poll():
+                            del self._watched[token]
+                if self._watched:
+                    due = min(watch.due for watch in self._watched.values())
+                    self._lock.wait(max(0.0, due - time.monotonic()))
+                else:
+                    self._idle = True
+                    self._lock.wait()
+
+
+_POLLER = _Poller()
 
 
 def database_config(request: RunRequest) -> dict[str, Any]:
@@ -336,9 +396,7 @@ class Session:
         DuckDB errors become JobFailed naming `context`, or InvalidSql naming
         `user_sql` when the statement runs a user's query that DuckDB refused.
         """
-        poller = _Poller(self, self.progress.done, share) if share > 0 else None
-        if poller is not None:
-            poller.start()
+        watching = _POLLER.watch(self, self.progress.done, share) if share > 0 else None
         try:
             rows = self.con.execute(sql, list(params)).fetchall()
         except duckdb.Error as error:
@@ -349,8 +407,8 @@ class Session:
                 raise InvalidSql(f"{user_sql}: {message}") from None
             raise JobFailed(f"{context}: {message}") from None
         finally:
-            if poller is not None:
-                poller.stop()
+            if watching is not None:
+                _POLLER.unwatch(watching)
         if self.callback_error is not None:
             raise self.callback_error
         self.progress.advance(share)
