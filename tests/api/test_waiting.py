@@ -161,6 +161,17 @@ def test_a_retried_keyed_trigger_with_wait_waits_on_the_first_run_and_starts_not
     assert [run["id"] for run in history.json()] == [first.json()[id_member]]
 
 
+def test_the_v2_trigger_with_a_wait_query_adds_the_final_status(
+    running: Actors, world: dict[str, int]
+) -> None:
+    response = running.call("bob", "POST", f"/api/job-execution/{world['imp']}/trigger?wait=120")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["job-status"] == "COMPLETED"
+    assert execution(running.node, body["job-execution-id"]).status is JobStatus.COMPLETED
+    assert "Preference-Applied" not in response.headers
+
+
 def test_a_wait_that_runs_out_answers_the_state_the_run_then_has(
     running: Actors, world: dict[str, int]
 ) -> None:
