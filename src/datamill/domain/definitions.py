@@ -55,6 +55,10 @@ VariableValue = (
 )
 
 
+EngineName = Literal["duckdb", "spark"]
+"""The engines a job may name; the same names as DATAMILL_ENGINE."""
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -170,6 +174,8 @@ class ImportJobDefinition(_Model):
     error_mode: Literal["DROP_RECORD", "FAIL"] = Field(default="DROP_RECORD", alias="errorMode")
     min_keep_count: int = Field(default=1, ge=1, le=MAX_KEEP_COUNT, alias="minKeepCount")
     limits: RunLimits | None = None
+    # Which engine runs it (docs/engines.md); absent: the worker's DATAMILL_ENGINE.
+    engine: EngineName | None = None
 
     @field_validator("columns")
     @classmethod
@@ -269,6 +275,8 @@ class WorkbookDefinition(_Model):
     sheets: list[Sheet] = Field(min_length=1, max_length=MAX_SHEETS)
     min_keep_count: int = Field(default=1, ge=1, le=MAX_KEEP_COUNT, alias="minKeepCount")
     limits: RunLimits | None = None
+    # Which engine runs it (docs/engines.md); absent: the worker's DATAMILL_ENGINE.
+    engine: EngineName | None = None
 
     @field_validator("variables")
     @classmethod
@@ -330,6 +338,8 @@ class ExportJobDefinition(_Model):
     source: DataSheetSource
     sink: Sink
     limits: RunLimits | None = None
+    # Which engine runs it (docs/engines.md); absent: the worker's DATAMILL_ENGINE.
+    engine: EngineName | None = None
 
 
 JobDefinition = ImportJobDefinition | WorkbookDefinition | ExportJobDefinition

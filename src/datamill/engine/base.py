@@ -72,6 +72,10 @@ class RunRequest:
     file_roots: tuple[str, ...] = ()
     # At most this many files may a source glob match.
     max_source_files: int = 10_000
+    # The engine of a definition that names none (settings.engine), and where
+    # Spark is (settings.spark_remote; None: local mode). See engine/registry.py.
+    engine: str = "duckdb"
+    spark_remote: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,10 +94,23 @@ class RunResult:
 
 
 class Engine(Protocol):
-    """Runs one job definition and stages its output."""
+    """Runs one job definition and stages its output.
+
+    Every engine is a package laid out the same way (engine/duckdb, engine/spark):
+    imports, workbooks and exports, one module each, the run's session, and
+    dispatch, which holds the class that implements this protocol.
+    """
 
     def run(
         self, request: RunRequest, progress: ProgressCallback, events: EventCallback = ...
     ) -> RunResult:
         """Run the request, telling `events` what happens; raise a DatamillError on failure."""
+        ...
+
+    def between_runs(self) -> None:
+        """Tidy up after a run, off the critical path (the answer was sent already)."""
+        ...
+
+    def close(self) -> None:
+        """Release everything the engine holds."""
         ...

@@ -122,6 +122,8 @@ def build_request(
         data_root=str(settings.resolved_data_root),
         file_roots=(*settings.resolved_source_roots, *settings.resolved_sink_roots),
         max_source_files=settings.source_max_files,
+        engine=settings.engine,
+        spark_remote=settings.spark_remote,
     )
 
 

@@ -20,7 +20,8 @@ from datamill.domain.runlog import PendingEvent
 from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobStatus
 from datamill.engine.base import RunRequest, RunResult
-from datamill.engine.workbooks import remove_windows_of
+from datamill.engine.registry import interrupt
+from datamill.engine.windows import remove_windows_of
 from datamill.errors import DatamillError
 from datamill.processes import pid_alive
 from datamill.services.wakeup import PostgresListener, Wakeup, libpq_conninfo
@@ -201,7 +202,7 @@ class Worker:
                 if horse is None or not horse.alive:
                     # Started before work arrives, so a run does not pay for
                     # spawning a process and importing the engine.
-                    horse = Horse()
+                    horse = Horse(self.settings.engine)
                 if not horse.wait_ready(0.2):
                     # Nothing is claimed for a child still importing: the run
                     # would sit RUNNING meanwhile, and another worker may be warm.
@@ -345,6 +346,11 @@ class Worker:
             # links that keep the run's inputs alive and the run's partial output.
             horse.kill()
             remove_windows_of(os.path.dirname(request.staging_dir), horse.process.pid or 0)
+            # Work a cluster still does for it goes too, before the staging folder.
+            try:
+                interrupt(request)
+            except Exception:
+                log.exception("execution %d: cannot cancel its engine's work", execution.id)
         if outcome is None:  # handed back during shutdown
             shutil.rmtree(staging, ignore_errors=True)
             return None

@@ -20,12 +20,13 @@ from datamill.domain import runlog as rl
 from datamill.domain.definitions import DatabaseSink, ExportJobDefinition, FileSink
 from datamill.domain.status import JobStatus
 from datamill.engine.base import RunResult
+from datamill.engine.duckdb.literals import lit
+from datamill.engine.duckdb.sources import database_error
 from datamill.engine.paths import check_database_url, check_sink_path, resolved_url
-from datamill.engine.sources import database_error, lit
 from datamill.errors import InvalidInput, JobFailed
 
 if TYPE_CHECKING:
-    from datamill.engine.duckdb import Session
+    from datamill.engine.duckdb.session import Session
 
 DB_BATCH_ROWS = 5_000
 _COPY_OPTIONS = {"parquet": "FORMAT parquet", "jsonl": "FORMAT json"}
