@@ -8,6 +8,7 @@ cluster without reaching into the store. Everything here pickles.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -76,6 +77,10 @@ class RunRequest:
     # Spark is (settings.spark_remote; None: local mode). See engine/registry.py.
     engine: str = "duckdb"
     spark_remote: str | None = None
+    # A random id of this attempt, the same in the worker and its work horse:
+    # an engine names the work it leaves elsewhere by it (Spark's session id),
+    # so the worker can cancel that work after killing the run's process.
+    attempt: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

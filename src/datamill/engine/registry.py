@@ -42,7 +42,9 @@ def interrupt(request: RunRequest) -> None:
     dies with that process has nothing to do.
     """
     if engine_name(request) == "spark" and request.spark_remote:
-        importlib.import_module("datamill.engine.spark.session").interrupt_run(request)
+        from datamill.engine.spark.session import interrupt_run
+
+        interrupt_run(request)
 
 
 class Engines:

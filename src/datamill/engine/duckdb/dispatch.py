@@ -8,10 +8,9 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from pydantic import ValidationError
 
 from datamill.domain import runlog as rl
-from datamill.domain.definitions import ImportJobDefinition, WorkbookDefinition, definition_model
+from datamill.domain.definitions import ImportJobDefinition, WorkbookDefinition
 from datamill.engine.base import (
     EventCallback,
     ProgressCallback,
@@ -30,9 +29,10 @@ from datamill.engine.duckdb.database import (
 )
 from datamill.engine.duckdb.imports import run_import
 from datamill.engine.duckdb.session import Session
-from datamill.engine.duckdb.workbooks import run_workbook, workbook_inputs
+from datamill.engine.duckdb.workbooks import run_workbook
+from datamill.engine.runs import parse_request, workbook_inputs
 from datamill.engine.windows import OUTPUT_FOLDER
-from datamill.errors import DatamillError, InvalidDefinition, JobFailed
+from datamill.errors import DatamillError, JobFailed
 
 
 class DuckDBEngine:
@@ -149,11 +149,7 @@ class DuckDBEngine:
         """Run the request, telling `events` what happens; raise a DatamillError on failure."""
         self._events = events
         events(rl.pending(rl.STARTED, engine="duckdb", pid=os.getpid()))
-        model = definition_model(request.kind)
-        try:
-            definition = model.model_validate(request.definition)
-        except ValidationError as error:
-            raise InvalidDefinition(f"invalid {request.kind.value} definition: {error}") from None
+        definition = parse_request(request)
         if isinstance(definition, WorkbookDefinition):
             return self._run_workbook(request, definition, progress)
         if request.shared_database:
@@ -177,14 +173,17 @@ class DuckDBEngine:
             return self._finish(
                 session,
                 lambda: run_workbook(
-                    session, definition, workbook_inputs(session, definition), session.staging_dir
+                    session,
+                    definition,
+                    workbook_inputs(session.request, definition),
+                    session.staging_dir,
                 ),
             )
         session = self._shared_session(request, progress, workbook=True)
         window = session.shared.window if session.shared is not None else None
         assert window is not None
         try:
-            real = workbook_inputs(session, definition)
+            real = workbook_inputs(session.request, definition)
         except BaseException:
             session.close()
             raise

@@ -13,29 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from datamill.domain import runlog as rl
 from datamill.domain.definitions import DataSheet, SqlSheet, WorkbookDefinition
-from datamill.domain.status import JobStatus
 from datamill.engine.base import RunResult
 from datamill.engine.duckdb.literals import ident, lit
+from datamill.engine.runs import workbook_result
 from datamill.engine.sql import bind_workbook
-from datamill.errors import InvalidInput, JobFailed
 
 if TYPE_CHECKING:
     from datamill.engine.duckdb.session import Session
-
-
-def workbook_inputs(session: Session, definition: WorkbookDefinition) -> dict[str, str]:
-    """Data-sheet name -> real path of its input file, checked to exist."""
-    found: dict[str, str] = {}
-    for index, sheet in enumerate(definition.sheets):
-        if isinstance(sheet, DataSheet):
-            path = session.request.inputs.get(sheet.name)
-            if path is None:
-                raise InvalidInput(f'sheets[{index}]: no data was given for sheet "{sheet.name}"')
-            real = os.path.realpath(path)
-            if not os.path.isfile(real):
-                raise JobFailed(f'sheets[{index}]: the data of sheet "{sheet.name}" is missing')
-            found[sheet.name] = real
-    return found
 
 
 def run_workbook(
@@ -114,16 +98,4 @@ def run_workbook(
         if out_dir != session.staging_dir:
             shutil.move(os.path.join(out_dir, f"{name}.parquet"), staged)
         output_bytes += os.path.getsize(staged)
-    records = sum(kept.values())
-    return RunResult(
-        status=JobStatus.COMPLETED,
-        success_count=records,
-        failure_count=0,
-        counters={
-            "WORKBOOK_RECORDS": records,
-            "WORKBOOK_DROPPED_RECORDS": 0,
-            "WORKBOOK_OUTPUT_BYTES": output_bytes,
-            "WORKBOOK_SHEETS": len(definition.sheets),
-        },
-        sheets=kept,
-    )
+    return workbook_result(definition, kept, output_bytes)
