@@ -74,7 +74,7 @@ class LocalServer:
             "--conf",
             "spark.ui.enabled=false",
             "--conf",
-            "spark.sql.shuffle.partitions=4",
+            "spark.sql.shuffle.partitions=2",
             "spark-internal",
         ]
         with open(self.log_path, "wb") as log:
