@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from datamill.bootstrap import Node, open_node
+from datamill.domain import runlog as rl
 from datamill.domain.status import JobStatus
 from datamill.settings import Settings
+from datamill.store.runlog import read_log
 from datamill.worker.worker import STOPPED_BY_USER, Worker
 from tests.helpers import (
     admin,
@@ -36,6 +38,16 @@ ENDLESS = "SELECT count(*) AS n FROM " + ", ".join(f"orders AS o{i}" for i in ra
 @pytest.fixture
 def node(tmp_path: Path, spark_remote: str) -> Iterator[Node]:
     """A node whose worker runs DuckDB by default and knows where Spark is."""
+    yield from _node(tmp_path, spark_remote, "duckdb")
+
+
+@pytest.fixture
+def spark_node(tmp_path: Path, spark_remote: str) -> Iterator[Node]:
+    """A node whose worker runs Spark by default (DATAMILL_ENGINE=spark)."""
+    yield from _node(tmp_path, spark_remote, "spark")
+
+
+def _node(tmp_path: Path, spark_remote: str, engine: str) -> Iterator[Node]:
     settings = Settings(
         home=tmp_path / "home",
         database_url=f"sqlite:///{tmp_path / 'meta.db'}",
@@ -47,6 +59,7 @@ def node(tmp_path: Path, spark_remote: str) -> Iterator[Node]:
         engine_memory_limit="512MB",
         concurrency=1,
         spark_remote=spark_remote,
+        engine=engine,
     )
     made = open_node(settings)
     made.store.users.create("admin", password_hash("secret"), roles=("ADMIN",))
@@ -105,6 +118,32 @@ def test_stopping_a_spark_run_frees_spark_for_the_next_run(node: Node) -> None:
     define(node, next_one, totals_workbook(IMP) | {"engine": "spark"})
     after = wait_terminal(node, node.jobs.trigger(next_one, user).id, timeout=300)
     assert after.status is JobStatus.COMPLETED, after.error_message
+
+
+def _engine_of(node: Node, execution_id: int) -> str:
+    with node.store.db.read() as conn:
+        log = read_log(conn, execution_id)
+    return str(next(e.detail["engine"] for e in log if e.event == rl.STARTED))
+
+
+def test_the_workers_engine_runs_jobs_that_name_none(spark_node: Node) -> None:
+    node = spark_node
+    root = Path(node.settings.resolved_source_roots[0])
+    define(node, IMP, orders_import(write_orders_csv(root / "in", rows=30)))
+    define(node, WBK, totals_workbook(IMP))
+    local = "/Analytics/Workbooks/local.wbk"
+    define(node, local, totals_workbook(IMP) | {"engine": "duckdb"})
+    user = admin(node)
+    imported = wait_terminal(node, node.jobs.trigger(IMP, user).id, timeout=300)
+    assert imported.status is JobStatus.COMPLETED, imported.error_message
+    on_spark = wait_terminal(node, node.jobs.trigger(WBK, user).id, timeout=300)
+    on_duckdb = wait_terminal(node, node.jobs.trigger(local, user).id, timeout=300)
+    assert on_spark.status is on_duckdb.status is JobStatus.COMPLETED
+    assert on_spark.counters["WORKBOOK_RECORDS"] == on_duckdb.counters["WORKBOOK_RECORDS"] == 3
+    # Imports read through the worker on either engine, and their log says so.
+    assert _engine_of(node, imported.id) == "duckdb"
+    assert _engine_of(node, on_spark.id) == "spark"
+    assert _engine_of(node, on_duckdb.id) == "duckdb"
 
 
 def wait_for_progress(node: Node, execution_id: int, timeout: float = 300.0) -> None:
