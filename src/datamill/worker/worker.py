@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
@@ -51,6 +52,8 @@ STOPPED_BY_USER = "Stopped by user."
 OUTPUT_CHECK_SECONDS = 1.0
 # How long a running execution's events may wait for a progress write to carry them.
 LOG_WRITE_SECONDS = 1.0
+# How long a slot waits for an engine to cancel a killed run's work elsewhere.
+INTERRUPT_WAIT_SECONDS = 10.0
 
 
 class Worker:
@@ -346,11 +349,19 @@ class Worker:
             # links that keep the run's inputs alive and the run's partial output.
             horse.kill()
             remove_windows_of(os.path.dirname(request.staging_dir), horse.process.pid or 0)
-            # Work a cluster still does for it goes too, before the staging folder.
-            try:
-                interrupt(request)
-            except Exception:
-                log.exception("execution %d: cannot cancel its engine's work", execution.id)
+            # Work a cluster still does for it goes too, before the staging
+            # folder; an unreachable cluster holds the slot INTERRUPT_WAIT_SECONDS at most.
+            cancel = threading.Thread(
+                target=self._alone,
+                args=(
+                    f"cancelling the engine work of execution {execution.id}",
+                    partial(interrupt, request),
+                ),
+                name="engine-interrupt",
+                daemon=True,
+            )
+            cancel.start()
+            cancel.join(INTERRUPT_WAIT_SECONDS)
         if outcome is None:  # handed back during shutdown
             shutil.rmtree(staging, ignore_errors=True)
             return None
