@@ -15,7 +15,7 @@ from typing import Any
 
 from tests.integration.engine_fixtures import make_area, run_import
 
-from datamill.engine import duckdb as engine
+from datamill.engine.duckdb import session as engine
 
 _original = engine.Session.execute
 _log: list[tuple[float, str, int]] = []

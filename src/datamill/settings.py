@@ -74,6 +74,20 @@ class Settings(BaseSettings):
         ge=0,
         description="Executions running at once across all workers; 0 for no global limit.",
     )
+    engine: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description=(
+            "The engine of jobs whose definition names none (docs/engines.md): 'duckdb' runs"
+            " in the worker's machine, 'spark' on Apache Spark through Spark Connect."
+        ),
+    )
+    spark_remote: str | None = Field(
+        default=None,
+        description=(
+            "Spark Connect address of a cluster, such as sc://host:15002. Unset: Spark runs"
+            " in local mode on the worker's machine (needs Java and the `spark` extra)."
+        ),
+    )
     engine_memory_limit: str = Field(
         default="2GB", description="DuckDB memory limit per execution; beyond it, it spills."
     )

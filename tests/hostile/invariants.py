@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from datamill.bootstrap import Node
 from datamill.domain.status import ACTIVE_STATUSES, JobStatus
-from datamill.engine.workbooks import is_idle_window
+from datamill.engine.windows import is_idle_window
 from datamill.store import tables as t
 from datamill.store.queue import WORKER_LOST
 

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from datamill.bootstrap import Node
 from datamill.domain.status import JobStatus
-from datamill.engine.workbooks import remove_dead_windows
+from datamill.engine.windows import remove_dead_windows
 from datamill.store import tables as t
 from datamill.store.queue import WORKER_LOST
 from datamill.worker.housekeeping import remove_orphaned_data_folders

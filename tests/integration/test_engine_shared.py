@@ -14,9 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from datamill.domain.status import JobKind, JobStatus
-from datamill.engine import duckdb as engine_module
-from datamill.engine.duckdb import DuckDBEngine, Session, SharedDatabase
-from datamill.engine.workbooks import is_idle_window
+from datamill.engine.duckdb import DuckDBEngine
+from datamill.engine.duckdb import dispatch as engine_module
+from datamill.engine.duckdb.database import SharedDatabase
+from datamill.engine.duckdb.session import Session
+from datamill.engine.windows import is_idle_window
 from datamill.errors import JobFailed
 from tests.integration.engine_fixtures import Area, make_area, rows
 

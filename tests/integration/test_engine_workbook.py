@@ -14,7 +14,7 @@ import pytest
 
 from datamill.domain.status import JobKind, JobStatus
 from datamill.engine.base import RunRequest
-from datamill.engine.duckdb import Session
+from datamill.engine.duckdb.session import Session
 from datamill.errors import InvalidInput, InvalidSql
 from tests.integration.engine_fixtures import Area, rows, run
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from datamill.bootstrap import Node
 from datamill.domain.status import JobStatus
-from datamill.engine.workbooks import is_idle_window
+from datamill.engine.windows import is_idle_window
 from datamill.store import data as data_store
 from datamill.store.queue import WORKER_LOST
 from datamill.worker.worker import STOPPED_BY_USER, Worker

@@ -19,7 +19,7 @@ import pytest
 from datamill.bootstrap import Node, open_node
 from datamill.domain.records import Execution, User
 from datamill.domain.status import JobKind, JobStatus
-from datamill.engine.workbooks import window_prefix
+from datamill.engine.windows import window_prefix
 from datamill.settings import Settings
 from datamill.store import data as data_store
 from datamill.worker.housekeeping import remove_stale_staging

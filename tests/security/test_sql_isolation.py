@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datamill.domain.status import JobKind
-from datamill.engine import workbooks as workbooks_module
 from datamill.engine.duckdb import DuckDBEngine
+from datamill.engine.duckdb import workbooks as workbooks_module
 from datamill.engine.sql import BoundQuery, bind_sheet_sql
 from datamill.errors import InvalidSql, JobFailed
 from tests.helpers import wait_terminal

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from datamill.domain.status import JobStatus
-from datamill.engine.sources import MAX_DETECTED_COLUMNS
+from datamill.engine.duckdb.sources import MAX_DETECTED_COLUMNS
 from datamill.errors import JobFailed
 from tests.integration.engine_fixtures import imported, make_area, run_import
 

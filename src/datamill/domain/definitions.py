@@ -77,6 +77,10 @@ VariableValue = (
 )
 
 
+EngineName = Literal["duckdb", "spark"]
+"""The engines a job may name; the same names as DATAMILL_ENGINE."""
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -194,6 +198,8 @@ class ImportJobDefinition(_Model):
     limits: RunLimits | None = None
     retries: Retries = None
     retry_delay: RetryDelay = None
+    # Which engine runs it (docs/engines.md); absent: the worker's DATAMILL_ENGINE.
+    engine: EngineName | None = None
 
     @field_validator("columns")
     @classmethod
@@ -295,6 +301,8 @@ class WorkbookDefinition(_Model):
     limits: RunLimits | None = None
     retries: Retries = None
     retry_delay: RetryDelay = None
+    # Which engine runs it (docs/engines.md); absent: the worker's DATAMILL_ENGINE.
+    engine: EngineName | None = None
 
     @field_validator("variables")
     @classmethod
@@ -374,6 +382,8 @@ class ExportJobDefinition(_Model):
     limits: RunLimits | None = None
     retries: Retries = None
     retry_delay: RetryDelay = None
+    # Which engine runs it (docs/engines.md); absent: the worker's DATAMILL_ENGINE.
+    engine: EngineName | None = None
 
 
 JobDefinition = ImportJobDefinition | WorkbookDefinition | ExportJobDefinition

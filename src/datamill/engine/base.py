@@ -8,6 +8,7 @@ cluster without reaching into the store. Everything here pickles.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -74,9 +75,17 @@ class RunRequest:
     max_source_files: int = 10_000
     # Which start of the execution this is (1 unless retried or handed back), and
     # the run's name in marker tables of database sinks: unique per installation
-    # and execution, the same across its attempts (engine/sinks.py).
+    # and execution, the same across its attempts (engine/duckdb/exports.py).
     attempt: int = 1
     run_key: str = ""
+    # The engine of a definition that names none (settings.engine), and where
+    # Spark is (settings.spark_remote; None: local mode). See engine/registry.py.
+    engine: str = "duckdb"
+    spark_remote: str | None = None
+    # A random id of this attempt, the same in the worker and its work horse:
+    # an engine names the work it leaves elsewhere by it (Spark's session id),
+    # so the worker can cancel that work after killing the run's process.
+    attempt_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,10 +104,23 @@ class RunResult:
 
 
 class Engine(Protocol):
-    """Runs one job definition and stages its output."""
+    """Runs one job definition and stages its output.
+
+    Every engine is a package laid out the same way (engine/duckdb, engine/spark):
+    imports, workbooks and exports, one module each, the run's session, and
+    dispatch, which holds the class that implements this protocol.
+    """
 
     def run(
         self, request: RunRequest, progress: ProgressCallback, events: EventCallback = ...
     ) -> RunResult:
         """Run the request, telling `events` what happens; raise a DatamillError on failure."""
+        ...
+
+    def between_runs(self) -> None:
+        """Tidy up after a run, off the critical path (the answer was sent already)."""
+        ...
+
+    def close(self) -> None:
+        """Release everything the engine holds."""
         ...

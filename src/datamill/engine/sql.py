@@ -43,12 +43,15 @@ _FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
 
 # Functions that reach outside the query's own data: files, settings, the
 # environment, other databases, or SQL given as text. DuckDB's lock-down
-# stops the file ones as well; this gives a clear message first.
+# stops the file ones as well; this gives a clear message first. The last
+# ones exist on Spark only (engine/spark): calling Java methods, naming files.
 _DENIED_FUNCTION_NAMES = """
     getenv current_setting getvariable glob query query_table sniff_csv checkpoint
     force_checkpoint which_secret load_aws_credentials json_execute_serialized_sql
     json_serialize_sql json_deserialize_sql json_serialize_plan sql_auto_complete
     enable_logging disable_logging truncate_duckdb_logs
+    reflect java_method try_reflect input_file_name input_file_block_start
+    input_file_block_length
 """
 _DENIED_FUNCTION_PREFIXES = """
     read_ parquet_ duckdb_ pragma_ sqlite_ postgres_ mysql_ iceberg_ delta_ ducklake_

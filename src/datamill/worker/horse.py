@@ -3,7 +3,7 @@
 Running the engine in a child process means a crash, a runaway query or an
 out-of-memory kill ends only that run; and a stop can always end it by
 killing the process. Processes are started ahead of time ("warm") because
-importing DuckDB and pyarrow takes far longer than a trivial job.
+importing the engine (DuckDB, pyarrow; PySpark) takes far longer than a trivial job.
 """
 
 from __future__ import annotations
@@ -43,14 +43,14 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def horse_main(conn: Connection, parent_pid: int) -> None:
+def horse_main(conn: Connection, parent_pid: int, engine_name: str = "duckdb") -> None:
     """Entry point of a child process: run requests until the pipe closes."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from datamill.engine.duckdb import DuckDBEngine
+    from datamill.engine.registry import Engines
     from datamill.errors import DatamillError, PassingFailure
 
-    engine = DuckDBEngine(keep_warm=True)
+    engine = Engines(engine_name, keep_warm=True)
     # The imports are done: the worker claims work for this process only now.
     conn.send(("ready", None))
     while True:
@@ -98,11 +98,14 @@ class HorseDied(Exception):
 class Horse:
     """The parent's handle on one child process."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: str = "duckdb") -> None:
         parent_end, child_end = _CONTEXT.Pipe()
         self._conn = parent_end
         self.process = _CONTEXT.Process(
-            target=horse_main, args=(child_end, os.getpid()), name="datamill-horse", daemon=True
+            target=horse_main,
+            args=(child_end, os.getpid(), engine),
+            name="datamill-horse",
+            daemon=True,
         )
         self.process.start()
         child_end.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from datamill.domain.records import JobConfiguration
 from datamill.domain.status import JobKind
-from datamill.engine.workbooks import remove_dead_windows
+from datamill.engine.windows import remove_dead_windows
 from datamill.services.idempotency import KEY_LIFETIME
 from datamill.store import data as data_store
 from datamill.store.db import utcnow

@@ -126,6 +126,8 @@ def build_request(
         max_source_files=settings.source_max_files,
         attempt=execution.attempts,
         run_key=f"{installation_key(settings)}:{execution.id}",
+        engine=settings.engine,
+        spark_remote=settings.spark_remote,
     )
 
 

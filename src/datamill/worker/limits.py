@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 
 from datamill.domain.definitions import RunLimits
-from datamill.engine.workbooks import run_output_folders
+from datamill.engine.windows import run_output_folders
 from datamill.settings import Settings
 
 # The engine's spill folder when the operator chose none: spill is the

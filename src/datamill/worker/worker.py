@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
@@ -21,7 +22,8 @@ from datamill.domain.runlog import PendingEvent
 from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobStatus
 from datamill.engine.base import RunRequest, RunResult
-from datamill.engine.workbooks import remove_windows_of
+from datamill.engine.registry import interrupt
+from datamill.engine.windows import remove_windows_of
 from datamill.errors import DatamillError
 from datamill.processes import pid_alive
 from datamill.services.wakeup import PostgresListener, Wakeup, libpq_conninfo
@@ -52,6 +54,8 @@ STOPPED_BY_USER = "Stopped by user."
 OUTPUT_CHECK_SECONDS = 1.0
 # How long a running execution's events may wait for a progress write to carry them.
 LOG_WRITE_SECONDS = 1.0
+# How long a slot waits for an engine to cancel a killed run's work elsewhere.
+INTERRUPT_WAIT_SECONDS = 10.0
 
 
 class Worker:
@@ -205,7 +209,7 @@ class Worker:
                 if horse is None or not horse.alive:
                     # Started before work arrives, so a run does not pay for
                     # spawning a process and importing the engine.
-                    horse = Horse()
+                    horse = Horse(self.settings.engine)
                 if not horse.wait_ready(0.2):
                     # Nothing is claimed for a child still importing: the run
                     # would sit RUNNING meanwhile, and another worker may be warm.
@@ -349,6 +353,19 @@ class Worker:
             # links that keep the run's inputs alive and the run's partial output.
             horse.kill()
             remove_windows_of(os.path.dirname(request.staging_dir), horse.process.pid or 0)
+            # Work a cluster still does for it goes too, before the staging
+            # folder; an unreachable cluster holds the slot INTERRUPT_WAIT_SECONDS at most.
+            cancel = threading.Thread(
+                target=self._alone,
+                args=(
+                    f"cancelling the engine work of execution {execution.id}",
+                    partial(interrupt, request),
+                ),
+                name="engine-interrupt",
+                daemon=True,
+            )
+            cancel.start()
+            cancel.join(INTERRUPT_WAIT_SECONDS)
         if outcome is None:  # handed back during shutdown
             shutil.rmtree(staging, ignore_errors=True)
             return None

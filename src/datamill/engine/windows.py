@@ -1,4 +1,4 @@
-"""Running workbooks, and the window: the one folder a workbook's DuckDB database may open.
+"""The window: the one folder a workbook's database may open, and its housekeeping.
 
 User SQL exists only in workbooks. Whatever the SQL check (engine/sql.py)
 lets through, the database that runs it is the second wall: it is locked
@@ -28,21 +28,9 @@ import itertools
 import os
 import shutil
 import socket
-import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
-from datamill.domain import runlog as rl
-from datamill.domain.definitions import DataSheet, SqlSheet, WorkbookDefinition
-from datamill.domain.status import JobStatus
-from datamill.engine.base import RunResult
-from datamill.engine.sources import ident, lit
-from datamill.engine.sql import bind_workbook
-from datamill.errors import InvalidInput, JobFailed
 from datamill.processes import pid_alive
-
-if TYPE_CHECKING:
-    from datamill.engine.duckdb import Session
 
 WINDOW_PREFIX = ".window-"
 # The window's one run folder (a child runs one run at a time) and, inside it,
@@ -156,109 +144,3 @@ def is_idle_window(path: str) -> bool:
     if not os.path.basename(path).startswith(WINDOW_PREFIX):
         return False
     return not any(files for _root, _dirs, files in os.walk(path))
-
-
-def workbook_inputs(session: Session, definition: WorkbookDefinition) -> dict[str, str]:
-    """Data-sheet name -> real path of its input file, checked to exist."""
-    found: dict[str, str] = {}
-    for index, sheet in enumerate(definition.sheets):
-        if isinstance(sheet, DataSheet):
-            path = session.request.inputs.get(sheet.name)
-            if path is None:
-                raise InvalidInput(f'sheets[{index}]: no data was given for sheet "{sheet.name}"')
-            real = os.path.realpath(path)
-            if not os.path.isfile(real):
-                raise JobFailed(f'sheets[{index}]: the data of sheet "{sheet.name}" is missing')
-            found[sheet.name] = real
-    return found
-
-
-def run_workbook(
-    session: Session,
-    definition: WorkbookDefinition,
-    inputs: Mapping[str, str],
-    out_dir: str,
-) -> RunResult:
-    """Register data sheets as views, run SQL sheets in order, stage the kept ones.
-
-    `inputs` are the files DuckDB opens for the data sheets (the window's
-    links, or the real files); results are written to `out_dir` and then
-    moved into the staging folder if that is elsewhere.
-    """
-    request = session.request
-    # Every sheet is checked and bound before any data is touched.
-    bound = bind_workbook(definition, request.variables)
-    for index, sheet in enumerate(definition.sheets):
-        if isinstance(sheet, DataSheet):
-            session.execute(
-                f"CREATE TEMP VIEW {ident(sheet.name)} AS SELECT * FROM "
-                f"read_parquet({lit(inputs[sheet.name])})",
-                context=f'sheets[{index}]: reading the data of sheet "{sheet.name}"',
-            )
-    session.lock_down(list(inputs.values()))
-    work_dir = os.path.join(out_dir, "_work")
-    if not all(sheet.keep for sheet in definition.sheets if isinstance(sheet, SqlSheet)):
-        os.makedirs(work_dir, exist_ok=True)
-    steps = [s for s in definition.sheets if isinstance(s, SqlSheet) or s.keep]
-    share = 0.99 / len(steps)
-    kept: dict[str, int] = {}
-    for index, sheet in enumerate(definition.sheets):
-        folder = out_dir if sheet.keep else work_dir
-        target = lit(os.path.join(folder, f"{sheet.name}.parquet"))
-        context = f'sheets[{index}] "{sheet.name}"'
-        session.where = {"sheet": sheet.name, "index": index}
-        began = time.monotonic()
-        rows: list[tuple[Any, ...]] = []
-        if isinstance(sheet, SqlSheet):
-            query = bound[sheet.name]
-            rows = session.execute(
-                f"COPY ({query.sql}) TO {target} (FORMAT parquet)",
-                query.params,
-                context=context,
-                share=share,
-                user_sql=f"sheets[{index}].sql",
-            )
-            # Later sheets read the stored result, so each query runs once.
-            if index < len(definition.sheets) - 1:
-                session.execute(
-                    f"CREATE TEMP VIEW {ident(sheet.name)} AS SELECT * FROM read_parquet({target})",
-                    context=context,
-                )
-        elif sheet.keep:
-            rows = session.execute(
-                f"COPY (SELECT * FROM {ident(sheet.name)}) TO {target} (FORMAT parquet)",
-                context=context,
-                share=share,
-            )
-        if rows:
-            session.event(
-                rl.SHEET,
-                sheet=sheet.name,
-                records=int(rows[0][0]),
-                ms=round((time.monotonic() - began) * 1000),
-                kept=sheet.keep,
-            )
-        if sheet.keep:
-            kept[sheet.name] = int(rows[0][0])
-    session.where = {}
-    if os.path.lexists(work_dir):
-        shutil.rmtree(work_dir, ignore_errors=True)
-    output_bytes = 0
-    for name in kept:
-        staged = os.path.join(session.staging_dir, f"{name}.parquet")
-        if out_dir != session.staging_dir:
-            shutil.move(os.path.join(out_dir, f"{name}.parquet"), staged)
-        output_bytes += os.path.getsize(staged)
-    records = sum(kept.values())
-    return RunResult(
-        status=JobStatus.COMPLETED,
-        success_count=records,
-        failure_count=0,
-        counters={
-            "WORKBOOK_RECORDS": records,
-            "WORKBOOK_DROPPED_RECORDS": 0,
-            "WORKBOOK_OUTPUT_BYTES": output_bytes,
-            "WORKBOOK_SHEETS": len(definition.sheets),
-        },
-        sheets=kept,
-    )

@@ -19,14 +19,15 @@ from sqlalchemy.pool import NullPool
 
 from datamill.domain import runlog as rl
 from datamill.domain.definitions import DatabaseSink, ExportJobDefinition, FileSink
-from datamill.domain.status import JobStatus
 from datamill.engine.base import RunResult
+from datamill.engine.duckdb.literals import lit
+from datamill.engine.duckdb.sources import database_error
 from datamill.engine.paths import check_database_url, check_sink_path, resolved_url
-from datamill.engine.sources import database_error, lit
-from datamill.errors import InvalidInput, JobFailed
+from datamill.engine.runs import export_result, export_source
+from datamill.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from datamill.engine.duckdb import Session
+    from datamill.engine.duckdb.session import Session
 
 DB_BATCH_ROWS = 5_000
 _COPY_OPTIONS = {"parquet": "FORMAT parquet", "jsonl": "FORMAT json"}
@@ -34,12 +35,7 @@ _COPY_OPTIONS = {"parquet": "FORMAT parquet", "jsonl": "FORMAT json"}
 
 def run_export(session: Session, definition: ExportJobDefinition) -> RunResult:
     """Write the source sheet to a staged file (moved at publish) or to a database table."""
-    source = session.request.inputs.get("source")
-    if source is None:
-        raise InvalidInput("an export run needs its 'source' data")
-    real = os.path.realpath(source)
-    if not os.path.isfile(real):
-        raise JobFailed("the data to export is missing")
+    real = export_source(session.request)
     session.lock_down([real])
     moves: tuple[tuple[str, str], ...] = ()
     sink = definition.sink
@@ -56,14 +52,7 @@ def run_export(session: Session, definition: ExportJobDefinition) -> RunResult:
             earlier = {"written-by-attempt": by}
     session.event(rl.EXPORTED, target=target, records=records, bytes=written, **earlier)
     session.where = {}
-    return RunResult(
-        status=JobStatus.COMPLETED,
-        success_count=records,
-        failure_count=0,
-        counters={"EXPORT_RECORDS": records, "EXPORT_DROPPED_RECORDS": 0, "EXPORT_BYTES": written},
-        sheets={},
-        moves=moves,
-    )
+    return export_result(records, written, moves)
 
 
 def stage_file(session: Session, sink: FileSink, source: str) -> tuple[str, str, int, int]:

@@ -29,11 +29,12 @@ from datamill.domain.definitions import (
     JsonLinesSource,
     ParquetSource,
 )
+from datamill.engine.duckdb.literals import ident, lit, lit_list
 from datamill.engine.paths import check_database_url, expand_source_paths, resolved_url, safe_url
 from datamill.errors import InvalidDefinition, InvalidInput, JobFailed, PassingFailure
 
 if TYPE_CHECKING:
-    from datamill.engine.duckdb import Session
+    from datamill.engine.duckdb.session import Session
 
 DB_BATCH_ROWS = 10_000
 # The most columns an import without a declared schema reads from a CSV header
@@ -71,21 +72,6 @@ class Scan:
     csv_rejects: bool = False
     # Column name -> type found by scanning the whole source (JSON lines without a schema).
     detected: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
-def lit(text: str) -> str:
-    """A DuckDB string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def ident(name: str) -> str:
-    """A DuckDB quoted identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def lit_list(items: Sequence[str]) -> str:
-    """A DuckDB list literal of strings (typed, so an empty list works too)."""
-    return "[" + ", ".join(lit(i) for i in items) + "]::VARCHAR[]"
 
 
 def unique_names(names: Sequence[str]) -> list[str]:
