@@ -146,6 +146,35 @@ def test_the_sandbox_holds_on_spark(
     assert not any(area.staging.glob("*.parquet"))
 
 
+def test_spark_never_pastes_its_environment_or_settings_into_a_sheets_sql(
+    area: Area, spark_remote: str, spark_engine: Any
+) -> None:
+    # Spark substitutes ${env:X}, ${system:X} and ${<conf>} in SQL text before
+    # parsing, string literals included: the server's environment (its secrets)
+    # would be a sheet's data. On DuckDB these are plain text; so on Spark.
+    orders = _imported_orders(area)
+    sql = (
+        "SELECT 'x${env:PATH}' AS env, 'x${system:user.name}' AS prop, "
+        "E'\\x24{env:PATH}' AS escaped, 'x${spark.master}' AS conf"
+    )
+    request = spark_request(
+        area,
+        spark_remote,
+        JobKind.WORKBOOK,
+        _workbook(("leak", sql, True)),
+        inputs={"orders": orders},
+    )
+    spark_engine.run(request, lambda _: None)
+    assert rows(area.staging / "leak.parquet") == [
+        {
+            "env": "x${env:PATH}",
+            "prop": "x${system:user.name}",
+            "escaped": "${env:PATH}",
+            "conf": "x${spark.master}",
+        }
+    ]
+
+
 @pytest.mark.parametrize("kind", ["csv", "parquet", "jsonl"])
 def test_an_export_on_spark_stages_one_file_moved_into_place_at_publish(
     area: Area, spark_remote: str, spark_engine: Any, kind: str

@@ -74,6 +74,8 @@ class LocalServer:
             "--conf",
             "spark.ui.enabled=false",
             "--conf",
+            "spark.sql.variable.substitute=false",
+            "--conf",
             "spark.sql.shuffle.partitions=2",
             "spark-internal",
         ]

@@ -90,6 +90,10 @@ class SparkRun:
         except Exception as error:
             raise JobFailed(f"cannot reach Spark at {remote}: {spark_message(error)}") from None
         self.spark.addTag(run_tag(request))
+        # Spark pastes `${env:X}`, `${system:X}` and `${<conf>}` into SQL text
+        # before parsing it, string literals included: a sheet's '${env:X}' would
+        # read the server's environment (its secrets). Off before any SQL runs.
+        self.spark.conf.set("spark.sql.variable.substitute", "false")
         # Parquet any engine reads the same way: timestamps as INT64, not Spark's INT96.
         self.spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         self.spark.registerProgressHandler(cast("ProgressHandler", self._on_progress))
