@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -46,7 +47,7 @@ def spark_home() -> str:
 
 
 class LocalServer:
-    """One Spark Connect server in local mode, listening on 127.0.0.1 only."""
+    """One Spark Connect server in local mode, on 127.0.0.1 only, for holders of its token."""
 
     def __init__(
         self, *, threads: int = 2, memory: str = "1g", temp_dir: str | None = None
@@ -57,7 +58,13 @@ class LocalServer:
             )
         home = spark_home()
         self.port = _free_port()
-        self.remote = f"sc://127.0.0.1:{self.port}"
+        # Spark Connect has no other login: without a token, any process of any
+        # local user could connect and read every file this user may (attack
+        # review). The token goes by environment, which only this user can
+        # read (/proc/<pid>/environ), never by command line (`ps` shows that);
+        # gRPC's local credentials carry it only over a loopback connection.
+        self.token = secrets.token_urlsafe(32)
+        self.remote = f"sc://localhost:{self.port}/;token={self.token}"
         self.log_path = os.path.join(temp_dir or tempfile.gettempdir(), f"spark-{self.port}.log")
         command = [
             os.path.join(home, "bin", "spark-submit"),
@@ -82,7 +89,7 @@ class LocalServer:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command,
-                env=dict(os.environ, SPARK_HOME=home),
+                env=dict(os.environ, SPARK_HOME=home, SPARK_CONNECT_AUTHENTICATE_TOKEN=self.token),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

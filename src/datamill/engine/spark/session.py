@@ -10,6 +10,7 @@ never see each other's sheets.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -27,6 +28,12 @@ _MESSAGE_LIMIT = 1500
 T = TypeVar("T")
 # Spark errors that mean the user's SQL is wrong rather than the run failing.
 _SQL_ERROR_CLASSES = ("AnalysisException", "ParseException")
+_TOKEN_RE = re.compile(r"(;token=)[^;]*", re.IGNORECASE)
+
+
+def shown_remote(remote: str) -> str:
+    """A Spark Connect address as a message may show it: its token masked."""
+    return _TOKEN_RE.sub(r"\1***", remote)
 
 
 def session_id(request: RunRequest) -> str:
@@ -88,7 +95,9 @@ class SparkRun:
         try:
             self.spark = connect(remote, session_id(request))
         except Exception as error:
-            raise JobFailed(f"cannot reach Spark at {remote}: {spark_message(error)}") from None
+            raise JobFailed(
+                f"cannot reach Spark at {shown_remote(remote)}: {spark_message(error)}"
+            ) from None
         self.spark.addTag(run_tag(request))
         # Spark pastes `${env:X}`, `${system:X}` and `${<conf>}` into SQL text
         # before parsing it, string literals included: a sheet's '${env:X}' would
