@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from datamill.domain.status import JobKind, JobStatus
-from datamill.services.waiting import RunWatch
+from datamill.services.waiting import WAIT_THREADS, RunWatch
 from datamill.store import users as user_store
 from tests.helpers import (
     execution,
@@ -489,3 +489,51 @@ def test_bad_event_ids_are_a_400(running: Actors, world: dict[str, int], ids: st
     response = running.call("bob", "GET", f"/api/job-execution/{ids}/events")
     assert response.status_code == 400
     assert "execution id" in response.json()["reason"]
+
+
+def test_event_streams_read_on_the_waits_own_threads_never_ahead_of_other_requests(
+    running: Actors, world: dict[str, int]
+) -> None:
+    # Attack review: 1,500 streams of one user made every other user's requests
+    # take 5-10 s, their reads filling the server's common threads at each
+    # change. A stream reads on the run watch's few threads, as waits do: with
+    # those all busy, a stream queues there while other requests are served.
+    run = _run(running, world["imp"])
+    wait_terminal(running.node, run)
+    watch = _watch(running)
+    portal = running.client.portal  # type: ignore[attr-defined]
+    borrowers = [object() for _ in range(WAIT_THREADS)]
+
+    async def occupy() -> None:
+        watch._bind()
+        assert watch._limiter is not None
+        for borrower in borrowers:
+            await watch._limiter.acquire_on_behalf_of(borrower)
+
+    async def release() -> None:
+        assert watch._limiter is not None
+        for borrower in borrowers:
+            watch._limiter.release_on_behalf_of(borrower)
+
+    def queued() -> int:
+        assert watch._limiter is not None
+        return int(watch._limiter.statistics().tasks_waiting)
+
+    portal.call(occupy)
+    answers: dict[str, Any] = {}
+    url = f"/api/job-execution/{run}/events"
+    stream = threading.Thread(target=lambda: answers.update(r=running.call("bob", "GET", url)))
+    stream.start()
+    try:
+        deadline = 600
+        while queued() < 1 and deadline:
+            deadline -= 1
+            stream.join(0.1)
+        assert queued() == 1, "the stream did not queue on the waits' own threads"
+        other = running.call("eve", "GET", f"/api/job-execution/{world['imp']}/status")
+        assert other.status_code == 200 and other.json()["job-status"] == "COMPLETED"
+        assert "r" not in answers
+    finally:
+        portal.call(release)
+        stream.join()
+    assert _events(answers["r"].text)[-1] == ("end", {"runs": {str(run): "COMPLETED"}})

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from datamill.api.log_routes import event_item
@@ -113,7 +112,7 @@ async def _stream(request: Request, reader: _Reader, first: list[Any]) -> AsyncI
                 continue
             watcher.changed.clear()
             try:
-                events = await run_in_threadpool(reader.read)
+                events = await watch.in_thread(reader.read)
             except DatamillError as error:
                 number += 1
                 yield _event("error", number, {"status": "failure", "reason": error.message})
@@ -126,7 +125,7 @@ async def run_events(execution_ids: str, request: Request, user: CurrentUser) ->
     jobs: JobService = request.app.state.jobs
     reader = _Reader(jobs, _ids(execution_ids), user)
     # Read before the answer starts: an unreadable run is a plain 404.
-    first = await run_in_threadpool(reader.read)
+    first = await request.app.state.run_watch.in_thread(reader.read)
     return StreamingResponse(
         _stream(request, reader, first),
         media_type="text/event-stream",
