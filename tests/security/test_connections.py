@@ -486,3 +486,28 @@ def test_every_address_of_this_machine_is_the_metadata_server(actors: Actors) ->
         url = sa.make_url(f"postgresql+psycopg://u:p@{host}:5432/meta")
         with pytest.raises(InvalidInput):
             check_postgres_url(url, (metadata,), "sink")
+
+
+@pytest.mark.parametrize("table", ["datamill_sink_marks", "DATAMILL_SINK_MARKS"])
+def test_no_export_writes_datamills_marker_table(running: Actors, files: Path, table: str) -> None:
+    # Attack review: eve, who may write a shared database, appended rows with
+    # bob's next run keys to datamill_sink_marks; bob's export then found
+    # "already written", reported success and wrote nothing.
+    url = _sqlite_db(files / "shared" / "d.db")
+    entry = _connection(running, "d", url)
+    _others(running, entry, readable=True, writable=True)
+    source = _source("mine", connection="/Connections/d.dst", table="items")
+    assert running.call("eve", "POST", "/rest/import-job", source).status_code == 200
+    sink = {
+        "path": "/Users/eve/marks.exp",
+        "source": {"importJob": "/Users/eve/mine.imp"},
+        "sink": {"kind": "database", "connection": "/Connections/d.dst", "table": table},
+    }
+    for mode in ("append", "replace"):
+        sink["sink"]["mode"] = mode  # type: ignore[index]
+        refused = running.call("eve", "POST", "/rest/export-job", sink)
+        assert refused.status_code == 400, refused.text
+        assert "datamill_sink_marks' is Datamill's own table" in refused.json()["reason"]
+    with sqlite3.connect(files / "shared" / "d.db") as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert names == {"items"}

@@ -19,6 +19,8 @@ from datamill.domain.status import JobKind
 DEFINITION_VERSION = 1
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+MARKS_TABLE = "datamill_sink_marks"
+"""The table in a database sink that records each run's write (engine/duckdb/exports.py)."""
 _NAME_RE = re.compile(NAME_PATTERN)
 
 # Column and variable types a definition may declare. They are the portable
@@ -361,6 +363,17 @@ class DatabaseSink(_Model):
     def marks_writes(self) -> bool:
         """Whether writes record a marker row (the default)."""
         return self.marker is not False
+
+    @field_validator("table")
+    @classmethod
+    def _not_the_marker_table(cls, table: str) -> str:
+        # Writing Datamill's marker table (attack review): rows appended there
+        # with another run's key (installation:execution id, both guessable)
+        # make that run's export find "already written" and write nothing;
+        # replacing it drops the markers that keep retries from writing twice.
+        if table.lower() == MARKS_TABLE:
+            raise ValueError(f"{MARKS_TABLE!r} is Datamill's own table; choose another name")
+        return table
 
     @model_validator(mode="after")
     def _connection(self) -> DatabaseSink:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from datamill.domain import runlog as rl
-from datamill.domain.definitions import DatabaseSink, ExportJobDefinition, FileSink
+from datamill.domain.definitions import MARKS_TABLE, DatabaseSink, ExportJobDefinition, FileSink
 from datamill.engine.base import RunResult
 from datamill.engine.duckdb.literals import lit
 from datamill.engine.duckdb.sources import database_error
@@ -122,9 +122,6 @@ def _sqlite_transactions(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN")
-
-
-MARKS_TABLE = "datamill_sink_marks"
 
 
 def _marks_table() -> sa.Table:
