@@ -221,7 +221,8 @@ def test_lost_worker_detection_goes_on_past_a_bad_schedule(running: Actors, work
     bad = _create(actors, "eve", _workbook("/Users/eve/bad.wbk", "0 6 * * *"))
     _set(actors, bad, cron="0 0 1 1 * 0 2027", next_fire_at=utcnow() - dt.timedelta(minutes=1))
     _until(lambda: _config(actors, bad).next_fire_at is None, what="the bad one disabled")
-    victim = _create(actors, "bob", _workbook("/Users/bob/v.wbk"))
+    # retries 0: the lost run ends in ERROR at once instead of being started again.
+    victim = _create(actors, "bob", _workbook("/Users/bob/v.wbk", retries=0))
     run_id = actors.call("bob", "POST", "/api/job-execution/Users/bob/v.wbk/trigger").json()[
         "job-execution-id"
     ]
@@ -436,7 +437,8 @@ def test_a_failing_periodic_task_does_not_stop_the_others(
 
     # Schedules fail on every heartbeat: lost workers are still found.
     monkeypatch.setattr(worker, "fire_schedules", broken)
-    _create(actors, "bob", _workbook("/Users/bob/v.wbk"))
+    # retries 0: the lost run ends in ERROR at once instead of being started again.
+    _create(actors, "bob", _workbook("/Users/bob/v.wbk", retries=0))
     run_id = actors.call("bob", "POST", "/api/job-execution/Users/bob/v.wbk/trigger").json()[
         "job-execution-id"
     ]
