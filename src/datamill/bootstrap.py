@@ -64,6 +64,7 @@ def open_node(settings: Settings) -> Node:
             max_running=settings.max_running,
             fair_shares=settings.fair_slot_shares,
         ),
+        enabled_engines=settings.enabled_engines,
     )
     return Node(settings, store, wakeup, jobs)
 

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from datamill.domain.definitions import ENGINE_NAMES, EngineName
 from datamill.domain.retry import MAX_RETRIES, MAX_RETRY_DELAY_SECONDS, RetryPolicy
 
 
@@ -74,11 +75,21 @@ class Settings(BaseSettings):
         ge=0,
         description="Executions running at once across all workers; 0 for no global limit.",
     )
-    engine: Literal["duckdb", "spark"] = Field(
+    engine: EngineName = Field(
         default="duckdb",
         description=(
             "The engine of jobs whose definition names none (docs/engines.md): 'duckdb' runs"
             " in the worker's machine, 'spark' on Apache Spark through Spark Connect."
+        ),
+    )
+    engines: str | None = Field(
+        default=None,
+        description=(
+            "Comma-separated engines jobs may name in their `engine` member, such as"
+            " 'duckdb,spark'; default: engine alone. A job naming another is refused when"
+            " saved, and its runs end in ERROR if the list shrank since. It must hold engine."
+            " Enable Spark deliberately: on it, the SQL check is the only wall"
+            " (docs/security.md)."
         ),
     )
     spark_remote: str | None = Field(
@@ -282,6 +293,28 @@ class Settings(BaseSettings):
         if self.run_output_limit_bytes > self.run_output_limit_max_bytes:
             raise ValueError("run_output_limit_bytes is above run_output_limit_max_bytes")
         return self
+
+    @model_validator(mode="after")
+    def _engines_known_and_holding_the_default(self) -> Settings:
+        unknown = sorted(self.enabled_engines - set(ENGINE_NAMES))
+        if unknown:
+            raise ValueError(
+                f"engines names unknown engines {', '.join(map(repr, unknown))};"
+                f" known: {', '.join(ENGINE_NAMES)}"
+            )
+        if self.engine not in self.enabled_engines:
+            raise ValueError(
+                f"engines ({self.engines}) does not hold engine ({self.engine}),"
+                " the engine of every job that names none"
+            )
+        return self
+
+    @property
+    def enabled_engines(self) -> frozenset[str]:
+        """The engines jobs may name (and run on): `engines`, or `engine` alone."""
+        if self.engines is None:
+            return frozenset({self.engine})
+        return frozenset(name.strip() for name in self.engines.split(",") if name.strip())
 
     @property
     def retry_policy(self) -> RetryPolicy:

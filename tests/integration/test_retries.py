@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from datamill.bootstrap import Node
 from datamill.domain import runlog as rl
+from datamill.domain.records import Execution
 from datamill.domain.retry import RetryPolicy
 from datamill.domain.status import JobStatus
 from datamill.processes import pid_alive
@@ -237,6 +238,24 @@ def _export(node: Node, files_root: Path, **sink: Any) -> tuple[Path, int]:
     return target, define(node, EXP, definition)
 
 
+def _plant_marker(node: Node, target: Path, execution_id: int, attempt: int) -> None:
+    """A marker row of the run in the sink's database, as an attempt would commit it."""
+    with sqlite3.connect(target) as conn:
+        conn.execute(
+            "INSERT INTO datamill_sink_marks VALUES (?, ?, 'orders', 4, '2026-12-01 00:00:00')",
+            (f"{installation_key(node.settings)}:{execution_id}", attempt),
+        )
+
+
+def _run_on_a_new_worker(node: Node, execution_id: int) -> Execution:
+    restarted = Worker(node.store, node.settings, node.wakeup)
+    restarted.start()
+    try:
+        return wait_terminal(node, execution_id)
+    finally:
+        restarted.shutdown(grace_seconds=1.0)
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_retried_export_whose_lost_attempt_committed_writes_nothing_again(
     node: Node, worker: Worker, files_root: Path
@@ -257,20 +276,36 @@ def test_a_retried_export_whose_lost_attempt_committed_writes_nothing_again(
     _lose(node, run.id, "gone")
     with sqlite3.connect(target) as conn:
         conn.executemany("INSERT INTO orders SELECT * FROM orders WHERE rowid <= 4", [()])
-        conn.execute(
-            "INSERT INTO datamill_sink_marks VALUES (?, 1, 'orders', 4, '2026-12-01 00:00:00')",
-            (f"{installation_key(node.settings)}:{run.id}",),
-        )
-    restarted = Worker(node.store, node.settings, node.wakeup)
-    restarted.start()
-    try:
-        ended = wait_terminal(node, run.id)
-    finally:
-        restarted.shutdown(grace_seconds=1.0)
+    _plant_marker(node, target, run.id, attempt=1)
+    ended = _run_on_a_new_worker(node, run.id)
     assert (ended.status, ended.attempts, ended.success_count) == (JobStatus.COMPLETED, 2, 4)
     assert len(_sink_rows(target, "orders")) == 8  # 4 + the lost attempt's 4, not 12
     exported = [d for name, d in _events(node, run.id) if name == rl.EXPORTED]
     assert exported[-1]["written-by-attempt"] == 1 and exported[-1]["bytes"] == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("planted", [1, 0])  # the attempt the planted marker claims
+def test_a_marker_already_there_on_the_first_attempt_fails_the_run_writing_nothing(
+    node: Node, worker: Worker, files_root: Path, planted: int
+) -> None:
+    target, _ = _export(node, files_root)
+    assert wait_terminal(node, node.jobs.trigger(EXP, admin(node)).id).status.is_success
+    # Someone who may write the sink's database guesses the next run's key
+    # (installation:execution id) and plants its marker before the run starts.
+    worker.shutdown(grace_seconds=1.0)
+    run = node.jobs.trigger(EXP, admin(node))
+    _plant_marker(node, target, run.id, attempt=planted)
+    ended = _run_on_a_new_worker(node, run.id)
+    assert (ended.status, ended.attempts) == (JobStatus.ERROR, 1)
+    assert ended.error_message is not None
+    assert ended.error_message.endswith(
+        "database table 'orders' was not written: datamill_sink_marks already holds the"
+        f" marker of this run (attempt {planted}), which no earlier attempt of this run"
+        " (this is attempt 1) wrote; someone else did"
+    )
+    assert len(_sink_rows(target, "orders")) == 4  # the first run's rows only
+    assert rl.EXPORTED not in [n for n, _ in _events(node, run.id)]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -21,6 +21,9 @@ from datamill.engine.base import RunRequest
 from tests.conftest import IN_CI
 from tests.integration.engine_fixtures import Area, make_area
 
+ENABLED = "duckdb,spark"
+"""DATAMILL_ENGINES of every node here: only DuckDB is enabled unless the operator says so."""
+
 
 def _missing() -> str | None:
     if importlib.util.find_spec("pyspark") is None:

@@ -26,6 +26,7 @@ from tests.helpers import (
     wait_terminal,
     write_orders_csv,
 )
+from tests.spark.conftest import ENABLED
 
 pytestmark = pytest.mark.spark
 IMP = "/Data/ImportJobs/orders.imp"
@@ -60,6 +61,8 @@ def _node(tmp_path: Path, spark_remote: str, engine: str) -> Iterator[Node]:
         concurrency=1,
         spark_remote=spark_remote,
         engine=engine,
+        # Jobs here name Spark (and DuckDB): the operator enabled both.
+        engines=ENABLED,
     )
     made = open_node(settings)
     made.store.users.create("admin", password_hash("secret"), roles=("ADMIN",))

@@ -8,7 +8,7 @@ be sent back unchanged.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -81,6 +81,7 @@ VariableValue = (
 
 EngineName = Literal["duckdb", "spark"]
 """The engines a job may name; the same names as DATAMILL_ENGINE."""
+ENGINE_NAMES: tuple[str, ...] = get_args(EngineName)
 
 
 class _Model(BaseModel):

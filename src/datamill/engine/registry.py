@@ -8,6 +8,7 @@ that never runs Spark never imports PySpark.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Collection
 
 from datamill.engine.base import Engine, EventCallback, ProgressCallback, RunRequest, RunResult
 from datamill.errors import InvalidInput
@@ -23,6 +24,21 @@ def engine_name(request: RunRequest) -> str:
     """The engine that runs `request`: the one its definition names, else the worker's."""
     named = request.definition.get("engine")
     return named if isinstance(named, str) else request.engine
+
+
+def not_enabled(name: str, enabled: Collection[str]) -> str | None:
+    """Why a job naming engine `name` may not run where `enabled` are; None: it may.
+
+    Checked when a job is saved and again when it runs (the operator may have
+    narrowed DATAMILL_ENGINES since): a job cannot make a worker start an
+    engine its operator never set up (docs/security.md, "Engines").
+    """
+    if name in enabled:
+        return None
+    return (
+        f"the engine {name!r} is not enabled on this server"
+        " (its operator enables engines with DATAMILL_ENGINES)"
+    )
 
 
 def make_engine(name: str, *, keep_warm: bool = False) -> Engine:

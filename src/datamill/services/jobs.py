@@ -21,6 +21,7 @@ from datamill.domain.estimate import Busy, Pending, QueueShape, expected_starts,
 from datamill.domain.records import Execution, FileEntry, JobConfiguration, User
 from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobKind, JobStatus, TriggerType
+from datamill.engine.registry import not_enabled
 from datamill.engine.sql import check_workbook
 from datamill.errors import Conflict, InvalidDefinition, InvalidInput, NotFound, StopTimeout
 from datamill.services.graph import rebuild_dependencies
@@ -97,6 +98,7 @@ class JobService:
         timezone: str | None = None,
         limit_maxima: RunLimits | None = None,
         queue_shape: QueueShape | None = None,
+        enabled_engines: frozenset[str] = frozenset({"duckdb"}),
     ) -> None:
         self.store = store
         self.wakeup = wakeup
@@ -106,6 +108,8 @@ class JobService:
         self.limit_maxima = limit_maxima
         # The worker slots, for telling queued runs when they probably start.
         self.queue_shape = queue_shape or QueueShape()
+        # The engines a job may name (DATAMILL_ENGINES).
+        self.enabled_engines = enabled_engines
 
     # ------------------------------------------------------------ defining
 
@@ -132,12 +136,17 @@ class JobService:
         )
 
     def refresh_job(self, conn: Connection, config: JobConfiguration) -> None:
-        """Refuse limits above the operator's maxima; bring graph and schedule up to date.
+        """Refuse limits above the operator's maxima and engines not enabled; bring graph
+        and schedule up to date.
 
         Every create and update passes here inside its transaction, so a refusal
         undoes the save.
         """
         self._check_limits(config)
+        named = config.definition.get("engine")
+        refusal = not_enabled(named, self.enabled_engines) if isinstance(named, str) else None
+        if refusal is not None:
+            raise InvalidDefinition(f"engine: {refusal}")
         rebuild_dependencies(conn, self.store)
         cron = config.definition.get("triggering", {}).get("cron")
         when = next_fire_time(cron, utcnow(), self.timezone) if cron else None

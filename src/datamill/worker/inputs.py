@@ -22,6 +22,7 @@ from datamill.domain.records import DataResult, Execution, JobConfiguration, Use
 from datamill.domain.runlog import READ, PendingEvent, pending
 from datamill.domain.status import TriggerType
 from datamill.engine.base import PathRoots, RunRequest
+from datamill.engine.registry import not_enabled
 from datamill.errors import InvalidInput, JobFailed
 from datamill.services.locations import RunIO, policy_from_settings, resolve_run_io
 from datamill.services.permissions import Capability, has_capability
@@ -75,6 +76,11 @@ def build_request(
 ) -> RunRequest:
     """The engine request for one execution; records the data it reads (and adds it to `events`)."""
     definition = definition_model(config.kind).model_validate(config.definition)
+    # Saved while the operator allowed its engine, perhaps: they may have narrowed
+    # DATAMILL_ENGINES since, and the worker must not start an engine they never set up.
+    refusal = not_enabled(definition.engine or settings.engine, settings.enabled_engines)
+    if refusal is not None:
+        raise JobFailed(refusal)
     inputs: dict[str, str] = {}
     read: list[int] = []
     automatic = execution.trigger_type in _AUTOMATIC

@@ -24,7 +24,7 @@ from datamill.engine.duckdb.literals import lit
 from datamill.engine.duckdb.sources import database_error
 from datamill.engine.paths import check_database_url, check_sink_path, resolved_url
 from datamill.engine.runs import export_result, export_source
-from datamill.errors import InvalidInput
+from datamill.errors import InvalidInput, JobFailed
 
 if TYPE_CHECKING:
     from datamill.engine.duckdb.session import Session
@@ -185,7 +185,8 @@ def write_database(
     """Write all records to the table in one transaction: (records, bytes, None).
 
     With a marker (the default), a run an earlier attempt of which committed
-    writes nothing again: (its records, 0, that attempt).
+    writes nothing again: (its records, 0, that attempt); a marker no earlier
+    attempt can have written (on the first attempt) fails the run.
     """
     request = session.request
     url = check_database_url(
@@ -255,6 +256,17 @@ def write_database(
             raise database_error("database sink", url, error) from None
         finally:
             engine.dispose()
+        if not 1 <= attempt < request.attempt:
+            # No earlier attempt of this run wrote it (on the first attempt, none
+            # exists): anyone
+            # who can write the sink's database can guess a run key, and
+            # reporting success here would make a run that wrote nothing
+            # look done (docs/decisions.md, "Enabled engines, planted markers").
+            raise JobFailed(
+                f"database table {sink.table!r} was not written: {MARKS_TABLE} already holds"
+                f" the marker of this run (attempt {attempt}), which no earlier attempt of"
+                f" this run (this is attempt {request.attempt}) wrote; someone else did"
+            ) from None
         session.progress.report(0.99)
         return records, 0, attempt
     except sa.exc.SQLAlchemyError as error:
