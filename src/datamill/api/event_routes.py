@@ -123,8 +123,8 @@ async def _stream(request: Request, reader: _Reader, first: list[Any]) -> AsyncI
 
 
 class _HeldStream(StreamingResponse):
-    """A stream that gives its caller's wait slot back however it ends: its end, the
-    client gone, an error, or never sent at all."""
+    """A stream that gives its caller's wait slot back however its sending ends: the
+    runs' end, an error event, the client gone, or a failure while sending."""
 
     def __init__(self, slot: WaitSlot, content: AsyncIterator[bytes], **options: Any) -> None:
         super().__init__(content, **options)
