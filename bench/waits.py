@@ -49,7 +49,9 @@ async def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     print(f"commit: {commit or 'unknown'}")
-    with scratch("waits") as folder, serve(folder / "home") as server:
+    # One user (admin) holds all the waits: above the per-user cap's default of 100.
+    cap = str(WAITERS + 10)
+    with scratch("waits") as folder, serve(folder / "home", max_waits_per_user=cap) as server:
         with server.client() as client:
             made = client.post(
                 "/rest/workbook", json=trivial_workbook("/Data/endless.wbk", ENDLESS)

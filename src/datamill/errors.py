@@ -92,6 +92,10 @@ class TooManyRequests(DatamillError):
         self.retry_after = retry_after
 
 
+class TooManyWaits(TooManyRequests):
+    """You hold too many waiting requests and event streams on this server; try again later."""
+
+
 class KeyReused(DatamillError):
     """This Idempotency-Key was used for a different request."""
 

@@ -241,6 +241,14 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body accepted; beyond it the answer is 413.",
     )
+    max_waits_per_user: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "Requests with `wait` and event streams one user may hold open at once on this"
+            " server (docs/waiting.md); one more is a 429 with Retry-After and starts nothing."
+        ),
+    )
     login_failures_per_name: int = Field(
         default=10,
         ge=1,

@@ -54,7 +54,10 @@ async def _wait_all(base: str, config_id: int, stop: Callable[[], None]) -> list
 def test_two_hundred_waits_on_one_run_all_wake_when_it_ends(
     start_server: Callable[..., Server],
 ) -> None:
-    server = start_server(DATAMILL_ADMIN_PASSWORD="pw")
+    # All the waits are admin's: above the per-user cap's default (docs/waiting.md).
+    server = start_server(
+        DATAMILL_ADMIN_PASSWORD="pw", DATAMILL_MAX_WAITS_PER_USER=str(WAITERS + 10)
+    )
     with httpx.Client(base_url=server.base, auth=ADMIN, timeout=60) as client:
         config_id, run = _endless_run(client)
 

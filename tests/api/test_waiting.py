@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from datamill.domain.status import JobKind, JobStatus
-from datamill.services.waiting import WAIT_THREADS, RunWatch
+from datamill.services.waiting import WAIT_THREADS, RunWatch, WaitLimit
 from datamill.store import users as user_store
 from tests.helpers import (
     execution,
@@ -357,12 +358,10 @@ def test_waiters_woken_together_share_one_status_read_per_caller(
     assert not _watch(running)._watchers
 
 
-def test_a_client_that_goes_away_stops_waiting_and_the_run_goes_on(
-    running: Actors, world: dict[str, int]
-) -> None:
-    run = _run(running, world["wbk"])
-    wait_for(running.node, run, {JobStatus.RUNNING})
-    watch = _watch(running)
+def _leave_while_waiting(
+    actors: Actors, path: str, query: str, user: str, waiting: Callable[[], bool]
+) -> list[dict[str, Any]]:
+    """A GET through the real app whose client goes away once `waiting()`; what was sent."""
     sent: list[dict[str, Any]] = []
 
     async def wait_then_leave() -> None:
@@ -381,25 +380,36 @@ def test_a_client_that_goes_away_stops_waiting_and_the_run_goes_on(
             "http_version": "1.1",
             "method": "GET",
             "scheme": "http",
-            "path": f"/api/job-execution/{world['wbk']}/status",
-            "raw_path": f"/api/job-execution/{world['wbk']}/status".encode(),
-            "query_string": b"wait=3600",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
             "root_path": "",
             "headers": [
                 (b"host", b"testserver"),
-                (b"authorization", _auth("bob")["Authorization"].encode()),
+                (b"authorization", _auth(user)["Authorization"].encode()),
             ],
             "client": ("127.0.0.1", 50000),
             "server": ("testserver", 80),
         }
-        request = asyncio.ensure_future(running.client.app(scope, receive, send))
-        while run not in watch._watchers:
+        request = asyncio.ensure_future(actors.client.app(scope, receive, send))
+        while not waiting():
             assert not request.done(), sent
             await asyncio.sleep(0.01)
         left.set()  # the client goes away
         await request
 
-    running.client.portal.call(wait_then_leave)  # type: ignore[union-attr]
+    actors.client.portal.call(wait_then_leave)  # type: ignore[union-attr]
+    return sent
+
+
+def test_a_client_that_goes_away_stops_waiting_and_the_run_goes_on(
+    running: Actors, world: dict[str, int]
+) -> None:
+    run = _run(running, world["wbk"])
+    wait_for(running.node, run, {JobStatus.RUNNING})
+    watch = _watch(running)
+    path = f"/api/job-execution/{world['wbk']}/status"
+    _leave_while_waiting(running, path, "wait=3600", "bob", lambda: run in watch._watchers)
     # The server stopped waiting for it (nobody waits on the run any more)...
     assert run not in watch._watchers
     # ...and the run goes on.
@@ -537,3 +547,134 @@ def test_event_streams_read_on_the_waits_own_threads_never_ahead_of_other_reques
         portal.call(release)
         stream.join()
     assert _events(answers["r"].text)[-1] == ("end", {"runs": {str(run): "COMPLETED"}})
+
+
+# ---------------------------------------------------------------- the per-user cap
+
+
+def _limit(actors: Actors, per_user: int | None = None) -> WaitLimit:
+    limit: WaitLimit = actors.client.app.state.wait_limit  # type: ignore[attr-defined]
+    if per_user is not None:
+        limit.per_user = per_user
+    return limit
+
+
+def _assert_too_many(response: Any) -> None:
+    assert response.status_code == 429, response.text
+    assert response.json()["status"] == "failure"
+    assert response.json()["reason"].startswith("you already hold 2 waiting requests")
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_a_user_at_her_cap_of_waits_gets_a_429_that_starts_nothing_and_others_wait_on(
+    running: Actors, world: dict[str, int]
+) -> None:
+    assert _limit(running).per_user == 100  # DATAMILL_MAX_WAITS_PER_USER's default
+    limit = _limit(running, per_user=2)
+    run = _run(running, world["wbk"])
+    answers: dict[int, Any] = {}
+
+    def ask(index: int) -> None:
+        url = f"/api/job-execution/{world['wbk']}/status?wait=120"
+        answers[index] = running.call("bob", "GET", url)
+
+    threads = [threading.Thread(target=ask, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        _until_watched(running, run, 2)
+        assert limit.held("bob") == 2
+        # One more wait of bob's, on any waiting route: a 429, and no run starts.
+        config, imp = world["imp_config"], world["imp"]
+        _assert_too_many(
+            running.call("bob", "POST", f"/rest/job-execution?configuration={config}&wait=60")
+        )
+        _assert_too_many(running.call("bob", "POST", f"/api/job-execution/{imp}/trigger?wait=60"))
+        prefer = running.client.post(
+            f"/api/job-execution/{imp}/trigger", headers={**_auth("bob"), "Prefer": "wait=60"}
+        )
+        _assert_too_many(prefer)
+        plan = running.client.post(
+            "/api/job-execution/sequential-trigger?wait=60",
+            headers=_auth("bob"),
+            json={"fileIds": [imp]},
+        )
+        _assert_too_many(plan)
+        _assert_too_many(running.call("bob", "GET", f"/api/job-execution/{imp}/status?wait=60"))
+        _assert_too_many(
+            running.call("bob", "GET", f"/rest/job-configuration/job-status/{config}?wait=5")
+        )
+        _assert_too_many(running.call("bob", "GET", f"/api/job-execution/{run}/events"))
+        history = running.call("bob", "GET", f"/rest/job-configuration/job-history/{config}")
+        assert history.json() == []
+        # A request without wait is not counted.
+        plain = running.call("bob", "GET", f"/api/job-execution/{world['wbk']}/status")
+        assert plain.json()["job-status"] in ("QUEUED", "RUNNING")
+        # Another user waits as before, on this very job too.
+        other = running.call(
+            "admin", "POST", f"/rest/job-execution?configuration={config}&wait=120"
+        )
+        assert other.status_code == 200 and other.json()["jobStatus"] == "COMPLETED"
+        assert limit.held("admin") == 0
+        assert limit.held("bob") == 2
+    finally:
+        _stop(running, run)
+        for thread in threads:
+            thread.join()
+    assert [answers[i].json()["job-status"] for i in range(2)] == ["CANCELED", "CANCELED"]
+    # Her waits ended: she may wait again.
+    assert limit.held("bob") == 0
+    again = running.call("bob", "POST", f"/rest/job-execution?configuration={config}&wait=120")
+    assert again.status_code == 200 and again.json()["jobStatus"] == "COMPLETED"
+    assert limit.held("bob") == 0
+
+
+def test_every_way_a_wait_ends_gives_its_place_back(running: Actors, world: dict[str, int]) -> None:
+    limit = _limit(running)
+    run = _run(running, world["wbk"])
+    wait_for(running.node, run, {JobStatus.RUNNING})
+    status_path = f"/api/job-execution/{world['wbk']}/status"
+    try:
+        # The time is up.
+        timed_out = running.call("bob", "GET", f"{status_path}?wait=1")
+        assert timed_out.json()["job-status"] == "RUNNING"
+        assert limit.held("bob") == 0
+        # Errors: a job hidden from the caller, a trigger refused, a run she may not read.
+        hidden = running.call("mallory", "GET", f"{status_path}?wait=60")
+        assert hidden.status_code == 404
+        refused = running.call("eve", "POST", f"/api/job-execution/{world['imp']}/trigger?wait=60")
+        assert refused.status_code == 403
+        unreadable = running.call("mallory", "GET", f"/api/job-execution/{run}/events")
+        assert unreadable.status_code == 404
+        assert (limit.held("mallory"), limit.held("eve")) == (0, 0)
+        # The client goes away: from a status wait, and from an events stream.
+        watch = _watch(running)
+        _leave_while_waiting(
+            running, status_path, "wait=3600", "bob", lambda: run in watch._watchers
+        )
+        assert limit.held("bob") == 0
+        sent = _leave_while_waiting(
+            running, f"/api/job-execution/{run}/events", "", "eve", lambda: run in watch._watchers
+        )
+        assert sent[0]["status"] == 200
+        assert b"RUNNING" in b"".join(message.get("body", b"") for message in sent)
+        assert limit.held("eve") == 0
+        # A stream that ends with an error event (eve lost the right; the run is stopped).
+        stream = _losing_the_right(running, world, run, f"/api/job-execution/{run}/events")
+        assert _events(stream.text)[-1][0] == "error"
+        assert limit.held("eve") == 0
+    finally:
+        if not execution(running.node, run).status.is_terminal:
+            _stop(running, run)
+    # A stream that ends with its run, and a trigger that answers the end.
+    ended = running.call("bob", "GET", f"/api/job-execution/{run}/events")
+    assert _events(ended.text)[-1] == ("end", {"runs": {str(run): "CANCELED"}})
+    done = running.call("bob", "POST", f"/api/job-execution/{world['imp']}/trigger?wait=120")
+    assert done.json()["job-status"] == "COMPLETED"
+    plan = running.client.post(
+        "/api/job-execution/sequential-trigger?wait=120",
+        headers=_auth("bob"),
+        json={"fileIds": [world["imp"]]},
+    )
+    assert [m["job-status"] for m in plan.json()["execution-plan"]] == ["COMPLETED"]
+    assert limit.held("bob") == 0

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from datamill.api.app import create_app
 from datamill.bootstrap import open_node
 from datamill.store import tables as t
+from datamill.store import users as user_rows
 from datamill.worker.housekeeping import forget_expired_keys
 from tests.helpers import password_hash
 from tests.security.conftest import PASSWORD, Actors, auth
@@ -289,3 +290,51 @@ def test_a_user_created_again_under_a_deleted_name_gets_no_replay(actors: Actors
     fresh = _v2(actors, "eve", again, KEY)
     assert fresh.status_code == 200 and "idempotent-replayed" not in fresh.headers
     assert fresh.json()["job-execution-id"] != kept.json()["job-execution-id"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_replay_needs_the_role_to_run_jobs_but_not_the_files_flags_again(
+    actors: Actors, route: str
+) -> None:
+    send = ROUTES[route]
+    # bob's workbook, which eve may run through a group.
+    path = _workbook(actors, "bob", "shared")
+    with actors.node.store.db.write() as conn:
+        entry = actors.node.store.files.find(conn, path)
+        assert entry is not None
+        user_rows.insert_group(conn, "runners")
+        user_rows.replace_groups(conn, "eve", ["runners"])
+        actors.node.store.files.set_group_flags(
+            conn, entry.id, "runners", readable=True, writable=False, executable=True
+        )
+    first = send(actors, "eve", path, KEY)
+    assert first.status_code == 200, first.text
+
+    # bob unshares it: the replay still answers the first answer (the flags are
+    # not checked again, docs/decisions.md).
+    with actors.node.store.db.write() as conn:
+        actors.node.store.files.set_group_flags(
+            conn, entry.id, "runners", readable=False, writable=False, executable=False
+        )
+    unshared = send(actors, "eve", path, KEY)
+    assert unshared.status_code == 200 and unshared.content == first.content
+
+    # eve loses every role: the replay is the 403 of a trigger without a key.
+    eves_roles = actors.call("admin", "PUT", "/rest/user-management/users/eve", {"roles": []})
+    assert eves_roles.status_code == 200, eves_roles.text
+    runs = _runs(actors)
+    replay = send(actors, "eve", path, KEY)
+    plain = send(actors, "eve", path, None)
+    assert replay.status_code == plain.status_code == 403
+    assert replay.json() == plain.json()
+    assert replay.json()["reason"].startswith("your roles do not allow you to run or stop jobs")
+    assert "idempotent-replayed" not in replay.headers
+    assert _runs(actors) == runs
+
+    # The refusal did not burn the key: with her role back, the replay answers again.
+    back = actors.call("admin", "PUT", "/rest/user-management/users/eve", {"roles": ["ANALYST"]})
+    assert back.status_code == 200, back.text
+    again = send(actors, "eve", path, KEY)
+    assert again.status_code == 200 and again.content == first.content
+    assert again.headers["idempotent-replayed"] == "true"
+    assert _runs(actors) == runs

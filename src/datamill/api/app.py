@@ -39,7 +39,7 @@ from datamill.services.auth import Authenticator
 from datamill.services.jobs import JobService
 from datamill.services.resources import ResourceService
 from datamill.services.sessions import Sessions, load_secret
-from datamill.services.waiting import RunWatch
+from datamill.services.waiting import RunWatch, WaitLimit
 from datamill.settings import Settings
 from datamill.ui import install_ui
 
@@ -139,6 +139,7 @@ def create_app(
     # Requests that wait for runs (docs/waiting.md) wake through this one watcher.
     run_watch = RunWatch(jobs.store.db)
     app.state.run_watch = run_watch
+    app.state.wait_limit = WaitLimit(settings.max_waits_per_user)
     app.router.on_shutdown.append(run_watch.close)
     app.include_router(log_routes.router)
     app.include_router(legacy_routes.router)

@@ -5,7 +5,8 @@ is read through services/runs.run_report, the check behind job details: a
 run the caller may not read answers the 404 of a missing one, before any
 event, and a right lost while streaming ends the stream with an `error`
 event. The stream waits on the server's RunWatch, so it holds no database
-connection between changes.
+connection between changes. An open stream counts among its caller's waits
+(api/waiting.py `wait_slot`) from before its first read until it closes.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from datamill.api.log_routes import event_item
 from datamill.api.types import CurrentUser
+from datamill.api.waiting import wait_slot
 from datamill.domain.records import User
 from datamill.errors import DatamillError, InvalidInput
 from datamill.services import runs
 from datamill.services.jobs import JobService
-from datamill.services.waiting import RunWatch
+from datamill.services.waiting import RunWatch, WaitSlot
 
 router = APIRouter()
 
@@ -119,14 +122,36 @@ async def _stream(request: Request, reader: _Reader, first: list[Any]) -> AsyncI
                 return
 
 
+class _HeldStream(StreamingResponse):
+    """A stream that gives its caller's wait slot back however its sending ends: the
+    runs' end, an error event, the client gone, or a failure while sending."""
+
+    def __init__(self, slot: WaitSlot, content: AsyncIterator[bytes], **options: Any) -> None:
+        super().__init__(content, **options)
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
+
+
 @router.get("/api/job-execution/{execution_ids}/events")
 async def run_events(execution_ids: str, request: Request, user: CurrentUser) -> Response:
     """State, progress and log events of one run (or several, comma-separated) until each ended."""
     jobs: JobService = request.app.state.jobs
     reader = _Reader(jobs, _ids(execution_ids), user)
-    # Read before the answer starts: an unreadable run is a plain 404.
-    first = await request.app.state.run_watch.in_thread(reader.read)
-    return StreamingResponse(
+    # Counted before anything is read: a caller over her cap is a 429 (docs/waiting.md).
+    slot = wait_slot(request, user)
+    try:
+        # Read before the answer starts: an unreadable run is a plain 404.
+        first = await request.app.state.run_watch.in_thread(reader.read)
+    except BaseException:
+        slot.release()
+        raise
+    return _HeldStream(
+        slot,
         _stream(request, reader, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -19,6 +19,7 @@ from datamill.api.waiting import (
     answered_after_wait,
     applied,
     requested_wait,
+    wait_slot,
     waited_status,
 )
 from datamill.api.wire import Clock, PrettyJSONResponse, epoch_millis, v1_status
@@ -35,6 +36,7 @@ from datamill.services import plans, runs
 from datamill.services.jobs import JobService, StatusView
 from datamill.services.permissions import Access, Capability, has_access, require_capability
 from datamill.services.system import require_admin_role
+from datamill.services.waiting import WaitSlot
 from datamill.store import executions as ex
 from datamill.store.triggers import schedule_state
 
@@ -184,8 +186,11 @@ async def trigger(reference: str, request: Request) -> Response:
     # scripts make in bulk, and the hops cost more CPU than the trigger.
     # api/fast_trigger.py answers plain triggers (no key, no wait) with
     # trigger_as_caller and triggered before routing.
-    answer, wait = await run_in_threadpool(_trigger_as_caller, request, reference)
-    return await answered_after_wait(request, answer, wait, _runs_of_one, "job-status")
+    # The caller is known only in the thread: the slot is taken there, and
+    # given back here however the request ends.
+    with wait_slot(request) as slot:
+        answer, wait = await run_in_threadpool(_trigger_as_caller, request, reference, slot)
+        return await answered_after_wait(request, answer, wait, _runs_of_one, "job-status")
 
 
 def trigger_as_caller(request: Request, reference: str) -> Execution:
@@ -198,10 +203,14 @@ def triggered(execution: Execution) -> Response:
     return PrettyJSONResponse(_triggered(execution))
 
 
-def _trigger_as_caller(request: Request, reference: str) -> tuple[Response, Wait | None]:
+def _trigger_as_caller(
+    request: Request, reference: str, slot: WaitSlot
+) -> tuple[Response, Wait | None]:
     user = current_user(request)
-    # Checked before the run starts: a bad wait starts nothing.
+    # Checked before the run starts: a bad wait, or one over the caller's cap, starts nothing.
     wait = requested_wait(request)
+    if wait is not None:
+        slot.take(user.name)
     answer = answer_once(
         request,
         user,
@@ -316,19 +325,20 @@ _PLAN_BODY = {
 async def sequential_trigger(request: Request, user: CurrentUser) -> Response:
     """Trigger files and their data-driven downstream as one ordered plan."""
     wait = requested_wait(request)
-    body = await lenient_json_body(request)
-    references, variables = _plan_request(body)
-    answer = await run_in_threadpool(
-        answer_once,
-        request,
-        user,
-        ("sequential-trigger", references, variables),
-        _plan_answer,
-        lambda once: plans.sequential_trigger(
-            _service(request), references, user, variables, once=once
-        ),
-    )
-    return await answered_after_wait(request, answer, wait, _plan_members, "job-status")
+    with wait_slot(request, None if wait is None else user):
+        body = await lenient_json_body(request)
+        references, variables = _plan_request(body)
+        answer = await run_in_threadpool(
+            answer_once,
+            request,
+            user,
+            ("sequential-trigger", references, variables),
+            _plan_answer,
+            lambda once: plans.sequential_trigger(
+                _service(request), references, user, variables, once=once
+            ),
+        )
+        return await answered_after_wait(request, answer, wait, _plan_members, "job-status")
 
 
 def _plan_members(body: dict[str, Any]) -> list[dict[str, Any]]:

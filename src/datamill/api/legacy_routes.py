@@ -15,6 +15,7 @@ from datamill.api.waiting import (
     answered_after_wait,
     applied,
     requested_wait,
+    wait_slot,
     waited_status,
 )
 from datamill.api.wire import Clock, PrettyJSONResponse, v1_status
@@ -51,15 +52,19 @@ async def trigger(
     """Trigger a configuration by id; with `wait`, answer once the run ended (or the time is up)."""
     # Checked before the run starts: a bad wait starts nothing.
     wait = requested_wait(request)
-    answer = await run_in_threadpool(
-        answer_once,
-        request,
-        user,
-        ("rest-trigger", configuration),
-        lambda execution: {"id": execution.id, "jobStatus": execution.status.value},
-        lambda once: _service(request).trigger(ByConfiguration(configuration), user, once=once),
-    )
-    return await answered_after_wait(request, answer, wait, lambda body: [body], "jobStatus", "id")
+    # A caller over her cap of waits is refused before too.
+    with wait_slot(request, None if wait is None else user):
+        answer = await run_in_threadpool(
+            answer_once,
+            request,
+            user,
+            ("rest-trigger", configuration),
+            lambda execution: {"id": execution.id, "jobStatus": execution.status.value},
+            lambda once: _service(request).trigger(ByConfiguration(configuration), user, once=once),
+        )
+        return await answered_after_wait(
+            request, answer, wait, lambda body: [body], "jobStatus", "id"
+        )
 
 
 @router.post("/rest/job-execution/job-kill/{execution_id}")

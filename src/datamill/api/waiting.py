@@ -1,8 +1,10 @@
 """Asking a trigger or a status request to wait (`?wait=N`, `Prefer: wait=N`), and its answer.
 
 docs/waiting.md is the user's side. The routes call `requested_wait` before
-doing anything (a bad value is a 400 before a run starts), `wait_for_runs`
-after, and `applied` on the response they built. A request that may wait
+doing anything (a bad value is a 400 before a run starts), then take a
+`wait_slot` (a caller over her cap is a 429 before a run starts) which they
+give back on every way out, `wait_for_runs` after, and `applied` on the
+response they built. A request that may wait
 signs in (`WaitingCaller`) and does its thread work on the run watch's own
 threads, so a crowd of waits does not queue ahead of other requests; woken
 status requests share one status read per caller, job and run.
@@ -31,6 +33,8 @@ from datamill.services.waiting import (
     MAX_WAIT_SECONDS,
     RunState,
     RunWatch,
+    WaitLimit,
+    WaitSlot,
     read_states,
     status_of_run,
 )
@@ -83,6 +87,16 @@ def requested_wait(request: Request) -> Wait | None:
 def may_wait(request: Request) -> bool:
     """Whether the request asks to wait, rightly or not (a cheap look; `requested_wait` judges)."""
     return "wait" in request.query_params or "prefer" in request.headers
+
+
+def wait_slot(request: Request, user: User | None = None) -> WaitSlot:
+    """A place among the caller's waits, taken now for `user` if given (TooManyWaits, a 429,
+    if she holds the most); use it in `with`, so it is given back however the request ends."""
+    limit: WaitLimit = request.app.state.wait_limit
+    slot = limit.slot()
+    if user is not None:
+        slot.take(user.name)
+    return slot
 
 
 def _watch(request: Request) -> RunWatch:
@@ -145,14 +159,15 @@ async def waited_status(
     if wait is None:
         return await run_in_threadpool(jobs.status, job, user), None
     watch = _watch(request)
-    view = await watch.in_thread(jobs.status, job, user)
-    if view.execution is None or view.execution.status.is_terminal:
-        return view, wait
-    waited = view.execution.id
-    await wait_for_runs(request, [waited], wait)
-    # One read per caller, job and run for all woken together (services/waiting.py).
-    key = ("status", user, job, waited)
-    return await watch.shared(key, status_of_run, jobs, job, user, waited), wait
+    with wait_slot(request, user):
+        view = await watch.in_thread(jobs.status, job, user)
+        if view.execution is None or view.execution.status.is_terminal:
+            return view, wait
+        waited = view.execution.id
+        await wait_for_runs(request, [waited], wait)
+        # One read per caller, job and run for all woken together (services/waiting.py).
+        key = ("status", user, job, waited)
+        return await watch.shared(key, status_of_run, jobs, job, user, waited), wait
 
 
 async def answered_after_wait(

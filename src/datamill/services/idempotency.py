@@ -75,7 +75,8 @@ class Once(Generic[T]):
     """One keyed request: claimed at the start of its transaction, answered at its end.
 
     A service calls `begin` first thing in the transaction that creates the
-    runs and `end` last, with what it created: the key, the runs and the
+    runs (after the caller's role check: a replay needs the role, not the
+    file's flags) and `end` last, with what it created: the key, the runs and the
     answer commit together or not at all. An answer is stored only for a
     request that succeeded (an error rolls the key back with everything
     else), so a retry after an error is tried afresh.

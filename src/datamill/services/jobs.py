@@ -221,9 +221,10 @@ class JobService:
         answer (Replayed) or KeyReused, and queues nothing.
         """
         with self.store.db.write() as conn:
+            # The role before the key: a replay too needs job.run (docs/decisions.md).
+            require_capability(conn, user, Capability.JOB_RUN)
             if once is not None:
                 once.begin(conn)
-            require_capability(conn, user, Capability.JOB_RUN)
             _entry, config = self.resolve_job(conn, reference, user, Access.EXECUTE)
             execution = ex.queue_execution(
                 conn, config, trigger_type, user.name, variables=variables

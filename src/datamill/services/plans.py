@@ -48,9 +48,10 @@ def sequential_trigger(
         raise InvalidInput("fileIds must name at least one job")
     store = jobs.store
     with store.db.write() as conn:
+        # The role before the key: a replay too needs job.run (docs/decisions.md).
+        require_capability(conn, user, Capability.JOB_RUN)
         if once is not None:
             once.begin(conn)
-        require_capability(conn, user, Capability.JOB_RUN)
         given: list[int] = []
         for reference in references:
             _entry, config = jobs.resolve_job(conn, reference, user, Access.EXECUTE)

@@ -26,6 +26,10 @@ one status read when it ends, yet each caller's rights are checked (the key
 holds the caller). Waits do their thread work on threads of their own
 (`WAIT_THREADS`), so a crowd of arriving waits does not queue ahead of the
 server's other requests.
+
+`WaitLimit` caps how many waiting requests and event streams one user holds
+at once on this server (`max_waits_per_user`): each holds a file descriptor
+and memory until it ends, so one script must not hold thousands.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
@@ -44,7 +49,7 @@ from starlette.concurrency import run_in_threadpool
 
 from datamill.domain.records import Execution, User
 from datamill.domain.status import JobStatus
-from datamill.errors import NotFound
+from datamill.errors import NotFound, TooManyWaits
 from datamill.services.jobs import JobReference, JobService, StatusView
 from datamill.services.permissions import Access, Capability, require_capability
 from datamill.services.wakeup import ChannelListener, libpq_conninfo
@@ -61,6 +66,8 @@ SQLITE_RECHECK_SECONDS = 1.0
 """How often, while anyone waits, SQLite's change counter is looked at."""
 WAIT_THREADS = 4
 """Threads that waiting requests' own work (sign-in, first read, answers) may use at once."""
+WAIT_RETRY_AFTER_SECONDS = 5
+"""The Retry-After of a wait refused for the cap: a guess, waits end when their runs do."""
 _READ_CHUNK = 500
 _RETRY_SECONDS = 1.0
 
@@ -117,6 +124,74 @@ def status_of_run(jobs: JobService, reference: JobReference, user: User, run: in
         if execution is not None and execution.status is JobStatus.RUNNING:
             remaining = jobs.remaining(conn, execution)
     return StatusView(entry, execution, remaining)
+
+
+class WaitLimit:
+    """How many waits and event streams each user holds now on this server, up to a cap."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        # Slots are taken on the event loop and on threads (a trigger signs in there).
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    def held(self, user: str) -> int:
+        """How many slots `user` holds now."""
+        with self._lock:
+            return self._held.get(user, 0)
+
+    def slot(self) -> WaitSlot:
+        """A slot not taken yet: `take` it when the user is known, `release` it on every exit."""
+        return WaitSlot(self)
+
+    def _take(self, user: str) -> None:
+        with self._lock:
+            held = self._held.get(user, 0)
+            if held >= self.per_user:
+                raise TooManyWaits(
+                    f"you already hold {held} waiting requests and event streams on this"
+                    f" server, the most one user may (max_waits_per_user); nothing was"
+                    f" started; try again once one of them has ended",
+                    retry_after=WAIT_RETRY_AFTER_SECONDS,
+                )
+            self._held[user] = held + 1
+
+    def _release(self, user: str) -> None:
+        with self._lock:
+            held = self._held.get(user, 0) - 1
+            if held > 0:
+                self._held[user] = held
+            else:
+                self._held.pop(user, None)
+
+
+class WaitSlot:
+    """One user's place among her waits: taken at most once, released at most once."""
+
+    def __init__(self, limit: WaitLimit) -> None:
+        self._limit = limit
+        self._user: str | None = None
+        self._lock = threading.Lock()
+
+    def take(self, user: str) -> None:
+        """Count this wait for `user`, or raise TooManyWaits (429) if she holds the most."""
+        with self._lock:
+            assert self._user is None, "a slot is taken once"
+            self._limit._take(user)
+            self._user = user
+
+    def release(self) -> None:
+        """Give the slot back if it was taken (and not given back yet)."""
+        with self._lock:
+            user, self._user = self._user, None
+        if user is not None:
+            self._limit._release(user)
+
+    def __enter__(self) -> WaitSlot:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
 
 
 class Watcher:
