@@ -10,7 +10,8 @@ local Spark Connect server started from the PySpark wheel.
 Per query, alternating so both see the same machine:
 - datamill: SparkEngine.run of a workbook with a data sheet per table the
   query reads and the query as its one kept sheet: SQL check, transpile,
-  a Spark Connect session of its own, views, the result written as one
+  the work horse's Spark Connect session (as the worker hands it over),
+  views, the result written as one
   Parquet file, the row count;
 - bare: on one long-lived Spark Connect session, views on the same Parquet
   files, the same transpiled SQL, the result written as one Parquet file the
@@ -89,6 +90,7 @@ def main() -> None:
         server.wait()
         remote = server.remote
     engine = SparkEngine()
+    horse = str(uuid.uuid4())  # as the worker names a work horse's Spark session
     bare = connect(remote, str(uuid.uuid4()))
     for name, path in tables.items():
         bare.read.parquet(path).createOrReplaceTempView(name)
@@ -122,6 +124,7 @@ def main() -> None:
                     inputs={t: tables[t] for t in used},
                     engine="spark",
                     spark_remote=remote,
+                    horse_session=horse,
                 )
                 began = time.perf_counter()
                 engine.run(request, lambda _: None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from typing import Any
 
 import pyarrow as pa
@@ -12,6 +14,7 @@ import pytest
 from datamill.domain.status import JobKind, JobStatus
 from datamill.engine.duckdb import DuckDBEngine
 from datamill.engine.registry import interrupt
+from datamill.engine.spark.session import connect
 from datamill.errors import InvalidSql, JobFailed
 from tests.integration.engine_fixtures import Area, rows, run_import
 from tests.spark.conftest import fresh_staging, spark_request
@@ -216,16 +219,21 @@ def test_an_export_on_spark_stages_one_file_moved_into_place_at_publish(
 SLOW_SQL = "SELECT count(*) AS n FROM " + ", ".join(f"orders AS o{i}" for i in range(32))
 
 
+@pytest.mark.parametrize("horse", [None, "horse-a"], ids=["own-session", "horse-session"])
 def test_stopping_a_spark_run_cancels_the_clusters_work(
-    area: Area, spark_remote: str, spark_engine: Any
+    area: Area, spark_remote: str, spark_engine: Any, horse: str | None
 ) -> None:
     orders = _imported_orders(area)
+    # With a horse's id (as the worker hands requests over) the run works in
+    # the horse's long-lived session; without, in a session of its own.
+    session = str(uuid.uuid4()) if horse else None  # Spark wants a UUID
     request = spark_request(
         area,
         spark_remote,
         JobKind.WORKBOOK,
         _workbook(("slow", SLOW_SQL, True)),
         inputs={"orders": orders},
+        horse_session=session,
     )
     started = threading.Event()
     failure: list[BaseException] = []
@@ -246,3 +254,39 @@ def test_stopping_a_spark_run_cancels_the_clusters_work(
     assert not runner.is_alive(), "the Spark query went on after the interrupt"
     assert len(failure) == 1 and isinstance(failure[0], JobFailed)
     assert not (area.staging / "slow.parquet").exists()
+
+
+def test_runs_on_one_horse_session_see_a_replaced_input_and_not_each_others_views(
+    area: Area, spark_remote: str, spark_engine: Any
+) -> None:
+    orders = _imported_orders(area)
+    horse = str(uuid.uuid4())
+
+    def total(definition: dict[str, Any]) -> list[dict[str, Any]]:
+        staging = fresh_staging(area)
+        request = spark_request(
+            area,
+            spark_remote,
+            JobKind.WORKBOOK,
+            definition,
+            inputs={"orders": orders},
+            horse_session=horse,
+        )
+        spark_engine.run(request, lambda _: None)
+        return rows(staging / "t.parquet")
+
+    summed = _workbook(("t", "SELECT sum(amount) AS s FROM orders", True))
+    assert total(summed) == [{"s": 30.5}]
+    # A new version of the input at the same path (as a re-import publishes it):
+    # the session's view of the old file must not be used.
+    replaced = area.data / "replaced.parquet"
+    pq.write_table(pa.table({"id": [7], "region": ["EU"], "amount": [1.25]}), replaced)
+    os.replace(replaced, orders)
+    assert total(summed) == [{"s": 1.25}]
+    # The runs' sheets are gone from the horse's session.
+    spark = connect(spark_remote, horse)
+    try:
+        views = {t.name for t in spark.catalog.listTables()}
+    finally:
+        spark.stop()
+    assert views == set()

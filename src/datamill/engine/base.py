@@ -86,6 +86,11 @@ class RunRequest:
     # an engine names the work it leaves elsewhere by it (Spark's session id),
     # so the worker can cancel that work after killing the run's process.
     attempt_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
+    # The id of the work horse that runs the request, set by the worker when it
+    # hands the request over: an engine may keep one session elsewhere for all
+    # the runs of its horse (Spark's session), which the worker, after killing
+    # the horse, cancels by this id. None: the engine's own choice.
+    horse_session: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

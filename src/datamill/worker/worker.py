@@ -340,6 +340,8 @@ class Worker:
                 self._finish(execution, Outcome(JobStatus.ERROR, error_message=message))
                 return horse
         reusable: Horse | None = horse
+        # The horse's engine session, which a kill below must cancel too.
+        request = dataclasses.replace(request, horse_session=horse.session)
         try:
             horse.send(request)
             limits = effective_limits(request.definition, self.settings)

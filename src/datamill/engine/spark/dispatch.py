@@ -6,6 +6,7 @@ local Spark Connect server for its process (engine/spark/server.py) on first use
 
 from __future__ import annotations
 
+import logging
 import os
 
 from datamill.domain import runlog as rl
@@ -26,8 +27,10 @@ from datamill.engine.duckdb import DuckDBEngine
 from datamill.engine.runs import parse_request
 from datamill.engine.spark import exports, imports, workbooks
 from datamill.engine.spark.server import LocalServer
-from datamill.engine.spark.session import SparkRun
+from datamill.engine.spark.session import HorseSession, SparkRun
 from datamill.errors import DatamillError, JobFailed
+
+log = logging.getLogger(__name__)
 
 
 class SparkEngine:
@@ -38,6 +41,30 @@ class SparkEngine:
         self._local: LocalServer | None = None
         # Imports and database exports go through the worker (see imports.py).
         self._duckdb = DuckDBEngine(keep_warm=keep_warm)
+        self._session: HorseSession | None = None
+        # Set once the horse's session was lost (a cluster ended it): the
+        # worker knows only the horse's id and each run's, so every later run
+        # has a session of its own, named by its attempt, as the worker expects.
+        self._per_run = False
+
+    def _session_for(self, request: RunRequest) -> HorseSession:
+        remote = self._remote(request)
+        wanted = request.horse_session
+        if self._per_run or wanted is None:
+            # No horse's id (a caller other than the worker): the run's own session.
+            return HorseSession(remote, request.attempt_id, per_run=True)
+        session = self._session
+        if session is not None and (session.id, session.remote) != (wanted, remote):
+            session.close()  # another horse's id or another cluster: not this session
+            session = self._session = None
+        if session is not None and not session.alive():
+            log.warning("the Spark session %s was lost; each run gets its own from now", wanted)
+            session.close()
+            self._session, self._per_run = None, True
+            return HorseSession(remote, request.attempt_id, per_run=True)
+        if session is None:
+            session = self._session = HorseSession(remote, wanted)
+        return session
 
     def _remote(self, request: RunRequest) -> str:
         if request.spark_remote:
@@ -66,7 +93,7 @@ class SparkEngine:
         ):
             return imports.run_import(self._duckdb, request, progress, events)
         events(rl.pending(rl.STARTED, engine="spark", pid=os.getpid()))
-        run = SparkRun(request, self._remote(request), progress, events)
+        run = SparkRun(request, self._session_for(request), progress, events)
         failed = True
         try:
             if isinstance(definition, WorkbookDefinition):
@@ -80,18 +107,23 @@ class SparkEngine:
             raise JobFailed(f"cannot read or write a file: {error}") from None
         finally:
             run.close()
+            if failed:
+                run.session.used = 0.0  # the next run checks the session first
             if failed and run.where:
                 run.event(rl.FAILED_AT, **run.where)
         run.progress.report(1.0)
         return result
 
     def between_runs(self) -> None:
-        """Let the worker's DuckDB tidy up; Spark keeps nothing between runs."""
+        """Let the worker's DuckDB tidy up; the Spark session stays for the next run."""
         self._duckdb.between_runs()
 
     def close(self) -> None:
-        """Stop the local server, if this engine started one."""
+        """End the horse's Spark session; stop the local server, if this engine started one."""
         self._duckdb.close()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
         if self._local is not None:
             self._local.close()
             self._local = None

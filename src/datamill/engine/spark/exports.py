@@ -37,7 +37,7 @@ def run_export(run: SparkRun, definition: ExportJobDefinition) -> RunResult:
         options = {"header": str(sink.header).lower(), "sep": sink.delimiter}
     run.where = {"target": sink.path}
     run.execute(
-        lambda: write_one_file(run.spark.read.parquet(real), staged, _KINDS[sink.kind], options),
+        lambda: write_one_file(run.session.source(real), staged, _KINDS[sink.kind], options),
         context=f"writing {sink.kind} file {sink.path!r}",
         share=0.99,
     )

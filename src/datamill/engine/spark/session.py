@@ -1,17 +1,23 @@
-"""The Spark Connect session of one run: tagged, with progress and error translation.
+"""Spark Connect sessions: one per work horse, every run's operations tagged.
 
-Every run gets a Spark Connect session of its own, named by the request's
-random `attempt` id. The worker, after killing a run's process, connects to
-the same session and interrupts it (`interrupt_run`), so a stop also stops
-the cluster's work; temporary views live and die with the session, so runs
-never see each other's sheets.
+A work horse keeps one Spark Connect session for all its runs, named by the
+id the worker gave the horse (`RunRequest.horse_session`): no session to set
+up per run, and the schema of each Parquet file runs read is inferred by
+Spark once, not per run. Each run tags its
+operations; a stop inside the run interrupts its tag, and the worker, after
+killing a horse mid-run, connects to the horse's session and interrupts and
+ends it (`interrupt_run`), which cancels the cluster's work. A run's views
+are dropped when it ends; a sheet's SQL can only name its own workbook's
+earlier sheets (engine/sql.py), never another run's.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -29,6 +35,12 @@ T = TypeVar("T")
 # Spark errors that mean the user's SQL is wrong rather than the run failing.
 _SQL_ERROR_CLASSES = ("AnalysisException", "ParseException")
 _TOKEN_RE = re.compile(r"(;token=)[^;]*", re.IGNORECASE)
+# Input file schemas a horse's session keeps (least recently used dropped first).
+SOURCE_VIEWS = 64
+# A session idle this long is checked before a run uses it (a cluster ends
+# idle sessions, by default after an hour).
+IDLE_CHECK_SECONDS = 60.0
+StageHandler = Callable[[list[Any], bool], None]
 
 
 def shown_remote(remote: str) -> str:
@@ -43,7 +55,7 @@ def session_id(request: RunRequest) -> str:
 
 def run_tag(request: RunRequest) -> str:
     """The tag of every Spark operation of a run."""
-    return f"datamill-{request.execution_id}"
+    return f"datamill-{request.execution_id}-{request.attempt_id}"
 
 
 def connect(remote: str, session: str) -> SparkSession:
@@ -56,60 +68,57 @@ def connect(remote: str, session: str) -> SparkSession:
 
 
 def interrupt_run(request: RunRequest) -> None:
-    """Interrupt every operation of the run's session (after its process was killed)."""
+    """Interrupt and end the sessions a killed run's work may be in: its horse's, its own."""
     if request.spark_remote is None:
         return  # a local server dies with the run's process
     from pyspark.errors import PySparkException
 
-    spark = connect(request.spark_remote, session_id(request))
-    try:
-        spark.interruptAll()
-    except PySparkException as error:
-        # The run's session ended already (the run finished or failed first).
-        if "SESSION_CLOSED" not in str(error):
-            raise
-    finally:
-        spark.stop()
-
-
-def spark_message(error: BaseException) -> str:
-    """Spark's error text without the JVM stack, cut to a length a status can hold."""
-    text = str(error).strip().split("\n\nJVM stacktrace:")[0]
-    return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + " ..."
-
-
-class SparkRun:
-    """One run's Spark session."""
-
-    def __init__(
-        self, request: RunRequest, remote: str, callback: ProgressCallback, events: EventCallback
-    ) -> None:
-        self.request = request
-        self.progress = Progress(callback)
-        self.emit = events
-        self.where: dict[str, Any] = {}
-        self.staging_dir = os.path.realpath(request.staging_dir)
-        os.makedirs(self.staging_dir, exist_ok=True)
-        self.callback_error: BaseException | None = None
-        self._share = (0.0, 0.0)
+    for session in dict.fromkeys(s for s in (request.horse_session, request.attempt_id) if s):
+        spark = connect(request.spark_remote, session)
         try:
-            self.spark = connect(remote, session_id(request))
+            spark.interruptAll()
+        except PySparkException as error:
+            # The session ended already (the run finished or failed first).
+            if "SESSION_CLOSED" not in str(error):
+                raise
+        finally:
+            spark.stop()
+
+
+def _file_key(path: str) -> tuple[str, int, int, int] | None:
+    # A file replaced at the same path gets a new view; no key: not a local file.
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.realpath(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+class HorseSession:
+    """The Spark Connect session of one work horse (or one run, `per_run`)."""
+
+    def __init__(self, remote: str, session: str, *, per_run: bool = False) -> None:
+        self.id = session
+        self.remote = remote
+        self.per_run = per_run
+        try:
+            self.spark = connect(remote, session)
+            # Spark pastes `${env:X}`, `${system:X}` and `${<conf>}` into SQL text
+            # before parsing it, string literals included: a sheet's '${env:X}' would
+            # read the server's environment (its secrets). Off before any SQL runs.
+            self.spark.conf.set("spark.sql.variable.substitute", "false")
+            # Parquet any engine reads the same way: timestamps as INT64, not Spark's INT96.
+            self.spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         except Exception as error:
             raise JobFailed(
                 f"cannot reach Spark at {shown_remote(remote)}: {spark_message(error)}"
             ) from None
-        self.spark.addTag(run_tag(request))
-        # Spark pastes `${env:X}`, `${system:X}` and `${<conf>}` into SQL text
-        # before parsing it, string literals included: a sheet's '${env:X}' would
-        # read the server's environment (its secrets). Off before any SQL runs.
-        self.spark.conf.set("spark.sql.variable.substitute", "false")
-        # Parquet any engine reads the same way: timestamps as INT64, not Spark's INT96.
-        self.spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        self.handler: StageHandler | None = None
         self.spark.registerProgressHandler(cast("ProgressHandler", self._on_progress))
-
-    def event(self, event: str, **detail: Any) -> None:
-        """Tell the run's log that something happened."""
-        self.emit(rl.pending(event, **detail))
+        self._schemas: collections.OrderedDict[tuple[str, int, int, int], Any] = (
+            collections.OrderedDict()
+        )
+        self.used = time.monotonic()
 
     def _on_progress(
         self,
@@ -118,12 +127,87 @@ class SparkRun:
         operation_id: str | None,
         done: bool,
     ) -> None:
-        # Spark's own progress: completed tasks of the operation's stages so far.
         del inflight_tasks, operation_id
-        listed = list(stages or ())
-        total = sum(s.num_tasks for s in listed)
+        handler = self.handler
+        if handler is not None:
+            handler(list(stages or ()), done)
+
+    def alive(self) -> bool:
+        """Whether the server still knows the session (asked only after an idle spell)."""
+        if time.monotonic() - self.used < IDLE_CHECK_SECONDS:
+            return True
+        try:
+            self.spark.conf.get("spark.sql.parquet.outputTimestampType")
+        except Exception:  # closed by the server, or the server restarted
+            return False
+        return True
+
+    def source(self, path: str) -> Any:
+        """A DataFrame of the Parquet file `path`, its schema inferred once per session.
+
+        Spark's own inference reads the file's footer with a Spark job per
+        read; the schema it inferred the first time is handed back on later
+        reads, so types are exactly Spark's and the plan stays a plain read.
+        """
+        key = _file_key(path)
+        schema = self._schemas.get(key) if key is not None else None
+        if schema is not None:
+            self._schemas.move_to_end(key)  # type: ignore[arg-type]
+            return self.spark.read.schema(schema).parquet(path)
+        frame = self.spark.read.parquet(path)
+        if key is not None:
+            self._schemas[key] = frame.schema
+            if len(self._schemas) > SOURCE_VIEWS:
+                self._schemas.popitem(last=False)
+        return frame
+
+    def close(self) -> None:
+        """End the session on the server (its views go with it)."""
+        try:
+            self.spark.stop()
+        except Exception:  # the server may be gone; nothing of the run is left to keep
+            return
+
+
+class SparkRun:
+    """One run on a horse's Spark session: its tag, progress, views and errors."""
+
+    def __init__(
+        self,
+        request: RunRequest,
+        session: HorseSession,
+        callback: ProgressCallback,
+        events: EventCallback,
+    ) -> None:
+        self.request = request
+        self.session = session
+        self.spark = session.spark
+        self.progress = Progress(callback)
+        self.emit = events
+        self.where: dict[str, Any] = {}
+        self.staging_dir = os.path.realpath(request.staging_dir)
+        os.makedirs(self.staging_dir, exist_ok=True)
+        self.callback_error: BaseException | None = None
+        self.views: set[str] = set()
+        self._share = (0.0, 0.0)
+        self.spark.clearTags()
+        self.spark.addTag(run_tag(request))
+        session.handler = self._on_stages
+
+    def event(self, event: str, **detail: Any) -> None:
+        """Tell the run's log that something happened."""
+        self.emit(rl.pending(event, **detail))
+
+    def view(self, name: str, frame: Any) -> None:
+        """Make `frame` the run's view `name` (dropped when the run ends)."""
+        frame.createOrReplaceTempView(name)
+        self.views.add(name)
+
+    def _on_stages(self, stages: list[Any], done: bool) -> None:
+        # Spark's own progress: completed tasks of the operation's stages so far.
+        total = sum(s.num_tasks for s in stages)
         fraction = (
-            1.0 if done else (sum(s.num_completed_tasks for s in listed) / total if total else 0.0)
+            1.0 if done else (sum(s.num_completed_tasks for s in stages) / total if total else 0.0)
         )
         start, share = self._share
         try:
@@ -173,11 +257,24 @@ class SparkRun:
         return result
 
     def close(self) -> None:
-        """End the run's session on the server (its views go with it)."""
-        try:
-            self.spark.stop()
-        except Exception:  # the server may be gone; nothing of the run is left to keep
+        """Drop the run's views and its tag; a per-run session ends."""
+        self.session.handler = None
+        self.session.used = time.monotonic()
+        if self.session.per_run:
+            self.session.close()
             return
+        try:
+            for name in sorted(self.views):
+                self.spark.catalog.dropTempView(name)
+        except Exception:  # the session is gone: the next run checks it
+            self.session.used = 0.0
+        self.spark.clearTags()
+
+
+def spark_message(error: BaseException) -> str:
+    """Spark's error text without the JVM stack, cut to a length a status can hold."""
+    text = str(error).strip().split("\n\nJVM stacktrace:")[0]
+    return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + " ..."
 
 
 def _is_spark_error(error: BaseException) -> bool:

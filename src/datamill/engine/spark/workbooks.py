@@ -51,8 +51,11 @@ def run_workbook(run: SparkRun, definition: WorkbookDefinition) -> RunResult:
     }
     inputs: Mapping[str, str] = workbook_inputs(request, definition)
 
+    def source(name: str, path: str) -> None:
+        run.view(name, run.session.source(path))
+
     def view(name: str, path: str) -> None:
-        run.spark.read.parquet(path).createOrReplaceTempView(name)
+        run.view(name, run.spark.read.parquet(path))
 
     def query(name: str, target: str) -> None:
         params = list(bound[name].params)
@@ -64,7 +67,7 @@ def run_workbook(run: SparkRun, definition: WorkbookDefinition) -> RunResult:
     for index, sheet in enumerate(definition.sheets):
         if isinstance(sheet, DataSheet):
             run.execute(
-                functools.partial(view, sheet.name, inputs[sheet.name]),
+                functools.partial(source, sheet.name, inputs[sheet.name]),
                 context=f'sheets[{index}]: reading the data of sheet "{sheet.name}"',
             )
     work_dir = os.path.join(run.staging_dir, "_work")
