@@ -16,7 +16,6 @@ import signal
 import threading
 import time
 import traceback
-import uuid
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -108,8 +107,6 @@ class Horse:
             name="datamill-horse",
             daemon=True,
         )
-        # Names the engine's session elsewhere (Spark) for all of this child's runs.
-        self.session = str(uuid.uuid4())
         self.process.start()
         child_end.close()
         self._ready = False

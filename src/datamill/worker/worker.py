@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -340,8 +339,6 @@ class Worker:
                 self._finish(execution, Outcome(JobStatus.ERROR, error_message=message))
                 return horse
         reusable: Horse | None = horse
-        # The horse's engine session, which a kill below must cancel too.
-        request = dataclasses.replace(request, horse_session=horse.session)
         try:
             horse.send(request)
             limits = effective_limits(request.definition, self.settings)
