@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,15 @@ def json_lines() -> Iterator[io.StringIO]:
     root.setLevel(level)
 
 
+def _until_logged(stream: io.StringIO, text: str, timeout: float = 30.0) -> None:
+    """Wait for `text` in the log: the worker logs a run's end only after its finish commits,
+    so a run COMPLETED in the store may not have its line yet."""
+    deadline = time.monotonic() + timeout
+    while text not in stream.getvalue():
+        assert time.monotonic() < deadline, f"{text!r} not logged within {timeout} s"
+        time.sleep(0.02)
+
+
 def _parsed(stream: io.StringIO) -> list[dict[str, Any]]:
     lines = [line for line in stream.getvalue().splitlines() if line]
     return [json.loads(line) for line in lines]  # every line is one JSON object
@@ -46,6 +56,7 @@ def test_runs_and_requests_log_json_lines_with_bound_fields(
     assert answer.headers["x-request-id"] == "req-from-client-1"
     execution_id = answer.json()["job-execution-id"]
     assert wait_terminal(node, execution_id).status is JobStatus.COMPLETED
+    _until_logged(json_lines, "run ended COMPLETED after ")
     lines = _parsed(json_lines)
     requests = [line for line in lines if line.get("request_id") == "req-from-client-1"]
     assert requests, lines
@@ -75,6 +86,7 @@ def test_text_is_the_default_and_carries_the_same_fields(running: Actors, files_
         file_id = define(node, IMPORT, orders_import(write_orders_csv(files_root / "in")))
         run = running.call("admin", "POST", f"/api/job-execution/{file_id}/trigger").json()
         wait_terminal(node, run["job-execution-id"])
+        _until_logged(stream, "run ended COMPLETED")
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
