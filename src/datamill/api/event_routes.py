@@ -69,6 +69,10 @@ class _Reader:
         """The events not shown yet, in order: each run's new log events, then its new state."""
         found: list[tuple[str, dict[str, Any]]] = []
         for execution_id in self.ids:
+            if execution_id in self.ended:
+                # Nothing happens to an ended run any more: read once, not at every wake-up
+                # (a stream of 1,000 ended runs and one running cost 1,000 reads per change).
+                continue
             report = runs.run_report(
                 self.jobs, execution_id, self.user, after_seq=self.last_seq[execution_id]
             )
@@ -115,7 +119,7 @@ async def _stream(request: Request, reader: _Reader, first: list[Any]) -> AsyncI
                 continue
             watcher.changed.clear()
             try:
-                events = await watch.in_thread(reader.read)
+                events = await watch.in_thread(reader.read, user=reader.user.name)
             except DatamillError as error:
                 number += 1
                 yield _event("error", number, {"status": "failure", "reason": error.message})
@@ -146,7 +150,7 @@ async def run_events(execution_ids: str, request: Request, user: CurrentUser) ->
     slot = wait_slot(request, user)
     try:
         # Read before the answer starts: an unreadable run is a plain 404.
-        first = await request.app.state.run_watch.in_thread(reader.read)
+        first = await request.app.state.run_watch.in_thread(reader.read, user=user.name)
     except BaseException:
         slot.release()
         raise

@@ -189,8 +189,8 @@ async def trigger(reference: str, request: Request) -> Response:
     # The caller is known only in the thread: the slot is taken there, and
     # given back here however the request ends.
     with wait_slot(request) as slot:
-        answer, wait = await run_in_threadpool(_trigger_as_caller, request, reference, slot)
-        return await answered_after_wait(request, answer, wait, _runs_of_one, "job-status")
+        answer, wait, user = await run_in_threadpool(_trigger_as_caller, request, reference, slot)
+        return await answered_after_wait(request, answer, wait, user, _runs_of_one, "job-status")
 
 
 def trigger_as_caller(request: Request, reference: str) -> Execution:
@@ -205,7 +205,7 @@ def triggered(execution: Execution) -> Response:
 
 def _trigger_as_caller(
     request: Request, reference: str, slot: WaitSlot
-) -> tuple[Response, Wait | None]:
+) -> tuple[Response, Wait | None, User]:
     user = current_user(request)
     # Checked before the run starts: a bad wait, or one over the caller's cap, starts nothing.
     wait = requested_wait(request)
@@ -218,7 +218,7 @@ def _trigger_as_caller(
         _triggered,
         lambda once: _service(request).trigger(reference, user, once=once),
     )
-    return answer, wait
+    return answer, wait, user
 
 
 def _runs_of_one(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -338,7 +338,7 @@ async def sequential_trigger(request: Request, user: CurrentUser) -> Response:
                 _service(request), references, user, variables, once=once
             ),
         )
-        return await answered_after_wait(request, answer, wait, _plan_members, "job-status")
+        return await answered_after_wait(request, answer, wait, user, _plan_members, "job-status")
 
 
 def _plan_members(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -63,7 +63,7 @@ async def trigger(
             lambda once: _service(request).trigger(ByConfiguration(configuration), user, once=once),
         )
         return await answered_after_wait(
-            request, answer, wait, lambda body: [body], "jobStatus", "id"
+            request, answer, wait, user, lambda body: [body], "jobStatus", "id"
         )
 
 

@@ -36,6 +36,7 @@ from datamill.services.waiting import (
     WaitLimit,
     WaitSlot,
     read_states,
+    readable_runs,
     status_of_run,
 )
 
@@ -136,14 +137,25 @@ async def wait_for_runs(request: Request, ids: Iterable[int], wait: Wait) -> dic
     return waiting.result() if waiting.done() and not waiting.cancelled() else {}
 
 
-async def waited_statuses(request: Request, ids: list[int], wait: Wait) -> dict[int, str]:
-    """Wait as asked, then each run's status: as the watch's last read found it if all ended,
-    else as the store has it now."""
+async def waited_statuses(
+    request: Request, ids: list[int], wait: Wait, user: User
+) -> dict[int, str]:
+    """Wait as asked, then the status of each run the user may still read: as the watch's
+    last read found it if all ended, else as the store has it now.
+
+    A run she may not read (or no longer) is neither waited on nor told, as
+    one that no longer exists.
+    """
+    jobs: JobService = request.app.state.jobs
+    watch = _watch(request)
+    readable = await watch.in_thread(readable_runs, jobs, ids, user, user=user.name)
+    ids = [i for i in ids if i in readable]
     states = await wait_for_runs(request, ids, wait)
     if not all(i in states and states[i].ended for i in ids):
-        jobs: JobService = request.app.state.jobs
-        states = await _watch(request).in_thread(read_states, jobs.store.db, ids)
-    return {i: s.status.value for i, s in states.items() if s.status is not None}
+        states = await watch.in_thread(read_states, jobs.store.db, ids, user=user.name)
+    # Checked again after the wait, as the status routes do.
+    readable = await watch.in_thread(readable_runs, jobs, ids, user, user=user.name)
+    return {i: s.status.value for i, s in states.items() if s.status is not None and i in readable}
 
 
 async def waited_status(
@@ -160,20 +172,22 @@ async def waited_status(
         return await run_in_threadpool(jobs.status, job, user), None
     watch = _watch(request)
     with wait_slot(request, user):
-        view = await watch.in_thread(jobs.status, job, user)
+        view = await watch.in_thread(jobs.status, job, user, user=user.name)
         if view.execution is None or view.execution.status.is_terminal:
             return view, wait
         waited = view.execution.id
         await wait_for_runs(request, [waited], wait)
         # One read per caller, job and run for all woken together (services/waiting.py).
         key = ("status", user, job, waited)
-        return await watch.shared(key, status_of_run, jobs, job, user, waited), wait
+        view = await watch.shared(key, status_of_run, jobs, job, user, waited, user=user.name)
+        return view, wait
 
 
 async def answered_after_wait(
     request: Request,
     answer: Response,
     wait: Wait | None,
+    user: User,
     runs: Callable[[dict[str, Any]], list[dict[str, Any]]],
     status_member: str,
     id_member: str = "job-execution-id",
@@ -188,7 +202,7 @@ async def answered_after_wait(
         return answer
     body: dict[str, Any] = json.loads(bytes(answer.body))
     items = [item for item in runs(body) if id_member in item]
-    statuses = await waited_statuses(request, [item[id_member] for item in items], wait)
+    statuses = await waited_statuses(request, [item[id_member] for item in items], wait, user)
     for item in items:
         item[status_member] = statuses.get(item[id_member], item.get(status_member))
     waited = PrettyJSONResponse(body)

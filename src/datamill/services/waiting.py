@@ -51,7 +51,13 @@ from datamill.domain.records import Execution, User
 from datamill.domain.status import JobStatus
 from datamill.errors import NotFound, TooManyWaits
 from datamill.services.jobs import JobReference, JobService, StatusView
-from datamill.services.permissions import Access, Capability, require_capability
+from datamill.services.permissions import (
+    Access,
+    Capability,
+    has_access,
+    has_capability,
+    require_capability,
+)
 from datamill.services.wakeup import ChannelListener, libpq_conninfo
 from datamill.store import executions as ex
 from datamill.store import tables as t
@@ -66,6 +72,8 @@ SQLITE_RECHECK_SECONDS = 1.0
 """How often, while anyone waits, SQLite's change counter is looked at."""
 WAIT_THREADS = 4
 """Threads that waiting requests' own work (sign-in, first read, answers) may use at once."""
+WAIT_THREADS_PER_USER = 1
+"""Of those, how many one user's work may hold at once (the rest stay free for others)."""
 WAIT_RETRY_AFTER_SECONDS = 5
 """The Retry-After of a wait refused for the cap: a guess, waits end when their runs do."""
 _READ_CHUNK = 500
@@ -104,6 +112,32 @@ def read_states(db: Database, ids: Iterable[int]) -> dict[int, RunState]:
             for row in rows:
                 states[row.id] = RunState(JobStatus(row.status), row.progress)
     return states
+
+
+def readable_runs(jobs: JobService, ids: Iterable[int], user: User) -> set[int]:
+    """The runs among `ids` that exist and whose job the user may read now (job details' rule).
+
+    A keyed trigger's replay is answered by the role alone (docs/decisions.md);
+    with `wait` it tells the runs' states, which only a reader may learn: the
+    others count as runs that no longer exist (attack review).
+    """
+    wanted = list(dict.fromkeys(ids))
+    e = t.executions
+    with jobs.store.db.read() as conn:
+        if not has_capability(conn, user, Capability.JOB_READ):
+            return set()
+        file_of: dict[int, int] = {}
+        for start in range(0, len(wanted), _READ_CHUNK):
+            chunk = wanted[start : start + _READ_CHUNK]
+            rows = conn.execute(sa.select(e.c.id, e.c.file_id).where(e.c.id.in_(chunk))).all()
+            file_of.update((row.id, row.file_id) for row in rows)
+        entries = jobs.store.files.get_many(conn, file_of.values())
+        allowed = {
+            file_id
+            for file_id, entry in entries.items()
+            if has_access(conn, user, entry, Access.READ)
+        }
+    return {run for run, file_id in file_of.items() if file_id in allowed}
 
 
 def status_of_run(jobs: JobService, reference: JobReference, user: User, run: int) -> StatusView:
@@ -213,6 +247,14 @@ class Watcher:
             self.changed.set()
 
 
+class _Turn:
+    """One user's share of the wait threads, and how many of her requests want it now."""
+
+    def __init__(self) -> None:
+        self.limiter = anyio.Semaphore(WAIT_THREADS_PER_USER)
+        self.askers = 0
+
+
 class RunWatch:
     """The server's one watcher of run states (see the module docstring)."""
 
@@ -227,6 +269,8 @@ class RunWatch:
         self._version_connection: Any = None
         self._version: int | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        # Each user's turn on the wait threads, while she has work for them (`in_thread`).
+        self._turns: dict[str, _Turn] = {}
         # Answers computed since the last re-read, by key (see `shared`).
         self._shared: dict[Hashable, asyncio.Future[Any]] = {}
         # How many re-reads ran and how many shared answers were computed
@@ -280,12 +324,32 @@ class RunWatch:
                     break
             return dict(watcher.states)
 
-    async def in_thread(self, func: Callable[..., T], *args: Any) -> T:
-        """func(*args) in a thread of the waits' own few (not queued before other requests)."""
-        self._bind()
-        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+    async def in_thread(self, func: Callable[..., T], *args: Any, user: str | None = None) -> T:
+        """func(*args) in a thread of the waits' own few (not queued before other requests).
 
-    async def shared(self, key: Hashable, func: Callable[..., T], *args: Any) -> T:
+        Work done for a known `user` holds at most WAIT_THREADS_PER_USER of
+        them at once; the rest of hers queues behind it, not ahead of others'
+        (attack review: 20 event streams of one user over 600 runs each held
+        all of them for 85 s, and every other user's waits with them).
+        """
+        self._bind()
+        if user is None:
+            return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+        turn = self._turns.get(user)
+        if turn is None:
+            turn = self._turns[user] = _Turn()
+        turn.askers += 1
+        try:
+            async with turn.limiter:
+                return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+        finally:
+            turn.askers -= 1
+            if not turn.askers and self._turns.get(user) is turn:
+                del self._turns[user]
+
+    async def shared(
+        self, key: Hashable, func: Callable[..., T], *args: Any, user: str | None = None
+    ) -> T:
         """func(*args), computed once for every request that asks with `key` until the next re-read.
 
         Whoever asks after a wake-up gets a result computed after that
@@ -295,7 +359,7 @@ class RunWatch:
         self._bind()
         future = self._shared.get(key)
         if future is None:
-            future = asyncio.ensure_future(self.in_thread(func, *args))
+            future = asyncio.ensure_future(self.in_thread(func, *args, user=user))
             # Retrieved here too, in case every asker went away before it ended.
             future.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._shared[key] = future
@@ -323,6 +387,7 @@ class RunWatch:
             self._loop, self._signal, self._task = loop, asyncio.Event(), None
             self._limiter = anyio.CapacityLimiter(WAIT_THREADS)
             self._shared = {}
+            self._turns = {}
         if self._listener is None and not self._db.is_sqlite:
             self._listener = ChannelListener(
                 libpq_conninfo(self._db.url), RUNS_CHANNEL, self._changed_elsewhere
