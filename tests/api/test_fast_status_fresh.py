@@ -23,7 +23,7 @@ from datamill.domain.status import JobStatus
 from datamill.store import tables as t
 from datamill.store.queue import Outcome
 from datamill.worker.housekeeping import drop_old_history
-from tests.api.test_fast_status import ADMIN, Pair, _auth, _job, _status
+from tests.api.test_fast_status import ADMIN, Pair, _auth, _job, _status, freeze_clock
 from tests.helpers import admin, password_hash
 
 
@@ -47,8 +47,7 @@ def _running_for(
     running = node.store.queue.claim_next_execution("w1")
     assert running is not None and running.started_at is not None
     frozen = running.started_at + dt.timedelta(seconds=seconds)
-    for module in ("datamill.services.jobs", "datamill.api.fast_status"):
-        monkeypatch.setattr(f"{module}.utcnow", lambda: frozen)
+    freeze_clock(monkeypatch, frozen)
     return running
 
 
