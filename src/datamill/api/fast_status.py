@@ -23,7 +23,8 @@ row is dropped. A statement's rows depend on nothing but the database's
 content and its parameters, so a kept row is exactly what the statement
 would read now: nothing of a run, a user or a permission is older than the
 last commit. (The estimate's clock and the credential checks are evaluated
-on every poll, as before.)
+on every poll, as before.) The version itself is read once per batch of the
+event loop's callbacks (api/kept_rows.py says why that is as fresh).
 
 Everything else falls through to the FastAPI route, unchanged: the first
 login, wrong credentials, unknown or unreadable files, files that are no
@@ -47,6 +48,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import cookie_parser
 from starlette.types import Receive, Scope, Send
 
+from datamill.api.kept_rows import KeptRows
 from datamill.api.security import basic_credentials
 from datamill.api.wire import Clock, PrettyJSONResponse, tolerant_path
 from datamill.domain.estimate import format_duration, remaining_seconds
@@ -246,11 +248,9 @@ class FastStatus:
         successes = _SQLITE_SUCCESSES if db.is_sqlite else _POSTGRES_SUCCESSES
         self._sql = {c: _QUERY.format(param=param, column=c, successes=successes) for c in _COLUMNS}
         self._connection: Any = None
-        # SQLite: rows by (sql, parameters) as of data version `_version`.
-        self._kept: dict[tuple[str, str, Any], list[tuple[Any, ...]]] = {}
-        self._version: Any = None
-        # SQLite: a RUNNING run's estimate mean by its answer's key, as of `_version`.
-        self._means: dict[tuple[Any, ...], float | None] = {}
+        # SQLite: rows by (sql, parameters) and RUNNING estimates' means, as of
+        # one data version (api/kept_rows.py).
+        self._kept = KeptRows()
         # A rendered body (a RUNNING one's head) and the run's start time.
         self._rendered: dict[tuple[Any, ...], _Rendered] = {}
         self._lock = threading.Lock()
@@ -335,7 +335,7 @@ class FastStatus:
             return None
         try:
             if self._db.is_sqlite:
-                self._check_version()
+                self._kept.refresh(self._data_version)
             rows = self._rows(reference, caller.name)
             if rows is None or not self._allowed(caller, rows[0]) or rows[0][10] in _PENDING:
                 return None
@@ -365,21 +365,15 @@ class FastStatus:
         sql = self._sql[column]
         if not self._db.is_sqlite:
             return self._execute(sql, (name, value)) or None
-        kept = self._kept.get((sql, name, value))
+        kept = self._kept.rows.get((sql, name, value))
         if kept is None:
-            if len(self._kept) >= _RENDERED_LIMIT:
-                self._kept.clear()
-                self._means.clear()
-            kept = self._kept[(sql, name, value)] = self._execute(sql, (name, value))
+            kept = self._execute(sql, (name, value))
+            self._kept.keep((sql, name, value), kept)
         return kept or None
 
-    def _check_version(self) -> None:
-        """Drop the kept rows if anyone committed since they were read."""
-        (version,) = self._execute("PRAGMA data_version", ())[0]
-        if version != self._version:
-            self._kept.clear()
-            self._means.clear()
-            self._version = version
+    def _data_version(self) -> Any:
+        """Changes whenever another connection commits."""
+        return self._execute("PRAGMA data_version", ())[0][0]
 
     def _allowed(self, caller: _Caller, row: tuple[Any, ...]) -> bool:
         """Whether the route would answer this caller 200: signed in, job.read, READ, a job."""
@@ -450,13 +444,13 @@ class FastStatus:
         """The mean duration of the newest successful runs the statement brought."""
         if self._db.is_sqlite:
             # Kept with the rows it comes from: dropped when they are.
-            mean = self._means.get(key, _UNKNOWN)
+            mean = self._kept.means.get(key, _UNKNOWN)
             if mean is not _UNKNOWN:
                 return mean  # type: ignore[return-value]
         successes = sorted((row[_HEAD:] for row in rows if row[_HEAD] is not None), reverse=True)
         mean = _mean(tuple((a, b) for _id, a, b in successes))
         if self._db.is_sqlite:
-            self._means[key] = mean
+            self._kept.means[key] = mean
         return mean
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -489,9 +483,7 @@ class FastStatus:
         return connection
 
     def _close(self) -> None:
-        self._kept.clear()
-        self._means.clear()
-        self._version = None
+        self._kept.forget()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.close()
