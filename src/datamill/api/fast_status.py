@@ -133,7 +133,6 @@ _HEAD = 14  # the columns before s.*
 posix_now = time.time
 # Set on a request the fast path declined, so that it is not asked twice.
 _DECLINED = "datamill.fast_status_declined"
-_UNKNOWN = object()
 
 
 def running_members(remaining: float | None, progress: float | None) -> tuple[str, str]:
@@ -444,9 +443,9 @@ class FastStatus:
         """The mean duration of the newest successful runs the statement brought."""
         if self._db.is_sqlite:
             # Kept with the rows it comes from: dropped when they are.
-            mean = self._kept.means.get(key, _UNKNOWN)
-            if mean is not _UNKNOWN:
-                return mean  # type: ignore[return-value]
+            means = self._kept.means
+            if key in means:
+                return means[key]
         successes = sorted((row[_HEAD:] for row in rows if row[_HEAD] is not None), reverse=True)
         mean = _mean(tuple((a, b) for _id, a, b in successes))
         if self._db.is_sqlite:

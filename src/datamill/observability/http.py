@@ -3,8 +3,10 @@
 A plain ASGI wrapper (not BaseHTTPMiddleware, which runs each request in a
 task of its own and copies the body through a stream): it reads one header,
 wraps `send` to add one header and note the status, and counts after the
-answer is sent. The label is the route's template (`/api/job-execution/
-{reference:path}/status`), never the raw path, so the series stay bounded.
+answer is sent. A shortcut (the status fast path on SQLite) answers before
+all of that, with the same header and the same counts. The label is the
+route's template (`/api/job-execution/{reference:path}/status`), never the
+raw path, so the series stay bounded.
 """
 
 from __future__ import annotations
