@@ -14,11 +14,14 @@ Information (the favourable figure): only the file-id poll of the finished
 job, which the fast path in front of FastAPI answers (api/fast_status.py).
 
 Against, in the same run and with the same load (same connections, same
-duration, same request mix, a load generator in a separate process):
-- bare: uvicorn serving a plain ASGI app that answers a fixed JSON body of the
-  same shape (the ceiling of uvicorn on this machine, the baseline);
+duration, same request mix, a load generator in a separate process, the
+same endless query running in Datamill's engine child):
+- bare: uvicorn serving a plain ASGI app that answers each URL of the mix
+  with the very bytes Datamill answered it with before the rounds (body,
+  content-length, content-type and an x-request-id of the same length): the
+  ceiling of uvicorn on this machine for these answers, the baseline;
 - fastapi: uvicorn serving FastAPI with one sync route and a sync dependency
-  that decodes Basic credentials, answering the same fixed body (no store):
+  that decodes Basic credentials, answering the same bodies (no store):
   the framework's share, printed to locate where time goes.
 Both are served with exactly the uvicorn options of `datamill serve`
 (`cli/local.py uvicorn_options`: parser, loop, logging, no proxy headers).
@@ -54,6 +57,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import psutil
@@ -84,6 +88,7 @@ JOB = "/Analytics/Workbooks/status.wbk"
 RUNNING_JOB = "/Analytics/Workbooks/running.wbk"
 # Runs for centuries on one engine thread: RUNNING for the whole benchmark.
 ENDLESS_SQL = "SELECT count(*) AS n FROM range(1000000000000000000) t(i) WHERE i % 7 = 3"
+# What the references answer for a path not in the mix (their start-up probe).
 BODY = {
     "status": "success",
     "file-id": 12,
@@ -92,25 +97,43 @@ BODY = {
     "start-time": "Nov 28, 2026 2:30:00 PM",
     "stop-time": "Nov 28, 2026 2:30:00 PM",
 }
+# Datamill's made request ids are 32 characters; the references send one alike.
+REQUEST_ID = (b"x-request-id", b"0" * 32)
 AUTH = "Basic " + base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
 
 
 # ---------------------------------------------------------------- reference servers
 
 
-def bare_app() -> Any:
-    """A plain ASGI app answering BODY as pretty JSON."""
-    payload = json.dumps(BODY, indent=2).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-    ]
+def _answers(path: str | None) -> dict[str, bytes]:
+    """The bodies Datamill answered, by request path (from --answers), and BODY for others."""
+    answers: dict[str, str] = json.loads(Path(path).read_text()) if path else {}
+    fixed = {p: body.encode() for p, body in answers.items()}
+    fixed[""] = json.dumps(BODY, indent=2).encode()
+    return fixed
+
+
+def bare_app(answers: dict[str, bytes]) -> Any:
+    """A plain ASGI app answering each path with Datamill's bytes for it."""
+    responses = {
+        path: (
+            [
+                (b"content-length", str(len(body)).encode()),
+                (b"content-type", b"application/json"),
+                REQUEST_ID,
+            ],
+            body,
+        )
+        for path, body in answers.items()
+    }
+    other = responses[""]
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        headers, body = responses.get(scope["path"], other)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send({"type": "http.response.body", "body": body})
 
     return app
 
@@ -121,33 +144,38 @@ def basic_user(request: Request) -> str:
     return base64.b64decode(encoded).decode().partition(":")[0]
 
 
-def fastapi_app() -> FastAPI:
+def fastapi_app(answers: dict[str, bytes]) -> FastAPI:
     """FastAPI with a sync route behind a sync Basic-credentials dependency."""
     app = FastAPI()
+    headers = {REQUEST_ID[0].decode(): REQUEST_ID[1].decode()}
 
     @app.get("/api/job-execution/{reference:path}/status")
     def status(reference: str, name: Annotated[str, Depends(basic_user)]) -> Response:
-        return Response(json.dumps(BODY, indent=2), media_type="application/json")
+        body = answers.get(f"/api/job-execution/{reference}/status", answers[""])
+        return Response(body, media_type="application/json", headers=headers)
 
     return app
 
 
-def run_reference(kind: str, port: int) -> None:
+def run_reference(kind: str, port: int, answers_path: str | None) -> None:
     """Serve a reference app with uvicorn exactly as `datamill serve` does (one process)."""
     import uvicorn
 
     from datamill.cli.local import uvicorn_options
 
-    app = bare_app() if kind == "bare" else fastapi_app()
+    answers = _answers(answers_path)
+    app = bare_app(answers) if kind == "bare" else fastapi_app(answers)
     # The same options as the server (parser, loop, logging, no proxy headers).
     uvicorn.Server(uvicorn.Config(app, **uvicorn_options("127.0.0.1", port, None))).run()
 
 
 @contextlib.contextmanager
-def reference_server(kind: str) -> Iterator[tuple[str, int]]:
-    """A reference server in a subprocess; its status URL and process id."""
+def reference_server(kind: str, answers: Path) -> Iterator[tuple[str, int]]:
+    """A reference server in a subprocess, answering `answers`; its status URL and process id."""
     port = free_port()
-    process = subprocess.Popen([PYTHON, __file__, "--serve", kind, "--port", str(port)])
+    process = subprocess.Popen(
+        [PYTHON, __file__, "--serve", kind, "--port", str(port), "--answers", str(answers)]
+    )
     url = f"http://127.0.0.1:{port}/api/job-execution/12/status"
     try:
         import httpx
@@ -294,8 +322,8 @@ def _mix(base: str, finished: tuple[int, str], running: tuple[int, str]) -> list
     return urls
 
 
-def _prepare(server: Server) -> tuple[list[str], str]:
-    """A finished and a running job; the mix of status URLs and the favourable one."""
+def _prepare(server: Server) -> tuple[list[str], str, dict[str, str]]:
+    """A finished and a running job; the mix of status URLs, the favourable one, the answers."""
     reader = StoreReader(server.database_url)
     with server.client() as client:
         define(client, "workbook", trivial_workbook(JOB))
@@ -311,18 +339,30 @@ def _prepare(server: Server) -> tuple[list[str], str]:
         finished = reader.file_ids(JOB)
         urls = _mix(server.base, finished, reader.file_ids(RUNNING_JOB))
         # Every poll of the mix answers as a client expects before the load starts.
+        answers = {}
         for url, expected in zip(urls, ["COMPLETED"] * 3 + ["RUNNING"] * 3, strict=True):
             answer = client.get(url)
             if answer.status_code != 200 or answer.json().get("job-status") != expected:
                 raise RuntimeError(f"{url} answered {answer.status_code} {answer.text}")
+            answers[answer.request.url.path] = answer.text
     reader.close()
-    return urls, urls[0]
+    return urls, urls[0], answers
 
 
 def _cpu(process: psutil.Process) -> float:
     """CPU seconds of the server process itself (not its engine children)."""
     times = process.cpu_times()
     return float(times.user + times.system)
+
+
+def _children_cpu(process: psutil.Process) -> float:
+    """CPU seconds of the server's child processes (the engine's), those alive now."""
+    total = 0.0
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def main() -> int:
@@ -332,12 +372,13 @@ def main() -> int:
         [
             ("--serve", {"choices": ["bare", "fastapi"], "help": "internal: serve a reference"}),
             ("--port", {"type": int, "help": "internal"}),
+            ("--answers", {"help": "internal: the bodies a reference answers, by path"}),
             ("--load", {"help": "internal: run the Python load generator against URLs"}),
             ("--seconds", {"type": float, "default": 5.0, "help": "internal"}),
         ],
     )
     if args.serve:
-        run_reference(args.serve, args.port)
+        run_reference(args.serve, args.port, args.answers)
         return 0
     if args.load:
         run_python_load(args.load.split(), args.seconds)
@@ -350,43 +391,48 @@ def main() -> int:
     )
     seconds, rounds = (3.0, 2) if args.quick else (10.0, 3)
     figures: dict[str, list[Load]] = {"bare": [], "fastapi": [], "datamill": [], "by id": []}
-    with (
-        scratch("status") as folder,
-        serve(folder / "sqlite") as server,
-        reference_server("bare") as (bare_url, bare_pid),
-        reference_server("fastapi") as (fastapi_url, fastapi_pid),
-    ):
+    with scratch("status") as folder, serve(folder / "sqlite") as server:
         wait_warm(server)
-        mix, favourable = _prepare(server)
-        print("mix: " + ", ".join(url.split("/api/job-execution/", 1)[1] for url in mix))
-        references = [url.split("/api/", 1)[1] for url in mix]
-        urls = {
-            "bare": [f"{bare_url.split('/api/', 1)[0]}/api/{r}" for r in references],
-            "fastapi": [f"{fastapi_url.split('/api/', 1)[0]}/api/{r}" for r in references],
-            "datamill": mix,
-            "by id": [favourable],
-        }
-        processes = {
-            "bare": psutil.Process(bare_pid),
-            "fastapi": psutil.Process(fastapi_pid),
-            "datamill": psutil.Process(server.process.pid),
-            "by id": psutil.Process(server.process.pid),
-        }
-        for each in urls.values():  # warm-up
-            load(each, 1.0)
-        for round_ in range(rounds):
-            for name, each in urls.items():
-                before = _cpu(processes[name])
-                seen = load(each, seconds)
-                used = _cpu(processes[name]) - before
-                seen = dataclasses.replace(seen, cpu=used / max(seen.requests, 1))
-                figures[name].append(seen)
-                print(
-                    f"  round {round_ + 1} {name:<8} {seen.rate:8.0f} req/s  "
-                    f"p99 {seen.p99 * 1000:.2f} ms  failures {seen.failures}  "
-                    f"server CPU {seen.cpu * 1e6:.0f} us/req",
-                    flush=True,
-                )
+        mix, favourable, answers = _prepare(server)
+        (folder / "answers.json").write_text(json.dumps(answers))
+        with (
+            reference_server("bare", folder / "answers.json") as (bare_url, bare_pid),
+            reference_server("fastapi", folder / "answers.json") as (fastapi_url, fastapi_pid),
+        ):
+            print("mix: " + ", ".join(url.split("/api/job-execution/", 1)[1] for url in mix))
+            references = [url.split("/api/", 1)[1] for url in mix]
+            urls = {
+                "bare": [f"{bare_url.split('/api/', 1)[0]}/api/{r}" for r in references],
+                "fastapi": [f"{fastapi_url.split('/api/', 1)[0]}/api/{r}" for r in references],
+                "datamill": mix,
+                "by id": [favourable],
+            }
+            processes = {
+                "bare": psutil.Process(bare_pid),
+                "fastapi": psutil.Process(fastapi_pid),
+                "datamill": psutil.Process(server.process.pid),
+                "by id": psutil.Process(server.process.pid),
+            }
+            sizes = sorted({len(body.encode()) for body in answers.values()})
+            print(f"answers: {', '.join(map(str, sizes))} bytes (the references send the same)")
+            for each in urls.values():  # warm-up
+                load(each, 1.0)
+            engine, started = _children_cpu(processes["datamill"]), time.monotonic()
+            for round_ in range(rounds):
+                for name, each in urls.items():
+                    before = _cpu(processes[name])
+                    seen = load(each, seconds)
+                    used = _cpu(processes[name]) - before
+                    seen = dataclasses.replace(seen, cpu=used / max(seen.requests, 1))
+                    figures[name].append(seen)
+                    print(
+                        f"  round {round_ + 1} {name:<8} {seen.rate:8.0f} req/s  "
+                        f"p99 {seen.p99 * 1000:.2f} ms  failures {seen.failures}  "
+                        f"server CPU {seen.cpu * 1e6:.0f} us/req",
+                        flush=True,
+                    )
+            cores = (_children_cpu(processes["datamill"]) - engine) / (time.monotonic() - started)
+            print(f"the running job's engine used {cores:.2f} cores in the rounds (all servers')")
     rates = {k: median([x.rate for x in v]) for k, v in figures.items()}
     p99s = {k: median([x.p99 for x in v]) * 1000 for k, v in figures.items()}
     failures = {k: sum(x.failures for x in v) for k, v in figures.items()}

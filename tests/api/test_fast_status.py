@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from datamill.api.app import DatamillApp, create_app
+from datamill.api.app import STATUS_ROUTE, DatamillApp, create_app
 from datamill.api.fast_status import FastStatus
 from datamill.bootstrap import Node
 from datamill.domain.status import JobKind, JobStatus
@@ -53,6 +54,9 @@ class Pair:
             for r in (fast, slow)
         ]
         assert seen[0] == seen[1]
+        # The same headers in the same order (the request id's value differs).
+        names = [[name for name, _ in r.headers.raw] for r in (fast, slow)]
+        assert names[0] == names[1]
         return answered, seen[0]
 
 
@@ -67,6 +71,14 @@ def pair(node: Node) -> Iterator[Pair]:
 def _job(node: Node, path: str = "/w/job.wbk", owner: str = "admin") -> int:
     entry, _ = node.jobs.define_job(path, JobKind.WORKBOOK, WORKBOOK, owner)
     return entry.id
+
+
+def freeze_clock(monkeypatch: pytest.MonkeyPatch, frozen: dt.datetime) -> None:
+    """Fix the clock both paths estimate with at `frozen` (naive UTC, as the store keeps it)."""
+    monkeypatch.setattr("datamill.services.jobs.utcnow", lambda: frozen)
+    # The fast path reads the POSIX clock.
+    posix = frozen.replace(tzinfo=dt.UTC).timestamp()
+    monkeypatch.setattr("datamill.api.fast_status.posix_now", lambda: posix)
 
 
 def _status(file_id: int) -> str:
@@ -183,3 +195,29 @@ def test_changes_to_a_user_take_effect_on_the_next_request(pair: Pair, node: Nod
     with node.store.db.write() as conn:
         user_rows.delete_user(conn, "cid")
     assert pair.fast.get(_status(file_id), headers=_auth("cid", "new")).status_code == 401
+
+
+def test_a_fast_answer_carries_a_request_id_and_is_counted(pair: Pair, node: Node) -> None:
+    path = _status(_job(node))
+    pair.fast.get(path, headers=ADMIN)  # the first login takes the route
+    registry = node.store.metrics.registry
+    labels = {"method": "GET", "route": STATUS_ROUTE, "status": "200"}
+
+    def counted() -> tuple[float, float]:
+        requests = registry.get_sample_value("datamill_http_requests_total", labels)
+        timed = registry.get_sample_value(
+            "datamill_http_request_duration_seconds_count", {"route": STATUS_ROUTE}
+        )
+        return requests or 0.0, timed or 0.0
+
+    before, answered = counted(), pair.fast_status.answered
+    given = pair.fast.get(path, headers={**ADMIN, "X-Request-Id": "poll-7.a"})
+    insane = pair.fast.get(path, headers={**ADMIN, "X-Request-Id": "has space"})
+    made = [pair.fast.get(path, headers=ADMIN) for _ in range(2)]
+    assert pair.fast_status.answered == answered + 4
+    assert all(r.status_code == 200 and '"job-status": "_NONE"' in r.text for r in made)
+    assert given.headers["x-request-id"] == "poll-7.a"
+    ids = [r.headers["x-request-id"] for r in (insane, *made)]
+    assert len(set(ids)) == 3 and all(len(i) == 32 and i.isalnum() for i in ids)
+    # Each answer counted once, under the route's template, and timed.
+    assert counted() == (before[0] + 4, before[1] + 4)

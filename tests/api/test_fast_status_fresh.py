@@ -8,22 +8,26 @@ by the fast path and compared byte for byte with the FastAPI route.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from datamill.api.app import create_app
 from datamill.bootstrap import Node
 from datamill.domain.records import Execution
 from datamill.domain.status import JobStatus
 from datamill.store import tables as t
 from datamill.store.queue import Outcome
 from datamill.worker.housekeeping import drop_old_history
-from tests.api.test_fast_status import ADMIN, Pair, _auth, _job, _status
+from tests.api.test_fast_status import ADMIN, Pair, _auth, _job, _status, freeze_clock
 from tests.helpers import admin, password_hash
 
 
@@ -47,8 +51,7 @@ def _running_for(
     running = node.store.queue.claim_next_execution("w1")
     assert running is not None and running.started_at is not None
     frozen = running.started_at + dt.timedelta(seconds=seconds)
-    for module in ("datamill.services.jobs", "datamill.api.fast_status"):
-        monkeypatch.setattr(f"{module}.utcnow", lambda: frozen)
+    freeze_clock(monkeypatch, frozen)
     return running
 
 
@@ -128,3 +131,49 @@ def test_a_commit_by_another_process_shows_on_the_next_poll(pair: Pair, node: No
     commit_elsewhere("UPDATE executions SET status = 'CANCELED'")
     answered, (code, _, _, text) = pair.both(_status(file_id), cid)
     assert answered and code == 200 and '"job-status": "CANCELED"' in text
+
+
+def _scope(path: str) -> dict[str, Any]:
+    """What the fast path reads of a request (it answers before any route is matched)."""
+    token = base64.b64encode(b"admin:secret")
+    headers = [(b"host", b"testserver"), (b"authorization", b"Basic " + token)]
+    return {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": headers}
+
+
+def test_polls_of_one_loop_batch_read_the_data_version_once(node: Node) -> None:
+    # Requests answered in one batch of the event loop's callbacks were all
+    # received before it started, so one read of the version serves them;
+    # the next batch reads it again and sees what was committed meanwhile.
+    if not node.store.db.is_sqlite:
+        pytest.skip("rows are kept between polls only on SQLite")
+    app = create_app(node.settings, node.jobs)
+    fast = app.fast_status  # type: ignore[attr-defined]
+    file_id = _job(node)
+    app.state.authenticator.authenticate("admin", "secret")  # signed in a moment ago
+
+    async def poll() -> tuple[int, bytes]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(_scope(_status(file_id)), receive, send)
+        return sent[0]["status"], sent[1]["body"]
+
+    async def polls() -> None:
+        reads, answered = fast._kept.version_reads, fast.answered
+        batch = await asyncio.gather(*(poll() for _ in range(4)))
+        assert all(code == 200 and b'"job-status": "_NONE"' in body for code, body in batch)
+        assert fast.answered == answered + 4
+        assert fast._kept.version_reads == reads + 1
+        # A commit after the batch: the very next poll reads the version again.
+        node.jobs.trigger(str(file_id), admin(node))
+        assert node.store.queue.claim_next_execution("w1") is not None
+        code, body = await poll()
+        assert code == 200 and b'"job-status": "RUNNING"' in body
+        assert fast._kept.version_reads == reads + 2
+
+    asyncio.run(polls())

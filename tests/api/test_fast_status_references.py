@@ -18,7 +18,7 @@ from datamill.domain.status import JobKind, JobStatus
 from datamill.services.sessions import COOKIE_NAME, Sessions
 from datamill.store import users as user_rows
 from datamill.store.queue import Outcome
-from tests.api.test_fast_status import ADMIN, WORKBOOK, Pair, _auth
+from tests.api.test_fast_status import ADMIN, WORKBOOK, Pair, _auth, freeze_clock
 from tests.helpers import admin, password_hash
 
 JOB = "/w/My Report+v2.wbk"
@@ -117,8 +117,7 @@ def _start_with_progress(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
         assert claimed is not None and claimed.started_at is not None
         node.store.queue.report_progress(claimed.id, 0.25, [])
     frozen = claimed.started_at + dt.timedelta(seconds=90)
-    monkeypatch.setattr("datamill.services.jobs.utcnow", lambda: frozen)
-    monkeypatch.setattr("datamill.api.fast_status.utcnow", lambda: frozen)
+    freeze_clock(monkeypatch, frozen)
 
 
 def test_running_estimate_uses_history_and_progress_alike(
@@ -133,8 +132,7 @@ def test_running_estimate_uses_history_and_progress_alike(
         if progress is not None:
             node.store.queue.report_progress(claimed.id, progress, [])
         frozen = claimed.started_at + dt.timedelta(seconds=seconds)
-        monkeypatch.setattr("datamill.services.jobs.utcnow", lambda at=frozen: at)
-        monkeypatch.setattr("datamill.api.fast_status.utcnow", lambda at=frozen: at)
+        freeze_clock(monkeypatch, frozen)
         answered, (code, _, _, text) = pair.both(_url(jobs["uuid"]), BOB)
         assert answered and code == 200 and '"job-status": "RUNNING"' in text
         assert f'"job-progress": "{int((progress or 0) * 100)}"' in text

@@ -170,7 +170,11 @@ def create_app(
             db=jobs.store.db, authenticator=authenticator, sessions=app.state.sessions, clock=clock
         )
     app.fast_trigger = fast_trigger
-    app.observe = Observe(app.dispatch, jobs.store.metrics)
+    # On SQLite the status fast path answers inside Observe (FastStatus.answer).
+    shortcut = app.fast_status.shortcut if app.fast_status is not None else None
+    app.observe = Observe(
+        app.dispatch, jobs.store.metrics, shortcut=shortcut, shortcut_route=STATUS_ROUTE
+    )
     return app
 
 

@@ -23,7 +23,8 @@ row is dropped. A statement's rows depend on nothing but the database's
 content and its parameters, so a kept row is exactly what the statement
 would read now: nothing of a run, a user or a permission is older than the
 last commit. (The estimate's clock and the credential checks are evaluated
-on every poll, as before.)
+on every poll, as before.) The version itself is read once per batch of the
+event loop's callbacks (api/kept_rows.py says why that is as fresh).
 
 Everything else falls through to the FastAPI route, unchanged: the first
 login, wrong credentials, unknown or unreadable files, files that are no
@@ -47,15 +48,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import cookie_parser
 from starlette.types import Receive, Scope, Send
 
+from datamill.api.kept_rows import KeptRows
 from datamill.api.security import basic_credentials
 from datamill.api.wire import Clock, PrettyJSONResponse, tolerant_path
 from datamill.domain.estimate import format_duration, remaining_seconds
 from datamill.domain.status import JobStatus
 from datamill.errors import NotAuthenticated
+from datamill.observability.http import Shortcut
 from datamill.services.auth import Authenticator
 from datamill.services.sessions import COOKIE_NAME, Sessions
 from datamill.services.wakeup import libpq_conninfo
-from datamill.store.db import Database, utcnow
+from datamill.store.db import Database
 from datamill.store.executions import ESTIMATE_RUNS, mean_seconds
 from datamill.store.files import reference_key
 
@@ -126,6 +129,10 @@ _COLUMNS = ("id", "uuid", "path")
 # A run not started yet: the route adds its queue position, so it answers.
 _PENDING = (JobStatus.QUEUED.value, JobStatus.WAITING_FOR_OTHER_JOB.value)
 _HEAD = 14  # the columns before s.*
+# The clock of a RUNNING run's elapsed time (tests freeze it).
+posix_now = time.time
+# Set on a request the fast path declined, so that it is not asked twice.
+_DECLINED = "datamill.fast_status_declined"
 
 
 def running_members(remaining: float | None, progress: float | None) -> tuple[str, str]:
@@ -218,6 +225,14 @@ def _datetime(value: Any) -> dt.datetime:
     return dt.datetime.fromisoformat(str(value))
 
 
+class _Rendered(NamedTuple):
+    """A rendered answer: the whole body with its length, or a RUNNING one's head."""
+
+    body: bytes
+    length: tuple[bytes, bytes] | None  # None: RUNNING, the body is a head
+    started_at: float | None  # a RUNNING run's start, POSIX seconds
+
+
 class FastStatus:
     """Answers the successful status request before FastAPI sees it."""
 
@@ -232,46 +247,84 @@ class FastStatus:
         successes = _SQLITE_SUCCESSES if db.is_sqlite else _POSTGRES_SUCCESSES
         self._sql = {c: _QUERY.format(param=param, column=c, successes=successes) for c in _COLUMNS}
         self._connection: Any = None
-        # SQLite: rows by (sql, parameters) as of data version `_version`.
-        self._kept: dict[tuple[str, str, Any], list[tuple[Any, ...]]] = {}
-        self._version: Any = None
+        # SQLite: rows by (sql, parameters) and RUNNING estimates' means, as of
+        # one data version (api/kept_rows.py).
+        self._kept = KeptRows()
         # A rendered body (a RUNNING one's head) and the run's start time.
-        self._rendered: dict[tuple[Any, ...], tuple[bytes, dt.datetime | None]] = {}
+        self._rendered: dict[tuple[Any, ...], _Rendered] = {}
         self._lock = threading.Lock()
         # After a database failure the route answers until then (monotonic).
         self._resume_at = 0.0
         # How many requests this path answered itself (tests look at it).
         self.answered = 0
 
+    @property
+    def shortcut(self) -> Shortcut | None:
+        """What Observe calls first (`answer`): on SQLite only; PostgreSQL reads in a thread."""
+        return self.answer if self._db.is_sqlite else None
+
+    def answer(self, scope: Scope) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+        """On SQLite: the headers and body of a 200 for a plain status request, or None.
+
+        Synchronous (the SQLite read takes microseconds): Observe calls it
+        before anything else and sends the answer itself with the request id,
+        so the poll pays no wrapper, closure or extra `await` layer. The
+        headers are a fresh list the caller may extend.
+        """
+        reference = self._reference(scope)
+        if reference is None:
+            return None
+        answer = self._answer(scope, reference)
+        if answer is None:
+            # Declined: the route answers; `handle` need not ask the store again.
+            scope[_DECLINED] = True
+            return None
+        self.answered += 1
+        length, body = answer
+        return [length, _CONTENT_TYPE], body
+
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer a plain status request and return True, or return False and do nothing."""
-        if scope["type"] != "http" or scope["method"] != "GET":
+        if _DECLINED in scope:
             return False
+        reference = self._reference(scope)
+        if reference is None:
+            return False
+        if self._db.is_sqlite:
+            answer = self._answer(scope, reference)
+        else:
+            # A network round trip that may stall: never on the event loop.
+            answer = await run_in_threadpool(self._answer, scope, reference)
+        if answer is None:
+            return False
+        self.answered += 1
+        length, body = answer
+        # The headers PrettyJSONResponse sends, without building one.
+        headers = [length, _CONTENT_TYPE]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return True
+
+    def _reference(self, scope: Scope) -> str | None:
+        """The reference of a plain status request the fast path may answer, else None."""
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return None
         path = scope["path"]
         if "//" in path or path.endswith("/"):
             path = tolerant_path(path)  # the only two things it changes
         match = _PATH.fullmatch(path)
         if match is None:
-            return False
-        if b"wait" in scope["query_string"] or any(k == b"prefer" for k, _ in scope["headers"]):
-            return False  # a waiting request (api/waiting.py): the route waits
+            return None
+        if b"wait" in scope["query_string"]:
+            return None  # a waiting request (api/waiting.py): the route waits
+        for key, _value in scope["headers"]:
+            if key == b"prefer":
+                return None  # likewise
         if time.monotonic() < self._resume_at:
-            return False
-        if self._db.is_sqlite:
-            body = self._answer(scope, match.group(1))
-        else:
-            # A network round trip that may stall: never on the event loop.
-            body = await run_in_threadpool(self._answer, scope, match.group(1))
-        if body is None:
-            return False
-        self.answered += 1
-        # The headers PrettyJSONResponse sends, without building one.
-        headers = [(b"content-length", str(len(body)).encode()), _CONTENT_TYPE]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        return True
+            return None
+        return match.group(1)
 
-    def _answer(self, scope: Scope, reference: str) -> bytes | None:
+    def _answer(self, scope: Scope, reference: str) -> tuple[tuple[bytes, bytes], bytes] | None:
         caller = _caller(scope, self._sessions)
         if caller is None:
             return None
@@ -281,7 +334,7 @@ class FastStatus:
             return None
         try:
             if self._db.is_sqlite:
-                self._check_version()
+                self._kept.refresh(self._data_version)
             rows = self._rows(reference, caller.name)
             if rows is None or not self._allowed(caller, rows[0]) or rows[0][10] in _PENDING:
                 return None
@@ -311,19 +364,15 @@ class FastStatus:
         sql = self._sql[column]
         if not self._db.is_sqlite:
             return self._execute(sql, (name, value)) or None
-        kept = self._kept.get((sql, name, value))
+        kept = self._kept.rows.get((sql, name, value))
         if kept is None:
-            if len(self._kept) >= _RENDERED_LIMIT:
-                self._kept.clear()
-            kept = self._kept[(sql, name, value)] = self._execute(sql, (name, value))
+            kept = self._execute(sql, (name, value))
+            self._kept.keep((sql, name, value), kept)
         return kept or None
 
-    def _check_version(self) -> None:
-        """Drop the kept rows if anyone committed since they were read."""
-        (version,) = self._execute("PRAGMA data_version", ())[0]
-        if version != self._version:
-            self._kept.clear()
-            self._version = version
+    def _data_version(self) -> Any:
+        """Changes whenever another connection commits."""
+        return self._execute("PRAGMA data_version", ())[0][0]
 
     def _allowed(self, caller: _Caller, row: tuple[Any, ...]) -> bool:
         """Whether the route would answer this caller 200: signed in, job.read, READ, a job."""
@@ -341,7 +390,8 @@ class FastStatus:
             return False
         return row[8] is not None  # a job configuration: else "is not a job"
 
-    def _body(self, rows: list[tuple[Any, ...]]) -> bytes:
+    def _body(self, rows: list[tuple[Any, ...]]) -> tuple[tuple[bytes, bytes], bytes]:
+        """The content-length header and the body of the answer."""
         file_id, _config_id, execution_id, status, started, finished, progress = rows[0][7:_HEAD]
         # The answer for one state of one run never changes: render it once. A
         # RUNNING one's last two members do (each second, or with each
@@ -349,34 +399,58 @@ class FastStatus:
         key = (file_id, execution_id, status, started, finished)
         rendered = self._rendered.get(key)
         if rendered is None:
-            if len(self._rendered) >= _RENDERED_LIMIT:
-                self._rendered.clear()
-            start = _time(started)
-            document = status_body(
-                self._clock,
-                file_id,
-                execution_id,
-                JobStatus(status) if status is not None else None,
-                start,
-                _time(finished),
-            )
-            body = bytes(PrettyJSONResponse(document).body)
-            if status == _RUNNING:
-                body = body[: body.rindex(_ESTIMATE)]
-            rendered = self._rendered[key] = (body, start)
-        body, start = rendered
-        if status != _RUNNING:
-            return body
+            rendered = self._render(key)
+        body, length, started_at = rendered
+        if length is not None:
+            return length, body
         remaining = None
-        if start is not None:
-            # JobService.remaining: the newest successful runs' mean duration and the pace.
-            successes = sorted(
-                (row[_HEAD:] for row in rows if row[_HEAD] is not None), reverse=True
-            )
-            mean = _mean(tuple((a, b) for _id, a, b in successes))
-            remaining = remaining_seconds((utcnow() - start).total_seconds(), progress, mean)
+        if started_at is not None:
+            # JobService.remaining: the newest successful runs' mean duration and
+            # the pace. Elapsed from the POSIX clock and the start's POSIX time,
+            # which is utcnow() - start without building two datetimes per poll.
+            elapsed = posix_now() - started_at
+            remaining = remaining_seconds(elapsed, progress, self._mean_of(key, rows))
         estimate, percent = running_members(remaining, progress)
-        return _RUNNING_TAIL % (body, estimate.encode(), percent.encode())
+        body = _RUNNING_TAIL % (body, estimate.encode(), percent.encode())
+        return (b"content-length", b"%d" % len(body)), body
+
+    def _render(self, key: tuple[Any, ...]) -> _Rendered:
+        """Render the answer (a RUNNING one's head) for one state of one run, and keep it."""
+        if len(self._rendered) >= _RENDERED_LIMIT:
+            self._rendered.clear()
+        file_id, execution_id, status, started, finished = key
+        start = _time(started)
+        document = status_body(
+            self._clock,
+            file_id,
+            execution_id,
+            JobStatus(status) if status is not None else None,
+            start,
+            _time(finished),
+        )
+        body = bytes(PrettyJSONResponse(document).body)
+        if status == _RUNNING:
+            head = body[: body.rindex(_ESTIMATE)]
+            # The store's times are naive UTC.
+            at = None if start is None else start.replace(tzinfo=dt.UTC).timestamp()
+            rendered = _Rendered(head, None, at)
+        else:
+            rendered = _Rendered(body, (b"content-length", b"%d" % len(body)), None)
+        self._rendered[key] = rendered
+        return rendered
+
+    def _mean_of(self, key: tuple[Any, ...], rows: list[tuple[Any, ...]]) -> float | None:
+        """The mean duration of the newest successful runs the statement brought."""
+        if self._db.is_sqlite:
+            # Kept with the rows it comes from: dropped when they are.
+            means = self._kept.means
+            if key in means:
+                return means[key]
+        successes = sorted((row[_HEAD:] for row in rows if row[_HEAD] is not None), reverse=True)
+        mean = _mean(tuple((a, b) for _id, a, b in successes))
+        if self._db.is_sqlite:
+            self._kept.means[key] = mean
+        return mean
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         if self._connection is None:
@@ -408,8 +482,7 @@ class FastStatus:
         return connection
 
     def _close(self) -> None:
-        self._kept.clear()
-        self._version = None
+        self._kept.forget()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.close()
