@@ -19,7 +19,7 @@ from datamill.engine.duckdb import dispatch as engine_module
 from datamill.engine.duckdb.database import SharedDatabase
 from datamill.engine.duckdb.session import Session
 from datamill.engine.windows import is_idle_window
-from datamill.errors import JobFailed
+from datamill.errors import InvalidSql, JobFailed
 from tests.integration.engine_fixtures import Area, make_area, rows
 
 
@@ -221,3 +221,60 @@ def test_a_database_grown_by_a_big_run_is_replaced_between_runs(
         assert engine.run(small, lambda _: None).sheets == {"out": 3}
     finally:
         engine.close()
+
+
+def _ignore(_fraction: float) -> None:
+    return None
+
+
+def _progress_settings(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+    names = ("enable_progress_bar", "enable_progress_bar_print")
+    return con.execute(f"SELECT {', '.join(f'current_setting({n!r})' for n in names)}").fetchall()
+
+
+def test_the_next_runs_connection_is_made_between_runs_and_sees_nothing_of_the_last(
+    area: Area,
+) -> None:
+    orders = _orders(area)
+    engine = DuckDBEngine(keep_warm=True)
+    try:
+        # Three sheets: the middle one is a TEMP view of the first run's connection.
+        first = {
+            "kind": "workbook",
+            "sheets": [
+                {"kind": "data", "name": "orders", "source": {"importJob": "/Data/o.imp"}},
+                {"kind": "sql", "name": "eu", "sql": "SELECT * FROM orders WHERE region = 'EU'"},
+                {"kind": "sql", "name": "out", "sql": "SELECT count(*) AS n FROM eu", "keep": True},
+            ],
+        }
+        engine.run(area.request(JobKind.WORKBOOK, first, inputs={"orders": orders}), _ignore)
+        database = engine.workbook_database
+        assert database is not None
+        assert database._next is None  # made between runs, not during one
+        engine.between_runs()
+        ready = database._next
+        assert ready is not None
+        # Progress reporting is on for it, printing off, as for a connection made at the start.
+        assert _progress_settings(ready) == [(True, False)]
+        shutil.rmtree(area.staging)
+        # The next run gets that connection: it cannot see the last run's view.
+        reusing = _workbook("SELECT * FROM eu")
+        with pytest.raises(InvalidSql, match="eu"):
+            engine.run(area.request(JobKind.WORKBOOK, reusing, inputs={"orders": orders}), _ignore)
+        assert database._next is None
+        engine.between_runs()
+        shutil.rmtree(area.staging, ignore_errors=True)
+        seen: list[float] = []
+        fine = area.request(
+            JobKind.WORKBOOK, _workbook("SELECT * FROM orders"), inputs={"orders": orders}
+        )
+        assert engine.run(fine, seen.append).sheets == {"out": 3}
+        assert seen[-1] == 1.0
+        engine.between_runs()
+        unused = database._next
+        assert unused is not None
+    finally:
+        engine.close()
+    # Closing the engine closes a prepared connection no run used.
+    with pytest.raises(duckdb.ConnectionException):
+        unused.execute("SELECT 1")

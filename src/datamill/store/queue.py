@@ -171,11 +171,18 @@ def _claiming() -> _Claiming:
             )
             .returning(*E.c)
         ),
-        owned=sa.select(E.c.id).where(
+        # Locked until the finish commits (PostgreSQL; SQLite's write
+        # transactions exclude each other anyway): a reconciliation that
+        # declares the worker lost meanwhile must not requeue the run between
+        # this check and the end's UPDATE, which would then end a run that is
+        # QUEUED again with no worker (seen under load with two workers).
+        owned=sa.select(E.c.id)
+        .where(
             E.c.id == sa.bindparam("owned_id"),
             E.c.status == JobStatus.RUNNING.value,
             E.c.worker_id == sa.bindparam("worker"),
-        ),
+        )
+        .with_for_update(),
     )
 
 
@@ -410,51 +417,89 @@ class ExecutionQueue:
         moved folder is unreachable (no data row names it) and housekeeping
         removes it.
         """
-        now = utcnow()
         with self._db.write() as conn:
-            owned = conn.execute(
-                self._sql.owned, {"owned_id": execution.id, "worker": worker_id}
-            ).first()
-            if owned is None:
-                self._moved.pop(execution.id, None)
-                return False
-            lock_downstream(conn, execution.id)
-            log = list(outcome.log)
-            if outcome.status.is_success and outcome.sheets and outcome.staging_dir:
-                data_id = self._publish_data(conn, execution, outcome, now)
-                log.append(rl.pending(rl.PUBLISHED, **{"data-id": data_id}, sheets=outcome.sheets))
-            log.append(
-                rl.pending(
-                    rl.FINISHED,
-                    status=outcome.status.value,
-                    records=outcome.success_count,
-                    dropped=outcome.failure_count,
-                )
-            )
-            append(conn, execution.id, log)
-            for staged, final in outcome.moves:
-                self._move(execution.id, staged, final)
-            conn.execute(
-                _END,
-                {
-                    "ended_id": execution.id,
-                    "status": outcome.status.value,
-                    "finished_at": now,
-                    "progress": 1.0 if outcome.status.is_success else None,
-                    "success_count": outcome.success_count,
-                    "failure_count": outcome.failure_count,
-                    "counters": outcome.counters,
-                    "error_message": outcome.error_message,
-                    "bytes_read": outcome.bytes_read,
-                },
-            )
-            released = settle_dependents(conn, execution.id, outcome.status)
-            # Plan members are released by their plan, the rest by data-driven triggers.
-            if outcome.status.is_success:
-                released += fire_data_driven(conn, execution.job_configuration_id, execution.id)
-            if released:
-                notify_other_nodes(conn, "work")
+            ended = self._end(conn, execution, worker_id, outcome)
         self._moved.pop(execution.id, None)
+        return ended
+
+    def finish_and_claim(
+        self,
+        execution: Execution,
+        worker_id: str,
+        outcome: Outcome,
+        prepare: Callable[[Connection, Execution], P],
+    ) -> tuple[bool, tuple[Execution, P] | None]:
+        """`finish`, then claim and prepare the next run as `claim_and_prepare` does, in ONE commit.
+
+        A slot that ends a run and then claims its next one needs one write
+        transaction, not two: half the commits, the writer lock taken once.
+        The next run is claimed only after this one has ended in the same
+        transaction, so it may be the same job's next run. Returns what
+        `finish` returns and the claimed run (None when nothing was startable
+        or this run was no longer ours). If the claim fails (a claim race on
+        PostgreSQL, `prepare` raising), the whole transaction rolls back and
+        the run is finished alone, so a claim can never cost a run its end;
+        the slot then claims as usual.
+        """
+        try:
+            with self._db.write() as conn:
+                ended = self._end(conn, execution, worker_id, outcome)
+                claimed: tuple[Execution, P] | None = None
+                if ended:
+                    following = self._claim(conn, worker_id)
+                    if following is not None:
+                        claimed = following, prepare(conn, following)
+        except IntegrityError:
+            return self.finish(execution, worker_id, outcome), None
+        self._moved.pop(execution.id, None)
+        return ended, claimed
+
+    def _end(
+        self, conn: Connection, execution: Execution, worker_id: str, outcome: Outcome
+    ) -> bool:
+        """The statements of `finish`, in the caller's transaction; False if the run is not ours."""
+        now = utcnow()
+        ids = {"owned_id": execution.id, "worker": worker_id}
+        owned = conn.execute(self._sql.owned, ids).first()
+        if owned is None:
+            self._moved.pop(execution.id, None)
+            return False
+        lock_downstream(conn, execution.id)
+        log = list(outcome.log)
+        if outcome.status.is_success and outcome.sheets and outcome.staging_dir:
+            data_id = self._publish_data(conn, execution, outcome, now)
+            log.append(rl.pending(rl.PUBLISHED, **{"data-id": data_id}, sheets=outcome.sheets))
+        log.append(
+            rl.pending(
+                rl.FINISHED,
+                status=outcome.status.value,
+                records=outcome.success_count,
+                dropped=outcome.failure_count,
+            )
+        )
+        append(conn, execution.id, log)
+        for staged, final in outcome.moves:
+            self._move(execution.id, staged, final)
+        conn.execute(
+            _END,
+            {
+                "ended_id": execution.id,
+                "status": outcome.status.value,
+                "finished_at": now,
+                "progress": 1.0 if outcome.status.is_success else None,
+                "success_count": outcome.success_count,
+                "failure_count": outcome.failure_count,
+                "counters": outcome.counters,
+                "error_message": outcome.error_message,
+                "bytes_read": outcome.bytes_read,
+            },
+        )
+        released = settle_dependents(conn, execution.id, outcome.status)
+        # Plan members are released by their plan, the rest by data-driven triggers.
+        if outcome.status.is_success:
+            released += fire_data_driven(conn, execution.job_configuration_id, execution.id)
+        if released:
+            notify_other_nodes(conn, "work")
         return True
 
     def _publish_data(

@@ -26,6 +26,12 @@ _CONTEXT = multiprocessing.get_context("spawn")
 # The kind of answer a child sends for a failure that may pass (errors.PassingFailure).
 RETRYABLE = "failed-passing"
 _PR_SET_PDEATHSIG = 1
+# How often a child tells its parent how far a run got.
+PROGRESS_SECONDS = 0.2
+# A run's last progress (1.0) is sent only once the run may have lasted long
+# enough for the parent to write it (Worker._await writes none in a run's
+# first 0.5 s); a little less, as the parent's clock started first.
+FINAL_PROGRESS_SECONDS = 0.4
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -59,13 +65,18 @@ def horse_main(conn: Connection, parent_pid: int, engine_name: str = "duckdb") -
         except (EOFError, OSError):
             engine.close()
             return
-        last_sent = 0.0
+        # The parent writes progress at most every 0.5 s, and none in a run's
+        # first 0.5 s: a run's first message waits PROGRESS_SECONDS (a trivial
+        # run sends none, where it sent two the parent dropped).
+        started = last_sent = time.monotonic()
 
-        def progress(fraction: float) -> None:
+        def progress(fraction: float, started: float = started) -> None:
             nonlocal last_sent
             now = time.monotonic()
             # Throttled: the parent writes progress to the store.
-            if now - last_sent >= 0.2 or fraction >= 1.0:
+            if now - last_sent >= PROGRESS_SECONDS or (
+                fraction >= 1.0 and now - started >= FINAL_PROGRESS_SECONDS
+            ):
                 last_sent = now
                 with contextlib.suppress(Exception):
                     conn.send(("progress", float(fraction)))

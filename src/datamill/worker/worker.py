@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
@@ -49,6 +50,12 @@ from datamill.worker.runlog import RunLog, claimed, folder_names
 
 log = logging.getLogger(__name__)
 
+# What a claim's preparation gives: the engine request (or why the run cannot
+# run) and the job's path; a claimed run with it; the preparation itself.
+Prepared = tuple[RunRequest | str, str | None]
+Claimed = tuple[Execution, Prepared]
+Prepare = Callable[[Connection, Execution], Prepared]
+
 STOPPED_BY_USER = "Stopped by user."
 # How often a running execution's staged output is measured against its limit.
 OUTPUT_CHECK_SECONDS = 1.0
@@ -56,6 +63,14 @@ OUTPUT_CHECK_SECONDS = 1.0
 LOG_WRITE_SECONDS = 1.0
 # How long a slot waits for an engine to cancel a killed run's work elsewhere.
 INTERRUPT_WAIT_SECONDS = 10.0
+
+
+@dataclasses.dataclass
+class _Slot:
+    """What one slot's thread carries from run to run."""
+
+    # A run the last finish claimed in its own commit, to run next.
+    following: Claimed | None = None
 
 
 class Worker:
@@ -204,7 +219,11 @@ class Worker:
 
     def _slot_loop(self) -> None:
         horse: Horse | None = None
-        while not self._closing.is_set():
+        slot = _Slot()
+        # A run claimed with the last one's finish is this slot's, RUNNING: it
+        # runs even once the worker is closing, as a run claimed a moment
+        # earlier would (the shutdown grace applies).
+        while not self._closing.is_set() or slot.following is not None:
             try:
                 if horse is None or not horse.alive:
                     # Started before work arrives, so a run does not pay for
@@ -214,7 +233,7 @@ class Worker:
                     # Nothing is claimed for a child still importing: the run
                     # would sit RUNNING meanwhile, and another worker may be warm.
                     continue
-                horse = self._claim_and_run(horse)
+                horse = self._claim_and_run(horse, slot)
             except Exception:
                 # A slot must outlive any single failure, or its runs would stop.
                 log.exception("worker slot failed; going on")
@@ -230,9 +249,7 @@ class Worker:
                 self._observe.handed_back(execution_id)
                 self.wakeup.notify_work()
 
-    def _prepare(
-        self, conn: Connection, execution: Execution
-    ) -> tuple[RunRequest | str, str | None]:
+    def _prepare(self, conn: Connection, execution: Execution) -> Prepared:
         """The engine request of a claimed execution, or why it cannot run; the job's path.
 
         The claim and the data the run reads go to its log with its next write
@@ -262,16 +279,22 @@ class Worker:
             self._logs[execution.id] = run_log
         return request, job_path(conn, execution)
 
-    def _claim_and_run(self, horse: Horse) -> Horse | None:
-        generation = self.wakeup.generation
+    def _claiming(
+        self, claim: Callable[[Prepare], tuple[Any, Claimed | None]]
+    ) -> tuple[Any, Claimed | None]:
+        """Run `claim` (a store call that claims through the given prepare) with the bookkeeping.
+
+        Returns what `claim` returns; the claimed run, if any, is in this
+        worker's running set and has its pending log.
+        """
         claiming: list[int] = []
 
-        def prepare(conn: Connection, execution: Execution) -> tuple[RunRequest | str, str | None]:
+        def prepare(conn: Connection, execution: Execution) -> Prepared:
             claiming.append(execution.id)
             return self._prepare(conn, execution)
 
         try:
-            claimed = self.store.queue.claim_and_prepare(self.id, prepare)
+            answer, claimed = claim(prepare)
         except Exception:
             # Rolled back, or committed with the answer lost: in the second
             # case the next heartbeat finds the run RUNNING here and hands it back.
@@ -284,15 +307,26 @@ class Worker:
             # Claims rolled back and retried on another run leave no pending log.
             for execution_id in claiming:
                 if claimed is None or execution_id != claimed[0].id:
+                    self._running.discard(execution_id)
                     self._logs.pop(execution_id, None)
+        return answer, claimed
+
+    def _claim_and_run(self, horse: Horse, slot: _Slot) -> Horse | None:
+        """Claim (unless the last finish did) and run the slot's next run; the horse if reusable."""
+        claimed, slot.following = slot.following, None
         if claimed is None:
-            # Announcements made since `generation` was read end the wait at once.
-            self.wakeup.wait_for_work(self.settings.poll_seconds, generation)
-            return horse
+            generation = self.wakeup.generation
+            _, claimed = self._claiming(
+                lambda prepare: (None, self.store.queue.claim_and_prepare(self.id, prepare))
+            )
+            if claimed is None:
+                # Announcements made since `generation` was read end the wait at once.
+                self.wakeup.wait_for_work(self.settings.poll_seconds, generation)
+                return horse
         execution, (request, path) = claimed
         self._observe.started(execution, request, path)
         try:
-            reusable = self._run(execution, request, horse)
+            reusable = self._run(execution, request, horse, slot)
         except OperationalError as error:
             # The store went away before the run started (a database restart):
             # nothing ran, so the run goes back to the queue rather than failing.
@@ -318,8 +352,13 @@ class Worker:
 
     # ------------------------------------------------------------ one execution
 
-    def _run(self, execution: Execution, request: RunRequest | str, horse: Horse) -> Horse | None:
-        """Run one claimed execution to a terminal state; returns the horse if reusable."""
+    def _run(
+        self, execution: Execution, request: RunRequest | str, horse: Horse, slot: _Slot
+    ) -> Horse | None:
+        """Run one claimed execution to a terminal state; returns the horse if reusable.
+
+        With a reusable horse the finish claims the slot's next run (see _finish).
+        """
         if isinstance(request, str):
             self._finish(execution, Outcome(JobStatus.ERROR, error_message=request))
             return horse
@@ -372,7 +411,8 @@ class Worker:
         if not outcome.status.is_success:
             # Gone before the run shows as ended: a failed run leaves no output behind.
             shutil.rmtree(staging, ignore_errors=True)
-        self._finish(execution, outcome)
+        # A new child must import the engine before a run is claimed for it.
+        self._finish(execution, outcome, slot if reusable is not None else None)
         if os.path.lexists(staging):  # published runs' staging folders moved away
             shutil.rmtree(staging, ignore_errors=True)
         return reusable
@@ -480,7 +520,13 @@ class Worker:
                 )
                 time.sleep(min(0.1 * 2 ** min(attempt, 5), 2.0))
 
-    def _finish(self, execution: Execution, outcome: Outcome) -> None:
+    def _finish(self, execution: Execution, outcome: Outcome, slot: _Slot | None = None) -> None:
+        """End the run in the store; with a slot, claim its next run in the same commit.
+
+        The run claimed goes to `slot.following` as soon as it is committed.
+        Only the first attempt claims: one that failed is retried as a finish
+        alone, so a claim never holds up a run's end.
+        """
         # The store may be briefly unreachable (a PostgreSQL restart): keep
         # trying rather than leave the run stranded. If this worker is closing
         # meanwhile, reconciliation by the next worker ends the run instead.
@@ -495,7 +541,13 @@ class Worker:
         while attempt == 0 or not self._closing.is_set():
             attempt += 1
             try:
-                if self.store.queue.finish(execution, self.id, outcome):
+                if attempt == 1 and slot is not None and not self._closing.is_set():
+                    ended, slot.following = self._claiming(
+                        partial(self.store.queue.finish_and_claim, execution, self.id, outcome)
+                    )
+                else:
+                    ended = self.store.queue.finish(execution, self.id, outcome)
+                if ended:
                     self._observe.ended(execution, outcome.status, outcome.error_message)
                 else:
                     log.warning("execution %d was no longer ours to finish", execution.id)

@@ -81,9 +81,12 @@ class DuckDBEngine:
         if used is not None and resident_bytes() - used.opened_rss > RECYCLE_BYTES:
             used.close()
             if used is self._shared:
-                self._shared = SharedDatabase(used.request)
+                used = self._shared = SharedDatabase(used.request)
             elif used is self._workbooks:
-                self._workbooks = SharedDatabase.for_workbooks(used.request)
+                used = self._workbooks = SharedDatabase.for_workbooks(used.request)
+        if self._keep_warm and used is not None and used in (self._shared, self._workbooks):
+            # The next run is most likely of the same kind as the last one.
+            used.prepare_next()
         if self._keep_warm and self._spare is None and self._last_config is not None:
             self._spare = (self._last_config, open_database(self._last_config))
 
