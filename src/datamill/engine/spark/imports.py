@@ -198,6 +198,8 @@ def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) ->
             F.count_if(~read.readable),
             F.count_if(read.readable & _any([~f for _, f in checked])),
             *[F.count_if(read.readable & ~f) for _, f in checked],
+            # Spark refuses a query of a CSV's corrupt-record column alone.
+            F.count(read.column(outputs[0])),
         ).collect()[0],
         context="checking the records",
         share=(0.99 - run.progress.done) / 2,
@@ -211,7 +213,7 @@ def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) ->
     if declared is None:
         # Without a schema nothing is dropped for its type: a column with a
         # value that does not fit the detected type stays text.
-        text = {c.output.name for (c, _), n in zip(checked, counts[2:], strict=True) if n}
+        text = {c.output.name for (c, _), n in zip(checked, counts[2:-1], strict=True) if n}
         outputs = [Output(o.name, o.source, "VARCHAR") if o.name in text else o for o in outputs]
         checked, bad = [], 0
     elif bad:
