@@ -225,7 +225,9 @@ def test_json_values_read_as_text_or_typed_alike(
     jsonl = area.sources / "j.jsonl"
     values = ["x", 1, 1.5, True, None, {"a": [1, 2]}, [1, "b"], -3, "2024-01-05"]
     lines = [json.dumps({"i": i, "v": v, "n": v}) for i, v in enumerate(values)]
-    jsonl.write_text("\n".join([*lines, "", "[1, 2]", "7", '"text"']) + "\n")
+    bad = '{"i": 99, "v": "\xff"}'.encode("latin-1")  # not UTF-8
+    text = "\n".join([*lines, "", "[1, 2]", "7", '"text"']) + "\n"
+    jsonl.write_bytes(text.encode() + bad + b"\n")
     for schema in (None, [{"name": "i", "type": "INTEGER"}, {"name": "v", "type": "VARCHAR"}]):
         definition: dict[str, Any] = {
             "kind": "import",
@@ -234,8 +236,8 @@ def test_json_values_read_as_text_or_typed_alike(
         if schema is not None:
             definition["schema"] = schema
         on_spark = _both(area, spark_engine, definition, spark_remote)
-        # The array, the number and the string lines are not objects: dropped and counted.
-        assert on_spark.result.counters["IMPORT_DROPPED_RECORDS"] == 3
+        # The array, the number, the string and the undecodable line: dropped and counted.
+        assert on_spark.result.counters["IMPORT_DROPPED_RECORDS"] == 4
 
 
 def test_typed_parquet_columns_convert_alike_or_are_refused(
@@ -360,3 +362,66 @@ def test_a_stopped_spark_import_stages_nothing(
 
 class Stopped(Exception):
     """What a progress callback raises when the worker stops a run."""
+
+
+# CSV corners both engines must read alike (rows, dropped lines, DuckDB's reasons).
+DIALECT = {
+    # Far enough from the header that the worker's first-line check decodes it.
+    "bad_utf8": b"a,b\n" + b"1,x\n" * 5000 + b"2,y\xff\n3,z\n",
+    "empty_lines": b"a,b\n1,x\n\n2,y\n   \n3,z\n",
+    "crlf": b"a,b\r\n1,x\r\n2,y\r\n",
+    "bom": b"\xef\xbb\xbfa,b\n1,x\n",
+    "quoted_empty": b'a,b\n1,""\n2,\n3," "\n',
+    "newline_in_quotes": b'a,b\n1,"x\ny"\n2,z\n',
+    "too_few": b"a,b\n1\n2,y\n",
+    "too_many": b"a,b\n1,x,9\n2,y\n",
+    "escaped_quote": b'a,b\n1,"x""y"\n',
+    "no_final_newline": b"a,b\n1,x",
+}
+
+
+@pytest.mark.parametrize("name", list(DIALECT))
+def test_csv_corners_read_alike(
+    area: Area, spark_engine: Any, spark_remote: str, name: str
+) -> None:
+    csv = area.sources / f"{name}.csv"
+    csv.write_bytes(DIALECT[name])
+    _both(
+        area,
+        spark_engine,
+        {"kind": "import", "source": {"kind": "csv", "path": str(csv)}},
+        spark_remote,
+    )
+
+
+def test_a_csv_spark_would_read_otherwise_is_refused(
+    area: Area, spark_engine: Any, spark_remote: str
+) -> None:
+    # DuckDB drops the line with a quote inside a quoted value; Spark would keep
+    # '"q"z'. Rather than differ, the run fails, naming no link of the engine's.
+    csv = area.sources / "stray.csv"
+    csv.write_bytes(b'a,b\n1,x\n2,"q"z\n')
+    definition = {"kind": "import", "source": {"kind": "csv", "path": str(csv)}, "engine": "spark"}
+    fresh_staging(area)
+    with pytest.raises(JobFailed) as refused:
+        spark_engine.run(spark_request(area, spark_remote, JobKind.IMPORT, definition), print)
+    assert refused.value.message.startswith("checking the records: ")
+    assert "reading file the source file" in refused.value.message
+    assert str(area.staging) not in refused.value.message
+
+
+def test_a_csv_whose_unreadable_lines_the_engines_count_differently_is_refused(
+    area: Area, spark_engine: Any, spark_remote: str
+) -> None:
+    # DuckDB reads "3,z," as two values and an empty third it drops; Spark
+    # finds three values in a two-column file. The counts differ: the run fails.
+    csv = area.sources / "trailing.csv"
+    csv.write_bytes(b"a,b\n1,x,9\n2,y\n3,z,\n")
+    definition = {"kind": "import", "source": {"kind": "csv", "path": str(csv)}, "engine": "spark"}
+    fresh_staging(area)
+    with pytest.raises(JobFailed) as refused:
+        spark_engine.run(spark_request(area, spark_remote, JobKind.IMPORT, definition), print)
+    assert refused.value.message == (
+        "Spark could not read 2 line(s) of the CSV source and DuckDB 1; the engines read "
+        'this file differently: run this import with "engine": "duckdb"'
+    )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
@@ -45,7 +46,7 @@ from datamill.engine.duckdb.session import Session
 from datamill.engine.duckdb.sources import Output, Scan
 from datamill.engine.spark.coercion import Coercion, check_casts
 from datamill.engine.spark.files import write_one_file
-from datamill.engine.spark.inputs import link_inputs, unlink_inputs
+from datamill.engine.spark.inputs import FOLDER, link_inputs, unlink_inputs
 from datamill.engine.spark.session import SparkRun
 from datamill.errors import JobFailed
 
@@ -53,6 +54,9 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 _CORRUPT = "_dm_corrupt"
+_REPLACEMENT = "\ufffd"
+# A link to a source file as Spark's messages show it (engine/spark/inputs.py).
+_LINK = re.compile(r"(file:)?/\S*/" + FOLDER + r"/[0-9]{5}\b")
 # DuckDB's encoding names -> Java's.
 _ENCODINGS = {"utf-8": "UTF-8", "latin-1": "ISO-8859-1", "utf-16": "UTF-16"}
 
@@ -92,12 +96,21 @@ def _read_csv(run: SparkRun, source: CsvSource, scan: Scan, paths: list[str]) ->
         encoding=_ENCODINGS[source.encoding],
         # Quoted values may span lines, as on DuckDB (a file is then one task).
         multiLine="true",
+        # A quote inside a quoted value fails the read: DuckDB drops such a
+        # line, Spark would keep a value DuckDB never reads.
         mode="PERMISSIVE",
         columnNameOfCorruptRecord=_CORRUPT,
+        unescapedQuoteHandling="RAISE_ERROR",
     )
     frame = _union([reader.csv(p) for p in paths])
     index = {c.name: i for i, c in enumerate(scan.columns)}
-    return _Read(frame, F.col(_CORRUPT).isNull(), lambda o: F.col(names[index[o.source.name]]))
+    readable = F.col(_CORRUPT).isNull()
+    if source.encoding != "latin-1":
+        # Spark decodes bytes that are not valid text as U+FFFD, where DuckDB
+        # cannot read the line: counted as unreadable here, so DuckDB describes
+        # (and must count) the same lines (_describe_broken).
+        readable &= ~F.concat_ws("", *names).contains(_REPLACEMENT)
+    return _Read(frame, readable, lambda o: F.col(names[index[o.source.name]]))
 
 
 def _read_jsonl(run: SparkRun, scan: Scan, paths: list[str]) -> _Read:
@@ -112,6 +125,8 @@ def _read_jsonl(run: SparkRun, scan: Scan, paths: list[str]) -> _Read:
     frame = frame.select("value", F.from_json("value", schema).alias("_dm_json"))
     value = F.col("value")
     readable = F.get_json_object(value, "$").isNotNull() & F.ltrim(value).startswith("{")
+    # DuckDB cannot read a line with bytes that are not UTF-8; Spark keeps them.
+    readable &= F.is_valid_utf8(value)
     return _Read(frame, readable, lambda o: F.col("_dm_json").getField(str(o.source.key)))
 
 
@@ -161,6 +176,10 @@ def run_import(run: SparkRun, definition: ImportJobDefinition) -> RunResult:
     planner = Session(run.request, run.progress.report, events=run.emit)
     try:
         return _import(run, planner, definition)
+    except JobFailed as error:
+        # Spark names the links it read; the user knows the source by its path.
+        error.args = (_LINK.sub("the source file", error.message),)
+        raise
     finally:
         planner.close()
         unlink_inputs(run.staging_dir)
@@ -239,8 +258,10 @@ def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) ->
 
 def _describe_broken(planner: Session, scan: Scan, broken: int) -> str:
     """The problem of CSV lines Spark could not read, in DuckDB's words (it reads them too)."""
+    # Every column is read (a bare count(*) would not decode the values).
     planner.execute(
-        f"SELECT count(*) FROM {scan.relation('write')}", context="reading unreadable CSV lines"
+        f"SELECT count(COLUMNS(*)) FROM {scan.relation('write')}",
+        context="reading unreadable CSV lines",
     )
     count, first, lines = csv_rejects(planner, "write")
     if count != broken:
