@@ -27,6 +27,7 @@ from datamill.domain.runlog import PendingEvent
 from datamill.domain.status import JobKind
 from datamill.engine.base import RunResult
 from datamill.engine.duckdb import DuckDBEngine
+from datamill.engine.spark.inputs import hadoop_path
 from datamill.errors import JobFailed, PathNotAllowed
 from tests.integration.engine_fixtures import Area, rows
 from tests.spark.conftest import fresh_staging, spark_request
@@ -444,3 +445,26 @@ def test_fail_mode_for_unreadable_csv_lines_fails_the_same_way(
     csv.write_text("id,amount\n1,1.5\n2,2.5,extra\n3\n")
     message = _fails_alike(area, spark_engine, spark_remote, {"kind": "csv", "path": str(csv)})
     assert message.startswith("found 2 CSV line(s) that could not be read (first: line 3 of")
+
+
+def test_a_parquet_column_spark_reads_otherwise_is_refused(
+    area: Area, spark_engine: Any, spark_remote: str
+) -> None:
+    parquet = area.sources / "u.parquet"
+    pq.write_table(pa.table({"id": [1], "n": pa.array([4_000_000_000], pa.uint32())}), parquet)
+    definition = {"kind": "import", "source": {"kind": "parquet", "path": str(parquet)}}
+    fresh_staging(area)
+    request = spark_request(area, spark_remote, JobKind.IMPORT, definition | {"engine": "spark"})
+    with pytest.raises(JobFailed) as refused:
+        spark_engine.run(request, lambda _: None)
+    assert refused.value.message == (
+        "column 'n' has the type UINTEGER, which the Spark engine does not import the way "
+        'DuckDB does; run this import with "engine": "duckdb"'
+    )
+
+
+def test_hadoop_paths_are_escaped_and_schemes_refused() -> None:
+    assert hadoop_path("/data/.staging/7/input/00000") == "/data/.staging/7/input/00000"
+    assert hadoop_path("/d/{a,b}/[x]*?\\") == "/d/\\{a,b\\}/\\[x\\]\\*\\?\\\\"
+    with pytest.raises(JobFailed, match="holds ':'"):
+        hadoop_path("/d/hdfs:x/input/00000")
