@@ -119,14 +119,19 @@ def _read_jsonl(run: SparkRun, scan: Scan, paths: list[str]) -> _Read:
 
     keys = [str(c.key) for c in scan.columns]
     frame = _union([run.spark.read.text(p) for p in paths])
-    # DuckDB skips empty lines; any other line must be one JSON object.
-    frame = frame.filter(F.trim(F.col("value")) != "")
+    # DuckDB skips lines of JSON whitespace alone; any other must be one JSON object.
+    frame = frame.filter(~F.col("value").rlike("^[ \\t\\r\\n]*\\z"))
     schema = StructType([StructField(k, StringType()) for k in dict.fromkeys(keys)])
     frame = frame.select("value", F.from_json("value", schema).alias("_dm_json"))
     value = F.col("value")
-    readable = F.get_json_object(value, "$").isNotNull() & F.ltrim(value).startswith("{")
-    # DuckDB cannot read a line with bytes that are not UTF-8; Spark keeps them.
-    readable &= F.is_valid_utf8(value)
+    # parse_json takes one JSON value and nothing after it (from_json and
+    # get_json_object stop after the first); a valid value opening with `{` is
+    # an object. DuckDB cannot read a line with bytes that are not UTF-8.
+    readable = (
+        F.is_valid_utf8(value)
+        & F.try_parse_json(value).isNotNull()
+        & value.rlike("^[ \\t\\r\\n]*[{]")
+    )
     return _Read(frame, readable, lambda o: F.col("_dm_json").getField(str(o.source.key)))
 
 
