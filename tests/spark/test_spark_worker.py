@@ -143,8 +143,10 @@ def test_the_workers_engine_runs_jobs_that_name_none(spark_node: Node) -> None:
     on_duckdb = wait_terminal(node, node.jobs.trigger(local, user).id, timeout=300)
     assert on_spark.status is on_duckdb.status is JobStatus.COMPLETED
     assert on_spark.counters["WORKBOOK_RECORDS"] == on_duckdb.counters["WORKBOOK_RECORDS"] == 3
-    # Imports read through the worker on either engine, and their log says so.
-    assert _engine_of(node, imported.id) == "duckdb"
+    # The import of a file ran on Spark too (its log says so), and the DuckDB
+    # workbook read the Parquet file Spark wrote.
+    assert _engine_of(node, imported.id) == "spark"
+    assert imported.counters["IMPORT_RECORDS"] == 30
     assert _engine_of(node, on_spark.id) == "spark"
     assert _engine_of(node, on_duckdb.id) == "duckdb"
 

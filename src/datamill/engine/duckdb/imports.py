@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from datamill.domain import runlog as rl
@@ -39,7 +40,7 @@ def _bad_records(session: Session, scan: Scan, outputs: list[Output], bad: str) 
     return found or ["unknown"]
 
 
-def _csv_rejects(session: Session, tag: str) -> tuple[int, str, list[dict[str, Any]]]:
+def csv_rejects(session: Session, tag: str) -> tuple[int, str, list[dict[str, Any]]]:
     """How many CSV lines could not be read, the first in words, and a sample with line numbers."""
     count = session.execute(
         f"SELECT count(*) FROM (SELECT DISTINCT file_id, line FROM dm_rejects_{tag})",
@@ -66,7 +67,7 @@ def _csv_rejects(session: Session, tag: str) -> tuple[int, str, list[dict[str, A
     return int(count), first, sample
 
 
-def _failed(problems: list[str]) -> str:
+def failed_message(problems: list[str]) -> str:
     return "found " + "; ".join(problems) + "; errorMode FAIL stops the import"
 
 
@@ -96,31 +97,46 @@ def _check_long(
     ]
 
 
-def _source_label(source: Any) -> str:
+def source_label(source: Any) -> str:
     """The source as the log names it: its path, or the table or query of a database."""
     if isinstance(source, DatabaseSource):
         return f"database table {source.table}" if source.table else "database query"
     return str(source.path)
 
 
-def _log_drops(session: Session, bad: int, unreadable: int, bad_sample: list[str]) -> None:
-    """DROPPED events for records left out for their type or for being unreadable."""
+def record_problems(
+    event: Callable[..., None], bad: int, unreadable: int, bad_sample: list[str], *, fail: bool
+) -> list[str]:
+    """The problems of records that do not fit or cannot be read, logged; FAIL raises."""
+    problems = []
     if bad:
-        session.event(
+        problems.append(f"{bad} record(s) that do not match the schema (first: {bad_sample[0]})")
+    if unreadable:
+        problems.append(f"{unreadable} line(s) that are not JSON objects")
+    log_drops(event, bad, unreadable, bad_sample)
+    if fail and problems:
+        raise JobFailed(failed_message(problems))
+    return problems
+
+
+def log_drops(event: Callable[..., None], bad: int, unreadable: int, bad_sample: list[str]) -> None:
+    """DROPPED events (told to `event`) for records left out for their type or being unreadable."""
+    if bad:
+        event(
             rl.DROPPED,
             count=bad,
             reason="the record does not match the schema",
             sample=[{"record": text} for text in bad_sample],
         )
     if unreadable:
-        session.event(rl.DROPPED, count=unreadable, reason="the line is not a JSON object")
+        event(rl.DROPPED, count=unreadable, reason="the line is not a JSON object")
 
 
 def run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
     """Read the source, enforce the schema, stage data.parquet."""
     source = definition.source
     declared = definition.columns
-    session.where = {"source": _source_label(source)}
+    session.where = {"source": source_label(source)}
     scan = sources.open_scan(session, source, declared)
     header = source.header if isinstance(source, CsvSource) else True
     outputs = sources.plan_outputs(session, scan, declared, header)
@@ -138,11 +154,7 @@ def run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
         # length does not grow with the width (see sources.long_form).
         unreadable, outputs = _check_long(session, scan, outputs, remaining)
         bad_any = "FALSE"
-        if unreadable:
-            problems.append(f"{unreadable} line(s) that are not JSON objects")
-        _log_drops(session, 0, unreadable, [])
-        if fail and problems:
-            raise JobFailed(_failed(problems))
+        problems = record_problems(session.event, 0, unreadable, [], fail=fail)
     elif scan.readable != "TRUE" or bad_any != "FALSE":
         items = [f"count(*) FILTER (WHERE NOT {scan.readable})"]
         items.append(f"count(*) FILTER (WHERE {scan.readable} AND ({bad_any}))")
@@ -163,14 +175,7 @@ def run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
             bad_any, bad = "FALSE", 0
         elif bad:
             bad_sample = _bad_records(session, scan, outputs, f"({bad_any})")
-            problems.append(
-                f"{bad} record(s) that do not match the schema (first: {bad_sample[0]})"
-            )
-        if unreadable:
-            problems.append(f"{unreadable} line(s) that are not JSON objects")
-        _log_drops(session, bad, unreadable, bad_sample)
-        if fail and problems:
-            raise JobFailed(_failed(problems))
+        problems = record_problems(session.event, bad, unreadable, bad_sample, fail=fail)
     target = os.path.join(session.staging_dir, "data.parquet")
     selects = ", ".join(o.select() for o in outputs)
     written = int(
@@ -185,30 +190,45 @@ def run_import(session: Session, definition: ImportJobDefinition) -> RunResult:
     shutil.rmtree(os.path.join(session.staging_dir, "_source"), ignore_errors=True)
     broken = 0
     if scan.csv_rejects:
-        broken, first, lines = _csv_rejects(session, "write")
+        broken, first, lines = csv_rejects(session, "write")
         if broken:
             problems.append(f"{broken} CSV line(s) that could not be read (first: {first})")
             session.event(
                 rl.DROPPED, count=broken, reason="the CSV line could not be read", sample=lines
             )
             if fail:
-                raise JobFailed(_failed(problems))
-    dropped = bad + unreadable + broken
-    session.event(
+                raise JobFailed(failed_message(problems))
+    session.where = {}
+    return import_result(
+        session.event, source, scan, (written, bad + unreadable + broken), target, problems
+    )
+
+
+def import_result(
+    event: Callable[..., None],
+    source: Any,
+    scan: Scan,
+    counts: tuple[int, int],
+    target: str,
+    problems: list[str],
+) -> RunResult:
+    """Log the READ event of an import that staged `counts` = (written, dropped); its result."""
+    written, dropped = counts
+    source_bytes = scan.source_bytes
+    event(
         rl.READ,
-        source=_source_label(source),
+        source=source_label(source),
         files=len(scan.files),
         records=written + dropped,
-        bytes=scan.source_bytes,
+        bytes=source_bytes,
     )
-    session.where = {}
     return RunResult(
         status=JobStatus.COMPLETED_WITH_WARNINGS if dropped else JobStatus.COMPLETED,
         success_count=written,
         failure_count=dropped,
         counters={
             "IMPORT_RECORDS": written,
-            "IMPORT_BYTES": scan.source_bytes,
+            "IMPORT_BYTES": source_bytes,
             "IMPORT_DROPPED_RECORDS": dropped,
             "IMPORT_PREVIEW_RECORDS": min(written, _PREVIEW_RECORDS),
             "IMPORT_OUTPUT_BYTES": os.path.getsize(target),

@@ -56,6 +56,8 @@ class SourceColumn:
     name: str
     expr: str
     type: str
+    # The key of a JSON lines column (its name may differ: names are made unique).
+    key: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -171,7 +173,8 @@ def _json_pointer(key: str) -> str:
 
 
 def _json_column(name: str, key: str, type_: str) -> SourceColumn:
-    return SourceColumn(name, f"json_extract_string(__dm_json, {lit(_json_pointer(key))})", type_)
+    pointer = lit(_json_pointer(key))
+    return SourceColumn(name, f"json_extract_string(__dm_json, {pointer})", type_, key)
 
 
 # JSON structure types (json_group_structure) -> the type a column is read as.

@@ -11,6 +11,7 @@ import os
 
 from datamill.domain import runlog as rl
 from datamill.domain.definitions import (
+    DatabaseSource,
     ExportJobDefinition,
     FileSink,
     ImportJobDefinition,
@@ -39,7 +40,7 @@ class SparkEngine:
     def __init__(self, *, keep_warm: bool = False) -> None:
         self._keep_warm = keep_warm
         self._local: LocalServer | None = None
-        # Imports and database exports go through the worker (see imports.py).
+        # Database imports and exports go through the worker (see imports.py).
         self._duckdb = DuckDBEngine(keep_warm=keep_warm)
         self._session: HorseSession | None = None
         # Set once the horse's session was lost (a cluster ended it): the
@@ -87,17 +88,23 @@ class SparkEngine:
     ) -> RunResult:
         """Run the request, telling `events` what happens; raise a DatamillError on failure."""
         definition = parse_request(request)
-        if isinstance(definition, ImportJobDefinition) or (
+        if (
+            isinstance(definition, ImportJobDefinition)
+            and isinstance(definition.source, DatabaseSource)
+        ) or (
             isinstance(definition, ExportJobDefinition)
             and not isinstance(definition.sink, FileSink)
         ):
-            return imports.run_import(self._duckdb, request, progress, events)
+            # Through the worker, which holds the connection entries and their secrets.
+            return self._duckdb.run(request, progress, events)
         events(rl.pending(rl.STARTED, engine="spark", pid=os.getpid()))
         run = SparkRun(request, self._session_for(request), progress, events)
         failed = True
         try:
             if isinstance(definition, WorkbookDefinition):
                 result = workbooks.run_workbook(run, definition)
+            elif isinstance(definition, ImportJobDefinition):
+                result = imports.run_import(run, definition)
             else:
                 result = exports.run_export(run, definition)
             failed = False

@@ -1,21 +1,280 @@
-"""Import jobs on Spark: read and checked through the worker, by the DuckDB import code.
+"""Import jobs on Spark: CSV, JSON lines and Parquet read by Spark, typed as on DuckDB.
 
-A decision (docs/engines.md): the same schemas, type coercion, DROP_RECORD and
-FAIL counters on both engines are guaranteed by running the very same reader
-(engine/duckdb/imports.py) in the worker, which stages the same single Parquet
-file that Spark's workbooks and exports then read. Database sources are read
-through the worker as well, with its connection entries. Reading the source
-on the cluster itself is not done yet.
+The worker's DuckDB plans the import exactly as a DuckDB import does
+(engine/duckdb/sources.py): the files a path or glob names, checked against
+the roots; the columns; and, without a schema, their types, detected from a
+sample (CSV), the keys and types of every line (JSON lines) or the footer
+(Parquet). Spark then reads every value as the source holds it (text for CSV
+and JSON lines), checks and casts it by the same rules (engine/spark/
+coercion.py), counts what does not fit in one pass and writes the kept
+records as one Parquet file in the run's staging folder, in a second. So the
+types never differ between engines, and the counters, warnings and FAIL
+messages are built by the DuckDB import's own code.
+
+CSV lines Spark cannot read are described (line numbers, DuckDB's reasons)
+by the worker's DuckDB, which reads the file only when there are any, and
+must count as many as Spark did, or the run fails rather than differ.
+Database sources are read through the worker (engine/spark/dispatch.py).
 """
 
 from __future__ import annotations
 
-from datamill.engine.base import EventCallback, ProgressCallback, RunRequest, RunResult
-from datamill.engine.duckdb import DuckDBEngine
+import functools
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.parquet as pq
+
+from datamill.domain import runlog as rl
+from datamill.domain.definitions import (
+    CsvSource,
+    ImportJobDefinition,
+    JsonLinesSource,
+    ParquetSource,
+)
+from datamill.engine.base import RunResult
+from datamill.engine.duckdb import sources
+from datamill.engine.duckdb.imports import (
+    csv_rejects,
+    failed_message,
+    import_result,
+    record_problems,
+    source_label,
+)
+from datamill.engine.duckdb.session import Session
+from datamill.engine.duckdb.sources import Output, Scan
+from datamill.engine.spark.coercion import Coercion, check_casts
+from datamill.engine.spark.files import write_one_file
+from datamill.engine.spark.inputs import FOLDER, link_inputs, unlink_inputs
+from datamill.engine.spark.session import SparkRun
+from datamill.errors import JobFailed
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+_CORRUPT = "_dm_corrupt"
+_REPLACEMENT = "\ufffd"
+# A link to a source file as Spark's messages show it (engine/spark/inputs.py).
+_LINK = re.compile(r"(file:)?/\S*/" + FOLDER + r"/[0-9]{5}\b")
+# DuckDB's encoding names -> Java's.
+_ENCODINGS = {"utf-8": "UTF-8", "latin-1": "ISO-8859-1", "utf-16": "UTF-16"}
 
 
-def run_import(
-    duckdb: DuckDBEngine, request: RunRequest, progress: ProgressCallback, events: EventCallback
-) -> RunResult:
-    """Run the import on the worker's DuckDB (its log says so: engine duckdb)."""
-    return duckdb.run(request, progress, events)
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class _Read:
+    """The source as a Spark DataFrame: each output's source column, which records are readable."""
+
+    def __init__(self, frame: DataFrame, readable: Column, column: Any) -> None:
+        self.frame = frame
+        self.readable = readable
+        self.column = column
+
+
+def _union(frames: list[DataFrame], by_name: bool = False) -> DataFrame:
+    # One read per file, in the files' order: Spark would order one read's
+    # files by size, and the records must keep DuckDB's (file) order.
+    return functools.reduce(
+        lambda a, b: a.unionByName(b, allowMissingColumns=True) if by_name else a.union(b), frames
+    )
+
+
+def _read_csv(run: SparkRun, source: CsvSource, scan: Scan, paths: list[str]) -> _Read:
+    from pyspark.sql.connect import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    names = [f"_c{i}" for i in range(len(scan.columns))]
+    schema = StructType([StructField(n, StringType()) for n in [*names, _CORRUPT]])
+    reader = run.spark.read.schema(schema).options(
+        header=str(source.header).lower(),
+        sep=source.delimiter,
+        quote=source.quote,
+        escape=source.quote,
+        encoding=_ENCODINGS[source.encoding],
+        # Quoted values may span lines, as on DuckDB (a file is then one task).
+        multiLine="true",
+        # A quote inside a quoted value fails the read: DuckDB drops such a
+        # line, Spark would keep a value DuckDB never reads.
+        mode="PERMISSIVE",
+        columnNameOfCorruptRecord=_CORRUPT,
+        unescapedQuoteHandling="RAISE_ERROR",
+    )
+    frame = _union([reader.csv(p) for p in paths])
+    index = {c.name: i for i, c in enumerate(scan.columns)}
+    readable = F.col(_CORRUPT).isNull()
+    if source.encoding != "latin-1":
+        # Spark decodes bytes that are not valid text as U+FFFD, where DuckDB
+        # cannot read the line: counted as unreadable here, so DuckDB describes
+        # (and must count) the same lines (_describe_broken).
+        readable &= ~F.concat_ws("", *names).contains(_REPLACEMENT)
+    return _Read(frame, readable, lambda o: F.col(names[index[o.source.name]]))
+
+
+def _read_jsonl(run: SparkRun, scan: Scan, paths: list[str]) -> _Read:
+    from pyspark.sql.connect import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    keys = [str(c.key) for c in scan.columns]
+    frame = _union([run.spark.read.text(p) for p in paths])
+    # DuckDB skips lines of JSON whitespace alone; any other must be one JSON object.
+    frame = frame.filter(~F.col("value").rlike("^[ \\t\\r\\n]*\\z"))
+    schema = StructType([StructField(k, StringType()) for k in dict.fromkeys(keys)])
+    frame = frame.select("value", F.from_json("value", schema).alias("_dm_json"))
+    value = F.col("value")
+    # parse_json takes one JSON value and nothing after it (from_json and
+    # get_json_object stop after the first); a valid value opening with `{` is
+    # an object. DuckDB cannot read a line with bytes that are not UTF-8.
+    readable = (
+        F.is_valid_utf8(value)
+        & F.try_parse_json(value).isNotNull()
+        & value.rlike("^[ \\t\\r\\n]*[{]")
+    )
+    return _Read(frame, readable, lambda o: F.col("_dm_json").getField(str(o.source.key)))
+
+
+def _read_parquet(run: SparkRun, paths: list[str]) -> _Read:
+    from pyspark.sql.connect import functions as F
+
+    frame = _union([run.spark.read.parquet(p) for p in paths], by_name=True)
+    return _Read(frame, F.lit(True), lambda o: F.col(_quoted(o.source.name)))
+
+
+def _any(columns: list[Column]) -> Column:
+    from pyspark.sql.connect import functions as F
+
+    return functools.reduce(lambda a, b: a | b, columns) if columns else F.lit(False)
+
+
+def _bad_records(run: SparkRun, read: _Read, checked: list[tuple[Coercion, Column]]) -> list[str]:
+    """The first few records that do not match the schema, each as what does not fit."""
+    bad = _any([~f for _, f in checked])
+    items = []
+    for index, (coercion, fits) in enumerate(checked):
+        items += [fits.alias(f"f{index}"), coercion.source.alias(f"v{index}")]
+    rows = run.execute(
+        lambda: (
+            read.frame.filter(read.readable & bad)
+            .select(*items)
+            .limit(rl.MAX_SAMPLE_LINES)
+            .collect()
+        ),
+        context="finding the first bad records",
+    )
+    found = []
+    for row in rows:
+        for index, (coercion, _) in enumerate(checked):
+            if not row[2 * index]:
+                value = row[2 * index + 1]
+                found.append(
+                    f"column {coercion.output.name!r} value {value!r} "
+                    f"is not a {coercion.output.target}"
+                )
+                break
+    return found or ["unknown"]
+
+
+def run_import(run: SparkRun, definition: ImportJobDefinition) -> RunResult:
+    """Plan with the worker's DuckDB, read, check and write with Spark; stage data.parquet."""
+    planner = Session(run.request, run.progress.report, events=run.emit)
+    try:
+        return _import(run, planner, definition)
+    except JobFailed as error:
+        # Spark names the links it read; the user knows the source by its path.
+        error.args = (_LINK.sub("the source file", error.message),)
+        raise
+    finally:
+        planner.close()
+        unlink_inputs(run.staging_dir)
+
+
+def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) -> RunResult:
+    from pyspark.sql.connect import functions as F
+
+    source = definition.source
+    assert isinstance(source, CsvSource | JsonLinesSource | ParquetSource)
+    declared = definition.columns
+    run.where = planner.where = {"source": source_label(source)}
+    scan = sources.open_scan(planner, source, declared)
+    header = source.header if isinstance(source, CsvSource) else True
+    outputs = sources.plan_outputs(planner, scan, declared, header)
+    if not outputs:
+        raise JobFailed("no columns could be read from the source")
+    check_casts(outputs)
+    run.progress.done = planner.progress.done
+    paths = link_inputs(run.staging_dir, scan.files)
+    if isinstance(source, CsvSource):
+        read = _read_csv(run, source, scan, paths)
+    elif isinstance(source, JsonLinesSource):
+        read = _read_jsonl(run, scan, paths)
+    else:
+        read = _read_parquet(run, paths)
+    fail = definition.error_mode == "FAIL"
+
+    def coerce(output: Output) -> Coercion:
+        return Coercion(output, read.column(output))
+
+    checked = [(c, f) for c in map(coerce, outputs) if (f := c.fits()) is not None]
+    counts = run.execute(
+        lambda: read.frame.agg(
+            F.count_if(~read.readable),
+            F.count_if(read.readable & _any([~f for _, f in checked])),
+            *[F.count_if(read.readable & ~f) for _, f in checked],
+            # Spark refuses a query of a CSV's corrupt-record column alone.
+            F.count(read.column(outputs[0])),
+        ).collect()[0],
+        context="checking the records",
+        share=(0.99 - run.progress.done) / 2,
+    )
+    # Unreadable: CSV lines Spark could not split into the columns, or JSON
+    # lines that are not objects.
+    csv = isinstance(source, CsvSource)
+    unreadable, bad = int(counts[0]), int(counts[1])
+    broken, unreadable = (unreadable, 0) if csv else (0, unreadable)
+    bad_sample: list[str] = []
+    if declared is None:
+        # Without a schema nothing is dropped for its type: a column with a
+        # value that does not fit the detected type stays text.
+        text = {c.output.name for (c, _), n in zip(checked, counts[2:-1], strict=True) if n}
+        outputs = [Output(o.name, o.source, "VARCHAR") if o.name in text else o for o in outputs]
+        checked, bad = [], 0
+    elif bad:
+        bad_sample = _bad_records(run, read, checked)
+    problems = record_problems(run.event, bad, unreadable, bad_sample, fail=fail)
+    if broken:
+        # Known before writing on Spark (DuckDB learns it while writing): the
+        # same problems, events and FAIL message, without a write to throw away.
+        problems.append(_describe_broken(planner, scan, broken))
+        if fail:
+            raise JobFailed(failed_message(problems))
+    target = os.path.join(run.staging_dir, "data.parquet")
+    kept = read.frame.filter(read.readable & ~_any([~f for _, f in checked]))
+    selects = [coerce(o).select() for o in outputs]
+    run.execute(
+        lambda: write_one_file(kept.select(*selects), target),
+        context="writing the imported data",
+        share=0.99 - run.progress.done,
+    )
+    written = pq.ParquetFile(target).metadata.num_rows
+    run.where = {}
+    dropped = bad + unreadable + broken
+    return import_result(run.event, source, scan, (written, dropped), target, problems)
+
+
+def _describe_broken(planner: Session, scan: Scan, broken: int) -> str:
+    """The problem of CSV lines Spark could not read, in DuckDB's words (it reads them too)."""
+    # Every column is read (a bare count(*) would not decode the values).
+    planner.execute(
+        f"SELECT count(COLUMNS(*)) FROM {scan.relation('write')}",
+        context="reading unreadable CSV lines",
+    )
+    count, first, lines = csv_rejects(planner, "write")
+    if count != broken:
+        raise JobFailed(
+            f"Spark could not read {broken} line(s) of the CSV source and DuckDB {count}; "
+            'the engines read this file differently: run this import with "engine": "duckdb"'
+        )
+    planner.event(rl.DROPPED, count=count, reason="the CSV line could not be read", sample=lines)
+    return f"{count} CSV line(s) that could not be read (first: {first})"
