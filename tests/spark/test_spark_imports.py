@@ -389,18 +389,33 @@ DIALECT = {
 }
 
 
-@pytest.mark.parametrize("name", list(DIALECT))
-def test_csv_corners_read_alike(
-    area: Area, spark_engine: Any, spark_remote: str, name: str
+# JSON lines corners both engines must read alike.
+JSON_CORNERS = {
+    "tab_before": b'{"a": 1}\n\t{"a": 2}\n',
+    "blank_lines": b'{"a": 1}\n  \t \n\n{"a": 2}\n',
+    "crlf": b'{"a": 1}\r\n{"a": 2}\r\n',
+    "bom": b'\xef\xbb\xbf{"a": 1}\n{"a": 2}\n',
+    "nested": b'{"a": {"b": [1, {"c": null}]}}\n{"a": "x"}\n',
+    "escapes": b'{"a": "\\u00fc\\ud83d\\ude00\\n"}\n',
+    "huge_number": b'{"a": 12345678901234567890}\n{"a": 1}\n',
+    "empty_object": b'{}\n{"a": 1}\n',
+}
+
+CORNERS = [("csv", name) for name in DIALECT] + [("jsonl", name) for name in JSON_CORNERS]
+
+
+@pytest.mark.parametrize(("kind", "name"), CORNERS)
+def test_corners_read_alike(
+    area: Area, spark_engine: Any, spark_remote: str, kind: str, name: str
 ) -> None:
-    csv = area.sources / f"{name}.csv"
-    csv.write_bytes(DIALECT[name])
-    _both(
-        area,
-        spark_engine,
-        {"kind": "import", "source": {"kind": "csv", "path": str(csv)}},
-        spark_remote,
-    )
+    path = area.sources / f"{name}.{kind}"
+    path.write_bytes(DIALECT[name] if kind == "csv" else JSON_CORNERS[name])
+    source = {"kind": kind, "path": str(path)}
+    _both(area, spark_engine, {"kind": "import", "source": source}, spark_remote)
+    if kind == "jsonl":
+        schema = [{"name": "a", "type": "VARCHAR"}]
+        definition = {"kind": "import", "source": source, "schema": schema}
+        _both(area, spark_engine, definition, spark_remote)
 
 
 def _refused(area: Area, engine: Any, remote: str, data: bytes) -> str:
@@ -468,28 +483,3 @@ def test_hadoop_paths_are_escaped_and_schemes_refused() -> None:
     assert hadoop_path("/d/{a,b}/[x]*?\\") == "/d/\\{a,b\\}/\\[x\\]\\*\\?\\\\"
     with pytest.raises(JobFailed, match="holds ':'"):
         hadoop_path("/d/hdfs:x/input/00000")
-
-
-# JSON lines corners both engines must read alike.
-JSON_CORNERS = {
-    "tab_before": b'{"a": 1}\n\t{"a": 2}\n',
-    "blank_lines": b'{"a": 1}\n  \t \n\n{"a": 2}\n',
-    "crlf": b'{"a": 1}\r\n{"a": 2}\r\n',
-    "bom": b'\xef\xbb\xbf{"a": 1}\n{"a": 2}\n',
-    "nested": b'{"a": {"b": [1, {"c": null}]}}\n{"a": "x"}\n',
-    "escapes": b'{"a": "\\u00fc\\ud83d\\ude00\\n"}\n',
-    "huge_number": b'{"a": 12345678901234567890}\n{"a": 1}\n',
-    "empty_object": b'{}\n{"a": 1}\n',
-}
-
-
-@pytest.mark.parametrize("name", list(JSON_CORNERS))
-def test_json_lines_corners_read_alike(
-    area: Area, spark_engine: Any, spark_remote: str, name: str
-) -> None:
-    jsonl = area.sources / f"{name}.jsonl"
-    jsonl.write_bytes(JSON_CORNERS[name])
-    source = {"kind": "jsonl", "path": str(jsonl)}
-    _both(area, spark_engine, {"kind": "import", "source": source}, spark_remote)
-    schema = [{"name": "a", "type": "VARCHAR"}]
-    _both(area, spark_engine, {"kind": "import", "source": source, "schema": schema}, spark_remote)
