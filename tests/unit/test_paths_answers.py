@@ -19,17 +19,10 @@ from datamill.engine.paths import (
     safe_url,
 )
 from datamill.errors import InvalidDefinition, InvalidInput, PathNotAllowed
+from tests.unit import test_paths
 
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    """An allowed root with a file and a sub-folder holding one, and a sibling outside it."""
-    (tmp_path / "root" / "sub").mkdir(parents=True)
-    (tmp_path / "root" / "a.csv").write_text("x")
-    (tmp_path / "root" / "sub" / "b.csv").write_text("x")
-    (tmp_path / "rootless").mkdir()
-    (tmp_path / "rootless" / "c.csv").write_text("x")
-    return tmp_path / "root"
+# The same allowed root, with a file, a sub-folder and the sibling "rootless" outside it.
+root = test_paths.root
 
 
 def _exact(text: str) -> str:
