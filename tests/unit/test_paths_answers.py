@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from datamill.engine.paths import (
+    _interface_addresses,
     _metadata_target,
     check_database_url,
     check_path,
@@ -417,3 +420,57 @@ def test_an_unresolvable_metadata_host_is_compared_by_name() -> None:
         "db",
     )
     assert _metadata_target(sa.make_url("sqlite:///x.db")) is None
+
+
+def test_a_glob_match_linking_out_is_refused_as_that_file(root: Path) -> None:
+    (root / "linked.csv").symlink_to(root.parent / "rootless" / "c.csv")
+    link = str(root / "linked.csv")
+    with pytest.raises(
+        PathNotAllowed,
+        match=_exact(f"source file {link!r} is outside the allowed folders ({root})"),
+    ):
+        expand_source_paths(f"{root}/*.csv", (str(root),))
+
+
+def _ip_command_addresses() -> set[str]:
+    """This machine's interface addresses as `ip -o addr` lists them (another reader)."""
+    ip = shutil.which("ip")
+    if ip is None:
+        pytest.skip("no ip command to compare with")
+    listed = subprocess.run([ip, "-o", "addr"], check=True, capture_output=True, text=True)
+    found = set()
+    for line in listed.stdout.splitlines():
+        words = line.split()
+        kind = words.index("inet") if "inet" in words else words.index("inet6")
+        found.add(words[kind + 1].split("/")[0])
+    return found
+
+
+def test_every_interface_address_is_this_machine() -> None:
+    """/proc is read right: the same addresses as the ip command, no network or broadcast one."""
+    listed = _ip_command_addresses()
+    assert {str(ip) for ip in _interface_addresses()} == listed
+    metadata = ("postgresql://u@127.0.0.1:5432/meta",)
+    for address in listed - {"127.0.0.1", "::1"}:
+        if address.startswith("fe80:"):
+            continue  # link-local: not reachable without a zone
+        host = f"[{address}]" if ":" in address else address
+        with pytest.raises(PathNotAllowed, match=r"names Datamill's own database$"):
+            _check(f"postgresql://u:p@{host}:5432/meta", metadata)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["[::ffff:192.0.2.1]", "[64:ff9b::c000:201]", "[2002:c000:201::]", "[::c000:201]", "192.0.2.1"],
+)
+def test_another_machine_inside_ipv6_is_another_machine(host: str) -> None:
+    checked = _check(f"postgresql://u:p@{host}/meta", ("postgresql://u@127.0.0.1/meta",))
+    assert checked.query["hostaddr"] in ("192.0.2.1", host.strip("[]"))
+
+
+def test_the_first_of_a_repeated_metadata_option_counts() -> None:
+    # SQLAlchemy makes a repeated host a libpq host list, tried in order: the store is
+    # where the first one leads.
+    forbidden = "postgresql://u@192.0.2.1/x?host=localhost&host=192.0.2.9&dbname=store"
+    with pytest.raises(PathNotAllowed, match=r"names Datamill's own database$"):
+        _check("postgresql://u:p@127.0.0.1/store", (forbidden,))
