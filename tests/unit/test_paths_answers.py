@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ from datamill.engine.paths import (
     check_url_text,
     expand_source_paths,
     is_glob,
+    is_local,
+    resolved_url,
     safe_url,
 )
 from datamill.errors import InvalidDefinition, InvalidInput, PathNotAllowed
@@ -474,3 +477,18 @@ def test_the_first_of_a_repeated_metadata_option_counts() -> None:
     forbidden = "postgresql://u@192.0.2.1/x?host=localhost&host=192.0.2.9&dbname=store"
     with pytest.raises(PathNotAllowed, match=r"names Datamill's own database$"):
         _check("postgresql://u:p@127.0.0.1/store", (forbidden,))
+
+
+def test_a_zone_names_an_interface_of_this_machine_not_another_one() -> None:
+    # URLs reach is_local without a zone (_normal drops it); the zone is handled anyway.
+    assert is_local(ipaddress.IPv6Address("::1%lo"))
+    assert is_local(ipaddress.IPv6Address("::ffff:127.0.0.1%eth0"))
+    assert not is_local(ipaddress.IPv6Address("2001:db8::1%eth0"))
+
+
+def test_an_unresolved_connection_is_named() -> None:
+    assert resolved_url("sqlite:///x.db") == "sqlite:///x.db"
+    with pytest.raises(
+        InvalidDefinition, match=_exact("the database connection was not resolved for this run")
+    ):
+        resolved_url(None)
