@@ -492,3 +492,15 @@ def test_an_unresolved_connection_is_named() -> None:
         InvalidDefinition, match=_exact("the database connection was not resolved for this run")
     ):
         resolved_url(None)
+
+
+def test_a_metadata_database_on_another_machine_is_refused_there() -> None:
+    # The store may live on another host; the same host, port and database is refused.
+    with pytest.raises(
+        PathNotAllowed,
+        match=_exact(
+            "source URL 'postgresql://u:***@192.0.2.1/store' names Datamill's own database"
+        ),
+    ):
+        _check("postgresql://u:p@192.0.2.1/store", ("postgresql://meta@192.0.2.1:5432/store",))
+    _check("postgresql://u:p@192.0.2.3/store", ("postgresql://meta@192.0.2.1:5432/store",))
