@@ -504,3 +504,22 @@ def test_a_metadata_database_on_another_machine_is_refused_there() -> None:
     ):
         _check("postgresql://u:p@192.0.2.1/store", ("postgresql://meta@192.0.2.1:5432/store",))
     _check("postgresql://u:p@192.0.2.3/store", ("postgresql://meta@192.0.2.1:5432/store",))
+
+
+def test_sqlite_refusals_say_what_is_wrong(root: Path) -> None:
+    def refused(url: str) -> str:
+        with pytest.raises(InvalidInput) as error:
+            check_database_url(url, (str(root),), (), "source", must_exist=True)
+        return error.value.message
+
+    assert refused("sqlite://") == "source SQLite URL 'sqlite://' must name a file"
+    url = f"sqlite:///{root}/a.db?mode=ro"
+    assert refused(url) == f"source SQLite URL {url!r} takes no options"
+    dotted = f"{root}/sub/../a.db"
+    assert (
+        refused(f"sqlite:///{dotted}") == f"source database file {dotted!r} must not contain '..'"
+    )
+    outside = str(root.parent / "rootless" / "x.db")
+    assert refused(f"sqlite:///{outside}") == (
+        f"source database file {outside!r} is outside the allowed folders ({root})"
+    )
