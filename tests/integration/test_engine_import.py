@@ -98,6 +98,25 @@ def test_glob_reads_every_matching_file(area: Area) -> None:
     assert result.counters["IMPORT_RECORDS"] == 3
 
 
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
+def test_files_whose_names_hold_wildcards_are_read_once_each(area: Area, kind: str) -> None:
+    # A glob's matches are handed to DuckDB by name; DuckDB would expand a
+    # name's own wildcards again: `a?.csv` would read `ab.csv` a second time,
+    # `c[1].csv` would read `c1.csv` instead of itself.
+    names = {"a?": 1, "ab": 2, "c[1]": 3, "c1": 4, "d*": 5}
+    for name, value in names.items():
+        path = area.sources / f"{name}.{kind}"
+        if kind == "csv":
+            _write(path, f"v\n{value}\n")
+        elif kind == "jsonl":
+            _write(path, json.dumps({"v": value}) + "\n")
+        else:
+            pq.write_table(pa.table({"v": [value]}), path)
+    result = run_import(area, {"kind": kind, "path": str(area.sources / f"*.{kind}")})
+    assert sorted(r["v"] for r in imported(area)) == [1, 2, 3, 4, 5]
+    assert result.counters["IMPORT_RECORDS"] == 5
+
+
 def test_jsonl_source(area: Area) -> None:
     lines = [{"id": 1, "tags": ["a"], "ok": True}, {"id": 2, "price": 2.5, "ok": False}]
     path = _write(area.sources / "e.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n")

@@ -17,7 +17,7 @@ from datamill.engine.duckdb.database import (
     duckdb_message,
     open_database,
 )
-from datamill.engine.duckdb.literals import lit_list
+from datamill.engine.duckdb.literals import lit_list, literal_file
 from datamill.engine.duckdb.progress import POLLER, Progress
 from datamill.errors import InvalidSql, JobFailed
 
@@ -119,7 +119,7 @@ class Session:
         self.locked = True
         dirs = [self.staging_dir, self.temp_dir]
         statements = [
-            f"SET allowed_paths = {lit_list([os.path.realpath(f) for f in files])}",
+            f"SET allowed_paths = {lit_list(_allowed(files))}",
             f"SET allowed_directories = {lit_list(dirs)}",
             "SET enable_external_access = false",
             "SET python_enable_replacements = false",
@@ -127,3 +127,16 @@ class Session:
         ]
         for statement in statements:
             self.execute(statement, context="locking down DuckDB")
+
+
+def _allowed(files: Sequence[str]) -> list[str]:
+    """Each file as DuckDB opens it and as the readers name it (wildcards escaped).
+
+    DuckDB checks the name it was given as well as the file it opens; an
+    escaped name matches only its own file, so allowing it widens nothing.
+    """
+    names: list[str] = []
+    for f in files:
+        real = os.path.realpath(f)
+        names += dict.fromkeys([real, literal_file(real), literal_file(f)])
+    return names

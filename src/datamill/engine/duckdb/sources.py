@@ -29,7 +29,7 @@ from datamill.domain.definitions import (
     JsonLinesSource,
     ParquetSource,
 )
-from datamill.engine.duckdb.literals import ident, lit, lit_list
+from datamill.engine.duckdb.literals import file_list, ident, lit
 from datamill.engine.paths import check_database_url, expand_source_paths, resolved_url, safe_url
 from datamill.errors import InvalidDefinition, InvalidInput, JobFailed, PassingFailure
 
@@ -159,7 +159,7 @@ def _csv_scan(
 
     def relation(tag: str) -> str:
         return (
-            f"read_csv({lit_list(files)}, {options}, "
+            f"read_csv({file_list(files)}, {options}, "
             f"rejects_table = 'dm_rejects_{tag}', rejects_scan = 'dm_scans_{tag}')"
         )
 
@@ -186,7 +186,7 @@ def _jsonl_scan(session: Session, files: list[str], declared: list[Column] | Non
     def relation(tag: str) -> str:
         del tag
         return (
-            f"(SELECT json AS __dm_json FROM read_ndjson_objects({lit_list(files)}, "
+            f"(SELECT json AS __dm_json FROM read_ndjson_objects({file_list(files)}, "
             "ignore_errors = true))"
         )
 
@@ -220,7 +220,7 @@ def _jsonl_scan(session: Session, files: list[str], declared: list[Column] | Non
 def _parquet_scan(session: Session, files: list[str], source_bytes: int) -> Scan:
     def relation(tag: str) -> str:
         del tag
-        return f"read_parquet({lit_list(files)}, union_by_name = true)"
+        return f"read_parquet({file_list(files)}, union_by_name = true)"
 
     rows = session.execute(f"DESCRIBE SELECT * FROM {relation('')}", context="reading Parquet")
     columns = [SourceColumn(str(r[0]), ident(str(r[0])), str(r[1])) for r in rows]
