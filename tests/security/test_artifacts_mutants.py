@@ -137,3 +137,73 @@ def test_a_job_name_keeps_its_inner_dots_in_lists_and_dependencies(
     # A job saved without a description lists an empty one.
     (plain,) = [i for i in team.call("rita", "GET", "/rest/import-job").json() if i["path"] == IMP]
     assert (plain["name"], plain["description"], plain["owner"]) == ("orders", "", "eve")
+
+
+# ---------------------------------------------------------------- the path of a document
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "saved"),
+    [
+        ("/rest/import-job", "  sales  ", "/Data/ImportJobs/sales.imp"),
+        ("/rest/import-job", "sales.imp", "/Data/ImportJobs/sales.imp"),
+        ("/rest/import-job", " /Users/eve/sales ", "/Users/eve/sales.imp"),
+        ("/rest/workbook", "sums", "/Analytics/Workbooks/sums.wbk"),
+        ("/rest/export-job", "out.exp", "/Data/ExportJobs/out.exp"),
+    ],
+)
+def test_a_document_path_is_trimmed_placed_and_given_its_extension_once(
+    team: Actors, files_root: Path, base: str, path: str, saved: str
+) -> None:
+    made = team.call("eve", "POST", base, {**_definition(base, files_root), "path": path})
+    assert made.status_code == 200, made.text
+    read = team.call("eve", "GET", f"{base}/{made.json()['configuration-id']}").json()
+    assert read["path"] == saved
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "reason"),
+    [
+        ("/rest/import-job", None, "path: required, e.g. /Data/ImportJobs/name.imp or just a name"),
+        (
+            "/rest/import-job",
+            "   ",
+            "path: required, e.g. /Data/ImportJobs/name.imp or just a name",
+        ),
+        ("/rest/import-job", 7, "path: required, e.g. /Data/ImportJobs/name.imp or just a name"),
+        (
+            "/rest/workbook",
+            "",
+            "path: required, e.g. /Analytics/Workbooks/name.wbk or just a name",
+        ),
+        ("/rest/import-job", "x.wbk", "path: a import job file name must end with .imp"),
+        ("/rest/import-job", "/Users/eve/x.exp", "path: a import job file name must end with .imp"),
+        ("/rest/workbook", "x.imp", "path: a workbook job file name must end with .wbk"),
+        ("/rest/export-job", "x.wbk", "path: a export job file name must end with .exp"),
+    ],
+)
+def test_a_document_path_that_names_no_job_file_is_refused_exactly(
+    team: Actors, files_root: Path, base: str, path: Any, reason: str
+) -> None:
+    document = _definition(base, files_root)
+    if path is not None:
+        document["path"] = path
+    before = team.call("admin", "GET", base).json()
+    refused = team.call("eve", "POST", base, document)
+    assert (refused.status_code, refused.json()) == (400, {"status": "failure", "reason": reason})
+    assert team.call("admin", "GET", base).json() == before
+
+
+def _definition(base: str, files_root: Path) -> dict[str, Any]:
+    """A valid definition (without path) for each kind, reading eve's orders.imp."""
+    if base == "/rest/import-job":
+        return orders_import(files_root / "users" / "eve" / "orders.csv")
+    if base == "/rest/workbook":
+        return {
+            "sheets": [
+                {"kind": "data", "name": "o", "source": {"importJob": IMP}},
+                {"kind": "sql", "name": "all", "keep": True, "sql": "SELECT * FROM o"},
+            ]
+        }
+    sink = {"kind": "csv", "path": str(files_root / "users" / "eve" / "out.csv")}
+    return {"source": {"importJob": IMP}, "sink": sink}
