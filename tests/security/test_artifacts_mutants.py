@@ -207,3 +207,70 @@ def _definition(base: str, files_root: Path) -> dict[str, Any]:
         }
     sink = {"kind": "csv", "path": str(files_root / "users" / "eve" / "out.csv")}
     return {"source": {"importJob": IMP}, "sink": sink}
+
+
+# ---------------------------------------------------------------- update and delete
+
+
+def _config_id(team: Actors, path: str) -> int:
+    with team.node.store.db.read() as conn:
+        config = team.node.store.jobs.for_file(conn, _file(team, path)["id"])
+    assert config is not None
+    return config.id
+
+
+def test_moving_a_job_needs_the_right_to_create_where_it_goes(team: Actors) -> None:
+    url = f"/rest/import-job/{_config_id(team, IMP)}"
+    document = team.call("eve", "GET", url).json()
+    # bob's home is no place for eve's files: the move is refused, the job stays.
+    moved = team.call("eve", "PUT", url, {**document, "path": "/Users/bob/orders.imp"})
+    assert (moved.status_code, moved.json()) == (
+        403,
+        {
+            "status": "failure",
+            "reason": "/Users/bob is reserved as the home folder of the user 'bob': "
+            "only that user (or an ADMIN) may create anything there",
+        },
+    )
+    assert team.call("eve", "GET", url).json() == document
+    listed = [i["path"] for i in team.call("admin", "GET", "/rest/import-job").json()]
+    assert listed == [IMP]
+    # Into her own home it moves, keeping its id.
+    home = team.call("eve", "PUT", url, {**document, "path": "/Users/eve/orders.imp"})
+    assert home.json() == {"status": "success"}, home.text
+    assert team.call("rita", "GET", url).json() == {**document, "path": "/Users/eve/orders.imp"}
+
+
+def test_an_update_without_a_path_keeps_the_path(team: Actors) -> None:
+    url = f"/rest/import-job/{_config_id(team, IMP)}"
+    document = team.call("eve", "GET", url).json()
+    without = {k: v for k, v in document.items() if k != "path"}
+    changed = team.call("eve", "PUT", url, {**without, "description": "kept where it was"})
+    assert changed.json() == {"status": "success"}, changed.text
+    assert team.call("eve", "GET", url).json() == {**document, "description": "kept where it was"}
+
+
+def test_a_job_with_a_queued_run_is_not_deleted(team: Actors) -> None:
+    config_id = _config_id(team, IMP)
+    url = f"/rest/import-job/{config_id}"
+    document = team.call("eve", "GET", url).json()
+    queued = team.call("eve", "POST", f"/api/job-execution{IMP}/trigger")
+    assert queued.status_code == 200, queued.text
+    conflict = {
+        "status": "failure",
+        "reason": f"{IMP} cannot be deleted while it is queued or running",
+    }
+    missing = team.call("bob", "DELETE", "/rest/import-job/987654").json()
+    expected = {
+        "eve": (409, conflict),
+        "rita": (403, {"status": "failure", "reason": f"you are not allowed to change {IMP}"}),
+        "bob": (404, {**missing, "reason": missing["reason"].replace("987654", str(config_id))}),
+        "admin": (409, conflict),
+    }
+    for user, answer in expected.items():
+        refused = team.call(user, "DELETE", url)
+        assert (refused.status_code, refused.json()) == answer, user
+    assert team.call("admin", "GET", url).json() == document
+    run = queued.json()["job-execution-id"]
+    details = team.call("eve", "GET", f"/rest/job-execution/job-details/{run}").json()
+    assert details["jobStatus"] == "QUEUED"
