@@ -274,3 +274,32 @@ def test_a_job_with_a_queued_run_is_not_deleted(team: Actors) -> None:
     run = queued.json()["job-execution-id"]
     details = team.call("eve", "GET", f"/rest/job-execution/job-details/{run}").json()
     assert details["jobStatus"] == "QUEUED"
+
+
+def test_deleting_a_job_removes_its_data_from_disk(team: Actors) -> None:
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datamill.domain.status import JobStatus
+    from datamill.store.data import newest_data
+    from datamill.store.queue import Outcome
+
+    node = team.node
+    config_id = _config_id(team, IMP)
+    run = team.call("eve", "POST", f"/api/job-execution{IMP}/trigger").json()["job-execution-id"]
+    node.store.queue.register_worker("w", "host", os.getpid())
+    claimed = node.store.queue.claim_next_execution("w")
+    assert claimed is not None and claimed.id == run
+    staging = node.settings.staging_root / str(run)
+    staging.mkdir(parents=True)
+    pq.write_table(pa.table({"n": [1, 2]}), staging / "data.parquet")
+    outcome = Outcome(JobStatus.COMPLETED, sheets={"data": 2}, staging_dir=str(staging))
+    assert node.store.queue.finish(claimed, "w", outcome)
+    with node.store.db.read() as conn:
+        data = newest_data(conn, config_id)
+    assert data is not None and data.location and Path(data.location).is_dir()
+    deleted = team.call("eve", "DELETE", f"/rest/import-job/{config_id}")
+    assert deleted.json() == {"status": "success"}, deleted.text
+    assert not Path(data.location).exists()
