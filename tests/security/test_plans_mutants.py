@@ -1,0 +1,113 @@
+"""The sequential trigger (services/plans.py): what the mutation triage showed no test asserted.
+
+admin owns the jobs and opens them to others with flags; eve (no group, no
+ownership) triggers plans through the HTTP route. docs/testing.md, "Surviving
+mutants", services/plans.py, names the mutants each test kills.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datamill.domain.status import JobKind
+from datamill.store.executions import active_executions
+from tests.security.conftest import Actors
+
+A = "/Data/ImportJobs/a.imp"
+PLAN = "/api/job-execution/sequential-trigger"
+
+
+def _workbook(source: str, mode: str) -> dict[str, Any]:
+    return {
+        "triggering": {"mode": mode},
+        "sheets": [
+            {"kind": "data", "name": "s", "source": {"importJob": source}}
+            if source.endswith(".imp")
+            else {"kind": "data", "name": "s", "source": {"workbook": source, "sheet": "out"}},
+            {"kind": "sql", "name": "out", "keep": True, "sql": "SELECT * FROM s"},
+        ],
+    }
+
+
+def _define(
+    actors: Actors, path: str, kind: JobKind, definition: dict[str, Any], flags: str
+) -> int:
+    """admin's job; `flags` holds r and/or x for everyone else. Its configuration id."""
+    node = actors.node
+    entry, config = node.jobs.define_job(path, kind, definition, "admin")
+    with node.store.db.write() as conn:
+        node.store.files.set_others_flags(
+            conn, entry.id, readable="r" in flags, writable=False, executable="x" in flags
+        )
+    return config.id
+
+
+def _active(actors: Actors) -> list[tuple[int, str]]:
+    with actors.node.store.db.read() as conn:
+        return sorted((e.job_configuration_id, e.triggered_by) for e in active_executions(conn))
+
+
+def test_a_plan_takes_only_data_driven_workbooks_eve_may_read_and_run(actors: Actors) -> None:
+    wbk = JobKind.WORKBOOK
+    a = _define(actors, A, JobKind.IMPORT, {"source": {"kind": "csv", "path": "/x.csv"}}, "rx")
+    d1 = "/Analytics/Workbooks/d1.wbk"
+    planned = _define(actors, d1, wbk, _workbook(A, "DATA_DRIVEN"), "rx")
+    # Two steps down: the plan follows the chain.
+    further = _define(
+        actors, "/Analytics/Workbooks/d5.wbk", wbk, _workbook(d1, "DATA_DRIVEN"), "rx"
+    )
+    # Run but not read: left out (a plan names only what its caller may read).
+    blind = "/Analytics/Workbooks/d2.wbk"
+    _define(actors, blind, wbk, _workbook(A, "DATA_DRIVEN"), "x")
+    # Downstream only of the left-out one: never reached, though eve may run it.
+    _define(actors, "/Analytics/Workbooks/d4.wbk", wbk, _workbook(blind, "DATA_DRIVEN"), "rx")
+    # Read but not run; a manual workbook; an export job: none of them planned.
+    _define(actors, "/Analytics/Workbooks/d3.wbk", wbk, _workbook(A, "DATA_DRIVEN"), "r")
+    _define(actors, "/Analytics/Workbooks/m.wbk", wbk, _workbook(A, "MANUAL"), "rx")
+    export = {"source": {"importJob": A}, "sink": {"kind": "csv", "path": "/tmp/never.csv"}}
+    _define(actors, "/Data/ExportJobs/e.exp", JobKind.EXPORT, export, "rx")
+
+    # The same job twice (by path and by id) is one member.
+    answer = actors.call("eve", "POST", PLAN, {"fileIds": [A, A, str(_file_id(actors, A))]})
+    assert answer.status_code == 200, answer.text
+    members = answer.json()["execution-plan"]
+    assert [
+        (m["job-configuration-name"], m["job-configuration-id"], m["trigger"]) for m in members
+    ] == [
+        ("a", a, True),
+        ("d1", planned, True),
+        ("d5", further, True),
+    ]
+    assert _active(actors) == [(a, "eve"), (planned, "eve"), (further, "eve")]
+
+
+def _file_id(actors: Actors, path: str) -> int:
+    with actors.node.store.db.read() as conn:
+        entry = actors.node.store.files.find(conn, path)
+    assert entry is not None
+    return entry.id
+
+
+def test_an_empty_plan_is_refused_by_name(actors: Actors) -> None:
+    for body in ({"fileIds": []}, []):
+        refused = actors.call("eve", "POST", PLAN, body)
+        assert (refused.status_code, refused.json()) == (
+            400,
+            {"status": "failure", "reason": "fileIds must name at least one job"},
+        )
+    assert _active(actors) == []
+
+
+def test_a_cycle_in_a_plan_is_named_member_by_member(actors: Actors) -> None:
+    x, y = "/Analytics/Workbooks/x.wbk", "/Analytics/Workbooks/y.wbk"
+    _define(actors, x, JobKind.WORKBOOK, _workbook(y, "DATA_DRIVEN"), "rx")
+    _define(actors, y, JobKind.WORKBOOK, _workbook(x, "DATA_DRIVEN"), "rx")
+    refused = actors.call("eve", "POST", PLAN, {"fileIds": [x]})
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {
+            "status": "failure",
+            "reason": "the jobs read from each other in a cycle: x.wbk -> y.wbk -> x.wbk",
+        },
+    )
+    assert _active(actors) == []
