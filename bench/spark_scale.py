@@ -180,12 +180,14 @@ def main() -> None:
                     ],
                 }
                 client.post("/rest/workbook", json=workbook).raise_for_status()
-        for engine in imports:
-            path = f"/Data/ImportJobs/lineitem-{engine}.imp"
-            timed(node, reader, path, f"import, engine {engine}")
+        # The workbooks right after the first import, the other imports last.
+        timed(node, reader, imp, f"import, engine {imports[0]}")
         for engine in args.workbook_engines.split(","):
             label = f"Q1 workbook, engine {engine}, over the {imports[0]} import"
             timed(node, reader, f"/Analytics/Workbooks/q1-{engine}.wbk", label)
+        for engine in imports[1:]:
+            path = f"/Data/ImportJobs/lineitem-{engine}.imp"
+            timed(node, reader, path, f"import, engine {engine}")
         reader.close()
 
 
