@@ -99,6 +99,11 @@ def test_a_job_naming_spark_runs_on_spark_through_the_worker(node: Node) -> None
         rows = {r["region"]: int(r["n"]) for r in csv.DictReader(handle)}
     # amounts are 10*i for i in 1..30; those >= 150 are i = 15..30, split by i % 3.
     assert rows == {"east": 5, "north": 6, "south": 5}
+    # Both Spark runs worked in their work horse's Spark session (the worker
+    # hands the horse's id over), not in one set up for each run.
+    started = [_started(node, e.id) for e in (workbook, exported)]
+    assert [s["session"] for s in started] == ["horse", "horse"]
+    assert started[0]["pid"] == started[1]["pid"]
 
 
 def test_stopping_a_spark_run_frees_spark_for_the_next_run(node: Node) -> None:
@@ -123,10 +128,14 @@ def test_stopping_a_spark_run_frees_spark_for_the_next_run(node: Node) -> None:
     assert after.status is JobStatus.COMPLETED, after.error_message
 
 
-def _engine_of(node: Node, execution_id: int) -> str:
+def _started(node: Node, execution_id: int) -> dict[str, object]:
     with node.store.db.read() as conn:
         log = read_log(conn, execution_id)
-    return str(next(e.detail["engine"] for e in log if e.event == rl.STARTED))
+    return dict(next(e.detail for e in log if e.event == rl.STARTED))
+
+
+def _engine_of(node: Node, execution_id: int) -> str:
+    return str(_started(node, execution_id)["engine"])
 
 
 def test_the_workers_engine_runs_jobs_that_name_none(spark_node: Node) -> None:

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 import traceback
+import uuid
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -118,6 +119,9 @@ class Horse:
             name="datamill-horse",
             daemon=True,
         )
+        # Names the engine's session elsewhere (Spark) for all of this child's
+        # runs; after killing the child the worker cancels that session's work.
+        self.session = str(uuid.uuid4())
         self.process.start()
         child_end.close()
         self._ready = False

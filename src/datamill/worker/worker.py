@@ -379,6 +379,10 @@ class Worker:
                 self._finish(execution, Outcome(JobStatus.ERROR, error_message=message))
                 return horse
         reusable: Horse | None = horse
+        # The horse's engine session (Spark's, one for all its runs), which a kill
+        # below cancels too: the horse runs one request at a time, so the session
+        # holds this run's work only.
+        request = dataclasses.replace(request, horse_session=horse.session)
         try:
             horse.send(request)
             limits = effective_limits(request.definition, self.settings)

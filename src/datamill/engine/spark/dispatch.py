@@ -47,6 +47,9 @@ class SparkEngine:
         # worker knows only the horse's id and each run's, so every later run
         # has a session of its own, named by its attempt, as the worker expects.
         self._per_run = False
+        # Sessions of single runs, ended after the run's answer was sent: ending
+        # one on the server takes seconds on a loaded machine (measured ~2 s).
+        self._ended: list[HorseSession] = []
 
     def _session_for(self, request: RunRequest) -> HorseSession:
         remote = self._remote(request)
@@ -70,6 +73,15 @@ class SparkEngine:
     def _remote(self, request: RunRequest) -> str:
         if request.spark_remote:
             return request.spark_remote
+        if self._local is not None and self._local.process.poll() is not None:
+            # The local Spark died (out of memory, killed): its sessions went with
+            # it. A new server, which never saw the horse's id, serves later runs.
+            log.warning("the local Spark server ended; starting a new one")
+            self._local.close()
+            self._local = None
+            if self._session is not None:
+                self._session.close()
+                self._session = None
         if self._local is None:
             server = LocalServer(threads=request.threads, temp_dir=request.temp_dir)
             try:
@@ -97,8 +109,42 @@ class SparkEngine:
         ):
             # Through the worker, which holds the connection entries and their secrets.
             return self._duckdb.run(request, progress, events)
-        events(rl.pending(rl.STARTED, engine="spark", pid=os.getpid()))
-        run = SparkRun(request, self._session_for(request), progress, events)
+        self._end_run_sessions()  # a caller that never calls between_runs
+        session = self._session_for(request)
+        events(rl.pending(rl.STARTED, engine="spark", pid=os.getpid(), session=_kind(session)))
+        try:
+            return self._run_in(session, request, definition, progress, events)
+        except JobFailed:
+            if session.per_run or session is not self._session or session.responds():
+                raise
+        # The horse's session was lost mid-run (the server ended or restarted
+        # it): the run's work went with it. Every later run gets a session of
+        # its own, which the worker can still name (the attempt's id), and this
+        # run starts again on one, from its first sheet.
+        log.warning("the Spark session %s was lost; each run gets its own from now", session.id)
+        session.close()
+        self._session, self._per_run = None, True
+        session = self._session_for(request)
+        events(
+            rl.pending(
+                rl.STARTED,
+                engine="spark",
+                pid=os.getpid(),
+                session=_kind(session),
+                again="session lost",
+            )
+        )
+        return self._run_in(session, request, definition, progress, events)
+
+    def _run_in(
+        self,
+        session: HorseSession,
+        request: RunRequest,
+        definition: WorkbookDefinition | ImportJobDefinition | ExportJobDefinition,
+        progress: ProgressCallback,
+        events: EventCallback,
+    ) -> RunResult:
+        run = SparkRun(request, session, progress, events)
         failed = True
         try:
             if isinstance(definition, WorkbookDefinition):
@@ -114,6 +160,8 @@ class SparkEngine:
             raise JobFailed(f"cannot read or write a file: {error}") from None
         finally:
             run.close()
+            if session.per_run:
+                self._ended.append(session)
             if failed:
                 run.session.used = 0.0  # the next run checks the session first
             if failed and run.where:
@@ -122,15 +170,26 @@ class SparkEngine:
         return result
 
     def between_runs(self) -> None:
-        """Let the worker's DuckDB tidy up; the Spark session stays for the next run."""
+        """End the last run's own Spark session, if any; the horse's stays for the next run."""
+        self._end_run_sessions()
         self._duckdb.between_runs()
+
+    def _end_run_sessions(self) -> None:
+        while self._ended:
+            self._ended.pop().close()
 
     def close(self) -> None:
         """End the horse's Spark session; stop the local server, if this engine started one."""
         self._duckdb.close()
+        self._end_run_sessions()
         if self._session is not None:
             self._session.close()
             self._session = None
         if self._local is not None:
             self._local.close()
             self._local = None
+
+
+def _kind(session: HorseSession) -> str:
+    # The run log says whether the run used its horse's session or one of its own.
+    return "run" if session.per_run else "horse"

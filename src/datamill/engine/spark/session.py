@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from datamill.domain import runlog as rl
 from datamill.engine.base import EventCallback, ProgressCallback, RunRequest
 from datamill.engine.duckdb.progress import Progress
+from datamill.engine.spark.schemas import footer_schema
 from datamill.errors import InvalidSql, JobFailed
 
 if TYPE_CHECKING:
@@ -134,8 +135,10 @@ class HorseSession:
 
     def alive(self) -> bool:
         """Whether the server still knows the session (asked only after an idle spell)."""
-        if time.monotonic() - self.used < IDLE_CHECK_SECONDS:
-            return True
+        return time.monotonic() - self.used < IDLE_CHECK_SECONDS or self.responds()
+
+    def responds(self) -> bool:
+        """Whether the server still knows the session, asked now."""
         try:
             self.spark.conf.get("spark.sql.parquet.outputTimestampType")
         except Exception:  # closed by the server, or the server restarted
@@ -143,12 +146,16 @@ class HorseSession:
         return True
 
     def source(self, path: str) -> Any:
-        """A DataFrame of the Parquet file `path`, its schema inferred once per session.
+        """A DataFrame of the Parquet file `path`, with no Spark job to learn its schema.
 
         Spark's own inference reads the file's footer with a Spark job per
-        read; the schema it inferred the first time is handed back on later
-        reads, so types are exactly Spark's and the plan stays a plain read.
+        read. The schema is read from the footer here (engine/spark/schemas.py)
+        where its types map exactly; otherwise the schema Spark inferred the
+        first time is handed back on later reads in this session.
         """
+        given = footer_schema(path)
+        if given is not None:
+            return self.spark.read.schema(given).parquet(path)
         key = _file_key(path)
         schema = self._schemas.get(key) if key is not None else None
         if schema is not None:
@@ -257,11 +264,10 @@ class SparkRun:
         return result
 
     def close(self) -> None:
-        """Drop the run's views and its tag; a per-run session ends."""
+        """Drop the run's views and its tag; a per-run session is left for the caller to end."""
         self.session.handler = None
         self.session.used = time.monotonic()
         if self.session.per_run:
-            self.session.close()
             return
         try:
             for name in sorted(self.views):

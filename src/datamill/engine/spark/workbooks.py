@@ -55,7 +55,7 @@ def run_workbook(run: SparkRun, definition: WorkbookDefinition) -> RunResult:
         run.view(name, run.session.source(path))
 
     def view(name: str, path: str) -> None:
-        run.view(name, run.spark.read.parquet(path))
+        run.view(name, run.session.source(path))
 
     def query(name: str, target: str) -> None:
         params = list(bound[name].params)
@@ -75,6 +75,10 @@ def run_workbook(run: SparkRun, definition: WorkbookDefinition) -> RunResult:
     steps = [s for s in definition.sheets if isinstance(s, SqlSheet) or s.keep]
     share = 0.99 / len(steps)
     kept: dict[str, int] = {}
+    # No sheet after the last SQL sheet can name it: its result is not read back.
+    last_sql = max(
+        (i for i, s in enumerate(definition.sheets) if isinstance(s, SqlSheet)), default=-1
+    )
     for index, sheet in enumerate(definition.sheets):
         if not (isinstance(sheet, SqlSheet) or sheet.keep):
             continue
@@ -90,8 +94,9 @@ def run_workbook(run: SparkRun, definition: WorkbookDefinition) -> RunResult:
                 share=share,
                 user_sql=f"sheets[{index}].sql",
             )
-            # Later sheets read the stored result, so each query runs once.
-            run.execute(functools.partial(view, sheet.name, target), context=context)
+            if index < last_sql:
+                # Later sheets read the stored result, so each query runs once.
+                run.execute(functools.partial(view, sheet.name, target), context=context)
         else:
             run.execute(functools.partial(copy, sheet.name, target), context=context, share=share)
         records = pq.ParquetFile(target).metadata.num_rows
