@@ -101,3 +101,23 @@ def test_the_longest_path_elsewhere_does_not_stop_a_rename(actors: Actors) -> No
     renamed = _ok(actors, "admin", "PUT", f"{FS}/folders/{short}", {"name": name})
     assert renamed["path"] == f"/Data/{name}"
     assert [f["name"] for f in renamed["_embedded"]["folders"]] == ["b"]
+
+
+def test_a_folder_made_through_the_api_is_readable_by_everyone_but_a_home_is_not(
+    actors: Actors,
+) -> None:
+    made = _ok(actors, "admin", "POST", f"{FS}/folders/Data", {"name": "Shared"})
+    assert made["path"] == "/Data/Shared"
+    for user in ("eve", "bob"):
+        listed = _ok(actors, user, "GET", f"{FS}/folders/Data")
+        assert "Shared" in [f["name"] for f in listed["_embedded"]["folders"]]
+        assert _ok(actors, user, "GET", f"{FS}/folders/{made['id']}")["path"] == "/Data/Shared"
+    assert _ok(actors, "admin", "GET", f"{FS}/folders/{made['id']}/permission")["others"] == {
+        "readable": True,
+        "writable": False,
+        "executable": False,
+    }
+    # An ADMIN making a home for a user who has none yet: private, like every home.
+    home = _ok(actors, "admin", "POST", f"{FS}/folders/Users", {"name": "zoe"})
+    assert home["path"] == "/Users/zoe"
+    assert actors.call("eve", "GET", f"{FS}/folders/{home['id']}").status_code == 404
