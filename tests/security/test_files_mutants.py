@@ -121,3 +121,16 @@ def test_a_folder_made_through_the_api_is_readable_by_everyone_but_a_home_is_not
     home = _ok(actors, "admin", "POST", f"{FS}/folders/Users", {"name": "zoe"})
     assert home["path"] == "/Users/zoe"
     assert actors.call("eve", "GET", f"{FS}/folders/{home['id']}").status_code == 404
+
+
+def test_a_new_folder_may_make_the_longest_path_but_not_one_more(actors: Actors) -> None:
+    parent_path = _deep("/Data/Deep")[: MAX_PATH - 2]
+    parent = _folder(actors, parent_path)
+    url = f"{FS}/folders/{parent}"
+    longer = actors.call("admin", "POST", url, {"name": "ab"})
+    assert (longer.status_code, longer.json()) == (
+        400,
+        {"status": "failure", "reason": "the path must be at most 4096 characters long"},
+    )
+    made = _ok(actors, "admin", "POST", url, {"name": "a"})
+    assert made["path"] == parent_path + "/a" and len(made["path"]) == MAX_PATH
