@@ -38,6 +38,8 @@ UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
         (UUID, ("uuid", UUID)),
         ("Data/ImportJobs/a.imp", ("path", "/Data/ImportJobs/a.imp")),
         ("//Data//a.imp/", ("path", "/Data/a.imp")),
+        (" Data/a.imp", ("path", "/ Data/a.imp")),  # a blank is part of the name
+        ("Data/BoX", ("path", "/Data/BoX")),
         ("/Data/../a.imp", None),
         ("٤٢", ("path", "/٤٢")),  # digits, but not ASCII ones: a name
     ],
@@ -60,6 +62,8 @@ def test_a_path_reference_is_neither_a_decimal_id_nor_a_uuid(reference: str, is_
     ("path", "clean"),
     [
         ("/", "/"),
+        ("/x ", "/x "),
+        ("/boX/", "/boX"),
         ("/a/b/", "/a/b"),
         ("//a//b", "/a/b"),
         ("/a b/%_c", "/a b/%_c"),
