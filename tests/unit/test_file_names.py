@@ -107,6 +107,10 @@ def test_the_longest_path_and_name_are_taken_and_one_more_is_refused() -> None:
             "/" + "\x01" * 150,
             "the path " + repr("/" + "\x01" * 99) + " must not contain control characters",
         ),
+        (
+            "/" + "\udc00" * 150,
+            "the path " + repr("/" + "\udc00" * 99) + " is not valid Unicode (a lone surrogate)",
+        ),
     ],
 )
 def test_bad_paths_are_refused_by_what_is_wrong(path: str, message: str) -> None:
@@ -133,6 +137,8 @@ def test_blanks_and_characters_next_to_the_refused_ones_are_taken(path: str) -> 
         ("a\x01", "the name 'a\\x01' must not contain control characters"),
         ("a\udc80", "the name 'a\\udc80' is not valid Unicode (a lone surrogate)"),
         ("n" * (MAX_NAME + 1), "the name must be at most 255 characters long"),
+        # Not the 4096 of a path, however long (it said so beyond 16,384 characters).
+        ("n" * (MAX_PATH * 4 + 1), "the name must be at most 255 characters long"),
     ],
 )
 def test_bad_names_are_refused_by_what_is_wrong(name: str, message: str) -> None:
