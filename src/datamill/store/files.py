@@ -103,9 +103,10 @@ def check_name(name: str) -> str:
         raise InvalidInput(f"the name {name!r} must not contain '/'")
     if name in (".", ".."):
         raise InvalidInput(f"the name {name!r} is not allowed")
-    _printable(name, "name")
     if len(name) > MAX_NAME:
+        # Before _printable, whose own cap would name the path limit instead.
         raise InvalidInput(f"the name must be at most {MAX_NAME} characters long")
+    _printable(name, "name")
     return name
 
 

@@ -1,0 +1,136 @@
+"""The file tree's store rules (store/files.py) that its mutation run showed untested."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datamill.store.files import MAX_NAME, MAX_PATH
+from tests.helpers import password_hash
+from tests.security.conftest import PASSWORD, Actors
+
+FS = "/api/filesystem"
+
+
+def _ok(actors: Actors, user: str, method: str, url: str, body: Any = None) -> Any:
+    response = actors.call(user, method, url, body)
+    assert response.status_code == 200, f"{method} {url}: {response.text}"
+    return response.json()
+
+
+def _folder(actors: Actors, path: str) -> int:
+    with actors.node.store.db.write() as conn:
+        return actors.node.store.files.ensure_folder(conn, path, "admin")
+
+
+def _groups(actors: Actors, ref: int) -> dict[str, dict[str, bool]]:
+    answer = _ok(actors, "admin", "GET", f"{FS}/folders/{ref}/permission")
+    return {group["name"]: group["flags"] for group in answer["groups"]}
+
+
+def test_taking_one_groups_flags_off_one_entry_leaves_the_others(actors: Actors) -> None:
+    users = actors.node.store.users
+    users.create("tim", password_hash(PASSWORD), groups=("team",))
+    users.create("cid", password_hash(PASSWORD), groups=("crew",))
+    first, second = _folder(actors, "/Data/First"), _folder(actors, "/Data/Second")
+    for ref, group in [(first, "team"), (first, "crew"), (second, "team")]:
+        body = {"name": group, "flags": {"readable": True}}
+        _ok(actors, "admin", "POST", f"{FS}/folders/{ref}/permission/groups", body)
+    for ref in (first, second):  # only the groups' flags let them in
+        _ok(actors, "admin", "PUT", f"{FS}/folders/{ref}/permission/others", {"readable": False})
+
+    gone = _ok(actors, "admin", "DELETE", f"{FS}/folders/{first}/permission/groups/team")
+    readable = {"readable": True, "writable": False, "executable": False}
+    assert [g["name"] for g in gone["groups"]] == ["crew"]
+    assert _groups(actors, first) == {"crew": readable}
+    assert _groups(actors, second) == {"team": readable}
+    # What the members notice: tim still reads the second folder, cid the first.
+    assert _ok(actors, "tim", "GET", f"{FS}/folders/{second}")["path"] == "/Data/Second"
+    assert _ok(actors, "cid", "GET", f"{FS}/folders/{first}")["path"] == "/Data/First"
+    assert actors.call("tim", "GET", f"{FS}/folders/{first}").status_code == 404
+
+
+def test_a_folder_whose_name_ends_in_x_moves_with_everything_below_and_nothing_else(
+    actors: Actors,
+) -> None:
+    box = _folder(actors, "/Data/BoX")
+    inner = _folder(actors, "/Data/BoX/inner")
+    lookalike = _folder(actors, "/Data/Bo/inner")
+    moved = _ok(actors, "admin", "PUT", f"{FS}/folders/{box}", {"name": "Crate"})
+    assert moved["path"] == "/Data/Crate"
+    assert _ok(actors, "admin", "GET", f"{FS}/folders/{inner}")["path"] == "/Data/Crate/inner"
+    assert _ok(actors, "admin", "GET", f"{FS}/folders/{lookalike}")["path"] == "/Data/Bo/inner"
+
+
+def _deep(top: str) -> str:
+    """A folder below `top` whose path is exactly MAX_PATH characters long."""
+    path = top
+    while len(path) + 1 + MAX_NAME < MAX_PATH:
+        path += "/" + "d" * MAX_NAME
+    return path + "/" + "e" * (MAX_PATH - len(path) - 1)
+
+
+def test_a_rename_that_would_make_a_path_below_too_long_is_refused(actors: Actors) -> None:
+    top = _folder(actors, "/Data/Deep")
+    deepest = _deep("/Data/Deep")
+    assert len(deepest) == MAX_PATH
+    bottom = _folder(actors, deepest)
+
+    longer = actors.call("admin", "PUT", f"{FS}/folders/{top}", {"name": "Deeper"})
+    assert (longer.status_code, longer.json()) == (
+        400,
+        {
+            "status": "failure",
+            "reason": "paths below /Data/Deeper would be longer than 4096 characters",
+        },
+    )
+    assert _ok(actors, "admin", "GET", f"{FS}/folders/{bottom}")["path"] == deepest
+    # As long as before: exactly the longest path there may be.
+    assert _ok(actors, "admin", "PUT", f"{FS}/folders/{top}", {"name": "Dope"})["path"] == (
+        "/Data/Dope"
+    )
+    assert _ok(actors, "admin", "GET", f"{FS}/folders/{bottom}")["path"] == (
+        "/Data/Dope" + deepest.removeprefix("/Data/Deep")
+    )
+
+
+def test_the_longest_path_elsewhere_does_not_stop_a_rename(actors: Actors) -> None:
+    _folder(actors, _deep("/Data/Deep"))
+    short = _folder(actors, "/Data/a")
+    _folder(actors, "/Data/a/b")
+    name = "n" * 200  # the deep path is elsewhere: only the paths below /Data/a count
+    renamed = _ok(actors, "admin", "PUT", f"{FS}/folders/{short}", {"name": name})
+    assert renamed["path"] == f"/Data/{name}"
+    assert [f["name"] for f in renamed["_embedded"]["folders"]] == ["b"]
+
+
+def test_a_folder_made_through_the_api_is_readable_by_everyone_but_a_home_is_not(
+    actors: Actors,
+) -> None:
+    made = _ok(actors, "admin", "POST", f"{FS}/folders/Data", {"name": "Shared"})
+    assert made["path"] == "/Data/Shared"
+    for user in ("eve", "bob"):
+        listed = _ok(actors, user, "GET", f"{FS}/folders/Data")
+        assert "Shared" in [f["name"] for f in listed["_embedded"]["folders"]]
+        assert _ok(actors, user, "GET", f"{FS}/folders/{made['id']}")["path"] == "/Data/Shared"
+    assert _ok(actors, "admin", "GET", f"{FS}/folders/{made['id']}/permission")["others"] == {
+        "readable": True,
+        "writable": False,
+        "executable": False,
+    }
+    # An ADMIN making a home for a user who has none yet: private, like every home.
+    home = _ok(actors, "admin", "POST", f"{FS}/folders/Users", {"name": "zoe"})
+    assert home["path"] == "/Users/zoe"
+    assert actors.call("eve", "GET", f"{FS}/folders/{home['id']}").status_code == 404
+
+
+def test_a_new_folder_may_make_the_longest_path_but_not_one_more(actors: Actors) -> None:
+    parent_path = _deep("/Data/Deep")[: MAX_PATH - 2]
+    parent = _folder(actors, parent_path)
+    url = f"{FS}/folders/{parent}"
+    longer = actors.call("admin", "POST", url, {"name": "ab"})
+    assert (longer.status_code, longer.json()) == (
+        400,
+        {"status": "failure", "reason": "the path must be at most 4096 characters long"},
+    )
+    made = _ok(actors, "admin", "POST", url, {"name": "a"})
+    assert made["path"] == parent_path + "/a" and len(made["path"]) == MAX_PATH
