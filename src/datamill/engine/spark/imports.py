@@ -90,7 +90,8 @@ def _read_csv(run: SparkRun, source: CsvSource, scan: Scan, paths: list[str]) ->
     schema = StructType([StructField(n, StringType()) for n in [*names, _CORRUPT]])
     reader = run.spark.read.schema(schema).options(
         header=str(source.header).lower(),
-        sep=source.delimiter,
+        # Spark reads a lone `\` as the start of an escape (`\t`) and fails.
+        sep="\\\\" if source.delimiter == "\\" else source.delimiter,
         quote=source.quote,
         escape=source.quote,
         encoding=_ENCODINGS[source.encoding],
@@ -121,8 +122,15 @@ def _read_jsonl(run: SparkRun, scan: Scan, paths: list[str]) -> _Read:
     frame = _union([run.spark.read.text(p) for p in paths])
     # DuckDB skips lines of JSON whitespace alone; any other must be one JSON object.
     frame = frame.filter(~F.col("value").rlike("^[ \\t\\r\\n]*\\z"))
-    schema = StructType([StructField(k, StringType()) for k in dict.fromkeys(keys)])
-    frame = frame.select("value", F.from_json("value", schema).alias("_dm_json"))
+    unique = list(dict.fromkeys(keys))
+    schema = StructType([StructField(k, StringType()) for k in unique])
+    # Keys differing only in case (`a`, `A`) are two columns on DuckDB; Spark
+    # resolves field names case-insensitively and refuses either as ambiguous.
+    # A struct cast is positional: the fields are then reached by our names.
+    fields = StructType([StructField(f"k{i}", StringType()) for i in range(len(unique))])
+    parsed = F.from_json("value", schema).cast(fields)
+    frame = frame.select("value", parsed.alias("_dm_json"))
+    field = {k: f"k{i}" for i, k in enumerate(unique)}
     value = F.col("value")
     # parse_json takes one JSON value and nothing after it (from_json and
     # get_json_object stop after the first); a valid value opening with `{` is
@@ -132,12 +140,32 @@ def _read_jsonl(run: SparkRun, scan: Scan, paths: list[str]) -> _Read:
         & F.try_parse_json(value).isNotNull()
         & value.rlike("^[ \\t\\r\\n]*[{]")
     )
-    return _Read(frame, readable, lambda o: F.col("_dm_json").getField(str(o.source.key)))
+    return _Read(frame, readable, lambda o: F.col("_dm_json").getField(field[str(o.source.key)]))
 
 
-def _read_parquet(run: SparkRun, paths: list[str]) -> _Read:
+def _refuse_case_twins(files: list[str]) -> None:
+    """Refuse a Parquet file with column names that differ only in case."""
+    for file in files:
+        seen: dict[str, str] = {}
+        try:
+            names = pq.read_schema(file).names
+        except (OSError, ValueError) as error:
+            raise JobFailed(f"cannot read the Parquet source: {error}") from None
+        for name in names:
+            twin = seen.setdefault(name.lower(), name)
+            if twin != name:
+                # DuckDB renames the second (`A_1`), a name Spark cannot find, and
+                # Spark finds neither by name: it compares names ignoring case.
+                raise JobFailed(
+                    f"the Parquet source has the columns {twin!r} and {name!r}, which the "
+                    'Spark engine cannot tell apart; run this import with "engine": "duckdb"'
+                )
+
+
+def _read_parquet(run: SparkRun, files: list[str], paths: list[str]) -> _Read:
     from pyspark.sql.connect import functions as F
 
+    _refuse_case_twins(files)
     frame = _union([run.spark.read.parquet(p) for p in paths], by_name=True)
     return _Read(frame, F.lit(True), lambda o: F.col(_quoted(o.source.name)))
 
@@ -210,7 +238,7 @@ def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) ->
     elif isinstance(source, JsonLinesSource):
         read = _read_jsonl(run, scan, paths)
     else:
-        read = _read_parquet(run, paths)
+        read = _read_parquet(run, scan.files, paths)
     fail = definition.error_mode == "FAIL"
 
     def coerce(output: Output) -> Coercion:

@@ -1,0 +1,124 @@
+"""Hostile import definitions and files on Spark: same result as DuckDB, or a clear refusal.
+
+Each case is a source a user controls (column names, keys, dialect options)
+that once made Spark read something other than what DuckDB reads, or fail
+with an engine error instead of a message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datamill.domain.status import JobKind
+from datamill.errors import JobFailed
+from tests.integration.engine_fixtures import Area
+from tests.spark.conftest import fresh_staging, spark_request
+from tests.spark.test_spark_imports import _both
+
+
+def test_parquet_columns_differing_only_in_case_are_refused_on_spark_by_name(
+    area: Area, spark_engine: Any, spark_remote: str
+) -> None:
+    # DuckDB stores `a` and `A_1`; Spark cannot tell `a` from `A`. Refused with
+    # a message naming both columns, not Spark's COLUMN_ALREADY_EXISTS.
+    parquet = area.sources / "case.parquet"
+    pq.write_table(pa.table({"a": [1, 2], "A": [10, 20]}), parquet)
+    source = {"kind": "parquet", "path": str(parquet)}
+    definition = {"kind": "import", "source": source, "engine": "spark"}
+    fresh_staging(area)
+    with pytest.raises(JobFailed) as refused:
+        spark_engine.run(spark_request(area, spark_remote, JobKind.IMPORT, definition), print)
+    assert refused.value.message == (
+        "the Parquet source has the columns 'a' and 'A', which the Spark engine cannot "
+        'tell apart; run this import with "engine": "duckdb"'
+    )
+    assert os.listdir(area.staging) == []
+
+
+def test_json_keys_differing_only_in_case_import_alike(
+    area: Area, spark_engine: Any, spark_remote: str
+) -> None:
+    jsonl = area.sources / "case.jsonl"
+    jsonl.write_text(json.dumps({"a": "x", "A": "y"}) + "\n" + json.dumps({"a": "z"}) + "\n")
+    source = {"kind": "jsonl", "path": str(jsonl)}
+    outcome = _both(area, spark_engine, {"kind": "import", "source": source}, spark_remote)
+    assert [sorted(v for v in r.values() if v) for r in outcome.rows] == [["x", "y"], ["z"]]
+
+
+def test_json_keys_with_dots_and_backticks_import_alike(
+    area: Area, spark_engine: Any, spark_remote: str
+) -> None:
+    jsonl = area.sources / "dots.jsonl"
+    jsonl.write_text(json.dumps({"a.b": "1", "c`d": "2", "a": {"b": "nested"}}) + "\n")
+    source = {"kind": "jsonl", "path": str(jsonl)}
+    outcome = _both(area, spark_engine, {"kind": "import", "source": source}, spark_remote)
+    assert outcome.rows[0]["a.b"] == "1"
+
+
+def test_parquet_names_with_dots_backticks_and_spaces_import_alike(
+    area: Area, spark_engine: Any, spark_remote: str
+) -> None:
+    parquet = area.sources / "names.parquet"
+    names = ["a.b", "c`d", "e f", "g,h;{i}(j)=", "_dm_corrupt", "value"]
+    pq.write_table(pa.table({n: [i] for i, n in enumerate(names)}), parquet)
+    source = {"kind": "parquet", "path": str(parquet)}
+    outcome = _both(area, spark_engine, {"kind": "import", "source": source}, spark_remote)
+    assert list(outcome.rows[0].values()) == list(range(len(names)))
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "quote", "data"),
+    [
+        ("\\", '"', b'a\\b\n1\\"x\\y"\n2\\z\n'),
+        (";", "'", b"a;b\n1;'x;y'\n2;'it''s'\n"),
+        ("\t", '"', b'a\tb\n1\t"x\ty"\n'),
+        ("#", '"', b"a#b\n#1\n1#x\n"),
+        ("|", "\\", b"a|b\n1|\\x|y\\\n"),
+    ],
+)
+def test_csv_dialects_import_alike(
+    area: Area, spark_engine: Any, spark_remote: str, delimiter: str, quote: str, data: bytes
+) -> None:
+    csv = area.sources / "dialect.csv"
+    csv.write_bytes(data)
+    source = {"kind": "csv", "path": str(csv), "delimiter": delimiter, "quote": quote}
+    _both(area, spark_engine, {"kind": "import", "source": source}, spark_remote)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="TOCTOU: the links point at checked paths, which the kernel resolves again "
+    "when Spark reads; a folder swapped for a symlink after the check leads outside. "
+    "Fix: hold each checked file open (openat, O_NOFOLLOW per component) and link "
+    "/proc/<worker pid>/fd/<n>, or copy; DuckDB reads by path as well",
+)
+def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_read_by_spark(
+    area: Area, spark_remote: str
+) -> None:
+    import uuid
+
+    from datamill.engine.paths import expand_source_paths
+    from datamill.engine.spark.inputs import link_inputs
+    from datamill.engine.spark.session import connect
+
+    folder = area.sources / "d"
+    folder.mkdir()
+    (folder / "x.csv").write_text("v\nmine\n")
+    (area.outside / "x.csv").write_text("v\nsecret\n")
+    files = expand_source_paths(str(folder / "x.csv"), (str(area.sources),), 10, ())
+    paths = link_inputs(str(fresh_staging(area)), files)
+    # Between the worker's plan and Spark's read, the user's folder becomes a link.
+    folder.rename(area.sources / "old")
+    folder.symlink_to(area.outside)
+    spark = connect(spark_remote, str(uuid.uuid4()))
+    try:
+        read = [r["v"] for r in spark.read.options(header="true").csv(paths[0]).collect()]
+    finally:
+        spark.stop()
+    assert read != ["secret"]
