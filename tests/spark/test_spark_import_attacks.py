@@ -122,3 +122,14 @@ def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_read_by_spark(
     finally:
         spark.stop()
     assert read != ["secret"]
+
+
+def test_a_csv_line_longer_than_duckdb_reads_is_not_imported_silently_on_spark(
+    area: Area, spark_engine: Any, spark_remote: str
+) -> None:
+    # DuckDB refuses a line over its max_line_size (2 MiB); Spark has no limit
+    # and would hold the whole value in the server's memory.
+    csv = area.sources / "long.csv"
+    csv.write_bytes(b"a,b\n1,x\n2," + b"y" * (3 * 1024 * 1024) + b"\n3,z\n")
+    source = {"kind": "csv", "path": str(csv)}
+    _both(area, spark_engine, {"kind": "import", "source": source}, spark_remote)
