@@ -133,3 +133,41 @@ def test_a_csv_line_longer_than_duckdb_reads_is_not_imported_silently_on_spark(
     csv.write_bytes(b"a,b\n1,x\n2," + b"y" * (3 * 1024 * 1024) + b"\n3,z\n")
     source = {"kind": "csv", "path": str(csv)}
     _both(area, spark_engine, {"kind": "import", "source": source}, spark_remote)
+
+
+CSV_CORNERS = {
+    "backslash_before_quote": b'a,b\n1,"x\\"\n2,"y\\""z"\n',
+    "nul_bytes": b"a,b\n1,x\x00y\n\x002,z\n",
+    "spaces": b'a,b\n1, x \n2," y "\n',
+    "cr_only": b"a,b\r1,x\r2,y\r",
+    "delimiter_only": b"a,b\n,\n1,x\n",
+    "hash_line": b"a,b\n#1,x\n2,y\n",
+}
+
+
+@pytest.mark.parametrize("name", list(CSV_CORNERS))
+def test_more_csv_corners_import_alike(
+    area: Area, spark_engine: Any, spark_remote: str, name: str
+) -> None:
+    csv = area.sources / f"{name}.csv"
+    csv.write_bytes(CSV_CORNERS[name])
+    source = {"kind": "csv", "path": str(csv)}
+    _both(area, spark_engine, {"kind": "import", "source": source}, spark_remote)
+    schema = [{"name": "a", "type": "VARCHAR"}, {"name": "b", "type": "VARCHAR"}]
+    _both(area, spark_engine, {"kind": "import", "source": source, "schema": schema}, spark_remote)
+
+
+def test_a_wide_csv_with_typed_columns_imports_alike(
+    area: Area, spark_engine: Any, spark_remote: str
+) -> None:
+    # Each typed column adds a term to the "does any value not fit" test.
+    width = 400
+    csv = area.sources / "wide.csv"
+    header = ",".join(f"c{i}" for i in range(width))
+    csv.write_text(f"{header}\n" + ",".join(["1"] * width) + "\n" + ",".join(["x"] * width) + "\n")
+    source = {"kind": "csv", "path": str(csv)}
+    schema = [{"name": f"c{i}", "type": "BIGINT"} for i in range(width)]
+    outcome = _both(
+        area, spark_engine, {"kind": "import", "source": source, "schema": schema}, spark_remote
+    )
+    assert outcome.rows == [{f"c{i}": 1 for i in range(width)}]

@@ -173,7 +173,14 @@ def _read_parquet(run: SparkRun, files: list[str], paths: list[str]) -> _Read:
 def _any(columns: list[Column]) -> Column:
     from pyspark.sql.connect import functions as F
 
-    return functools.reduce(lambda a, b: a | b, columns) if columns else F.lit(False)
+    if not columns:
+        return F.lit(False)
+    if len(columns) == 1:
+        return columns[0]
+    # Halves, not a left fold: a chain of 1,000 ORs (one per typed column)
+    # overflows Python's recursion limit when the plan is serialised.
+    middle = len(columns) // 2
+    return _any(columns[:middle]) | _any(columns[middle:])
 
 
 def _bad_records(run: SparkRun, read: _Read, checked: list[tuple[Coercion, Column]]) -> list[str]:
@@ -245,6 +252,13 @@ def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) ->
         return Coercion(output, read.column(output))
 
     checked = [(c, f) for c in map(coerce, outputs) if (f := c.fits()) is not None]
+    # Each test is computed once, as a column: inlined, `readable` (which reads
+    # every CSV column) would be repeated in every column's count, a plan that
+    # grows with the square of the width (1,000 columns: the server's heap).
+    tests = [f.alias(f"_dm_fits{i}") for i, (_, f) in enumerate(checked)]
+    frame = read.frame.select("*", read.readable.alias("_dm_readable"), *tests)
+    read = _Read(frame, F.col("_dm_readable"), read.column)
+    checked = [(c, F.col(f"_dm_fits{i}")) for i, (c, _) in enumerate(checked)]
     counts = run.execute(
         lambda: read.frame.agg(
             F.count_if(~read.readable),
