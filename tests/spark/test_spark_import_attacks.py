@@ -186,3 +186,35 @@ def test_a_declared_json_column_reads_only_its_exact_key_on_both_engines(
         area, spark_engine, {"kind": "import", "source": source, "schema": schema}, spark_remote
     )
     assert [r["id"] for r in outcome.rows] == ["2", None, None]
+
+
+@pytest.mark.parametrize(
+    "second", [{"a": [1.5]}, {"b": [2]}, {"A": [2]}], ids=["double", "other", "case"]
+)
+def test_parquet_files_with_differing_columns_import_alike(
+    area: Area, spark_engine: Any, spark_remote: str, second: dict[str, Any]
+) -> None:
+    pq.write_table(pa.table({"a": [1]}), area.sources / "p1.parquet")
+    pq.write_table(pa.table(second), area.sources / "p2.parquet")
+    source = {"kind": "parquet", "path": str(area.sources / "p*.parquet")}
+    _both(area, spark_engine, {"kind": "import", "source": source}, spark_remote)
+
+
+@pytest.mark.parametrize("text", ["02", "x"])
+def test_parquet_files_mixing_text_and_numbers_in_a_column_are_refused_on_spark(
+    area: Area, spark_engine: Any, spark_remote: str, text: str
+) -> None:
+    # DuckDB stores '1' and '02' as text; Spark's union cast '02' to 2 (silently
+    # altered) or failed on 'x' with CAST_INVALID_INPUT.
+    pq.write_table(pa.table({"a": [1]}), area.sources / "p1.parquet")
+    pq.write_table(pa.table({"a": [text]}), area.sources / "p2.parquet")
+    source = {"kind": "parquet", "path": str(area.sources / "p*.parquet")}
+    definition = {"kind": "import", "source": source, "engine": "spark"}
+    fresh_staging(area)
+    with pytest.raises(JobFailed) as refused:
+        spark_engine.run(spark_request(area, spark_remote, JobKind.IMPORT, definition), print)
+    assert refused.value.message == (
+        "column 'a' is text in some Parquet files and not in others, which the Spark "
+        'engine reads otherwise; run this import with "engine": "duckdb"'
+    )
+    assert os.listdir(area.staging) == []

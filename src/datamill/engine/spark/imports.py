@@ -24,6 +24,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datamill.domain import runlog as rl
@@ -143,29 +144,41 @@ def _read_jsonl(run: SparkRun, scan: Scan, paths: list[str]) -> _Read:
     return _Read(frame, readable, lambda o: F.col("_dm_json").getField(field[str(o.source.key)]))
 
 
-def _refuse_case_twins(files: list[str]) -> None:
-    """Refuse a Parquet file with column names that differ only in case."""
+def _check_parquet_files(files: list[str]) -> None:
+    """Refuse Parquet files Spark would read otherwise: case twins, text and non-text mixed."""
+    textual: dict[str, set[bool]] = {}
     for file in files:
-        seen: dict[str, str] = {}
         try:
-            names = pq.read_schema(file).names
+            schema = pq.read_schema(file)
         except (OSError, ValueError) as error:
             raise JobFailed(f"cannot read the Parquet source: {error}") from None
-        for name in names:
-            twin = seen.setdefault(name.lower(), name)
-            if twin != name:
+        seen: dict[str, str] = {}
+        for field in schema:
+            twin = seen.setdefault(field.name.lower(), field.name)
+            if twin != field.name:
                 # DuckDB renames the second (`A_1`), a name Spark cannot find, and
                 # Spark finds neither by name: it compares names ignoring case.
                 raise JobFailed(
-                    f"the Parquet source has the columns {twin!r} and {name!r}, which the "
-                    'Spark engine cannot tell apart; run this import with "engine": "duckdb"'
+                    f"the Parquet source has the columns {twin!r} and {field.name!r}, which "
+                    'the Spark engine cannot tell apart; run this import with "engine": "duckdb"'
+                )
+            is_text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+            kinds = textual.setdefault(field.name.lower(), set())
+            kinds.add(is_text)
+            if len(kinds) > 1:
+                # DuckDB unites the files' types as text ('02' stays '02'); Spark's
+                # union casts the text to the other type ('02' -> 2, 'x' fails).
+                raise JobFailed(
+                    f"column {field.name!r} is text in some Parquet files and not in others, "
+                    'which the Spark engine reads otherwise; run this import with "engine": '
+                    '"duckdb"'
                 )
 
 
 def _read_parquet(run: SparkRun, files: list[str], paths: list[str]) -> _Read:
     from pyspark.sql.connect import functions as F
 
-    _refuse_case_twins(files)
+    _check_parquet_files(files)
     frame = _union([run.spark.read.parquet(p) for p in paths], by_name=True)
     return _Read(frame, F.lit(True), lambda o: F.col(_quoted(o.source.name)))
 
