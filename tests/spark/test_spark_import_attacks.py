@@ -22,6 +22,16 @@ from tests.spark.conftest import fresh_staging, spark_request
 from tests.spark.test_spark_imports import _both
 
 
+def _spark_refuses(area: Area, engine: Any, remote: str, source: dict[str, Any]) -> str:
+    """The message of an import of `source` that Spark refuses, staging nothing."""
+    definition = {"kind": "import", "source": source, "engine": "spark"}
+    fresh_staging(area)
+    with pytest.raises(JobFailed) as refused:
+        engine.run(spark_request(area, remote, JobKind.IMPORT, definition), print)
+    assert os.listdir(area.staging) == []
+    return refused.value.message
+
+
 def test_parquet_columns_differing_only_in_case_are_refused_on_spark_by_name(
     area: Area, spark_engine: Any, spark_remote: str
 ) -> None:
@@ -30,15 +40,10 @@ def test_parquet_columns_differing_only_in_case_are_refused_on_spark_by_name(
     parquet = area.sources / "case.parquet"
     pq.write_table(pa.table({"a": [1, 2], "A": [10, 20]}), parquet)
     source = {"kind": "parquet", "path": str(parquet)}
-    definition = {"kind": "import", "source": source, "engine": "spark"}
-    fresh_staging(area)
-    with pytest.raises(JobFailed) as refused:
-        spark_engine.run(spark_request(area, spark_remote, JobKind.IMPORT, definition), print)
-    assert refused.value.message == (
+    assert _spark_refuses(area, spark_engine, spark_remote, source) == (
         "the Parquet source has the columns 'a' and 'A', which the Spark engine cannot "
         'tell apart; run this import with "engine": "duckdb"'
     )
-    assert os.listdir(area.staging) == []
 
 
 def test_json_keys_differing_only_in_case_import_alike(
@@ -209,12 +214,7 @@ def test_parquet_files_mixing_text_and_numbers_in_a_column_are_refused_on_spark(
     pq.write_table(pa.table({"a": [1]}), area.sources / "p1.parquet")
     pq.write_table(pa.table({"a": [text]}), area.sources / "p2.parquet")
     source = {"kind": "parquet", "path": str(area.sources / "p*.parquet")}
-    definition = {"kind": "import", "source": source, "engine": "spark"}
-    fresh_staging(area)
-    with pytest.raises(JobFailed) as refused:
-        spark_engine.run(spark_request(area, spark_remote, JobKind.IMPORT, definition), print)
-    assert refused.value.message == (
+    assert _spark_refuses(area, spark_engine, spark_remote, source) == (
         "column 'a' is text in some Parquet files and not in others, which the Spark "
         'engine reads otherwise; run this import with "engine": "duckdb"'
     )
-    assert os.listdir(area.staging) == []
