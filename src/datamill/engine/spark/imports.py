@@ -24,6 +24,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datamill.domain import runlog as rl
@@ -90,7 +91,8 @@ def _read_csv(run: SparkRun, source: CsvSource, scan: Scan, paths: list[str]) ->
     schema = StructType([StructField(n, StringType()) for n in [*names, _CORRUPT]])
     reader = run.spark.read.schema(schema).options(
         header=str(source.header).lower(),
-        sep=source.delimiter,
+        # Spark reads a lone `\` as the start of an escape (`\t`) and fails.
+        sep="\\\\" if source.delimiter == "\\" else source.delimiter,
         quote=source.quote,
         escape=source.quote,
         encoding=_ENCODINGS[source.encoding],
@@ -121,8 +123,15 @@ def _read_jsonl(run: SparkRun, scan: Scan, paths: list[str]) -> _Read:
     frame = _union([run.spark.read.text(p) for p in paths])
     # DuckDB skips lines of JSON whitespace alone; any other must be one JSON object.
     frame = frame.filter(~F.col("value").rlike("^[ \\t\\r\\n]*\\z"))
-    schema = StructType([StructField(k, StringType()) for k in dict.fromkeys(keys)])
-    frame = frame.select("value", F.from_json("value", schema).alias("_dm_json"))
+    unique = list(dict.fromkeys(keys))
+    schema = StructType([StructField(k, StringType()) for k in unique])
+    # Keys differing only in case (`a`, `A`) are two columns on DuckDB; Spark
+    # resolves field names case-insensitively and refuses either as ambiguous.
+    # A struct cast is positional: the fields are then reached by our names.
+    fields = StructType([StructField(f"k{i}", StringType()) for i in range(len(unique))])
+    parsed = F.from_json("value", schema).cast(fields)
+    frame = frame.select("value", parsed.alias("_dm_json"))
+    field = {k: f"k{i}" for i, k in enumerate(unique)}
     value = F.col("value")
     # parse_json takes one JSON value and nothing after it (from_json and
     # get_json_object stop after the first); a valid value opening with `{` is
@@ -132,12 +141,44 @@ def _read_jsonl(run: SparkRun, scan: Scan, paths: list[str]) -> _Read:
         & F.try_parse_json(value).isNotNull()
         & value.rlike("^[ \\t\\r\\n]*[{]")
     )
-    return _Read(frame, readable, lambda o: F.col("_dm_json").getField(str(o.source.key)))
+    return _Read(frame, readable, lambda o: F.col("_dm_json").getField(field[str(o.source.key)]))
 
 
-def _read_parquet(run: SparkRun, paths: list[str]) -> _Read:
+def _check_parquet_files(files: list[str]) -> None:
+    """Refuse Parquet files Spark would read otherwise: case twins, text and non-text mixed."""
+    textual: dict[str, set[bool]] = {}
+    for file in files:
+        try:
+            schema = pq.read_schema(file)
+        except (OSError, ValueError) as error:
+            raise JobFailed(f"cannot read the Parquet source: {error}") from None
+        seen: dict[str, str] = {}
+        for field in schema:
+            twin = seen.setdefault(field.name.lower(), field.name)
+            if twin != field.name:
+                # DuckDB renames the second (`A_1`), a name Spark cannot find, and
+                # Spark finds neither by name: it compares names ignoring case.
+                raise JobFailed(
+                    f"the Parquet source has the columns {twin!r} and {field.name!r}, which "
+                    'the Spark engine cannot tell apart; run this import with "engine": "duckdb"'
+                )
+            is_text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+            kinds = textual.setdefault(field.name.lower(), set())
+            kinds.add(is_text)
+            if len(kinds) > 1:
+                # DuckDB unites the files' types as text ('02' stays '02'); Spark's
+                # union casts the text to the other type ('02' -> 2, 'x' fails).
+                raise JobFailed(
+                    f"column {field.name!r} is text in some Parquet files and not in others, "
+                    'which the Spark engine reads otherwise; run this import with "engine": '
+                    '"duckdb"'
+                )
+
+
+def _read_parquet(run: SparkRun, files: list[str], paths: list[str]) -> _Read:
     from pyspark.sql.connect import functions as F
 
+    _check_parquet_files(files)
     frame = _union([run.spark.read.parquet(p) for p in paths], by_name=True)
     return _Read(frame, F.lit(True), lambda o: F.col(_quoted(o.source.name)))
 
@@ -145,7 +186,14 @@ def _read_parquet(run: SparkRun, paths: list[str]) -> _Read:
 def _any(columns: list[Column]) -> Column:
     from pyspark.sql.connect import functions as F
 
-    return functools.reduce(lambda a, b: a | b, columns) if columns else F.lit(False)
+    if not columns:
+        return F.lit(False)
+    if len(columns) == 1:
+        return columns[0]
+    # Halves, not a left fold: a chain of 1,000 ORs (one per typed column)
+    # overflows Python's recursion limit when the plan is serialised.
+    middle = len(columns) // 2
+    return _any(columns[:middle]) | _any(columns[middle:])
 
 
 def _bad_records(run: SparkRun, read: _Read, checked: list[tuple[Coercion, Column]]) -> list[str]:
@@ -210,13 +258,20 @@ def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) ->
     elif isinstance(source, JsonLinesSource):
         read = _read_jsonl(run, scan, paths)
     else:
-        read = _read_parquet(run, paths)
+        read = _read_parquet(run, scan.files, paths)
     fail = definition.error_mode == "FAIL"
 
     def coerce(output: Output) -> Coercion:
         return Coercion(output, read.column(output))
 
     checked = [(c, f) for c in map(coerce, outputs) if (f := c.fits()) is not None]
+    # Each test is computed once, as a column: inlined, `readable` (which reads
+    # every CSV column) would be repeated in every column's count, a plan that
+    # grows with the square of the width (1,000 columns: the server's heap).
+    tests = [f.alias(f"_dm_fits{i}") for i, (_, f) in enumerate(checked)]
+    frame = read.frame.select("*", read.readable.alias("_dm_readable"), *tests)
+    read = _Read(frame, F.col("_dm_readable"), read.column)
+    checked = [(c, F.col(f"_dm_fits{i}")) for i, (c, _) in enumerate(checked)]
     counts = run.execute(
         lambda: read.frame.agg(
             F.count_if(~read.readable),
