@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,9 +86,32 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite database file; `settings` gives each test a copy of it.
+
+    Migrating SQLite costs most of a second (0004 rebuilds tables), paid once
+    per worker here instead of once per test: the same as PostgreSQL, whose
+    tests clone a migrated template. The node still runs every migration
+    check on the copy (at head: nothing to do). Tests that need a database
+    without a schema take `database_url` alone (tests/integration/test_migrations.py).
+    """
+    path = tmp_path_factory.mktemp("sqlite_template") / "meta.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db)
+    db.dispose()
+    # All in the one file: the last connection's close checkpointed the WAL.
+    assert not path.with_name("meta.db-wal").exists()
+    return path
+
+
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    """Settings for an isolated Datamill home on the backend under test."""
+def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Settings:
+    """Settings for an isolated Datamill home on the backend under test, its schema at head."""
+    sqlite_path = make_url(database_url).database if database_url.startswith("sqlite") else None
+    if sqlite_path and not Path(sqlite_path).exists():
+        template: Path = request.getfixturevalue("sqlite_template")
+        shutil.copyfile(template, sqlite_path)
     return Settings(
         home=tmp_path / "home",
         database_url=database_url,
