@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -50,9 +53,59 @@ def require_postgres() -> None:
         pytest.skip(reason)
 
 
+def clone_template(conn: psycopg.Connection[Any], name: str, template: str) -> None:
+    """CREATE DATABASE `name` from the migrated template, committing without waiting for disk.
+
+    synchronous_commit=off (for this database only) makes a commit return
+    before its WAL is flushed: about 8 ms less per commit on this machine,
+    and a test commits hundreds of times. Nothing else changes: locks,
+    isolation and visibility to other sessions are the same, and a commit
+    is lost only if the PostgreSQL server itself crashes, which no test does
+    (tests kill Datamill processes and backends, never the server).
+    """
+    conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    conn.execute(f"ALTER DATABASE {name} SET synchronous_commit = off")
+
+
+class _Dropper:
+    """Drops test databases on a thread of its own, so no test waits for it.
+
+    DROP DATABASE waits for a checkpoint (disk flushes, up to a second when
+    the machine is busy); the next test need not wait for the last one's.
+    """
+
+    def __init__(self) -> None:
+        self._names: queue.Queue[str | None] = queue.Queue()
+        self.failures: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="test-db-dropper", daemon=True)
+        self._thread.start()
+
+    def drop(self, name: str) -> None:
+        """Drop the database soon."""
+        self._names.put(name)
+
+    def _run(self) -> None:
+        while (name := self._names.get()) is not None:
+            try:
+                with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            except psycopg.Error as error:  # reported by close(); the other drops go on
+                self.failures.append(f"{name}: {error}")
+
+    def close(self) -> None:
+        """Drop what is queued, then stop; fail if any drop failed."""
+        self._names.put(None)
+        self._thread.join()
+        assert self.failures == [], self.failures
+
+
+_DROPPER: _Dropper | None = None
+
+
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
     """A migrated template database; each test clones it (fast, isolated)."""
+    global _DROPPER
     require_postgres()
     with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
@@ -60,21 +113,24 @@ def postgres_template() -> Iterator[str]:
     db = Database(make_url(PG_URL).set(database=TEMPLATE).render_as_string(hide_password=False))
     upgrade(db)
     db.dispose()
+    _DROPPER = _Dropper()
     yield TEMPLATE
+    _DROPPER.close()
+    _DROPPER = None
     with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
 
 
 @pytest.fixture
 def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh PostgreSQL database for one test."""
+    """A fresh PostgreSQL database for one test, dropped after it (in the background)."""
     template = request.getfixturevalue("postgres_template")
     name = f"datamill_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+        clone_template(conn, name, template)
     yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    assert _DROPPER is not None
+    _DROPPER.drop(name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -44,7 +44,7 @@ from datamill.settings import Settings
 from datamill.store import executions as ex
 from datamill.store.data import newest_data
 from datamill.store.queue import Outcome
-from tests.conftest import PG_URL, _admin_conninfo
+from tests.conftest import PG_URL, _admin_conninfo, clone_template
 from tests.helpers import admin, password_hash
 
 ACTORS = ("owner", "reader", "stranger", "admin")
@@ -258,7 +258,7 @@ def world(
         template = request.getfixturevalue("postgres_template")
         database = f"datamill_m_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {database} TEMPLATE {template}")
+            clone_template(conn, database, template)
         url = make_url(PG_URL).set(database=database).render_as_string(hide_password=False)
     settings = Settings(home=home / "home", database_url=url, engine_memory_limit="512MB")
     node = open_node(settings)
