@@ -21,6 +21,7 @@ from datamill.store.db import Database
 from datamill.store.migrate import upgrade
 from datamill.worker.worker import Worker
 from tests.helpers import password_hash
+from tests.schedule import longest_files_first
 
 PG_URL = os.environ.get(
     "DATAMILL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
@@ -33,6 +34,11 @@ TEMPLATE = f"datamill_tpl_{os.getpid()}"
 def _admin_conninfo() -> str:
     url = make_url(PG_URL).set(drivername="postgresql")
     return url.render_as_string(hide_password=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Hand the longest test files to the xdist workers first (tests/schedule.py)."""
+    longest_files_first(items)
 
 
 def postgres_unavailable_reason() -> str | None:
