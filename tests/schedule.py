@@ -34,7 +34,7 @@ _OTHER_SECONDS = 0.05
 # of one worker on a quiet machine).
 FILE_SECONDS = {
     "tests/hostile/test_crash.py": 135.0,
-    "tests/hostile/test_load.py": 120.0,
+    "tests/hostile/test_load.py": 60.0,
     "tests/hostile/test_retries.py": 80.0,
     "tests/hostile/test_fuzz.py": 70.0,
     "tests/spark/test_spark_import_attacks.py": 60.0,

@@ -1,13 +1,19 @@
-"""A thousand concurrent triggers over HTTP against the real server.
+"""Hundreds of concurrent triggers over HTTP against the real server.
 
-50 jobs x 20 triggers, 48 requests in flight at a time. Every trigger must be
+20 jobs x 20 triggers, 48 requests in flight at a time. Every trigger must be
 answered 200 with a new execution id that is visible at once, the ids must be
-distinct, the store must hold exactly those 1000 executions, and every one
+distinct, the store must hold exactly those 400 executions, and every one
 must end COMPLETED with one data result.
+
+The suite ran 50 jobs (1000 triggers) until the suite's time budget (issue
+16): the concurrency is the 48 requests in flight, which 400 triggers fill
+eight times over; the other 600 only made the queue longer to drain (about
+half a minute per backend). DATAMILL_LOAD_JOBS=50 runs the thousand.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections import Counter
@@ -23,7 +29,7 @@ from datamill.store import tables as t
 from tests.helpers import define, orders_import, write_orders_csv
 from tests.hostile.conftest import AUTH, Cluster
 
-JOBS = 50
+JOBS = int(os.environ.get("DATAMILL_LOAD_JOBS", "20"))
 TRIGGERS_PER_JOB = 20
 IN_FLIGHT = 48
 ACTIVE = {"QUEUED", "WAITING_FOR_OTHER_JOB", "RUNNING"}
@@ -41,7 +47,7 @@ def _trigger_and_look(client: httpx.Client, path: str) -> tuple[int, str]:
     return execution_id, str(details.json()["jobStatus"])
 
 
-def test_a_thousand_concurrent_triggers_each_make_one_completed_execution(
+def test_hundreds_of_concurrent_triggers_each_make_one_completed_execution(
     node: Node, cluster: Cluster, files_root: Path
 ) -> None:
     paths = []
@@ -61,8 +67,8 @@ def test_a_thousand_concurrent_triggers_each_make_one_completed_execution(
         seen = list(pool.map(lambda p: _trigger_and_look(client, p), requests))
 
         ids = [i for i, _ in seen]
-        assert len(ids) == len(requests) == 1000
-        assert len(set(ids)) == 1000, "two triggers were answered with the same execution"
+        assert len(ids) == len(requests) == JOBS * TRIGGERS_PER_JOB
+        assert len(set(ids)) == len(ids), "two triggers were answered with the same execution"
         statuses = Counter(s for _, s in seen)
         assert set(statuses) <= ACTIVE | {"COMPLETED"}, statuses
 
