@@ -33,7 +33,7 @@ _OTHER_SECONDS = 0.05
 # Files measured far above their fixtures' estimate (`--durations=0`, seconds
 # of one worker on a quiet machine).
 FILE_SECONDS = {
-    "tests/hostile/test_crash.py": 135.0,
+    "tests/hostile/test_crash.py": 90.0,
     "tests/hostile/test_load.py": 60.0,
     "tests/hostile/test_retries.py": 80.0,
     "tests/hostile/test_fuzz.py": 70.0,

@@ -46,7 +46,7 @@ from tests.hostile.conftest import (
 from tests.hostile.invariants import Report, settled_problems, wait_until_settled
 
 SEED = int(os.environ.get("DATAMILL_HOSTILE_SEED", "20240607"))
-ROUNDS = 5
+ROUNDS = 3
 
 A, B, C = "/Data/ImportJobs/a.imp", "/Analytics/Workbooks/b.wbk", "/Analytics/Workbooks/c.wbk"
 X, Y, Z = "/Data/ImportJobs/x.imp", "/Analytics/Workbooks/y.wbk", "/Analytics/Workbooks/z.wbk"
