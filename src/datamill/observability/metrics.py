@@ -101,8 +101,11 @@ class Metrics:
         self._slots_total = 0
         self._last_heartbeat: float | None = None
         self._queue_watched = False
-        for state in ("busy", "idle"):
-            self.slots.labels(state).set(0)
+        # The slot gauges' children, looked up once: they are set twice per run.
+        self._busy_slots = self.slots.labels("busy")
+        self._idle_slots = self.slots.labels("idle")
+        self._busy_slots.set(0)
+        self._idle_slots.set(0)
 
     # ------------------------------------------------------------ worker slots
 
@@ -132,8 +135,8 @@ class Metrics:
             self._publish_slots()
 
     def _publish_slots(self) -> None:
-        self.slots.labels("busy").set(self._busy)
-        self.slots.labels("idle").set(max(0, self._slots_total - self._busy))
+        self._busy_slots.set(self._busy)
+        self._idle_slots.set(max(0, self._slots_total - self._busy))
 
     @property
     def has_worker(self) -> bool:

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 from sqlalchemy.engine import Connection
@@ -31,11 +31,25 @@ from datamill.services.wakeup import Wakeup
 from datamill.store import executions as ex
 from datamill.store.backlog import live_workers, upstreams_of
 from datamill.store.db import utcnow
+from datamill.store.executions import ConfigurationKey
 from datamill.store.jobs import Check
 from datamill.store.store import Store
 from datamill.store.triggers import set_next_fire
 
 PENDING_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.WAITING_FOR_OTHER_JOB})
+
+T = TypeVar("T")
+
+
+def _found(reference: str, find: Callable[[str], T | None]) -> T:
+    """What `find` finds for a file reference, else NotFound."""
+    found = find(reference)
+    if found is None and "+" in reference:
+        # Datameer tells users to write spaces as '+'; a real '+' in a name wins.
+        found = find(reference.replace("+", " "))
+    if found is None:
+        raise NotFound()
+    return found
 
 
 def parse_definition(kind: JobKind, raw: dict[str, Any]) -> JobDefinition:
@@ -166,12 +180,7 @@ class JobService:
         self, conn: Connection, reference: str, user: User, access: Access
     ) -> FileEntry:
         """The file a reference names, if the user may see it and holds `access`."""
-        entry = self.store.files.find(conn, reference)
-        if entry is None and "+" in reference:
-            # Datameer tells users to write spaces as '+'; a real '+' in a name wins.
-            entry = self.store.files.find(conn, reference.replace("+", " "))
-        if entry is None:
-            raise NotFound()
+        entry = _found(reference, lambda ref: self.store.files.find(conn, ref))
         require_access(conn, user, entry, access)
         return entry
 
@@ -189,6 +198,23 @@ class JobService:
             raise InvalidInput(f"{entry.path} is not a job (import job, workbook or export job)")
         require_access(conn, user, entry, access)
         return entry, config
+
+    def resolve_job_key(
+        self, conn: Connection, reference: JobReference, user: User, access: Access
+    ) -> tuple[FileEntry, ConfigurationKey]:
+        """As resolve_job, the same checks in the same order, but only the configuration's ids.
+
+        For a file reference, one read instead of two, and no definition parsed:
+        what the trigger needs.
+        """
+        if isinstance(reference, ByConfiguration):
+            return self._resolve_configuration(conn, reference.id, user, access)
+        entry, key = _found(reference, lambda ref: self.store.jobs.find_with_key(conn, ref))
+        require_access(conn, user, entry, Access.READ)
+        if key is None:
+            raise InvalidInput(f"{entry.path} is not a job (import job, workbook or export job)")
+        require_access(conn, user, entry, access)
+        return entry, key
 
     def _resolve_configuration(
         self, conn: Connection, config_id: int, user: User, access: Access
@@ -225,7 +251,7 @@ class JobService:
             require_capability(conn, user, Capability.JOB_RUN)
             if once is not None:
                 once.begin(conn)
-            _entry, config = self.resolve_job(conn, reference, user, Access.EXECUTE)
+            _entry, config = self.resolve_job_key(conn, reference, user, Access.EXECUTE)
             execution = ex.queue_execution(
                 conn, config, trigger_type, user.name, variables=variables
             )

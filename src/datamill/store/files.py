@@ -43,6 +43,15 @@ def reference_key(reference: str) -> tuple[str, Any] | None:
         return None
 
 
+# One statement per kind of reference, built once: the trigger and status
+# routes look a file up per request, and building the statement cost more than
+# running it.
+_FIND = {
+    column: sa.select(t.files).where(t.files.c[column] == sa.bindparam("reference"))
+    for column in ("id", "uuid", "path")
+}
+
+
 HOME_ROOT = "/Users"
 SHARED_JOB_FOLDERS = frozenset({"/Data/ImportJobs", "/Data/ExportJobs", "/Analytics/Workbooks"})
 """Default job folders: anyone who may define jobs may create job files in them."""
@@ -264,7 +273,7 @@ class FileRepository:
         if key is None:
             return None
         column, value = key
-        row = conn.execute(sa.select(t.files).where(t.files.c[column] == value)).first()
+        row = conn.execute(_FIND[column], {"reference": value}).first()
         return file_from_row(row) if row is not None else None
 
     def _insert(

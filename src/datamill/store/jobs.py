@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ from datamill.domain.status import JobKind
 from datamill.errors import AlreadyExists, InvalidInput, NotFound
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
-from datamill.store.files import FileRepository, normalize_path
+from datamill.store.files import FileRepository, file_from_row, normalize_path, reference_key
 from datamill.store.runlog import delete_logs
 
 
@@ -53,9 +54,33 @@ _SELECT = sa.select(
 # Built once: the worker reads a configuration per run, the trigger path per
 # request, and building a statement cost more than running it.
 _BY_ID = _SELECT.where(t.job_configurations.c.id == sa.bindparam("config_id", type_=sa.Integer))
+# The worker's read per claim: the configuration and its job file's path (for
+# the run's log lines) in one statement.
+_BY_ID_WITH_PATH = _BY_ID.add_columns(t.files.c.path.label("job_path"))
 _BY_FILE = _SELECT.where(
     t.job_configurations.c.file_id == sa.bindparam("file_id", type_=sa.Integer)
 )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobKey:
+    """Both ids of a job's configuration: what queueing a run needs of it."""
+
+    id: int
+    file_id: int
+
+
+# A file and, if it is a job, its configuration's id: one statement per kind of
+# reference (id, uuid, path). The trigger needs no more of the configuration,
+# so it reads neither the definition nor a second row.
+_FILE_AND_CONFIG = {
+    column: sa.select(t.files, t.job_configurations.c.id.label("configuration_id"))
+    .select_from(
+        t.files.outerjoin(t.job_configurations, t.job_configurations.c.file_id == t.files.c.id)
+    )
+    .where(t.files.c[column] == sa.bindparam("reference"))
+    for column in ("id", "uuid", "path")
+}
 
 
 class JobRepository:
@@ -122,6 +147,28 @@ class JobRepository:
         if row is None:
             raise NotFound(f"Entity of type 'JobConfiguration' with id '{config_id}' not found.")
         return configuration_from_row(row)
+
+    def get_with_path(self, conn: Connection, config_id: int) -> tuple[JobConfiguration, str]:
+        """The configuration with this id and its job file's path, in one read; or NotFound."""
+        row = conn.execute(_BY_ID_WITH_PATH, {"config_id": config_id}).first()
+        if row is None:
+            raise NotFound(f"Entity of type 'JobConfiguration' with id '{config_id}' not found.")
+        return configuration_from_row(row), row.job_path
+
+    def find_with_key(
+        self, conn: Connection, reference: str
+    ) -> tuple[FileEntry, JobKey | None] | None:
+        """The file a reference names (as FileRepository.find) and its job's key if it is one."""
+        key = reference_key(reference)
+        if key is None:
+            return None
+        column, value = key
+        row = conn.execute(_FILE_AND_CONFIG[column], {"reference": value}).first()
+        if row is None:
+            return None
+        entry = file_from_row(row)
+        config_id = row.configuration_id
+        return entry, JobKey(config_id, entry.id) if config_id is not None else None
 
     def for_file(self, conn: Connection, file_id: int) -> JobConfiguration | None:
         """The configuration of a job file, None for folders and unknown files."""

@@ -26,6 +26,8 @@ class LogEvent:
     detail: dict[str, Any]
 
 
+# Built once, like the check below: every finish and progress write inserts.
+_INSERT = sa.insert(L)
 # Built once: whether a run's log has grown past its bound (one index seek).
 _BEYOND_BOUND = (
     sa.select(L.c.id)
@@ -41,7 +43,7 @@ def append(conn: Connection, execution_id: int, events: Sequence[rl.PendingEvent
     if not events:
         return
     conn.execute(
-        sa.insert(L),
+        _INSERT,
         [
             {"execution_id": execution_id, "at": e.at, "event": e.event, "detail": e.detail}
             for e in rl.squeeze(list(events))
@@ -57,7 +59,7 @@ def append_many(conn: Connection, events: Iterable[tuple[int, rl.PendingEvent]])
         {"execution_id": i, "at": e.at, "event": e.event, "detail": e.detail} for i, e in events
     ]
     if rows:
-        conn.execute(sa.insert(L), rows)
+        conn.execute(_INSERT, rows)
 
 
 def _truncate(conn: Connection, execution_id: int) -> None:

@@ -30,6 +30,7 @@ from datamill.services.references import not_readable, readable_source, shown, w
 from datamill.settings import Settings
 from datamill.store import data as data_store
 from datamill.store.store import Store
+from datamill.worker.memo import PerConfiguration
 
 
 def _resolve_source(
@@ -66,6 +67,15 @@ def _owner(conn: Connection, store: Store, config: JobConfiguration) -> User | N
     return store.users.get(conn, store.files.get(conn, config.file_id).owner)
 
 
+def _validated(config: JobConfiguration) -> JobDefinition:
+    return definition_model(config.kind).model_validate(config.definition)
+
+
+# Validated once per saved version of a job, not per run (worker/memo.py); the
+# models are frozen, so a run cannot change what the next one gets.
+_definitions = PerConfiguration(_validated)
+
+
 def build_request(
     conn: Connection,
     store: Store,
@@ -75,7 +85,7 @@ def build_request(
     events: list[PendingEvent] | None = None,
 ) -> RunRequest:
     """The engine request for one execution; records the data it reads (and adds it to `events`)."""
-    definition = definition_model(config.kind).model_validate(config.definition)
+    definition = _definitions(config)
     # Saved while the operator allowed its engine, perhaps: they may have narrowed
     # DATAMILL_ENGINES since, and the worker must not start an engine they never set up.
     refusal = not_enabled(definition.engine or settings.engine, settings.enabled_engines)

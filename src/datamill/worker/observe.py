@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -45,6 +46,17 @@ class RunObserver:
         self.worker_id = worker_id
         self._started: dict[int, _Started] = {}
         self._lock = threading.Lock()
+        # Metric children by label values, looked up once each: `labels()`
+        # checks and locks on every call, four calls per run. The label values
+        # come from small fixed sets (kinds, statuses), so this stays small.
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children.setdefault(key, metric.labels(*values))
+        return child
 
     def started(self, execution: Execution, request: RunRequest | str, path: str | None) -> None:
         """A slot claimed `execution` (of the job at `path`) and is about to run it."""
@@ -53,8 +65,8 @@ class RunObserver:
         with self._lock:
             self._started[execution.id] = _Started(kind, time.monotonic(), token)
         wait = _seconds(execution.created_at, execution.started_at or utcnow())
-        self.metrics.runs_started.labels(kind).inc()
-        self.metrics.queue_wait.labels(kind).observe(wait)
+        self._child(self.metrics.runs_started, kind).inc()
+        self._child(self.metrics.queue_wait, kind).observe(wait)
         self.metrics.slot_taken()
         log.info("run started: %s, attempt %d, queued %.3f s", kind, execution.attempts, wait)
 
@@ -64,8 +76,8 @@ class RunObserver:
             started = self._started.get(execution.id)
         kind = started.kind if started else UNKNOWN_KIND
         seconds = time.monotonic() - started.at if started else 0.0
-        self.metrics.runs_finished.labels(kind, status.value).inc()
-        self.metrics.run_duration.labels(kind).observe(seconds)
+        self._child(self.metrics.runs_finished, kind, status.value).inc()
+        self._child(self.metrics.run_duration, kind).observe(seconds)
         calm = status.is_success or status is JobStatus.CANCELED
         level = logging.INFO if calm else logging.WARNING
         because = f": {reason}" if reason else ""

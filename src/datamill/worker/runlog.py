@@ -21,6 +21,7 @@ from datamill.domain.status import JobStatus
 from datamill.engine.base import RunRequest
 from datamill.settings import Settings
 from datamill.store.queue import Outcome
+from datamill.worker.memo import PerConfiguration
 
 
 class RunLog:
@@ -106,13 +107,21 @@ def folder_names(
     return names
 
 
+def _digest(config: JobConfiguration) -> str:
+    canonical = json.dumps(config.definition, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# Digested once per saved version of a job, not per run (worker/memo.py).
+_digests = PerConfiguration(_digest)
+
+
 def configuration_version(config: JobConfiguration) -> dict[str, Any]:
     """Which version of its configuration a run ran: when it was saved, and its digest."""
-    canonical = json.dumps(config.definition, sort_keys=True, separators=(",", ":"))
     return {
         "id": config.id,
         "saved": config.updated_at.isoformat(timespec="milliseconds") + "Z",
-        "sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+        "sha256": _digests(config),
     }
 
 

@@ -259,9 +259,12 @@ class Worker:
         with self._lock:
             self._running.add(execution.id)
         config: JobConfiguration | None = None
+        path: str | None = None
         events: list[PendingEvent] = []
         try:
-            config = self.store.jobs.get(conn, execution.job_configuration_id)
+            # The job's path comes with its configuration (a job file keeps its
+            # configuration for life): one read per claim, not two.
+            config, path = self.store.jobs.get_with_path(conn, execution.job_configuration_id)
             request: RunRequest | str = build_request(
                 conn, self.store, self.settings, execution, config, events
             )
@@ -277,7 +280,7 @@ class Worker:
             run_log.add(event)
         with self._lock:
             self._logs[execution.id] = run_log
-        return request, job_path(conn, execution)
+        return request, path if config is not None else job_path(conn, execution)
 
     def _claiming(
         self, claim: Callable[[Prepare], tuple[Any, Claimed | None]]
