@@ -277,7 +277,6 @@ def run_import(run: SparkRun, definition: ImportJobDefinition) -> RunResult:
 
 
 def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) -> RunResult:
-
     source = definition.source
     assert isinstance(source, CsvSource | JsonLinesSource | ParquetSource)
     declared = definition.columns
