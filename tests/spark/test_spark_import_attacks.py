@@ -17,7 +17,8 @@ import pytest
 
 from datamill.domain.status import JobKind
 from datamill.errors import JobFailed
-from tests.integration.engine_fixtures import Area
+from tests.integration.engine_fixtures import Area, rows
+from tests.integration.swaps import SwapOnFirstProgress, held_below
 from tests.spark.conftest import fresh_staging, spark_request
 from tests.spark.test_spark_imports import _both
 
@@ -96,37 +97,66 @@ def test_csv_dialects_import_alike(
     _both(area, spark_engine, {"kind": "import", "source": source}, spark_remote)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TOCTOU: the links point at checked paths, which the kernel resolves again "
-    "when Spark reads; a folder swapped for a symlink after the check leads outside. "
-    "Fix: hold each checked file open (openat, O_NOFOLLOW per component) and link "
-    "/proc/<worker pid>/fd/<n>, or copy; DuckDB reads by path as well",
-)
 def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_read_by_spark(
-    area: Area, spark_remote: str
+    area: Area, spark_engine: Any, spark_remote: str
 ) -> None:
+    # The worker checks the path, then Spark reads: the first progress report
+    # comes after the check and the planner's read of the keys (JSON lines
+    # without a schema), before Spark's read. The folder then leads outside;
+    # Spark reads the file the worker held open since the check.
+    folder = area.sources / "d"
+    folder.mkdir()
+    (folder / "x.jsonl").write_text('{"v": "mine"}\n')
+    checked = os.path.realpath(folder / "x.jsonl")
+    (area.outside / "x.jsonl").write_text('{"v": "secret"}\n')
+    source = {"kind": "jsonl", "path": str(folder / "x.jsonl")}
+    definition = {"kind": "import", "source": source, "engine": "spark"}
+    progress = SwapOnFirstProgress(folder, area.outside)
+    fresh_staging(area)
+    spark_engine.run(spark_request(area, spark_remote, JobKind.IMPORT, definition), progress)
+    assert progress.swapped
+    assert progress.held == [checked]
+    assert folder.is_symlink()
+    assert rows(area.staging / "data.parquet") == [{"v": "mine"}]
+    # Held for the run only: the worker keeps no source open afterwards.
+    assert held_below(area.sources) == []
+
+
+def test_a_swap_during_a_clusters_read_fails_the_run(area: Area, spark_remote: str) -> None:
+    # A cluster cannot open the worker's descriptors: it reads the checked
+    # paths. The local server stands in for one (`same_machine` off, as for
+    # an address of another machine); a swap still in place after its read
+    # fails the run, whose staging is then thrown away.
     import uuid
 
-    from datamill.engine.paths import expand_source_paths
-    from datamill.engine.spark.inputs import link_inputs
-    from datamill.engine.spark.session import connect
+    from datamill.engine.runs import parse_request
+    from datamill.engine.spark.imports import run_import
+    from datamill.engine.spark.session import HorseSession, SparkRun
 
     folder = area.sources / "d"
     folder.mkdir()
-    (folder / "x.csv").write_text("v\nmine\n")
-    (area.outside / "x.csv").write_text("v\nsecret\n")
-    files = expand_source_paths(str(folder / "x.csv"), (str(area.sources),), 10, ())
-    paths = link_inputs(str(fresh_staging(area)), files)
-    # Between the worker's plan and Spark's read, the user's folder becomes a link.
-    folder.rename(area.sources / "old")
-    folder.symlink_to(area.outside)
-    spark = connect(spark_remote, str(uuid.uuid4()))
+    (folder / "x.jsonl").write_text('{"v": "mine"}\n')
+    (area.outside / "x.jsonl").write_text('{"v": "secret"}\n')
+    checked = os.path.realpath(folder / "x.jsonl")
+    source = {"kind": "jsonl", "path": str(folder / "x.jsonl")}
+    request = spark_request(
+        area, spark_remote, JobKind.IMPORT, {"kind": "import", "source": source}
+    )
+    session = HorseSession(spark_remote, str(uuid.uuid4()), per_run=True)
+    session.same_machine = False
+    progress = SwapOnFirstProgress(folder, area.outside)
+    fresh_staging(area)
     try:
-        read = [r["v"] for r in spark.read.options(header="true").csv(paths[0]).collect()]
+        run = SparkRun(request, session, progress, lambda _: None)
+        with pytest.raises(JobFailed) as failed:
+            run_import(run, parse_request(request))
     finally:
-        spark.stop()
-    assert read != ["secret"]
+        session.close()
+    assert progress.swapped
+    assert failed.value.message == (
+        f"source file {checked!r} was replaced while Spark read it; nothing was imported"
+    )
+    assert held_below(area.sources) == []
 
 
 def test_a_csv_line_longer_than_duckdb_reads_is_not_imported_silently_on_spark(
@@ -166,9 +196,12 @@ def test_a_wide_csv_with_typed_columns_imports_alike(
     area: Area, spark_engine: Any, spark_remote: str
 ) -> None:
     # Each typed column adds a term to the "does any value not fit" test: a
-    # left fold of ORs overflowed the recursion limit. (At 1,000 columns the
-    # inlined readability test also ran the server out of heap: too slow here.)
-    width = 400
+    # left fold of ORs overflowed the recursion limit at 400 columns, and at
+    # 1,000 the inlined readability test ran the server out of heap. Both are
+    # proved on the plans at 1,000-10,000 columns (test_spark_wide_imports.py),
+    # where running them costs minutes; here the engines agree on a width past
+    # Spark's whole-stage code generation (spark.sql.codegen.maxFields, 100).
+    width = 120
     csv = area.sources / "wide.csv"
     header = ",".join(f"c{i}" for i in range(width))
     csv.write_text(f"{header}\n" + ",".join(["1"] * width) + "\n" + ",".join(["x"] * width) + "\n")

@@ -218,10 +218,12 @@ class DuckDBEngine:
         except DatamillError:
             raise
         except duckdb.Error as error:  # a path we did not wrap: still never leak a raw error
-            raise JobFailed(duckdb_message(error)) from None
+            raise JobFailed(session.shown(duckdb_message(error))) from None
         except (OSError, pa.ArrowException) as error:
-            raise JobFailed(f"cannot read or write a file: {error}") from None
+            raise JobFailed(session.shown(f"cannot read or write a file: {error}")) from None
         finally:
+            # The sources are let go now, even where the database closes later.
+            session.release_files()
             # A run's own spill folder lies in its staging folder, which is
             # about to be published: that database must close first.
             if self._keep_warm and not session.owns_temp_dir and session.shared is None:

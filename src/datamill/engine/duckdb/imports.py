@@ -54,7 +54,7 @@ def csv_rejects(session: Session, tag: str) -> tuple[int, str, list[dict[str, An
     )
     sample = [
         {
-            "file": os.path.basename(str(path)),
+            "file": os.path.basename(session.shown(str(path))),
             "line": int(line),
             "text": str(text),
             "reason": str(message),
@@ -62,7 +62,9 @@ def csv_rejects(session: Session, tag: str) -> tuple[int, str, list[dict[str, An
         for path, line, message, text in rows
     ]
     first = (
-        f"line {rows[0][1]} of {os.path.basename(str(rows[0][0]))}: {rows[0][2]}" if rows else ""
+        f"line {rows[0][1]} of {os.path.basename(session.shown(str(rows[0][0])))}: {rows[0][2]}"
+        if rows
+        else ""
     )
     return int(count), first, sample
 

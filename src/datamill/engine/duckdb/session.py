@@ -19,6 +19,7 @@ from datamill.engine.duckdb.database import (
 )
 from datamill.engine.duckdb.literals import lit_list, literal_file
 from datamill.engine.duckdb.progress import POLLER, Progress
+from datamill.engine.held import HeldFiles
 from datamill.errors import InvalidSql, JobFailed
 
 # DuckDB errors that mean the user's SQL is wrong rather than the run failing.
@@ -47,6 +48,8 @@ class Session:
         # Where the run is (sheet, source): named in the log if it fails there.
         self.where: dict[str, Any] = {}
         self.callback_error: BaseException | None = None
+        # The run's source files, open from their check to the run's end (engine/held.py).
+        self.held: HeldFiles | None = None
         self.staging_dir = os.path.realpath(request.staging_dir)
         os.makedirs(self.staging_dir, exist_ok=True)
         self.shared = shared
@@ -70,8 +73,24 @@ class Session:
         """Tell the run's log that something happened."""
         self.emit(rl.pending(event, **detail))
 
+    def hold(self, files: Sequence[str]) -> list[str]:
+        """Hold the checked `files` open for the run; the paths DuckDB reads them by."""
+        assert self.held is None, "a run holds one set of source files"
+        self.held = HeldFiles(files)
+        return self.held.paths()
+
+    def shown(self, text: str) -> str:
+        """`text` naming the held source files by their real paths, as the user knows them."""
+        return text if self.held is None else self.held.named(text)
+
+    def release_files(self) -> None:
+        """Close the held source files (the run has read them)."""
+        if self.held is not None:
+            self.held.close()
+
     def close(self) -> None:
-        """Close the connection and remove spill files."""
+        """Close the connection and the held source files, and remove spill files."""
+        self.release_files()
         self.con.close()
         if self.owns_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
@@ -96,7 +115,7 @@ class Session:
         except duckdb.Error as error:
             if self.callback_error is not None:
                 raise self.callback_error from None
-            message = duckdb_message(error)
+            message = self.shown(duckdb_message(error))
             if user_sql is not None and isinstance(error, _SQL_ERRORS):
                 raise InvalidSql(f"{user_sql}: {message}") from None
             raise JobFailed(f"{context}: {message}") from None

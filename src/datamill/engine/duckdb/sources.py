@@ -74,6 +74,8 @@ class Scan:
     csv_rejects: bool = False
     # Column name -> type found by scanning the whole source (JSON lines without a schema).
     detected: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The paths the files are read by: each held file's /proc path (engine/held.py).
+    reads: list[str] = dataclasses.field(default_factory=list)
 
 
 def unique_names(names: Sequence[str]) -> list[str]:
@@ -108,14 +110,14 @@ def memory_bytes(limit: str) -> int:
 # ---------------------------------------------------------------- files
 
 
-def _first_row(path: str, source: CsvSource) -> list[str]:
+def _first_row(path: str, source: CsvSource, shown: str) -> list[str]:
     try:
         with open(path, encoding=_PY_ENCODINGS[source.encoding], newline="") as handle:
             reader = csv.reader(handle, delimiter=source.delimiter, quotechar=source.quote)
             return next(reader, [])
     except (UnicodeError, csv.Error) as error:
         raise InvalidInput(
-            f"cannot read the first line of {path!r} as {source.encoding} CSV: {error}"
+            f"cannot read the first line of {shown!r} as {source.encoding} CSV: {error}"
         ) from None
 
 
@@ -127,16 +129,20 @@ def _too_wide(count: int, what: str) -> str:
 
 
 def _csv_scan(
-    session: Session, source: CsvSource, files: list[str], declared: list[Column] | None
+    session: Session,
+    source: CsvSource,
+    files: list[str],
+    reads: list[str],
+    declared: list[Column] | None,
 ) -> Scan:
     if source.quote == source.delimiter:
         raise InvalidDefinition("the CSV quote and delimiter must differ")
-    first = _first_row(files[0], source)
+    first = _first_row(reads[0], source, files[0])
     if not first:
         raise InvalidInput(f"source file {files[0]!r} is empty")
     if source.header:
-        for other in files[1:]:
-            if _first_row(other, source) != first:
+        for other, read in zip(files[1:], reads[1:], strict=True):
+            if _first_row(read, source, other) != first:
                 raise InvalidInput(f"{other!r} has other columns than {files[0]!r}")
         names = unique_names(first)
     else:
@@ -159,13 +165,13 @@ def _csv_scan(
 
     def relation(tag: str) -> str:
         return (
-            f"read_csv({file_list(files)}, {options}, "
+            f"read_csv({file_list(reads)}, {options}, "
             f"rejects_table = 'dm_rejects_{tag}', rejects_scan = 'dm_scans_{tag}')"
         )
 
     columns = [SourceColumn(n, ident(n), "VARCHAR") for n in names]
-    size = sum(os.path.getsize(f) for f in files)
-    return Scan(relation, columns, files, size, csv_rejects=True)
+    size = sum(os.path.getsize(f) for f in reads)
+    return Scan(relation, columns, files, size, csv_rejects=True, reads=reads)
 
 
 def _json_pointer(key: str) -> str:
@@ -182,21 +188,23 @@ _JSON_TYPES = {"BOOLEAN": "BOOLEAN", "UBIGINT": "BIGINT", "BIGINT": "BIGINT", "H
 _JSON_TYPES |= {"DOUBLE": "DOUBLE"}
 
 
-def _jsonl_scan(session: Session, files: list[str], declared: list[Column] | None) -> Scan:
+def _jsonl_scan(
+    session: Session, files: list[str], reads: list[str], declared: list[Column] | None
+) -> Scan:
     def relation(tag: str) -> str:
         del tag
         return (
-            f"(SELECT json AS __dm_json FROM read_ndjson_objects({file_list(files)}, "
+            f"(SELECT json AS __dm_json FROM read_ndjson_objects({file_list(reads)}, "
             "ignore_errors = true))"
         )
 
     readable = "(__dm_json IS NOT NULL AND json_type(__dm_json) = 'OBJECT')"
-    size = sum(os.path.getsize(f) for f in files)
-    scan = Scan(relation, [], files, size, readable=readable)
+    size = sum(os.path.getsize(f) for f in reads)
+    scan = Scan(relation, [], files, size, readable=readable, reads=reads)
     if declared is not None:
         scan.columns = [_json_column(c.name, c.name, "VARCHAR") for c in declared]
         return scan
-    session.lock_down(files)
+    session.lock_down(reads)
     rows = session.execute(
         # json_group_structure is a macro, so it takes no FILTER clause.
         f"SELECT json_group_structure(CASE WHEN {readable} THEN __dm_json END) "
@@ -217,14 +225,14 @@ def _jsonl_scan(session: Session, files: list[str], declared: list[Column] | Non
     return scan
 
 
-def _parquet_scan(session: Session, files: list[str], source_bytes: int) -> Scan:
+def _parquet_scan(session: Session, files: list[str], reads: list[str], source_bytes: int) -> Scan:
     def relation(tag: str) -> str:
         del tag
-        return f"read_parquet({file_list(files)}, union_by_name = true)"
+        return f"read_parquet({file_list(reads)}, union_by_name = true)"
 
     rows = session.execute(f"DESCRIBE SELECT * FROM {relation('')}", context="reading Parquet")
     columns = [SourceColumn(str(r[0]), ident(str(r[0])), str(r[1])) for r in rows]
-    return Scan(relation, columns, files, source_bytes)
+    return Scan(relation, columns, files, source_bytes, reads=reads)
 
 
 # ---------------------------------------------------------------- databases
@@ -412,17 +420,21 @@ def open_scan(
         os.makedirs(folder, exist_ok=True)
         parts, read_bytes = _stage_database(session, source, folder)
         session.progress.advance(0.4)
-        scan = _parquet_scan(session, parts, read_bytes)
+        scan = _parquet_scan(session, parts, parts, read_bytes)
     else:
         limit, excluded = session.request.max_source_files, session.request.roots.excluded
         files = expand_source_paths(source.path, roots, limit, excluded)
+        # Read through descriptors opened and checked now: a path resolved
+        # again later could lead elsewhere (engine/held.py).
+        reads = session.hold(files)
         if isinstance(source, CsvSource):
-            scan = _csv_scan(session, source, files, declared)
+            scan = _csv_scan(session, source, files, reads, declared)
         elif isinstance(source, JsonLinesSource):
-            scan = _jsonl_scan(session, files, declared)
+            scan = _jsonl_scan(session, files, reads, declared)
         else:
-            scan = _parquet_scan(session, files, sum(os.path.getsize(f) for f in files))
-    session.lock_down(scan.files)
+            size = sum(os.path.getsize(f) for f in reads)
+            scan = _parquet_scan(session, files, reads, size)
+    session.lock_down(scan.reads)
     return scan
 
 

@@ -144,14 +144,14 @@ def _read_jsonl(run: SparkRun, scan: Scan, paths: list[str]) -> _Read:
     return _Read(frame, readable, lambda o: F.col("_dm_json").getField(field[str(o.source.key)]))
 
 
-def _check_parquet_files(files: list[str]) -> None:
+def _check_parquet_files(planner: Session, files: list[str]) -> None:
     """Refuse Parquet files Spark would read otherwise: case twins, text and non-text mixed."""
     textual: dict[str, set[bool]] = {}
     for file in files:
         try:
             schema = pq.read_schema(file)
         except (OSError, ValueError) as error:
-            raise JobFailed(f"cannot read the Parquet source: {error}") from None
+            raise JobFailed(planner.shown(f"cannot read the Parquet source: {error}")) from None
         seen: dict[str, str] = {}
         for field in schema:
             twin = seen.setdefault(field.name.lower(), field.name)
@@ -175,10 +175,10 @@ def _check_parquet_files(files: list[str]) -> None:
                 )
 
 
-def _read_parquet(run: SparkRun, files: list[str], paths: list[str]) -> _Read:
+def _read_parquet(run: SparkRun, planner: Session, scan: Scan, paths: list[str]) -> _Read:
     from pyspark.sql.connect import functions as F
 
-    _check_parquet_files(files)
+    _check_parquet_files(planner, scan.reads)
     frame = _union([run.spark.read.parquet(p) for p in paths], by_name=True)
     return _Read(frame, F.lit(True), lambda o: F.col(_quoted(o.source.name)))
 
@@ -194,6 +194,44 @@ def _any(columns: list[Column]) -> Column:
     # overflows Python's recursion limit when the plan is serialised.
     middle = len(columns) // 2
     return _any(columns[:middle]) | _any(columns[middle:])
+
+
+Checks = list[tuple[Coercion, "Column"]]
+
+
+def _checks_once(read: _Read, checks: list[tuple[Coercion, Column | None]]) -> tuple[_Read, Checks]:
+    """The read with each test computed once, as a column; the tests (None: always fits) by name.
+
+    Inlined, `readable` (which reads every CSV column) would be repeated in
+    every column's count, a plan that grows with the square of the width
+    (1,000 columns ran the server out of heap).
+    """
+    from pyspark.sql.connect import functions as F
+
+    checked = [(c, f) for c, f in checks if f is not None]
+    tests = [f.alias(f"_dm_fits{i}") for i, (_, f) in enumerate(checked)]
+    frame = read.frame.select("*", read.readable.alias("_dm_readable"), *tests)
+    once = _Read(frame, F.col("_dm_readable"), read.column)
+    return once, [(c, F.col(f"_dm_fits{i}")) for i, (c, _) in enumerate(checked)]
+
+
+def _counts(read: _Read, checked: Checks, first: Output) -> DataFrame:
+    """One row: unreadable records, readable ones that do not fit, each test's misfits, and more."""
+    from pyspark.sql.connect import functions as F
+
+    return read.frame.agg(
+        F.count_if(~read.readable),
+        F.count_if(read.readable & _any([~f for _, f in checked])),
+        *[F.count_if(read.readable & ~f) for _, f in checked],
+        # Spark refuses a query of a CSV's corrupt-record column alone.
+        F.count(read.column(first)),
+    )
+
+
+def _kept(read: _Read, checked: Checks, outputs: list[Output]) -> DataFrame:
+    """The records to store: readable, every value fitting, converted to the output columns."""
+    kept = read.frame.filter(read.readable & ~_any([~f for _, f in checked]))
+    return kept.select(*[Coercion(o, read.column(o)).select() for o in outputs])
 
 
 def _bad_records(run: SparkRun, read: _Read, checked: list[tuple[Coercion, Column]]) -> list[str]:
@@ -231,7 +269,7 @@ def run_import(run: SparkRun, definition: ImportJobDefinition) -> RunResult:
         return _import(run, planner, definition)
     except JobFailed as error:
         # Spark names the links it read; the user knows the source by its path.
-        error.args = (_LINK.sub("the source file", error.message),)
+        error.args = (_LINK.sub("the source file", planner.shown(error.message)),)
         raise
     finally:
         planner.close()
@@ -239,8 +277,6 @@ def run_import(run: SparkRun, definition: ImportJobDefinition) -> RunResult:
 
 
 def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) -> RunResult:
-    from pyspark.sql.connect import functions as F
-
     source = definition.source
     assert isinstance(source, CsvSource | JsonLinesSource | ParquetSource)
     declared = definition.columns
@@ -252,34 +288,27 @@ def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) ->
         raise JobFailed("no columns could be read from the source")
     check_casts(outputs)
     run.progress.done = planner.progress.done
-    paths = link_inputs(run.staging_dir, scan.files)
+    held = planner.held
+    assert held is not None  # a file source: its files are held since their check
+    # A Spark server on this machine reads the files the worker holds open, so
+    # what it reads is what was checked; a cluster reads the checked paths,
+    # which are checked again after its read (docs/engines.md).
+    local = run.session.same_machine
+    paths = link_inputs(run.staging_dir, held.paths(os.getpid()) if local else scan.files)
     if isinstance(source, CsvSource):
         read = _read_csv(run, source, scan, paths)
     elif isinstance(source, JsonLinesSource):
         read = _read_jsonl(run, scan, paths)
     else:
-        read = _read_parquet(run, scan.files, paths)
+        read = _read_parquet(run, planner, scan, paths)
     fail = definition.error_mode == "FAIL"
 
     def coerce(output: Output) -> Coercion:
         return Coercion(output, read.column(output))
 
-    checked = [(c, f) for c in map(coerce, outputs) if (f := c.fits()) is not None]
-    # Each test is computed once, as a column: inlined, `readable` (which reads
-    # every CSV column) would be repeated in every column's count, a plan that
-    # grows with the square of the width (1,000 columns: the server's heap).
-    tests = [f.alias(f"_dm_fits{i}") for i, (_, f) in enumerate(checked)]
-    frame = read.frame.select("*", read.readable.alias("_dm_readable"), *tests)
-    read = _Read(frame, F.col("_dm_readable"), read.column)
-    checked = [(c, F.col(f"_dm_fits{i}")) for i, (c, _) in enumerate(checked)]
+    read, checked = _checks_once(read, [(c, c.fits()) for c in map(coerce, outputs)])
     counts = run.execute(
-        lambda: read.frame.agg(
-            F.count_if(~read.readable),
-            F.count_if(read.readable & _any([~f for _, f in checked])),
-            *[F.count_if(read.readable & ~f) for _, f in checked],
-            # Spark refuses a query of a CSV's corrupt-record column alone.
-            F.count(read.column(outputs[0])),
-        ).collect()[0],
+        lambda: _counts(read, checked, outputs[0]).collect()[0],
         context="checking the records",
         share=(0.99 - run.progress.done) / 2,
     )
@@ -305,13 +334,17 @@ def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) ->
         if fail:
             raise JobFailed(failed_message(problems))
     target = os.path.join(run.staging_dir, "data.parquet")
-    kept = read.frame.filter(read.readable & ~_any([~f for _, f in checked]))
-    selects = [coerce(o).select() for o in outputs]
+    kept = _kept(read, checked, outputs)
     run.execute(
-        lambda: write_one_file(kept.select(*selects), target),
+        lambda: write_one_file(kept, target),
         context="writing the imported data",
         share=0.99 - run.progress.done,
     )
+    moved = [] if local else held.moved()
+    if moved:
+        raise JobFailed(
+            f"source file {moved[0]!r} was replaced while Spark read it; nothing was imported"
+        )
     written = pq.ParquetFile(target).metadata.num_rows
     run.where = {}
     dropped = bad + unreadable + broken

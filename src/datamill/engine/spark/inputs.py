@@ -10,9 +10,12 @@ what Spark reads. The links are removed before the run is published.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import urllib.parse
 
+from datamill.engine.paths import is_local, resolve_host
 from datamill.errors import JobFailed
 
 FOLDER = "input"
@@ -28,8 +31,23 @@ def hadoop_path(path: str) -> str:
     return "".join("\\" + c if c in _GLOB else c for c in path)
 
 
+@functools.lru_cache(maxsize=16)
+def on_this_machine(remote: str) -> bool:
+    """Whether the Spark Connect server at `remote` runs on this machine (every address local).
+
+    Such a server reads the files a run holds open through /proc/<pid>/fd
+    (engine/held.py); a cluster's executors cannot.
+    """
+    host = urllib.parse.urlsplit(remote).hostname
+    addresses = resolve_host(host) if host else set()
+    return bool(addresses) and all(is_local(ip) for ip in addresses)
+
+
 def link_inputs(staging_dir: str, files: list[str]) -> list[str]:
-    """Link each (checked, real) file into the staging folder; the Hadoop paths of the links."""
+    """Link each file (a held file's /proc path, or a checked real path) into the staging folder.
+
+    The Hadoop paths of the links are returned.
+    """
     folder = os.path.join(staging_dir, FOLDER)
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)

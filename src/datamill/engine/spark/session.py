@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from datamill.domain import runlog as rl
 from datamill.engine.base import EventCallback, ProgressCallback, RunRequest
 from datamill.engine.duckdb.progress import Progress
+from datamill.engine.spark.inputs import on_this_machine
 from datamill.engine.spark.schemas import footer_schema
 from datamill.errors import InvalidSql, JobFailed
 
@@ -102,6 +103,8 @@ class HorseSession:
         self.id = session
         self.remote = remote
         self.per_run = per_run
+        # Whether the server can read the files a run holds open (engine/held.py).
+        self.same_machine = on_this_machine(remote)
         try:
             self.spark = connect(remote, session)
             # Spark pastes `${env:X}`, `${system:X}` and `${<conf>}` into SQL text
