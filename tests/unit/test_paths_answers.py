@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shutil
 import subprocess
@@ -523,3 +524,39 @@ def test_sqlite_refusals_say_what_is_wrong(root: Path) -> None:
     assert refused(f"sqlite:///{outside}") == (
         f"source database file {outside!r} is outside the allowed folders ({root})"
     )
+
+
+def _glob_answer(pattern: str, root: Path) -> str:
+    with pytest.raises((PathNotAllowed, InvalidInput)) as refused:
+        expand_source_paths(pattern, (str(root),))
+    return f"{type(refused.value).__name__}: {refused.value.message}"
+
+
+@pytest.mark.parametrize("pattern", ["*.csv", "*/x.csv", "**/*.csv", "**"])
+def test_a_glob_answers_alike_whatever_a_link_out_leads_to(root: Path, pattern: str) -> None:
+    # Someone who may make links in a location learnt from the answer whether
+    # a file (or folder) exists outside it: the match tested that before the
+    # link. Among them a worker's /proc/<pid>/fd/<n>: whether a run of
+    # another user holds a file there right now.
+    outside = root.parent / "rootless"
+    held = os.open(outside / "c.csv", os.O_RDONLY)
+    unused = max(int(n) for n in os.listdir("/proc/self/fd")) + 100
+    targets = {
+        "a file": outside / "c.csv",
+        "a folder": outside,
+        "nothing": outside / "missing.csv",
+        "a held file": Path(f"/proc/self/fd/{held}"),
+        "no held file": Path(f"/proc/self/fd/{unused}"),
+    }
+    answers = {}
+    try:
+        for what, target in targets.items():
+            link = root / "l.csv"
+            link.symlink_to(target)
+            answers[what] = _glob_answer(f"{root}/{pattern}", root)
+            link.unlink()
+    finally:
+        os.close(held)
+    assert len(set(answers.values())) == 1, answers
+    assert answers["nothing"].startswith("PathNotAllowed: ")
+    assert str(root / "l.csv") in answers["nothing"]

@@ -95,6 +95,19 @@ class _Expansion:
             )
         return real
 
+    def refuse_link_out(self, path: str, leaf: bool) -> None:
+        """Refuse a symbolic link out of the roots before asking what it leads to.
+
+        Testing first whether it is a folder or a file, as the match does, would
+        tell apart a link to an existing file out there from one to nothing (a
+        link to /proc/<pid>/fd/<n> of a worker: whether another run holds it).
+        """
+        if os.path.islink(path):
+            if leaf:
+                check_path(path, self.roots, "source file")
+            else:
+                self.enter(path)
+
     def add(self, path: str) -> None:
         real = check_path(path, self.roots, "source file")
         if self.excluded and _inside(real, self.excluded):
@@ -116,6 +129,8 @@ class _Expansion:
             if rest:
                 self.expand(folder, rest)
             for entry in _entries(folder):
+                # A folder or a file: as a name that may be either, its link is refused alike.
+                self.refuse_link_out(entry.path, leaf=False)
                 if entry.is_dir():
                     self.expand(entry.path, parts)
                 elif not rest and entry.is_file():
@@ -127,6 +142,7 @@ class _Expansion:
             names = [head]
         for name in names:
             path = os.path.join(folder, name)
+            self.refuse_link_out(path, leaf=not rest)
             if rest:
                 if os.path.isdir(path):
                     self.expand(path, rest)
