@@ -138,6 +138,20 @@ def test_parquet_source_keeps_types(area: Area) -> None:
     assert result.counters["IMPORT_BYTES"] == path.stat().st_size
 
 
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_folder_named_key_value_adds_no_column(area: Area, kind: str) -> None:
+    """Datameer imports a file's own columns; a `year=2024` folder is only a name (docs/jobs.md)."""
+    folder = area.sources / "year=2024"
+    folder.mkdir()
+    path = folder / f"x.{kind}"
+    if kind == "parquet":
+        pq.write_table(pa.table({"v": [1]}), path)
+    else:
+        path.write_text("v\n1\n")
+    run_import(area, {"kind": kind, "path": str(folder / f"*.{kind}")})
+    assert imported(area) == [{"v": 1}]
+
+
 def _sqlite(area: Area) -> str:
     path = area.sources / "shop.db"
     with sqlite3.connect(path) as conn:

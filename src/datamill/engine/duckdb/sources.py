@@ -160,7 +160,7 @@ def _csv_scan(
         f"header = {str(source.header).lower()}, auto_detect = false, columns = {types}, "
         f"delim = {lit(source.delimiter)}, quote = {lit(source.quote)}, "
         f"escape = {lit(source.quote)}, encoding = {lit(source.encoding)}, "
-        f"buffer_size = {buffer}, store_rejects = true"
+        f"buffer_size = {buffer}, store_rejects = true, hive_partitioning = false"
     )
 
     def relation(tag: str) -> str:
@@ -228,7 +228,9 @@ def _jsonl_scan(
 def _parquet_scan(session: Session, files: list[str], reads: list[str], source_bytes: int) -> Scan:
     def relation(tag: str) -> str:
         del tag
-        return f"read_parquet({file_list(reads)}, union_by_name = true)"
+        # A folder named key=value adds no column: the file's own columns are
+        # the data, as on Spark (which reads through links named 00000...).
+        return f"read_parquet({file_list(reads)}, union_by_name = true, hive_partitioning = false)"
 
     rows = session.execute(f"DESCRIBE SELECT * FROM {relation('')}", context="reading Parquet")
     columns = [SourceColumn(str(r[0]), ident(str(r[0])), str(r[1])) for r in rows]
