@@ -26,6 +26,9 @@ _FIXTURE_SECONDS = (
     ("running", 2.0),
     ("node", 0.5),  # a migrated store (a PostgreSQL clone)
     ("settings", 0.5),
+    # A cell of the permission matrix on its module's world (tests/security/matrix.py):
+    # the fixture is shared, but each cell builds its own target and sends its requests.
+    ("world", 0.15),
 )
 _SPARK_SECONDS = 8.0
 _OTHER_SECONDS = 0.05
