@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from datamill.bootstrap import Node
-from datamill.errors import Conflict
+from datamill.errors import AlreadyExists, Conflict, NotFound
 from datamill.services import users as user_service
+from datamill.store import tables as t
 from datamill.store import users as user_store
 from tests.helpers import admin, password_hash
 from tests.security.conftest import PASSWORD, Actors
@@ -114,12 +116,13 @@ def test_role_refusals_say_exactly_what_is_wrong(actors: Actors) -> None:
     assert [role["name"] for role in listed] == ["ADMIN", "ANALYST", "long"]
 
 
-def _race_an_open_demotion(node: Node, other: Callable[[], None]) -> list[Exception]:
-    """Run `other` while another transaction has taken the ADMIN role from 'admin', uncommitted.
+def _race(
+    node: Node, first: Callable[[Connection], None], other: Callable[[], None]
+) -> list[Exception]:
+    """Run `other` while another transaction has done `first` and not yet committed.
 
-    That transaction does what update_user does (the role's row locked, the
-    roles replaced); `other` starts once it holds the lock, and it commits
-    once `other` waits for it or has ended. Returns what `other` raised.
+    `other` starts once `first` is done; that transaction commits once `other`
+    waits for one of its locks or has ended. Returns what `other` raised.
     """
     raised: list[Exception] = []
 
@@ -131,8 +134,7 @@ def _race_an_open_demotion(node: Node, other: Callable[[], None]) -> list[Except
 
     thread = threading.Thread(target=run)
     with node.store.db.write() as conn:
-        user_store.holders_of_role(conn, "ADMIN", lock=True)
-        user_store.replace_roles(conn, "admin", ())
+        first(conn)
         thread.start()
         for _ in range(3000):  # until it waits on our lock, or never did and ended
             with node.store.db.read() as look:
@@ -148,6 +150,17 @@ def _race_an_open_demotion(node: Node, other: Callable[[], None]) -> list[Except
     thread.join(60)
     assert not thread.is_alive()
     return raised
+
+
+def _demote_admin(conn: Connection) -> None:
+    # What update_user does: the role's row locked, then the roles replaced.
+    user_store.holders_of_role(conn, "ADMIN", lock=True)
+    user_store.replace_roles(conn, "admin", ())
+
+
+def _race_an_open_demotion(node: Node, other: Callable[[], None]) -> list[Exception]:
+    """Run `other` while another transaction has taken the ADMIN role from 'admin', uncommitted."""
+    return _race(node, _demote_admin, other)
 
 
 def _admins(node: Node) -> list[str]:
@@ -182,3 +195,43 @@ def test_a_delete_during_a_concurrent_demotion_never_leaves_no_admin(node: Node)
     assert [type(e) for e in raised] == [Conflict], raised
     assert "'root' is the last user with the ADMIN role" in str(raised[0])
     assert _admins(node) == ["root"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_group_deleted_during_its_rename_is_not_found_rather_than_renamed(node: Node) -> None:
+    acting = admin(node)
+    user_service.create_group(node.store, acting, "ops")
+    raised = _race(
+        node,
+        lambda conn: user_store.delete_group(conn, "ops"),
+        lambda: user_service.rename_group(node.store, acting, "ops", "crew"),
+    )
+    assert [(type(e), str(e)) for e in raised] == [(NotFound, "group 'ops' doesn't exist")]
+    with node.store.db.read() as conn:
+        assert user_store.existing_names(conn, t.groups, ["ops", "crew"]) == set()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_name_taken_by_a_concurrent_create_is_answered_as_taken(node: Node) -> None:
+    acting = admin(node)
+    user_service.create_group(node.store, acting, "ops")
+    renamed = _race(
+        node,
+        lambda conn: user_store.insert_group(conn, "crew"),
+        lambda: user_service.rename_group(node.store, acting, "ops", "crew"),
+    )
+    assert [(type(e), str(e)) for e in renamed] == [(AlreadyExists, "group 'crew' already exists")]
+    made = _race(
+        node,
+        lambda conn: user_store.insert_role(conn, "viewer", ["job.read"]),
+        lambda: user_service.create_role(node.store, acting, "viewer", ["data.read"]),
+    )
+    assert [(type(e), str(e)) for e in made] == [(AlreadyExists, "role 'viewer' already exists")]
+    with node.store.db.read() as conn:
+        assert user_store.get_groups(conn, ["ops", "crew"]) == [
+            user_store.Group("ops", ()),
+            user_store.Group("crew", ()),
+        ]
+        assert user_store.get_roles(conn, ["viewer"]) == [user_store.Role("viewer", ("job.read",))]
