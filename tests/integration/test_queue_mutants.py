@@ -1,0 +1,55 @@
+"""Publishing at the end of a run (store/queue.py) as its mutation run showed untested."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from datamill.bootstrap import Node
+from datamill.domain.status import JobKind, JobStatus
+from datamill.store import data as data_store
+from datamill.store.queue import Outcome
+from tests.helpers import admin
+
+CSV_IMPORT = {"source": {"kind": "csv", "path": "/tmp/x.csv"}}
+
+
+def _run_and_publish(node: Node, path: str, content: bytes) -> Path:
+    """Trigger the job at `path`, finish its run with one staged file; the data's folder."""
+    node.jobs.trigger(path, admin(node))
+    queue = node.store.queue
+    execution = queue.claim_next_execution("w1")
+    assert execution is not None
+    staging = node.settings.staging_root / str(execution.id)
+    staging.mkdir(parents=True)
+    (staging / "data.parquet").write_bytes(content)
+    outcome = Outcome(JobStatus.COMPLETED, sheets={"data": 1}, staging_dir=str(staging))
+    assert queue.finish(execution, "w1", outcome)
+    with node.store.db.read() as conn:
+        entry = node.store.files.find(conn, path)
+        assert entry is not None
+        config = node.store.jobs.for_file(conn, entry.id)
+        assert config is not None
+        result = data_store.newest_data(conn, config.id)
+    assert result is not None
+    return Path(result.location)
+
+
+def test_each_publish_gets_its_own_folder_under_the_data_root_replacing_any_leftover(
+    node: Node,
+) -> None:
+    root = node.settings.resolved_data_root
+    for name in ("a", "b"):
+        node.jobs.define_job(f"/Data/ImportJobs/{name}.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    node.store.queue.register_worker("w1", "host", os.getpid())
+    first = _run_and_publish(node, "/Data/ImportJobs/a.imp", b"first")
+    assert first.parent == root and first.name.isdigit()
+    # A folder left where the next data goes (a publish whose commit never happened).
+    leftover = root / str(int(first.name) + 1)
+    leftover.mkdir()
+    (leftover / "stale.parquet").write_bytes(b"stale")
+    second = _run_and_publish(node, "/Data/ImportJobs/b.imp", b"second")
+    assert second == leftover
+    assert sorted(p.name for p in second.iterdir()) == ["data.parquet"]
+    assert (second / "data.parquet").read_bytes() == b"second"
+    assert (first / "data.parquet").read_bytes() == b"first"
