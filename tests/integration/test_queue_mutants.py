@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
 from datamill.bootstrap import Node
 from datamill.domain.status import JobKind, JobStatus
 from datamill.store import data as data_store
+from datamill.store import executions as ex
 from datamill.store.queue import Outcome
 from tests.helpers import admin
 
@@ -53,3 +55,23 @@ def test_each_publish_gets_its_own_folder_under_the_data_root_replacing_any_left
     assert sorted(p.name for p in second.iterdir()) == ["data.parquet"]
     assert (second / "data.parquet").read_bytes() == b"second"
     assert (first / "data.parquet").read_bytes() == b"first"
+
+
+def test_the_reconciling_worker_keeps_its_runs_even_when_its_row_is_gone(node: Node) -> None:
+    """Another node may have dropped this worker's row; reconciling must not lose its own runs."""
+    node.jobs.define_job("/Data/ImportJobs/a.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    node.jobs.trigger("/Data/ImportJobs/a.imp", admin(node))
+    queue = node.store.queue
+    queue.register_worker("w1", "host", os.getpid())
+    claimed = queue.claim_next_execution("w1")
+    assert claimed is not None
+    queue.unregister_worker("w1")
+    lost = queue.reconcile_lost_workers(
+        dt.timedelta(hours=1),
+        is_local_pid_alive=lambda _pid: True,
+        hostname="host",
+        alive_worker_id="w1",
+    )
+    assert lost == []
+    with node.store.db.read() as conn:
+        assert ex.get_execution(conn, claimed.id).status is JobStatus.RUNNING
