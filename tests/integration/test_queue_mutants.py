@@ -8,6 +8,7 @@ from pathlib import Path
 
 from datamill.bootstrap import Node
 from datamill.domain.status import JobKind, JobStatus
+from datamill.services.plans import sequential_trigger
 from datamill.store import data as data_store
 from datamill.store import executions as ex
 from datamill.store.queue import Outcome
@@ -75,3 +76,36 @@ def test_the_reconciling_worker_keeps_its_runs_even_when_its_row_is_gone(node: N
     assert lost == []
     with node.store.db.read() as conn:
         assert ex.get_execution(conn, claimed.id).status is JobStatus.RUNNING
+
+
+def test_a_run_lost_with_its_worker_cancels_its_waiting_downstream(node: Node) -> None:
+    """A sequential plan's member whose worker died ends in ERROR and its downstream is canceled."""
+    upstream, downstream = "/Data/ImportJobs/a.imp", "/Analytics/Workbooks/b.wbk"
+    node.jobs.define_job(upstream, JobKind.IMPORT, CSV_IMPORT, "admin")
+    sheets = [
+        {"kind": "data", "name": "s0", "source": {"importJob": upstream}},
+        {"kind": "sql", "name": "out", "keep": True, "sql": "SELECT * FROM s0"},
+    ]
+    node.jobs.define_job(
+        downstream,
+        JobKind.WORKBOOK,
+        {"triggering": {"mode": "DATA_DRIVEN"}, "sheets": sheets},
+        "admin",
+    )
+    plan = {
+        m.name: m.execution_id for m in sequential_trigger(node.jobs, [upstream], admin(node), {})
+    }
+    queue = node.store.queue
+    queue.register_worker("w1", "host", os.getpid())
+    claimed = queue.claim_next_execution("w1")
+    assert claimed is not None and claimed.id == plan["a.imp"]
+    lost = queue.reconcile_lost_workers(
+        dt.timedelta(hours=1), is_local_pid_alive=lambda _pid: False, hostname="host"
+    )
+    assert lost == [claimed.id]
+    with node.store.db.read() as conn:
+        ended = ex.get_execution(conn, claimed.id)
+        waiting = ex.get_execution(conn, plan["b.wbk"])  # type: ignore[arg-type]
+    assert (ended.status, ended.progress) == (JobStatus.ERROR, None)
+    assert waiting.status is JobStatus.CANCELED
+    assert "a.imp" in (waiting.error_message or "") and "ERROR" in (waiting.error_message or "")
