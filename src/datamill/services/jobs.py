@@ -357,11 +357,6 @@ class JobService:
             self.resolve_job(conn, ByConfiguration(config_id), user, Access.READ)
             return ex.volume_report(conn, config_id)
 
-    def execution(self, execution_id: int, user: User) -> tuple[Execution, FileEntry]:
-        """One execution, if the user may read its job file."""
-        with self.store.db.read() as conn:
-            return self.readable_execution(conn, execution_id, user)
-
     def readable_execution(
         self, conn: Connection, execution_id: int, user: User
     ) -> tuple[Execution, FileEntry]:

@@ -1,0 +1,237 @@
+"""User management's answers (services/users.py) that its mutation run showed unasserted.
+
+The user-management tests check a fragment of each refusal; a reader acts on
+the whole sentence (which group is unknown, what to do about the last ADMIN),
+so these assert the exact bodies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from datamill.bootstrap import Node
+from datamill.errors import AlreadyExists, Conflict, NotFound
+from datamill.services import users as user_service
+from datamill.store import tables as t
+from datamill.store import users as user_store
+from tests.helpers import admin, password_hash
+from tests.security.conftest import PASSWORD, Actors
+
+BASE = "/rest/user-management"
+
+
+def _refused(actors: Actors, user: str, method: str, url: str, body: Any = None) -> Any:
+    answer = actors.call(user, method, url, body)
+    return answer.status_code, answer.json()
+
+
+def _failure(status: int, reason: str) -> tuple[int, dict[str, str]]:
+    return status, {"status": "failure", "reason": reason}
+
+
+def test_an_update_names_the_unknown_groups_and_roles_and_changes_nothing(
+    actors: Actors,
+) -> None:
+    groups = _refused(actors, "admin", "PUT", f"{BASE}/users/bob", {"groups": ["ghost", "ops"]})
+    assert groups == _failure(400, "unknown group(s): 'ghost', 'ops'; create them first")
+    roles = _refused(actors, "admin", "PUT", f"{BASE}/users/bob", {"roles": ["ANALYST", "WIZARD"]})
+    assert roles == _failure(400, "unknown role(s): 'WIZARD'; create them first")
+    bob = actors.call("admin", "GET", f"{BASE}/users/bob").json()
+    assert (bob["groups"], bob["roles"]) == ([], ["ANALYST"])
+
+
+def test_the_last_admin_is_told_exactly_what_to_do_first(actors: Actors) -> None:
+    demote = _refused(actors, "admin", "PUT", f"{BASE}/users/admin", {"roles": ["ANALYST"]})
+    assert demote == _failure(
+        409,
+        "'admin' is the last user with the ADMIN role and must keep it;"
+        " give the ADMIN role to another user first",
+    )
+    actors.node.store.users.create("root", password_hash(PASSWORD), roles=("ADMIN",))
+    assert _refused(actors, "root", "DELETE", f"{BASE}/users/root") == _failure(
+        409, "you cannot delete yourself; ask another ADMIN to do it"
+    )
+    assert actors.call("root", "PUT", f"{BASE}/users/admin", {"roles": []}).status_code == 200
+    assert _refused(actors, "root", "DELETE", f"{BASE}/users/root") == _failure(
+        409,
+        "'root' is the last user with the ADMIN role and cannot be deleted;"
+        " give the ADMIN role to another user first",
+    )
+    assert actors.call("root", "GET", f"{BASE}/users/root").json()["roles"] == ["ADMIN"]
+
+
+def test_group_renames_and_deletes_name_what_is_wrong(actors: Actors) -> None:
+    assert actors.call("admin", "POST", f"{BASE}/groups", {"name": "ops"}).status_code == 200
+    bad = _refused(actors, "admin", "PUT", f"{BASE}/groups/ops", {"name": "a/b"})
+    assert bad == _failure(400, "the group name 'a/b' must not contain '/'")
+    gone = _refused(actors, "admin", "DELETE", f"{BASE}/groups/ghost")
+    assert gone == _failure(404, "group 'ghost' doesn't exist")
+    assert actors.call("admin", "GET", f"{BASE}/groups/ops").json() == {
+        "name": "ops",
+        "members": [],
+    }
+
+
+def test_a_role_holds_at_most_a_hundred_capabilities(actors: Actors) -> None:
+    hundred = [f"app.c{n}" for n in range(100)]
+    made = actors.call("admin", "POST", f"{BASE}/roles", {"name": "wide", "capabilities": hundred})
+    assert made.json() == {"status": "success", "name": "wide"}
+    assert actors.call("admin", "GET", f"{BASE}/roles/wide").json()["capabilities"] == hundred
+    more = _refused(
+        actors, "admin", "PUT", f"{BASE}/roles/wide", {"capabilities": [*hundred, "app.c100"]}
+    )
+    assert more == _failure(400, "a role may have at most 100 capabilities")
+    assert actors.call("admin", "GET", f"{BASE}/roles/wide").json()["capabilities"] == hundred
+
+
+def test_role_refusals_say_exactly_what_is_wrong(actors: Actors) -> None:
+    post = "POST", f"{BASE}/roles"
+    longest = "a" * 64  # the longest capability name
+    made = actors.call("admin", *post, {"name": "long", "capabilities": [longest]})
+    assert made.json() == {"status": "success", "name": "long"}
+    assert _refused(actors, "admin", *post, {"name": "long"}) == _failure(
+        409, "role 'long' already exists"
+    )
+    assert _refused(actors, "admin", *post, {"name": "r/1"}) == _failure(
+        400, "the role name 'r/1' must not contain '/'"
+    )
+    assert _refused(actors, "admin", *post, {"name": "su", "capabilities": ["*"]}) == _failure(
+        400, "'*' (everything) is reserved for the built-in ADMIN role"
+    )
+    too_long = longest + "a"
+    assert _refused(actors, "admin", *post, {"name": "r", "capabilities": [too_long]}) == _failure(
+        400,
+        f"{too_long!r} is not a capability name: use lower-case dotted words such as job.read,"
+        " job.run, job.define, data.read, or Datameer's upper-case names such as"
+        " WORKBOOK_EXECUTE",
+    )
+    listed = actors.call("admin", "GET", f"{BASE}/roles").json()["elements"]
+    assert [role["name"] for role in listed] == ["ADMIN", "ANALYST", "long"]
+
+
+def _race(
+    node: Node, first: Callable[[Connection], None], other: Callable[[], None]
+) -> list[Exception]:
+    """Run `other` while another transaction has done `first` and not yet committed.
+
+    `other` starts once `first` is done; that transaction commits once `other`
+    waits for one of its locks or has ended. Returns what `other` raised.
+    """
+    raised: list[Exception] = []
+
+    def run() -> None:
+        try:
+            other()
+        except Exception as error:  # handed to the test thread, which asserts on it
+            raised.append(error)
+
+    thread = threading.Thread(target=run)
+    with node.store.db.write() as conn:
+        first(conn)
+        thread.start()
+        for _ in range(3000):  # until it waits on our lock, or never did and ended
+            with node.store.db.read() as look:
+                waiting = look.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                ).scalar_one()
+            if waiting or not thread.is_alive():
+                break
+            time.sleep(0.01)
+    thread.join(60)
+    assert not thread.is_alive()
+    return raised
+
+
+def _demote_admin(conn: Connection) -> None:
+    # What update_user does: the role's row locked, then the roles replaced.
+    user_store.holders_of_role(conn, "ADMIN", lock=True)
+    user_store.replace_roles(conn, "admin", ())
+
+
+def _race_an_open_demotion(node: Node, other: Callable[[], None]) -> list[Exception]:
+    """Run `other` while another transaction has taken the ADMIN role from 'admin', uncommitted."""
+    return _race(node, _demote_admin, other)
+
+
+def _admins(node: Node) -> list[str]:
+    with node.store.db.read() as conn:
+        return user_store.holders_of_role(conn, "ADMIN")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_two_concurrent_demotions_never_leave_no_admin(node: Node) -> None:
+    node.store.users.create("root", password_hash(PASSWORD), roles=("ADMIN",))
+    with node.store.db.read() as conn:
+        acting = node.store.users.get(conn, "root")
+    assert acting is not None
+    changes = user_service.UserChanges(roles=())
+    raised = _race_an_open_demotion(
+        node, lambda: user_service.update_user(node.store, acting, "root", changes)
+    )
+    assert [type(e) for e in raised] == [Conflict], raised
+    assert "'root' is the last user with the ADMIN role" in str(raised[0])
+    assert _admins(node) == ["root"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_delete_during_a_concurrent_demotion_never_leaves_no_admin(node: Node) -> None:
+    node.store.users.create("root", password_hash(PASSWORD), roles=("ADMIN",))
+    acting = admin(node)
+    raised = _race_an_open_demotion(
+        node, lambda: user_service.delete_user(node.store, acting, "root")
+    )
+    assert [type(e) for e in raised] == [Conflict], raised
+    assert "'root' is the last user with the ADMIN role" in str(raised[0])
+    assert _admins(node) == ["root"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_group_deleted_during_its_rename_is_not_found_rather_than_renamed(node: Node) -> None:
+    acting = admin(node)
+    user_service.create_group(node.store, acting, "ops")
+    raised = _race(
+        node,
+        lambda conn: user_store.delete_group(conn, "ops"),
+        lambda: user_service.rename_group(node.store, acting, "ops", "crew"),
+    )
+    assert [(type(e), str(e)) for e in raised] == [(NotFound, "group 'ops' doesn't exist")]
+    with node.store.db.read() as conn:
+        assert user_store.existing_names(conn, t.groups, ["ops", "crew"]) == set()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_name_taken_by_a_concurrent_create_is_answered_as_taken(node: Node) -> None:
+    acting = admin(node)
+    user_service.create_group(node.store, acting, "ops")
+    renamed = _race(
+        node,
+        lambda conn: user_store.insert_group(conn, "crew"),
+        lambda: user_service.rename_group(node.store, acting, "ops", "crew"),
+    )
+    assert [(type(e), str(e)) for e in renamed] == [(AlreadyExists, "group 'crew' already exists")]
+    made = _race(
+        node,
+        lambda conn: user_store.insert_role(conn, "viewer", ["job.read"]),
+        lambda: user_service.create_role(node.store, acting, "viewer", ["data.read"]),
+    )
+    assert [(type(e), str(e)) for e in made] == [(AlreadyExists, "role 'viewer' already exists")]
+    with node.store.db.read() as conn:
+        assert user_store.get_groups(conn, ["ops", "crew"]) == [
+            user_store.Group("ops", ()),
+            user_store.Group("crew", ()),
+        ]
+        assert user_store.get_roles(conn, ["viewer"]) == [user_store.Role("viewer", ("job.read",))]
