@@ -16,9 +16,8 @@ serve` process, which embeds it), of the largest engine child (work horse),
 and of the Spark JVMs (the local Spark Connect server, a child of a horse),
 with the load average before and after. The heavy runs go at `--nice`
 (default 5): the server is reniced, with its children, once it is warm.
-Today an import naming "spark" is read by the worker's DuckDB code
-(docs/engines.md); its log's `engine` says which engine read it, and the
-output labels it so.
+A file import naming "spark" is read by Spark (docs/engines.md); the run
+log's `engine` says which engine read it, and the output labels it so.
 """
 
 from __future__ import annotations
