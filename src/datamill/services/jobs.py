@@ -190,26 +190,22 @@ class JobService:
         """The job file and configuration a file reference or configuration id names."""
         if isinstance(reference, ByConfiguration):
             return self._resolve_configuration(conn, reference.id, user, access)
-        # Whether it is a job first, then the access: every job route answers a
-        # readable location or connection alike ("is not a job"), N7.
-        entry = self.resolve_file(conn, reference, user, Access.READ)
-        config = self.store.jobs.for_file(conn, entry.id)
-        if config is None:
-            raise InvalidInput(f"{entry.path} is not a job (import job, workbook or export job)")
-        require_access(conn, user, entry, access)
-        return entry, config
+        # The checks live in resolve_job_key; this adds the definition's read.
+        entry, key = self.resolve_job_key(conn, reference, user, access)
+        return entry, self.store.jobs.get(conn, key.id)
 
     def resolve_job_key(
         self, conn: Connection, reference: JobReference, user: User, access: Access
     ) -> tuple[FileEntry, ConfigurationKey]:
-        """As resolve_job, the same checks in the same order, but only the configuration's ids.
+        """As resolve_job, but only the configuration's ids: what the trigger needs.
 
-        For a file reference, one read instead of two, and no definition parsed:
-        what the trigger needs.
+        For a file reference, one read and no definition parsed.
         """
         if isinstance(reference, ByConfiguration):
             return self._resolve_configuration(conn, reference.id, user, access)
         entry, key = _found(reference, lambda ref: self.store.jobs.find_with_key(conn, ref))
+        # Whether it is a job first, then the access: every job route answers a
+        # readable location or connection alike ("is not a job"), N7.
         require_access(conn, user, entry, Access.READ)
         if key is None:
             raise InvalidInput(f"{entry.path} is not a job (import job, workbook or export job)")
