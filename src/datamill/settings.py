@@ -99,6 +99,16 @@ class Settings(BaseSettings):
             " in local mode on the worker's machine (needs Java and the `spark` extra)."
         ),
     )
+    spark_file_access: Literal["auto", "paths"] = Field(
+        default="auto",
+        description=(
+            "How a Spark server reads import source files (docs/engines.md). 'auto': a server"
+            " whose every address is this machine's reads the files the worker holds open,"
+            " through /proc/<worker pid>/fd; any other reads the checked paths, each checked"
+            " again after the read. 'paths' for a server on this machine that cannot open the"
+            " worker's /proc: under another user, or in a container."
+        ),
+    )
     engine_memory_limit: str = Field(
         default="2GB", description="DuckDB memory limit per execution; beyond it, it spills."
     )

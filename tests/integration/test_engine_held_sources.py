@@ -182,6 +182,36 @@ def test_more_files_than_the_hard_limit_are_refused_naming_the_limit(tmp_path: P
     )
 
 
+def test_a_file_that_cannot_be_opened_for_lack_of_descriptors_says_so(tmp_path: Path) -> None:
+    # Only another thread's files (or the system's table) can fill the limit
+    # after make_room counted them: the open itself must then name the limit,
+    # not call an existing file missing. A process of its own, all but full.
+    (tmp_path / "f").write_text("x")
+    code = (
+        "import os, resource, sys\n"
+        "from datamill.engine.held import _open_checked\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
+        "kept = []\n"
+        "try:\n"
+        "    while True:\n"
+        "        kept.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "except OSError:\n"
+        "    pass\n"
+        "try:\n"
+        "    _open_checked(sys.argv[1])\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    real = str(tmp_path / "f")
+    done = subprocess.run(
+        [sys.executable, "-c", code, real], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == (
+        f"InvalidInput source file {real!r} could not be opened: the worker has too many "
+        "files open; read fewer files per import, or raise the worker's open-file limit"
+    )
+
+
 # ---------------------------------------------------------------- HeldFiles itself
 
 

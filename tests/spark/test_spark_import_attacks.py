@@ -122,11 +122,15 @@ def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_read_by_spark(
     assert held_below(area.sources) == []
 
 
-def test_a_swap_during_a_clusters_read_fails_the_run(area: Area, spark_remote: str) -> None:
+@pytest.mark.parametrize("server", ["a cluster", "a server the operator says cannot open /proc"])
+def test_a_swap_during_a_clusters_read_fails_the_run(
+    area: Area, spark_remote: str, server: str
+) -> None:
     # A cluster cannot open the worker's descriptors: it reads the checked
     # paths. The local server stands in for one (`same_machine` off, as for
-    # an address of another machine); a swap still in place after its read
-    # fails the run, whose staging is then thrown away.
+    # an address of another machine), or for a server on this machine under
+    # another user (DATAMILL_SPARK_FILE_ACCESS=paths); a swap still in place
+    # after its read fails the run, whose staging is then thrown away.
     import uuid
 
     from datamill.engine.runs import parse_request
@@ -139,11 +143,17 @@ def test_a_swap_during_a_clusters_read_fails_the_run(area: Area, spark_remote: s
     (area.outside / "x.jsonl").write_text('{"v": "secret"}\n')
     checked = os.path.realpath(folder / "x.jsonl")
     source = {"kind": "jsonl", "path": str(folder / "x.jsonl")}
+    access = "auto" if server == "a cluster" else "paths"
     request = spark_request(
-        area, spark_remote, JobKind.IMPORT, {"kind": "import", "source": source}
+        area,
+        spark_remote,
+        JobKind.IMPORT,
+        {"kind": "import", "source": source},
+        spark_file_access=access,
     )
     session = HorseSession(spark_remote, str(uuid.uuid4()), per_run=True)
-    session.same_machine = False
+    if server == "a cluster":
+        session.same_machine = False
     progress = SwapOnFirstProgress(folder, area.outside)
     fresh_staging(area)
     try:

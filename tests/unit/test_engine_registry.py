@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from datamill.domain.definitions import dump_definition
 from datamill.domain.status import JobKind
@@ -47,6 +48,18 @@ def test_settings_default_to_duckdb_and_read_the_environment(
     monkeypatch.setenv("DATAMILL_SPARK_REMOTE", "sc://spark.example:15002")
     assert Settings().engine == "spark"
     assert Settings().spark_remote == "sc://spark.example:15002"
+
+
+def test_how_spark_reads_source_files_is_auto_unless_the_operator_says_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().spark_file_access == "auto"
+    monkeypatch.setenv("DATAMILL_SPARK_FILE_ACCESS", "paths")
+    assert Settings().spark_file_access == "paths"
+    # Nothing forces /proc reading: a misspelt value is refused, not guessed.
+    monkeypatch.setenv("DATAMILL_SPARK_FILE_ACCESS", "held")
+    with pytest.raises(ValidationError, match="spark_file_access"):
+        Settings()
 
 
 def test_a_definition_may_name_a_known_engine_only() -> None:

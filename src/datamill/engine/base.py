@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from datamill.domain.runlog import PendingEvent
 from datamill.domain.status import JobKind, JobStatus
@@ -82,6 +82,9 @@ class RunRequest:
     # Spark is (settings.spark_remote; None: local mode). See engine/registry.py.
     engine: str = "duckdb"
     spark_remote: str | None = None
+    # 'paths': the Spark server cannot open the worker's /proc/<pid>/fd even on
+    # this machine (settings.spark_file_access; engine/held.py).
+    spark_file_access: Literal["auto", "paths"] = "auto"
     # A random id of this attempt, the same in the worker and its work horse:
     # an engine names the work it leaves elsewhere by it (Spark's session id),
     # so the worker can cancel that work after killing the run's process.

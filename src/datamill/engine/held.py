@@ -17,6 +17,7 @@ process keeps none across runs. Linux only, as the engine is.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import resource
@@ -61,7 +62,14 @@ def _open_checked(real: str) -> int:
     """A descriptor of the file at the checked real path `real`, or a refusal."""
     try:
         fd = os.open(real, _FLAGS)
-    except OSError:
+    except OSError as error:
+        if error.errno in (errno.EMFILE, errno.ENFILE):
+            # The worker's limit (or the system's), not the file: say so, or the
+            # user hunts for a file that is there.
+            raise InvalidInput(
+                f"source file {real!r} could not be opened: the worker has too many files "
+                "open; read fewer files per import, or raise the worker's open-file limit"
+            ) from None
         raise InvalidInput(f"source file {real!r} does not exist or is not a file") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -144,6 +144,7 @@ def build_request(
         run_key=f"{installation_key(settings)}:{execution.id}",
         engine=settings.engine,
         spark_remote=settings.spark_remote,
+        spark_file_access=settings.spark_file_access,
     )
 
 

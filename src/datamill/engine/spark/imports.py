@@ -292,8 +292,9 @@ def _import(run: SparkRun, planner: Session, definition: ImportJobDefinition) ->
     assert held is not None  # a file source: its files are held since their check
     # A Spark server on this machine reads the files the worker holds open, so
     # what it reads is what was checked; a cluster reads the checked paths,
-    # which are checked again after its read (docs/engines.md).
-    local = run.session.same_machine
+    # which are checked again after its read (docs/engines.md), as does a
+    # server on this machine the operator says cannot open the worker's /proc.
+    local = run.session.same_machine and run.request.spark_file_access != "paths"
     paths = link_inputs(run.staging_dir, held.paths(os.getpid()) if local else scan.files)
     if isinstance(source, CsvSource):
         read = _read_csv(run, source, scan, paths)
