@@ -226,12 +226,8 @@ def wait_warm(server: Server, children: int = 2, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     parent = psutil.Process(server.process.pid)
     while time.monotonic() < deadline:
-        horses = [
-            p
-            for p in parent.children()
-            if "multiprocessing.spawn" in " ".join(p.cmdline())
-            and "resource_tracker" not in " ".join(p.cmdline())
-        ]
+        # Forked by the worker's fork server, so grandchildren; named by the horse.
+        horses = [p for p in parent.children(recursive=True) if p.name() == "datamill-horse"]
         if len(horses) >= children and all(p.cpu_percent(0.2) < 5 for p in horses):
             return
         time.sleep(0.2)
