@@ -80,3 +80,31 @@ def fresh_staging(area: Area) -> Path:
 def area(tmp_path: Path) -> Area:
     """Fresh folders for one test."""
     return make_area(tmp_path)
+
+
+BUCKET = "dm-lake"
+"""The bucket of the object-store tests (tests/spark/test_spark_object_store.py)."""
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible HTTP server (moto) on loopback, holding the bucket BUCKET."""
+    import moto.server
+
+    server = moto.server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        import pyarrow.fs as pafs
+
+        pafs.S3FileSystem(
+            access_key="test-key",
+            secret_key="test-secret",
+            endpoint_override=endpoint,
+            region="us-east-1",
+            allow_bucket_creation=True,
+        ).create_dir(BUCKET)
+        yield endpoint
+    finally:
+        server.stop()
