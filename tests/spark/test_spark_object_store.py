@@ -171,3 +171,147 @@ def test_import_from_s3_read_by_a_workbook_and_exported_to_s3(
     with s3.open_input_stream(f"{BUCKET}/{prefix}/out/reports/totals.csv") as handle:
         rows = list(csv.DictReader(io.TextIOWrapper(handle, "utf-8")))
     assert {r["region"]: int(r["n"]) for r in rows} == {"east": 10, "north": 10, "south": 10}
+
+
+def _grant_others(actors: Actors, entry_id: int, **flags: bool) -> None:
+    url = f"/api/filesystem/files/{entry_id}/permission/others"
+    assert actors.call("admin", "PUT", url, flags).status_code == 200
+
+
+@pytest.fixture
+def lake(actors: Actors, prefix: str) -> str:
+    """`/Connections/lake.loc` (everyone reads) on `<prefix>/in`, bob's private `bob.loc` inside."""
+    shared = _location(actors, "lake.loc", f"s3a://{BUCKET}/{prefix}/in")
+    _grant_others(actors, shared, readable=True)
+    _location(actors, "bob.loc", f"s3a://{BUCKET}/{prefix}/in/bob")
+    return f"s3a://{BUCKET}/{prefix}/in"
+
+
+def test_an_s3_location_eve_may_not_read_answers_as_a_missing_one(
+    actors: Actors, lake: str
+) -> None:
+    def save(path: str, location: str | None) -> Any:
+        body = _import(path, location, "/Users/eve/x.imp")
+        return actors.call("eve", "POST", "/rest/import-job", body)
+
+    hidden, missing = save("x.csv", "/Connections/bob.loc"), save("x.csv", "/Connections/no.loc")
+    assert hidden.status_code == missing.status_code == 400
+    assert _reason(hidden).replace("bob.loc", "X") == _reason(missing).replace("no.loc", "X")
+    # Named by URI: bob's prefix, the operator's root, another bucket - all alike.
+    for uri in (f"{lake}/bob/x.csv", f"{lake}/../out/x.csv", "s3a://other-bucket/in/x.csv"):
+        refused = save(uri, None)
+        assert refused.status_code == 400, uri
+        assert "not inside a location you may read from" in _reason(refused) or "'..'" in _reason(
+            refused
+        )
+    # Inside the shared location, bob's more specific one still decides (N6).
+    inner = save("bob/x.csv", "/Connections/lake.loc")
+    assert inner.status_code == 400
+    assert "not inside a location you may read from" in _reason(inner)
+    # ADMIN may: the same definitions save.
+    made = actors.call(
+        "admin",
+        "POST",
+        "/rest/import-job",
+        _import("x.csv", "/Connections/bob.loc", "/Data/ImportJobs/b.imp"),
+    )
+    assert made.status_code == 200, made.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../x.csv",
+        "a/../../x.csv",
+        "a//x.csv",
+        "./x.csv",
+        "a/%2e%2e/x.csv",
+        "%2e%2e%2fx.csv",
+        "a\\..\\x.csv",
+        "/x.csv",
+        "x.csv%3FversionId=1",
+        "x.csv#y",
+    ],
+)
+def test_no_spelling_of_a_key_leaves_the_locations_prefix(
+    actors: Actors, lake: str, path: str
+) -> None:
+    refused = actors.call(
+        "eve",
+        "POST",
+        "/rest/import-job",
+        _import(path, "/Connections/lake.loc", "/Users/eve/x.imp"),
+    )
+    assert refused.status_code == 400, refused.text
+    assert "lake.loc" not in _reason(refused) or "must" in _reason(refused)
+
+
+def test_a_definition_cannot_bring_its_own_endpoint_or_credentials(
+    actors: Actors, lake: str
+) -> None:
+    for extra in ({"endpoint": "http://127.0.0.1:1"}, {"accessKey": "k", "secretKey": "s"}):
+        body = _import("x.csv", "/Connections/lake.loc", "/Users/eve/x.imp")
+        body["source"] |= extra
+        refused = actors.call("eve", "POST", "/rest/import-job", body)
+        assert refused.status_code == 400, refused.text
+
+
+def test_location_folders_must_be_s3a_prefixes_inside_an_object_store_root(
+    actors: Actors, prefix: str
+) -> None:
+    for folder in (
+        f"s3a://{BUCKET}/elsewhere",
+        f"s3a://{BUCKET}/{prefix}/in/../../elsewhere",
+        f"s3a://{BUCKET}/{prefix}/in%2f..%2f..",
+        f"s3a://other-bucket/{prefix}/in",
+        f"s3://{BUCKET}/{prefix}/in",
+        f"hdfs://namenode/{prefix}/in",
+    ):
+        body = {"path": "/Connections/bad.loc", "folder": folder}
+        refused = actors.call("admin", "POST", "/rest/location", body)
+        assert refused.status_code == 400, (folder, refused.text)
+    good = f"s3a://{BUCKET}/{prefix}/in/team/"
+    made = actors.call(
+        "admin", "POST", "/rest/location", {"path": "/Connections/t.loc", "folder": good}
+    )
+    assert made.status_code == 200, made.text
+    shown = actors.call("admin", "GET", f"/rest/location/{made.json()['id']}").json()
+    assert shown["folder"] == good.rstrip("/")
+
+
+def test_eve_imports_a_glob_and_exports_where_she_may_and_loses_it_when_revoked(
+    running: Actors, s3: pafs.S3FileSystem, lake: str, prefix: str
+) -> None:
+    for key, rows in (("data/a.csv", ORDERS), ("data/b.csv", ORDERS), ("data/.c.csv", ORDERS)):
+        _put(s3, f"{prefix}/in/{key}", rows)
+    _put(s3, f"{prefix}/in/bob/data/secret.csv", ORDERS)
+    imp = _import("*/*.csv", "/Connections/lake.loc", "/Users/eve/glob.imp")
+    assert running.call("eve", "POST", "/rest/import-job", imp).status_code == 200
+    first = _run(running, "eve", "/Users/eve/glob.imp")
+    # a.csv and b.csv: not the hidden one, nothing from bob's location.
+    assert first.status is JobStatus.COMPLETED, first.error_message
+    assert first.counters["IMPORT_RECORDS"] == 60
+    drop = _location(running, "drop.loc", f"s3a://{BUCKET}/{prefix}/out/eve")
+    mine = {"kind": "csv", "path": "all.csv", "location": "/Connections/drop.loc"}
+    export = {"path": "/Users/eve/all.exp", "source": {"importJob": "/Users/eve/glob.imp"}}
+    refused = running.call("eve", "POST", "/rest/export-job", export | {"sink": mine})
+    assert refused.status_code == 400 and "does not exist or you may not write" in _reason(refused)
+    _grant_others(running, drop, readable=True, writable=True)
+    assert (
+        running.call("eve", "POST", "/rest/export-job", export | {"sink": mine}).status_code == 200
+    )
+    exported = _run(running, "eve", "/Users/eve/all.exp")
+    assert exported.status is JobStatus.COMPLETED, exported.error_message
+    assert _keys(s3, f"{prefix}/out") == [f"{prefix}/out/eve/all.csv"]
+    # READ revoked after saving: the next run fails as for a missing location.
+    lake_id = next(
+        i["id"]
+        for i in running.call("admin", "GET", "/rest/location").json()
+        if i["path"] == "/Connections/lake.loc"
+    )
+    _grant_others(running, int(lake_id), readable=False)
+    again = _run(running, "eve", "/Users/eve/glob.imp")
+    assert again.status is JobStatus.ERROR
+    assert "location '/Connections/lake.loc' does not exist or you may not read from it" in str(
+        again.error_message
+    )
