@@ -18,6 +18,7 @@ import pytest
 
 from datamill.domain.status import JobKind
 from datamill.engine.base import RunRequest
+from datamill.settings import Settings
 from tests.conftest import IN_CI
 from tests.integration.engine_fixtures import Area, make_area
 
@@ -61,6 +62,25 @@ def spark_engine(spark_remote: str) -> Iterator[Any]:
         yield engine
     finally:
         engine.close()
+
+
+def worker_settings(tmp_path: Path, spark_remote: str, **extra: Any) -> Settings:
+    """Settings of a node with one worker slot that knows where Spark is (SQLite metadata)."""
+    return Settings(
+        home=tmp_path / "home",
+        database_url=f"sqlite:///{tmp_path / 'meta.db'}",
+        heartbeat_seconds=0.2,
+        worker_lost_seconds=30.0,
+        poll_seconds=0.2,
+        shutdown_grace_seconds=5.0,
+        stop_wait_seconds=20.0,
+        engine_memory_limit="512MB",
+        concurrency=1,
+        spark_remote=spark_remote,
+        # Jobs here name Spark (and DuckDB): the operator enabled both.
+        engines=ENABLED,
+        **extra,
+    )
 
 
 def spark_request(

@@ -8,23 +8,31 @@ answers as what does not exist, and no spelling of a key leaves its prefix.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
-from datamill.domain.status import JobStatus
+from datamill.domain.status import JobKind, JobStatus
+from datamill.engine.base import PathRoots, ignore_event
+from datamill.engine.objects import publish
+from datamill.engine.registry import Engines
+from datamill.errors import JobFailed
 from datamill.settings import Settings
 from datamill.store.runlog import read_log
 from tests.helpers import wait_terminal
+from tests.integration.engine_fixtures import make_area
 from tests.security.conftest import Actors
 from tests.security.conftest import actors as actors  # fixtures of this module's node
 from tests.security.conftest import running as running
-from tests.spark.conftest import BUCKET, ENABLED
+from tests.spark.conftest import BUCKET, worker_settings
 
 pytestmark = pytest.mark.spark
 ORDERS = "order_id,region,amount\n" + "".join(
@@ -47,18 +55,9 @@ def prefix() -> str:
 def settings(tmp_path: Path, s3_endpoint: str, spark_remote: str, prefix: str) -> Settings:
     """A node whose source and sink roots include the test's S3 prefixes."""
     home = tmp_path / "home"
-    return Settings(
-        home=home,
-        database_url=f"sqlite:///{tmp_path / 'meta.db'}",
-        heartbeat_seconds=0.2,
-        worker_lost_seconds=30.0,
-        poll_seconds=0.2,
-        shutdown_grace_seconds=5.0,
-        stop_wait_seconds=20.0,
-        engine_memory_limit="512MB",
-        concurrency=1,
-        spark_remote=spark_remote,
-        engines=ENABLED,
+    return worker_settings(
+        tmp_path,
+        spark_remote,
         source_roots=[home / "files", f"s3a://{BUCKET}/{prefix}/in"],
         sink_roots=[home / "files", f"s3a://{BUCKET}/{prefix}/out"],
         s3_endpoint=s3_endpoint,
@@ -315,3 +314,59 @@ def test_eve_imports_a_glob_and_exports_where_she_may_and_loses_it_when_revoked(
     assert "location '/Connections/lake.loc' does not exist or you may not read from it" in str(
         again.error_message
     )
+
+
+def test_an_export_is_invisible_until_published_and_a_failed_import_leaves_nothing(
+    tmp_path: Path, settings: Settings, s3: pafs.S3FileSystem, prefix: str
+) -> None:
+    (tmp_path / "area").mkdir()
+    area = make_area(tmp_path / "area")
+    source = area.sources / "orders.parquet"
+    pq.write_table(pa.table({"n": [1, 2, 3]}), source)
+    sink = f"s3a://{BUCKET}/{prefix}/out/n.csv"
+    request = dataclasses.replace(
+        area.request(
+            JobKind.EXPORT,
+            {"source": {"importJob": "/x.imp"}, "sink": {"kind": "csv", "path": sink}},
+            inputs={"source": str(source)},
+            object_store=settings.object_store,
+        ),
+        roots=PathRoots((), (f"s3a://{BUCKET}/{prefix}/out",)),
+    )
+    engines = Engines("duckdb")
+    try:
+        result = engines.run(request, lambda _: None, ignore_event)
+        # The run is over but not published (a worker that dies now publishes nothing):
+        # only a hidden temporary object exists, never a part of the sink's.
+        ((hidden, final),) = result.moves
+        assert final == sink
+        assert _keys(s3, f"{prefix}/out") == [hidden.removeprefix(f"s3a://{BUCKET}/")]
+        assert hidden.rsplit("/", 1)[1].startswith(".datamill-")
+        assert settings.object_store is not None
+        publish(settings.object_store, hidden, final)
+        assert _keys(s3, f"{prefix}/out") == [f"{prefix}/out/n.csv"]
+        with s3.open_input_stream(f"{BUCKET}/{prefix}/out/n.csv") as handle:
+            assert handle.read().decode().split() == ["n", "1", "2", "3"]
+        # An import that fails (FAIL mode, a bad record): no copy stays in staging.
+        _put(s3, f"{prefix}/in/bad.csv", "n\n1\nx\n")
+        failing = dataclasses.replace(
+            area.request(
+                JobKind.IMPORT,
+                {
+                    "source": {"kind": "csv", "path": f"s3a://{BUCKET}/{prefix}/in/bad.csv"},
+                    "schema": [{"name": "n", "type": "BIGINT"}],
+                    "errorMode": "FAIL",
+                },
+                object_store=settings.object_store,
+            ),
+            roots=PathRoots((f"s3a://{BUCKET}/{prefix}/in",), ()),
+        )
+        with pytest.raises(JobFailed) as failed:
+            engines.run(failing, lambda _: None, ignore_event)
+        assert f"s3a://{BUCKET}/{prefix}/in/bad.csv" in failed.value.message or "'x'" in (
+            failed.value.message
+        )
+        assert "_objects" not in failed.value.message
+        assert not (area.staging / "_objects").exists()
+    finally:
+        engines.close()

@@ -157,8 +157,10 @@ def _segments_match(pattern: list[str], key: list[str]) -> bool:
         return not key
     head, rest = pattern[0], pattern[1:]
     if head == "**":
-        return any(_segments_match(rest, key[i:]) for i in range(len(key) + 1)) and all(
-            not k.startswith(".") for k in key[: len(key) - len(rest)]
+        # `**` stands for any folders, none of them hidden.
+        return any(
+            _segments_match(rest, key[i:]) and not any(k.startswith(".") for k in key[:i])
+            for i in range(len(key) + 1)
         )
     if not key:
         return False
