@@ -114,7 +114,8 @@ def _copy_source(
     # A glob: every copy, in key order (the folders are numbered in that order).
     glob = any(c in "*?[" for c in wanted.key)
     path = os.path.join(folder, "*", "*") if glob else copies[0]
-    names[folder] = pattern
+    # The glob the engine got reads, in messages, as the one the user wrote.
+    names[os.path.join(folder, "*", "*")] = names[folder] = pattern
     source = {**member, "path": path}
     return dataclasses.replace(
         request,
