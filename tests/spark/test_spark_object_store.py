@@ -207,6 +207,18 @@ def test_an_s3_location_eve_may_not_read_answers_as_a_missing_one(
     inner = save("bob/x.csv", "/Connections/lake.loc")
     assert inner.status_code == 400
     assert "not inside a location you may read from" in _reason(inner)
+    # A root the operator dropped since: its locations are as if they did not exist.
+    policy = actors.node.store.file_policy
+    assert policy is not None
+    local = tuple(r for r in policy.source_roots if "://" not in r)
+    actors.node.store.file_policy = dataclasses.replace(policy, source_roots=local)
+    try:
+        dropped = save("x.csv", "/Connections/lake.loc")
+        assert dropped.status_code == 400
+        assert _reason(dropped) == _reason(missing).replace("no.loc", "lake.loc")
+    finally:
+        actors.node.store.file_policy = policy
+    assert save("x.csv", "/Connections/lake.loc").status_code == 200
     # ADMIN may: the same definitions save.
     made = actors.call(
         "admin",

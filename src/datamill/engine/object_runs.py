@@ -159,7 +159,7 @@ def _upload_sink(
             moves.append((staged, final))
             continue
         hidden = temporary_uri(uri, request.attempt_id)
+        # The staged file stays: the worker measures it against the run's output limit.
         upload(_store(request), staged, hidden)
-        os.unlink(staged)
         moves.append((hidden, uri))
     return dataclasses.replace(result, moves=tuple(moves))
