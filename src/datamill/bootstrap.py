@@ -45,6 +45,7 @@ def open_node(settings: Settings) -> Node:
         max_running=settings.max_running,
         fair_shares=settings.fair_slot_shares,
     )
+    store.queue.object_store = settings.object_store
     # Nodes starting together on a fresh database take turns (store/migrate.py).
     with startup_lock(store.db):
         store.migrate()

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from datamill.domain.definitions import ENGINE_NAMES, EngineName
 from datamill.domain.retry import MAX_RETRIES, MAX_RETRY_DELAY_SECONDS, RetryPolicy
+from datamill.engine.objects import ObjectStore, is_uri, parse
 
 
 class Settings(BaseSettings):
@@ -34,13 +35,35 @@ class Settings(BaseSettings):
     data_root: Path | None = Field(
         default=None, description="Where data results live; default <home>/data."
     )
-    source_roots: list[Path] | None = Field(
+    source_roots: list[Path | str] | None = Field(
         default=None,
-        description="Folders import sources may read; default <home>/files.",
+        description=(
+            "Folders import sources may read, or object-store prefixes (s3a://bucket/prefix,"
+            " docs/scale-out.md); default <home>/files."
+        ),
     )
-    sink_roots: list[Path] | None = Field(
+    sink_roots: list[Path | str] | None = Field(
         default=None,
-        description="Folders export sinks may write; default <home>/files.",
+        description=(
+            "Folders export sinks may write, or object-store prefixes (s3a://bucket/prefix);"
+            " default <home>/files."
+        ),
+    )
+    # ---- the object store of s3a:// roots (docs/scale-out.md, "Object stores")
+    s3_endpoint: str | None = Field(
+        default=None,
+        description=(
+            "The S3 endpoint of s3a:// roots (https://host:port, or http:// for a store on"
+            " a private network); default AWS's own for s3_region."
+        ),
+    )
+    s3_region: str = Field(default="us-east-1", description="The S3 region of s3a:// roots.")
+    s3_access_key_id: str | None = Field(
+        default=None,
+        description="The access key of s3a:// roots; default the AWS chain (environment, profile).",
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="The secret key that goes with s3_access_key_id."
     )
     # ---- locations and connections (docs/security.md)
     database_hosts: list[str] = Field(
@@ -359,14 +382,31 @@ class Settings(BaseSettings):
     @functools.cached_property
     def resolved_source_roots(self) -> tuple[str, ...]:
         """Absolute folders import sources may read."""
-        roots = self.source_roots or [self.resolved_home / "files"]
-        return tuple(str(p.expanduser().resolve()) for p in roots)
+        return _resolved_roots(self.source_roots or [self.resolved_home / "files"])
 
     @functools.cached_property
     def resolved_sink_roots(self) -> tuple[str, ...]:
         """Absolute folders export sinks may write."""
-        roots = self.sink_roots or [self.resolved_home / "files"]
-        return tuple(str(p.expanduser().resolve()) for p in roots)
+        return _resolved_roots(self.sink_roots or [self.resolved_home / "files"])
+
+    @functools.cached_property
+    def object_store(self) -> ObjectStore | None:
+        """How to reach the object store of s3a:// roots; None when no root is one."""
+        if not any(is_uri(r) for r in (*self.resolved_source_roots, *self.resolved_sink_roots)):
+            return None
+        secret = self.s3_secret_access_key
+        return ObjectStore(
+            endpoint=self.s3_endpoint,
+            region=self.s3_region,
+            access_key=self.s3_access_key_id,
+            secret_key=secret.get_secret_value() if secret is not None else None,
+        )
+
+    @functools.cached_property
+    def local_file_roots(self) -> tuple[str, ...]:
+        """Every source and sink root that is a folder on this machine (not an object store)."""
+        roots = (*self.resolved_source_roots, *self.resolved_sink_roots)
+        return tuple(r for r in roots if not is_uri(r))
 
     def ensure_folders(self) -> None:
         """Create the home (private when new), data, staging and default file folders."""
@@ -383,8 +423,7 @@ class Settings(BaseSettings):
             self.resolved_data_root,
             self.staging_root,
             self.temp_root,
-            *(Path(p) for p in self.resolved_source_roots),
-            *(Path(p) for p in self.resolved_sink_roots),
+            *(Path(p) for p in self.local_file_roots),
         ):
             os.makedirs(folder, exist_ok=True)
 
@@ -397,3 +436,16 @@ class Settings(BaseSettings):
     def temp_root(self) -> Path:
         """Where the engine spills."""
         return self.resolved_home / "tmp"
+
+
+def _resolved_roots(roots: list[Path | str]) -> tuple[str, ...]:
+    """Local roots made absolute and real; object-store roots in their canonical spelling."""
+    found = []
+    for root in roots:
+        text = str(root)
+        if isinstance(root, str) and is_uri(root):
+            # Checked at start-up: a root an operator mistyped fails loudly, not later.
+            found.append(parse(text, "DATAMILL_SOURCE_ROOTS/DATAMILL_SINK_ROOTS").uri)
+        else:
+            found.append(str(Path(text).expanduser().resolve()))
+    return tuple(found)

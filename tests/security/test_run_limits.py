@@ -209,6 +209,9 @@ def test_spill_files_do_not_count_as_output(tmp_path: Path) -> None:
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "out.csv").write_bytes(b"x" * 300)
     (tmp_path / "out.parquet").write_bytes(b"x" * 200)
+    # Copies of object-store sources are the run's input, not its output.
+    (tmp_path / "_objects" / "00000").mkdir(parents=True)
+    (tmp_path / "_objects" / "00000" / "in.csv").write_bytes(b"x" * 7000)
     assert staged_bytes(str(tmp_path)) == 500
     assert staged_bytes(str(tmp_path / "gone")) == 0
 

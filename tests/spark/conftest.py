@@ -18,6 +18,7 @@ import pytest
 
 from datamill.domain.status import JobKind
 from datamill.engine.base import RunRequest
+from datamill.settings import Settings
 from tests.conftest import IN_CI
 from tests.integration.engine_fixtures import Area, make_area
 
@@ -63,6 +64,25 @@ def spark_engine(spark_remote: str) -> Iterator[Any]:
         engine.close()
 
 
+def worker_settings(tmp_path: Path, spark_remote: str, **extra: Any) -> Settings:
+    """Settings of a node with one worker slot that knows where Spark is (SQLite metadata)."""
+    return Settings(
+        home=tmp_path / "home",
+        database_url=f"sqlite:///{tmp_path / 'meta.db'}",
+        heartbeat_seconds=0.2,
+        worker_lost_seconds=30.0,
+        poll_seconds=0.2,
+        shutdown_grace_seconds=5.0,
+        stop_wait_seconds=20.0,
+        engine_memory_limit="512MB",
+        concurrency=1,
+        spark_remote=spark_remote,
+        # Jobs here name Spark (and DuckDB): the operator enabled both.
+        engines=ENABLED,
+        **extra,
+    )
+
+
 def spark_request(
     area: Area, remote: str, kind: JobKind, definition: dict[str, Any], **extra: Any
 ) -> RunRequest:
@@ -80,3 +100,31 @@ def fresh_staging(area: Area) -> Path:
 def area(tmp_path: Path) -> Area:
     """Fresh folders for one test."""
     return make_area(tmp_path)
+
+
+BUCKET = "dm-lake"
+"""The bucket of the object-store tests (tests/spark/test_spark_object_store.py)."""
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible HTTP server (moto) on loopback, holding the bucket BUCKET."""
+    import moto.server
+
+    server = moto.server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        import pyarrow.fs as pafs
+
+        pafs.S3FileSystem(
+            access_key="test-key",
+            secret_key="test-secret",
+            endpoint_override=endpoint,
+            region="us-east-1",
+            allow_bucket_creation=True,
+        ).create_dir(BUCKET)
+        yield endpoint
+    finally:
+        server.stop()

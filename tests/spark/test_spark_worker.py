@@ -12,7 +12,6 @@ import pytest
 from datamill.bootstrap import Node, open_node
 from datamill.domain import runlog as rl
 from datamill.domain.status import JobStatus
-from datamill.settings import Settings
 from datamill.store.runlog import read_log
 from datamill.worker.worker import STOPPED_BY_USER, Worker
 from tests.helpers import (
@@ -25,7 +24,7 @@ from tests.helpers import (
     wait_terminal,
     write_orders_csv,
 )
-from tests.spark.conftest import ENABLED
+from tests.spark.conftest import worker_settings
 
 pytestmark = pytest.mark.spark
 IMP = "/Data/ImportJobs/orders.imp"
@@ -48,21 +47,7 @@ def spark_node(tmp_path: Path, spark_remote: str) -> Iterator[Node]:
 
 
 def _node(tmp_path: Path, spark_remote: str, engine: str) -> Iterator[Node]:
-    settings = Settings(
-        home=tmp_path / "home",
-        database_url=f"sqlite:///{tmp_path / 'meta.db'}",
-        heartbeat_seconds=0.2,
-        worker_lost_seconds=30.0,
-        poll_seconds=0.2,
-        shutdown_grace_seconds=5.0,
-        stop_wait_seconds=20.0,
-        engine_memory_limit="512MB",
-        concurrency=1,
-        spark_remote=spark_remote,
-        engine=engine,
-        # Jobs here name Spark (and DuckDB): the operator enabled both.
-        engines=ENABLED,
-    )
+    settings = worker_settings(tmp_path, spark_remote, engine=engine)
     made = open_node(settings)
     made.store.users.create("admin", password_hash("secret"), roles=("ADMIN",))
     worker = Worker(made.store, made.settings, made.wakeup)

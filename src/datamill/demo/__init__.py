@@ -72,7 +72,7 @@ def demo_definitions(files_root: Path) -> list[tuple[str, JobKind, dict[str, Any
 
 def install_demo(node: Node, owner: User) -> list[str]:
     """Copy the sample data and define the demo jobs; returns the paths created."""
-    files_root = Path(node.settings.resolved_source_roots[0])
+    files_root = Path(node.settings.local_file_roots[0])
     (files_root / "demo").mkdir(parents=True, exist_ok=True)
     (files_root / "exports").mkdir(parents=True, exist_ok=True)
     sample = resources.files("datamill.demo").joinpath("orders.csv")

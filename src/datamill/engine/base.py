@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 from datamill.domain.runlog import PendingEvent
 from datamill.domain.status import JobKind, JobStatus
+from datamill.engine.objects import ObjectStore
 
 ProgressCallback = Callable[[float], None]
 """Called with the fraction done (0.0 to 1.0) while a run goes on."""
@@ -94,6 +95,9 @@ class RunRequest:
     # the runs of its horse (Spark's session), which the worker, after killing
     # the horse, cancels by this id. None: the engine's own choice.
     horse_session: str | None = None
+    # How to reach the object store of s3a:// locations (the operator's
+    # settings, credentials included; engine/object_runs.py). None: none configured.
+    object_store: ObjectStore | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ def is_glob(path: str) -> bool:
 
 
 def _real_roots(roots: tuple[str, ...]) -> list[str]:
-    return [os.path.realpath(root) for root in roots]
+    # An object-store root (s3a://...) holds no local file; realpath would make one up.
+    return [os.path.realpath(root) for root in roots if "://" not in root]
 
 
 def _inside(real_path: str, roots: tuple[str, ...]) -> bool:

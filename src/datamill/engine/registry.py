@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Collection
 
 from datamill.engine.base import Engine, EventCallback, ProgressCallback, RunRequest, RunResult
+from datamill.engine.object_runs import run_with_objects
 from datamill.errors import InvalidInput
 
 # Engine name -> "module:class" of its Engine; the class takes `keep_warm`.
@@ -82,7 +83,11 @@ class Engines:
         self, request: RunRequest, progress: ProgressCallback, events: EventCallback
     ) -> RunResult:
         """Run `request` on its engine."""
-        return self._get(engine_name(request)).run(request, progress, events)
+        engine = self._get(engine_name(request))
+        # Object-store sources and sinks become local files for either engine.
+        return run_with_objects(
+            request, lambda local, named: engine.run(local, progress, named), events
+        )
 
     def between_runs(self) -> None:
         """Let every engine tidy up after a run."""

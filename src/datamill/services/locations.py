@@ -33,6 +33,7 @@ from datamill.domain.definitions import (
     ParquetSource,
 )
 from datamill.domain.records import FileEntry, User
+from datamill.engine import objects
 from datamill.engine.base import PathRoots
 from datamill.engine.paths import check_postgres_url, check_url_text, is_glob, safe_url
 from datamill.errors import Conflict, InvalidDefinition, PathNotAllowed
@@ -64,7 +65,8 @@ class RunIO:
 
 def policy_from_settings(settings: Settings) -> FilePolicy:
     """The operator's file policy as the settings describe it."""
-    roots = settings.resolved_source_roots or settings.resolved_sink_roots
+    # Private folders of users are local folders: the first local root holds them.
+    roots = settings.local_file_roots or (str(settings.resolved_home / "files"),)
     return FilePolicy(
         source_roots=settings.resolved_source_roots,
         sink_roots=settings.resolved_sink_roots,
@@ -89,7 +91,7 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def _inside_any(path: str, folders: tuple[str, ...]) -> bool:
-    return any(_inside(path, os.path.realpath(f)) for f in folders)
+    return any(_inside(path, os.path.realpath(f)) for f in folders if not objects.is_uri(f))
 
 
 def _refused(what: str, noun: str, reference: str, access: Access) -> InvalidDefinition:
@@ -135,6 +137,8 @@ def _innermost(
     The innermost location decides (N6): a path inside bob's private location
     is not reachable through an enclosing location someone shared.
     """
+    if objects.is_uri(path):
+        return _innermost_object(conn, path, user, access, what)
     if "\x00" in path or not path.startswith("/"):
         raise PathNotAllowed(f"{what}: {path!r} must be an absolute path or name a location")
     if ".." in path.split("/"):
@@ -157,10 +161,67 @@ def _innermost(
     return best
 
 
+def _innermost_object(
+    conn: Connection, path: str, user: User, access: Access, what: str
+) -> tuple[Location, str]:
+    """`_innermost` for an object-store URI: the innermost s3a:// location holding it."""
+    wanted = objects.parse(path, what, glob=True)
+    best: tuple[Location, objects.ObjectPath] | None = None
+    for location in loc_store.all_locations(conn):
+        if not objects.is_uri(location.folder):
+            continue
+        folder = objects.parse(location.folder, "location")
+        if wanted == folder or not objects.inside(wanted, folder):
+            continue
+        if best is None or len(folder.key) > len(best[1].key):
+            best = (location, folder)
+    if best is None or not _may(conn, user, best[0].entry, access):
+        raise InvalidDefinition(
+            f"{what}: {path!r} is not inside a location you may {_VERBS[access]}"
+        )
+    prefix = best[1].key
+    return best[0], wanted.key[len(prefix) :].lstrip("/")
+
+
+def _object_target(
+    conn: Connection,
+    found: Location,
+    relative: str,
+    allowed: tuple[str, ...],
+    user: User,
+    access: Access,
+    what: str,
+    reference: str,
+) -> tuple[str, str, tuple[str, ...]]:
+    """`_file_target` for an object-store location: the same rules on bucket and key."""
+    folder = objects.parse(found.folder, "location")
+    if not objects.inside_any(folder, allowed):
+        raise _refused(what, "location", reference, access)
+    # The path as written: `a//b`, `./`, `%2e%2e` or a backslash are refused, not tidied.
+    target = objects.parse(f"{folder.uri}/{relative}", what, glob=True)
+    hidden = tuple(
+        sorted(
+            objects.parse(other.folder, "location").uri
+            for other in loc_store.all_locations(conn)
+            if objects.is_uri(other.folder)
+            and objects.parse(other.folder, "location") != folder
+            and objects.inside(objects.parse(other.folder, "location"), folder)
+            and not _may(conn, user, other.entry, access)
+        )
+    )
+    if hidden and not is_glob(relative) and objects.inside_any(target, hidden):
+        raise InvalidDefinition(
+            f"{what}: {reference!r} is not inside a location you may {_VERBS[access]}"
+        )
+    return folder.uri, relative, hidden
+
+
 def _hidden_inside(conn: Connection, folder: str, user: User, access: Access) -> tuple[str, ...]:
     """Real folders of the locations strictly inside `folder` that `user` may not use (N6)."""
     hidden = set()
     for location in loc_store.all_locations(conn):
+        if objects.is_uri(location.folder):
+            continue  # an object-store location is never inside a local folder
         real = os.path.realpath(location.folder)
         if (
             real != folder
@@ -183,12 +244,14 @@ def _file_target(
     """(real folder of the location, path inside it, folders hidden in it) of a file."""
     if location is not None:
         found = find_location(conn, store, location, user, access, what)
-        relative = _relative_part(path, what)
+        relative = path if objects.is_uri(found.folder) else _relative_part(path, what)
     else:
         found, relative = _innermost(conn, path, user, access, what)
     policy = policy_of(store)
-    folder = os.path.realpath(found.folder)
     allowed = policy.source_roots if access is Access.READ else policy.sink_roots
+    if objects.is_uri(found.folder):
+        return _object_target(conn, found, relative, allowed, user, access, what, location or path)
+    folder = os.path.realpath(found.folder)
     if not _inside_any(folder, allowed):
         # The operator moved the roots since; say so without naming the folder.
         raise _refused(what, "location", location or path, access)
@@ -405,7 +468,7 @@ def ensure_default_locations(store: Store, user_names: list[str]) -> None:
     with store.db.write() as conn:
         store.files.ensure_folder(conn, ROOT_LOCATIONS_FOLDER, ROOT_OWNER)
         for index, root in enumerate(roots):
-            real = os.path.realpath(root)
+            real = root if objects.is_uri(root) else os.path.realpath(root)
             if loc_store.location_for_folder(conn, real) is not None:
                 continue
             name = "files" if index == 0 else f"files-{index + 1}"

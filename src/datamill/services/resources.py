@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError
 
 from datamill.domain.records import FileEntry, User
+from datamill.engine import objects
 from datamill.engine.paths import check_database_url, check_url_text, has_control, safe_url
 from datamill.errors import Forbidden, InvalidDefinition, NotFound, PathNotAllowed
 from datamill.services.locations import (
@@ -88,11 +89,21 @@ class ResourceService:
 
     def _folder(self, document: dict[str, Any]) -> str:
         folder = str(_text(document, "folder"))
+        policy = policy_of(self.store)
+        if objects.is_uri(folder):
+            # An object-store prefix: inside an object-store root, nothing to create.
+            prefix = objects.parse(folder, "folder")
+            if not objects.inside_any(prefix, (*policy.source_roots, *policy.sink_roots)):
+                raise PathNotAllowed(f"folder: {folder!r} is outside the operator's file roots")
+            return prefix.uri
         if not folder.startswith("/") or ".." in folder.split("/"):
             raise PathNotAllowed(f"folder: {folder!r} must be an absolute path without '..'")
-        policy = policy_of(self.store)
         real = os.path.realpath(folder)
-        roots = tuple(os.path.realpath(r) for r in {*policy.source_roots, *policy.sink_roots})
+        roots = tuple(
+            os.path.realpath(r)
+            for r in {*policy.source_roots, *policy.sink_roots}
+            if not objects.is_uri(r)
+        )
         if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
             raise PathNotAllowed(f"folder: {folder!r} is outside the operator's file roots")
         os.makedirs(real, exist_ok=True)

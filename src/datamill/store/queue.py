@@ -17,6 +17,7 @@ from datamill.domain import runlog as rl
 from datamill.domain.records import Execution
 from datamill.domain.retry import RetryPolicy
 from datamill.domain.status import JobStatus
+from datamill.engine.objects import ObjectStore, is_uri, publish
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.executions import execution_from_row, notify_other_nodes
@@ -237,6 +238,8 @@ class ExecutionQueue:
     ) -> None:
         self._db = db
         self._data_root = data_root
+        # How to reach the object store of s3a:// sinks (set from the settings at start-up).
+        self.object_store: ObjectStore | None = None
         # Across all workers; 0 means only each worker's own concurrency limits.
         self._max_running = max_running
         # A free slot goes to the waiting user who holds the fewest (see _fairer).
@@ -536,7 +539,14 @@ class ExecutionQueue:
         current = moved.get(source, source)
         if current == target:
             return
-        os.replace(current, target)
+        if is_uri(target):
+            # An object-store sink: the run uploaded a hidden object, made visible here.
+            # Failures are OSErrors: the worker ends the run in ERROR, as for a local move.
+            if self.object_store is None:
+                raise OSError("no object store is configured on this server")
+            publish(self.object_store, current, target)
+        else:
+            os.replace(current, target)
         moved[source] = target
 
     def retry_later(

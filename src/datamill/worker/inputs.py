@@ -138,13 +138,14 @@ def build_request(
         forbidden_database_urls=(settings.resolved_database_url,),
         shared_database=settings.engine_isolation == "worker",
         data_root=str(settings.resolved_data_root),
-        file_roots=(*settings.resolved_source_roots, *settings.resolved_sink_roots),
+        file_roots=settings.local_file_roots,
         max_source_files=settings.source_max_files,
         attempt=execution.attempts,
         run_key=f"{installation_key(settings)}:{execution.id}",
         engine=settings.engine,
         spark_remote=settings.spark_remote,
         spark_file_access=settings.spark_file_access,
+        object_store=settings.object_store,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pydantic
 
 from datamill.domain.definitions import RunLimits
+from datamill.engine.objects import COPIES
 from datamill.engine.windows import run_output_folders
 from datamill.settings import Settings
 
@@ -89,7 +90,8 @@ def staged_bytes(folder: str) -> int:
             for entry in entries:
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        if entry.name != _SPILL_FOLDER:
+                        # Spill, and copies of object-store sources (inputs, not output).
+                        if entry.name not in (_SPILL_FOLDER, COPIES):
                             pending.append(entry.path)
                     else:
                         total += entry.stat(follow_symlinks=False).st_size

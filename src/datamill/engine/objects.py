@@ -1,0 +1,282 @@
+"""Object-store (`s3a://bucket/prefix`) locations: URIs checked, objects listed and moved.
+
+An operator root, and so a location, may be an S3 prefix. No engine reads
+the object store itself: the run's process copies the objects a source
+names into the run's staging folder before the engine starts, and the
+worker uploads an export's staged file to its object when it publishes the
+run (docs/scale-out.md, "Object stores"). So both engines read and write
+object-store locations the same way, Spark needs no Hadoop S3 connector,
+and everything an engine touches is a local (or shared) file that the usual
+checks confine.
+
+The sandbox lives in `parse`: a URI names one bucket and a key of plain
+segments, never `..`, `.`, an empty segment (doubled slash), `%` (no
+percent-encoding to hide a `/` or a `..`), a backslash or a control
+character; `inside` compares bucket and whole segments. Credentials and the
+endpoint come from the operator's settings only (`ObjectStore`), are never
+part of a definition, and no message or log line shows them or the object
+store's own error text (which may name the endpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import logging
+import os
+import re
+import shutil
+from typing import TYPE_CHECKING
+
+from datamill.errors import InvalidInput, JobFailed, PathNotAllowed
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+SCHEME = "s3a://"
+# A bucket name as S3 allows it (lower case, digits, dots, hyphens; 3-63).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# The characters a key segment may hold: enough for file and partition names
+# (`year=2024`, `part-0001.csv`), nothing any reader treats specially.
+_SEGMENT = re.compile(r"[A-Za-z0-9_.=+@~,-]+")
+_GLOB_SEGMENT = re.compile(r"[A-Za-z0-9_.=+@~,*?\[\]!-]+")
+_GLOB_CHARS = frozenset("*?[")
+# Where the copies of a run's source objects go, inside its staging folder;
+# removed before the run ends, so it is never published.
+COPIES = "_objects"
+_log = logging.getLogger(__name__)
+
+
+def is_uri(text: str) -> bool:
+    """Whether a root, folder or path is a URI (`scheme://...`) rather than a local path."""
+    return "://" in text
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObjectPath:
+    """One bucket and a key (no leading or trailing slash; empty: the whole bucket)."""
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        """The canonical `s3a://bucket/key` spelling."""
+        return f"{SCHEME}{self.bucket}/{self.key}" if self.key else f"{SCHEME}{self.bucket}"
+
+    @property
+    def arrow(self) -> str:
+        """The path as pyarrow's S3 file system names it."""
+        return f"{self.bucket}/{self.key}" if self.key else self.bucket
+
+    def child(self, relative: str) -> ObjectPath:
+        """The object `relative` (plain segments) below this prefix."""
+        return ObjectPath(self.bucket, f"{self.key}/{relative}" if self.key else relative)
+
+
+def parse(uri: str, what: str, *, glob: bool = False) -> ObjectPath:
+    """The bucket and key of an `s3a://` URI, or a clear refusal.
+
+    One trailing slash is allowed (a prefix); every other empty segment, `.`
+    and `..` segments, `%` and characters outside a plain set are refused,
+    so no spelling reaches outside the prefix it seems to name.
+    """
+    if not uri.startswith(SCHEME):
+        raise PathNotAllowed(
+            f"{what}: {uri!r} is not supported: object-store locations are s3a:// URIs"
+        )
+    rest = uri[len(SCHEME) :]
+    bucket, _, key = rest.partition("/")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise PathNotAllowed(f"{what}: {uri!r} does not name a valid bucket")
+    key = key.removesuffix("/")
+    if not key:
+        return ObjectPath(bucket, "")
+    allowed = _GLOB_SEGMENT if glob else _SEGMENT
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or not allowed.fullmatch(segment):
+            raise PathNotAllowed(
+                f"{what}: {uri!r} must be plain names separated by single slashes"
+                " (letters, digits and _ . = + @ ~ , -; no '..', no '%')"
+            )
+    return ObjectPath(bucket, key)
+
+
+def inside(path: ObjectPath, prefix: ObjectPath) -> bool:
+    """Whether `path` is `prefix` or below it (whole segments, same bucket)."""
+    if path.bucket != prefix.bucket:
+        return False
+    return not prefix.key or path.key == prefix.key or path.key.startswith(prefix.key + "/")
+
+
+def inside_any(path: ObjectPath, prefixes: tuple[str, ...]) -> bool:
+    """Whether `path` lies inside one of the `s3a://` `prefixes` (local roots are ignored)."""
+    return any(inside(path, parse(p, "root")) for p in prefixes if is_uri(p))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObjectStore:
+    """How to reach the object store: the operator's settings, never a definition's."""
+
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    # Not shown by repr: a request may be logged or printed while debugging.
+    access_key: str | None = dataclasses.field(default=None, repr=False)
+    secret_key: str | None = dataclasses.field(default=None, repr=False)
+
+    def filesystem(self) -> pafs.S3FileSystem:
+        """A pyarrow S3 file system for these settings (no bucket is ever created)."""
+        import pyarrow.fs as pafs
+
+        scheme = None
+        endpoint = self.endpoint
+        if endpoint is not None and "://" in endpoint:
+            scheme, _, endpoint = endpoint.partition("://")
+        return pafs.S3FileSystem(
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            region=self.region,
+            endpoint_override=endpoint,
+            scheme=scheme or "https",
+            allow_bucket_creation=False,
+            allow_bucket_deletion=False,
+        )
+
+
+def _unreachable(action: str, path: ObjectPath, error: OSError) -> JobFailed:
+    # The store's own text may name the endpoint: logged by type only, never shown.
+    _log.warning("object store: %s %s failed (%s)", action, path.uri, type(error).__name__)
+    return JobFailed(
+        f"cannot {action} {path.uri}: the object store refused or could not be reached"
+    )
+
+
+def _segments_match(pattern: list[str], key: list[str]) -> bool:
+    if not pattern:
+        return not key
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        # `**` stands for any folders, none of them hidden.
+        return any(
+            _segments_match(rest, key[i:]) and not any(k.startswith(".") for k in key[:i])
+            for i in range(len(key) + 1)
+        )
+    if not key:
+        return False
+    if any(c in _GLOB_CHARS for c in head):
+        # Like the local expansion: wildcards do not match hidden names.
+        if key[0].startswith(".") or not fnmatch.fnmatchcase(key[0], head):
+            return False
+    elif head != key[0]:
+        return False
+    return _segments_match(rest, key[1:])
+
+
+def match_objects(
+    store: ObjectStore,
+    pattern: str,
+    roots: tuple[str, ...],
+    excluded: tuple[str, ...] = (),
+    limit: int = 10_000,
+) -> list[ObjectPath]:
+    """The objects a source URI (a glob or not) names, each inside `roots`, sorted by key."""
+    import pyarrow.fs as pafs
+
+    wanted = parse(pattern, "source path", glob=True)
+    if not inside_any(wanted, roots):
+        raise PathNotAllowed(f"source path {pattern!r} is outside the allowed folders")
+    fs = store.filesystem()
+    parts = wanted.key.split("/")
+    fixed = next((i for i, p in enumerate(parts) if any(c in _GLOB_CHARS for c in p)), None)
+    if fixed is None:
+        try:
+            info = fs.get_file_info(wanted.arrow)
+        except OSError as error:
+            raise _unreachable("read", wanted, error) from None
+        if info.type != pafs.FileType.File or inside_any(wanted, excluded):
+            raise InvalidInput(f"source file {pattern!r} does not exist or is not a file")
+        return [wanted]
+    base = ObjectPath(wanted.bucket, "/".join(parts[:fixed]))
+    try:
+        selector = pafs.FileSelector(base.arrow, recursive=True, allow_not_found=True)
+        listed = fs.get_file_info(selector)
+    except OSError as error:
+        raise _unreachable("list", base, error) from None
+    found: list[ObjectPath] = []
+    for info in listed:
+        if info.type != pafs.FileType.File:
+            continue
+        key = info.path.partition("/")[2]
+        try:
+            path = parse(f"{SCHEME}{wanted.bucket}/{key}", "object")
+        except PathNotAllowed:
+            continue  # a key no definition could name: never matched
+        if not inside_any(path, roots) or inside_any(path, excluded):
+            continue  # a more specific location the owner may not read (N6)
+        if _segments_match(parts[fixed:], path.key.split("/")[fixed:]):
+            found.append(path)
+            if len(found) > limit:
+                raise InvalidInput(f"source glob {pattern!r} matches more than {limit} files")
+    if not found:
+        raise InvalidInput(f"source glob {pattern!r} matches no file")
+    return sorted(found, key=lambda p: p.key)
+
+
+def copy_in(store: ObjectStore, objects: list[ObjectPath], folder: str) -> list[str]:
+    """Copy each object to `folder/<n>/<its name>`; the local paths, in the objects' order."""
+    fs = store.filesystem()
+    local = []
+    for index, path in enumerate(objects):
+        target_folder = os.path.join(folder, f"{index:05d}")
+        os.makedirs(target_folder, exist_ok=True)
+        target = os.path.join(target_folder, path.key.rsplit("/", 1)[-1])
+        try:
+            with fs.open_input_stream(path.arrow) as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out, 8 << 20)
+        except OSError as error:
+            raise _unreachable("read", path, error) from None
+        local.append(target)
+    return local
+
+
+def upload(store: ObjectStore, staged: str, uri: str) -> None:
+    """Upload a staged file to the (hidden, temporary) object `uri`; removed again on failure."""
+    path = parse(uri, "sink path")
+    fs = store.filesystem()
+    try:
+        # pyarrow completes the upload when the stream closes, even after an
+        # error: that is why this goes to a hidden temporary key, never the sink's.
+        with open(staged, "rb") as source, fs.open_output_stream(path.arrow) as out:
+            shutil.copyfileobj(source, out, 8 << 20)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            fs.delete_file(path.arrow)
+        raise _unreachable("write", path, error) from None
+
+
+def publish(store: ObjectStore, temporary: str, uri: str) -> None:
+    """Make the uploaded temporary object the sink's object: it appears whole or not at all.
+
+    A server-side copy (S3 CopyObject, objects up to 5 GB) then the removal
+    of the temporary object: readers of `uri` see the old object or the new
+    one, never a part. A crash before the copy leaves only the hidden
+    temporary object; one after it, the published object and that leftover.
+    """
+    source, target = parse(temporary, "staged object"), parse(uri, "sink path")
+    fs = store.filesystem()
+    try:
+        fs.copy_file(source.arrow, target.arrow)
+    except OSError as error:
+        # An OSError, as a failed local move: the worker ends the run in ERROR.
+        raise OSError(_unreachable("write", target, error).message) from None
+    with contextlib.suppress(OSError):
+        fs.delete_file(source.arrow)
+
+
+def temporary_uri(final: str, attempt: str) -> str:
+    """The hidden object next to `final` that a run uploads to before it is published."""
+    path = parse(final, "sink path")
+    folder, _, name = path.key.rpartition("/")
+    hidden = f".datamill-{attempt}.{name}"
+    return ObjectPath(path.bucket, f"{folder}/{hidden}" if folder else hidden).uri
