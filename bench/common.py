@@ -220,21 +220,48 @@ def serve(home: Path, database_url: str | None = None, **settings: str) -> Itera
 
 
 def wait_warm(server: Server, children: int = 2, timeout: float = 60.0) -> None:
-    """Wait until the embedded worker's warm child processes have imported the engine."""
+    """Wait until the embedded worker's warm child processes have imported the engine.
+
+    The worker runs in a child process of the server and the warm children
+    are its own (worker/supervisor.py); either way they are the spawned
+    descendants that have no spawned children themselves.
+    """
     import psutil
 
     deadline = time.monotonic() + timeout
     parent = psutil.Process(server.process.pid)
     while time.monotonic() < deadline:
-        horses = [
-            p
-            for p in parent.children()
-            if "multiprocessing.spawn" in " ".join(p.cmdline())
-            and "resource_tracker" not in " ".join(p.cmdline())
-        ]
+        horses = [p for p in parent.children(recursive=True) if _is_horse(p)]
         if len(horses) >= children and all(p.cpu_percent(0.2) < 5 for p in horses):
             return
         time.sleep(0.2)
+
+
+def _is_horse(process: Any) -> bool:
+    """Whether a descendant of a server is a warm engine child (not the worker, not a tracker)."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        line = " ".join(process.cmdline())
+        return (
+            "multiprocessing.spawn" in line
+            and "resource_tracker" not in line
+            and not any(
+                "multiprocessing.spawn" in " ".join(c.cmdline()) for c in process.children()
+            )
+        )
+    return False
+
+
+def worker_child(server: Server) -> int | None:
+    """The pid of the server's embedded worker child (the spawned child with children)."""
+    import psutil
+
+    for child in psutil.Process(server.process.pid).children():
+        with contextlib.suppress(psutil.Error):
+            if child.name() != "resource_tracker" and child.children():
+                return int(child.pid)
+    return None
 
 
 @contextlib.contextmanager

@@ -35,8 +35,8 @@ PROGRESS_SECONDS = 0.2
 FINAL_PROGRESS_SECONDS = 0.4
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    # The kernel kills us when the worker dies (Linux); elsewhere, poll.
+def die_with_parent(parent_pid: int) -> None:
+    """Be killed when the parent dies: the kernel's signal on Linux; elsewhere, polling."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -52,7 +52,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def horse_main(conn: Connection, parent_pid: int, engine_name: str = "duckdb") -> None:
     """Entry point of a child process: run requests until the pipe closes."""
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from datamill.engine.registry import Engines
     from datamill.errors import DatamillError, PassingFailure
