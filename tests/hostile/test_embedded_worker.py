@@ -10,6 +10,7 @@ child at once rather than at its next poll.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from tests.helpers import (
 )
 from tests.hostile.conftest import AUTH, Cluster, Proc
 from tests.hostile.invariants import settled_problems
+from tests.ops.test_metrics import value
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -49,7 +51,7 @@ def _trigger(server: Proc, path: str) -> int:
     with httpx.Client(base_url=server.base, auth=AUTH, timeout=30) as client:
         response = client.post(f"/api/job-execution{path}/trigger")
     assert response.status_code == 200, response.text
-    execution_id: int = response.json()["id"]
+    execution_id: int = response.json()["job-execution-id"]
     return execution_id
 
 
@@ -115,7 +117,8 @@ def test_a_killed_worker_child_is_restarted_and_its_run_runs_again_once(
     assert wait_terminal(node, _trigger(server, QUICK)).status is JobStatus.COMPLETED
     assert "restarting it" in server.log.read_text()
     assert cluster.stop(server) == 0
-    assert settled_problems(node).problems == []
+    # Claimed twice (the attempt the kill ended, the retry), published once.
+    assert settled_problems(node, max_attempts=2).problems == []
 
 
 def test_a_stopped_server_leaves_no_process_behind(
@@ -170,4 +173,66 @@ def test_a_trigger_and_a_stop_reach_the_worker_child_without_its_polling(
         response = client.post(f"/api/job-execution{SLOW}/stop")
     assert response.status_code == 200, response.text
     assert execution(node, slow).status is JobStatus.CANCELED
+    assert cluster.stop(server) == 0
+
+
+def test_the_servers_metrics_and_readiness_count_its_worker_child_once(
+    node: Node, cluster: Cluster, files_root: Path
+) -> None:
+    _define(node, files_root)
+    server = cluster.serve()
+    assert wait_terminal(node, _trigger(server, QUICK)).status is JobStatus.COMPLETED
+    with httpx.Client(base_url=server.base, auth=AUTH, timeout=30) as client:
+        # The slot is freed just after the run's end is recorded.
+        deadline = time.monotonic() + 30
+        while True:
+            scraped = client.get("/metrics")
+            assert scraped.status_code == 200, scraped.text
+            text = scraped.text
+            busy = value(text, "datamill_worker_slots", state="busy")
+            if busy == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        ready = client.get("/ready")
+    # Counted by the child, served by the server: the run, the slots and the heartbeat.
+    assert value(text, "datamill_runs_finished_total", kind="import", status="COMPLETED") == 1
+    assert value(text, "datamill_runs_started_total", kind="import") == 1
+    assert value(text, "datamill_run_duration_seconds_count", kind="import") == 1
+    assert value(text, "datamill_worker_slots", state="idle") == 2  # DATAMILL_CONCURRENCY
+    assert value(text, "datamill_worker_slots", state="busy") == 0
+    # Counted by the server: the trigger request.
+    trigger = "/api/job-execution/{reference:path}/trigger"
+    assert value(text, "datamill_trigger_requests_total", route=trigger, status="200") == 1
+    # One family per name, as one process would expose it.
+    types = [line for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types))
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["worker"] == "ok"
+    assert cluster.stop(server) == 0
+
+
+def test_the_server_is_unready_while_its_worker_child_stops_beating(
+    node: Node, cluster: Cluster, files_root: Path
+) -> None:
+    _define(node, files_root)
+    server = cluster.serve()
+    assert wait_terminal(node, _trigger(server, QUICK)).status is JobStatus.COMPLETED
+    (worker_pid,) = _workers(node).values()
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+        assert client.get("/ready").json()["checks"]["worker"] == "ok"
+        os.kill(worker_pid, signal.SIGSTOP)  # alive, but its heartbeats stop
+        try:
+            deadline = time.monotonic() + 60
+            while (answer := client.get("/ready")).status_code == 200:
+                assert time.monotonic() < deadline, "still ready while the worker is frozen"
+                time.sleep(0.1)
+            assert answer.status_code == 503
+            assert answer.json()["checks"]["worker"].startswith("the worker's last heartbeat is")
+        finally:
+            os.kill(worker_pid, signal.SIGCONT)
+        deadline = time.monotonic() + 60
+        while (answer := client.get("/ready")).status_code != 200:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.1)
+    assert answer.json()["checks"]["worker"] == "ok"
     assert cluster.stop(server) == 0
