@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from tests.helpers import (
     wait_terminal,
     write_orders_csv,
 )
-from tests.hostile.conftest import AUTH, Cluster, Proc
+from tests.hostile.conftest import AUTH, DATAMILL, Cluster, Proc, free_port
 from tests.hostile.invariants import settled_problems
 from tests.ops.test_metrics import value
 
@@ -236,3 +237,45 @@ def test_the_server_is_unready_while_its_worker_child_stops_beating(
             time.sleep(0.1)
     assert answer.json()["checks"]["worker"] == "ok"
     assert cluster.stop(server) == 0
+
+
+def test_ctrl_c_to_the_terminals_process_group_stops_server_and_worker_cleanly(
+    node: Node, cluster: Cluster, files_root: Path, tmp_path: Path
+) -> None:
+    # As a terminal's Ctrl-C: SIGINT to every process of the group at once.
+    _define(node, files_root)
+    port = free_port()
+    log = tmp_path / "ctrl-c.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*DATAMILL, "serve", "--port", str(port)],
+            env=cluster.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        server = Proc("serve", process, log, f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while not _answers(server.base):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert wait_terminal(node, _trigger(server, QUICK)).status is JobStatus.COMPLETED
+        (worker_pid,) = _workers(node).values()
+        engines = _children(worker_pid)
+
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert _gone({worker_pid, *engines}) == set()
+    assert _workers(node) == {}  # the child stopped gracefully, once, when the server said so
+
+
+def _answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=1).status_code == 200
+    except httpx.TransportError:  # not listening yet
+        return False
