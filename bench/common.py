@@ -220,7 +220,12 @@ def serve(home: Path, database_url: str | None = None, **settings: str) -> Itera
 
 
 def wait_warm(server: Server, children: int = 2, timeout: float = 60.0) -> None:
-    """Wait until the embedded worker's warm child processes have imported the engine."""
+    """Wait until the embedded worker's warm child processes have imported the engine.
+
+    The worker runs in a child process of the server and the warm children
+    are its own (worker/supervisor.py); either way they are the spawned
+    descendants that have no spawned children themselves.
+    """
     import psutil
 
     deadline = time.monotonic() + timeout
@@ -231,6 +236,17 @@ def wait_warm(server: Server, children: int = 2, timeout: float = 60.0) -> None:
         if len(horses) >= children and all(p.cpu_percent(0.2) < 5 for p in horses):
             return
         time.sleep(0.2)
+
+
+def worker_child(server: Server) -> int | None:
+    """The pid of the server's embedded worker child (named so by itself)."""
+    import psutil
+
+    for child in psutil.Process(server.process.pid).children():
+        with contextlib.suppress(psutil.Error):
+            if child.name() == "datamill-worker":
+                return int(child.pid)
+    return None
 
 
 @contextlib.contextmanager

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     embedded_worker: bool = Field(
         default=True,
         description=(
-            "Whether `datamill serve` runs a worker in its process. False (or"
+            "Whether `datamill serve` runs a worker (in a child process it supervises). False (or"
             " `serve --no-worker`): an API-only node that queues executions and runs none;"
             " `datamill worker` processes on the same database run them (on SQLite they"
             " notice new work within poll_seconds; PostgreSQL wakes them at once)."

@@ -89,4 +89,4 @@ def install_metrics(app: FastAPI, settings: Settings, metrics: Metrics, db: Data
 
 
 def _exposition(metrics: Metrics) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.exposed), media_type=CONTENT_TYPE_LATEST)

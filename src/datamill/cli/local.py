@@ -108,7 +108,7 @@ def serve(
 
     from datamill.api.app import create_app
     from datamill.bootstrap import open_node
-    from datamill.worker.worker import Worker
+    from datamill.worker.supervisor import WorkerSupervisor
 
     built = settings(
         options,
@@ -122,9 +122,11 @@ def serve(
     _announce_admin(node)
     if built.demo:
         _install_demo(node)
-    worker: Worker | None = None
+    # The embedded worker runs in a supervised child process, so that HTTP and
+    # the worker do not share one interpreter lock (docs/decisions.md).
+    worker: WorkerSupervisor | None = None
     if built.embedded_worker:
-        worker = Worker(node.store, built, node.wakeup)
+        worker = WorkerSupervisor(node)
         worker.start()
     app = create_app(built, node.jobs)
     _serve_metrics_port(node)
@@ -133,15 +135,15 @@ def serve(
     role = "" if worker is not None else " (API only: `datamill worker` runs the executions)"
     print(f"Datamill serving on http://{built.host}:{built.port}{role}", flush=True)
     # uvicorn re-raises the signal that stopped it once it has shut down; with
-    # these handlers in place that re-raise is harmless and the worker below
-    # (if any) still gets to finish or hand back its running executions.
+    # these handlers in place that re-raise is harmless and the worker child
+    # below (if any) still gets to finish or hand back its running executions.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     try:
         server.run()
     finally:
         if worker is not None:
-            worker.shutdown()
+            worker.stop()
         node.store.close()
 
 

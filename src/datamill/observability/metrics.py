@@ -70,7 +70,7 @@ class Metrics:
             "Seconds since this node's worker last wrote its heartbeat.",
             registry=r,
         )
-        self.heartbeat_age.set_function(self.seconds_since_heartbeat)
+        self.heartbeat_age.set_function(self._own_heartbeat_age)
         self.store_errors = Counter(
             "datamill_store_errors",
             "Errors the metadata database raised, by SQLAlchemy error class.",
@@ -101,6 +101,14 @@ class Metrics:
         self._slots_total = 0
         self._last_heartbeat: float | None = None
         self._queue_watched = False
+        # Called after each heartbeat of this process's worker (a worker child tells its server).
+        self.heartbeat_listeners: list[Callable[[], None]] = []
+        # The server's worker child (worker/supervisor.py): its heartbeats as it
+        # tells them, and its metric families read at scrape time.
+        self._relayed_heartbeat: float | None = None
+        self.relayed: Callable[[], list[Metric]] | None = None
+        # What /metrics and the metrics port expose: this registry and the child's.
+        self.exposed: CollectorRegistry = _Exposed(self)
         # The slot gauges' children, looked up once: they are set twice per run.
         self._busy_slots = self.slots.labels("busy")
         self._idle_slots = self.slots.labels("idle")
@@ -140,15 +148,33 @@ class Metrics:
 
     @property
     def has_worker(self) -> bool:
-        """Whether a worker runs in this process."""
-        return self._slots_total > 0
+        """Whether this node runs a worker: in this process, or as the server's worker child."""
+        return self._slots_total > 0 or self.relayed is not None
 
     def heartbeat(self) -> None:
         """The worker of this process wrote its heartbeat."""
         self._last_heartbeat = time.monotonic()
+        for listener in self.heartbeat_listeners:
+            listener()
+
+    def relayed_heartbeat(self) -> None:
+        """The server's worker child wrote its heartbeat."""
+        self._relayed_heartbeat = time.monotonic()
 
     def seconds_since_heartbeat(self) -> float:
-        """Seconds since the last heartbeat of this process's worker (0 without one)."""
+        """Seconds since this node's worker (own or child) last beat; 0 without a worker.
+
+        A worker child that has not beaten yet counts from when it was started.
+        """
+        if self.relayed is not None:
+            last = self._relayed_heartbeat
+            if last is None:
+                self._relayed_heartbeat = last = time.monotonic()
+            return time.monotonic() - last
+        return self._own_heartbeat_age()
+
+    def _own_heartbeat_age(self) -> float:
+        # The gauge: the child reports its own, and the families are summed.
         last = self._last_heartbeat
         return 0.0 if last is None else time.monotonic() - last
 
@@ -197,6 +223,48 @@ class _QueueDepth(Collector):
         return [family]
 
 
+class _Exposed(CollectorRegistry):
+    """A node's registry with its worker child's families summed in (see Metrics.relayed)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__(auto_describe=False)
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        """Own families; with a worker child, the child's added sample by sample."""
+        own = list(self._metrics.registry.collect())
+        relayed = self._metrics.relayed
+        if relayed is None:
+            return own
+        return merge_families(own, relayed())
+
+
+def merge_families(own: list[Metric], other: list[Metric]) -> list[Metric]:
+    """Two processes' families as one node's: equal samples summed (`_created`: the earlier)."""
+    by_name = {family.name: family for family in own}
+    merged = list(own)
+    for family in other:
+        mine = by_name.get(family.name)
+        if mine is None:
+            merged.append(family)
+            continue
+        values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for sample in [*mine.samples, *family.samples]:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            seen = values.get(key)
+            if seen is None:
+                values[key] = sample.value
+            elif sample.name.endswith("_created"):
+                values[key] = min(seen, sample.value)
+            else:
+                values[key] = seen + sample.value
+        combined = Metric(mine.name, mine.documentation, mine.type, mine.unit)
+        for (name, labels), value in values.items():
+            combined.add_sample(name, dict(labels), value)
+        merged[merged.index(mine)] = combined
+    return merged
+
+
 def _family() -> GaugeMetricFamily:
     return GaugeMetricFamily(
         "datamill_queue_depth",
@@ -207,4 +275,4 @@ def _family() -> GaugeMetricFamily:
 
 def serve_metrics(metrics: Metrics, host: str, port: int) -> None:
     """Serve the metrics without credentials on a port of their own (a daemon thread)."""
-    start_http_server(port, addr=host, registry=metrics.registry)
+    start_http_server(port, addr=host, registry=metrics.exposed)

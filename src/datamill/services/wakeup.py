@@ -20,16 +20,24 @@ class Wakeup:
         self._work = threading.Condition()
         self._generation = 0
         self.stop_requested = threading.Event()
+        # Where announcements also go: the server's worker child (worker/supervisor.py).
+        self.forward: Callable[[str], None] | None = None
 
     def notify_work(self) -> None:
         """New or newly startable executions exist."""
         with self._work:
             self._generation += 1
             self._work.notify_all()
+        forward = self.forward
+        if forward is not None:
+            forward("work")
 
     def notify_stop(self) -> None:
         """A running execution was asked to stop."""
         self.stop_requested.set()
+        forward = self.forward
+        if forward is not None:
+            forward("stop")
 
     def wait_for_work(self, timeout: float, seen: int) -> int:
         """Sleep until work newer than generation `seen` is announced; return the generation."""

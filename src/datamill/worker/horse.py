@@ -50,21 +50,29 @@ PROGRESS_SECONDS = 0.2
 FINAL_PROGRESS_SECONDS = 0.4
 
 
-def _die_with_worker(worker: int) -> None:
-    # A horse busy with a query does not read its pipe, so it would outlive a
-    # killed worker (holding memory, files, a DuckDB database). A forked horse's
-    # parent is the fork server, which lives as long as any of its children do,
-    # so the kernel's parent-death signal alone would never fire: watch the
-    # worker itself, through a pidfd (readable once it has ended).
+def name_process(name: bytes) -> None:
+    """Name this process for `ps -o comm`, `top` and /proc/<pid>/comm (15 bytes at most)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(name))
+
+
+def die_with(owner: int) -> None:
+    """End this process when process `owner` ends (a horse's worker, the server's worker child).
+
+    A horse busy with a query does not read its pipe, so it would outlive a
+    killed worker (holding memory, files, a DuckDB database). A forked horse's
+    parent is the fork server, which lives as long as any of its children do,
+    so the kernel's parent-death signal alone would never fire: the owner is
+    watched itself, through a pidfd (readable once it has ended).
+    """
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # a spawned horse: at once
-        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(PROCESS_NAME))
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # a spawned child: at once
     watched: int | None = None
     try:
-        watched = os.pidfd_open(worker)
+        watched = os.pidfd_open(owner)
     except ProcessLookupError:
-        os._exit(1)  # the worker ended before this horse started
+        os._exit(1)  # the owner ended before this process started
     except OSError:
         watched = None  # no pidfd (a kernel before 5.3): poll the pid instead
 
@@ -74,17 +82,18 @@ def _die_with_worker(worker: int) -> None:
             os._exit(1)
         while True:
             try:
-                os.kill(worker, 0)
+                os.kill(owner, 0)
             except ProcessLookupError:
                 os._exit(1)
             time.sleep(0.5)
 
-    threading.Thread(target=watch, name="datamill-watch-worker", daemon=True).start()
+    threading.Thread(target=watch, name="datamill-watch-owner", daemon=True).start()
 
 
 def horse_main(conn: Connection, worker: int, engine_name: str = "duckdb") -> None:
     """Entry point of a child process: run requests until the pipe closes."""
-    _die_with_worker(worker)
+    name_process(PROCESS_NAME)
+    die_with(worker)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from datamill.engine.registry import Engines
     from datamill.errors import DatamillError, PassingFailure
