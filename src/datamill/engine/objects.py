@@ -268,6 +268,9 @@ def publish(store: ObjectStore, temporary: str, uri: str) -> None:
     try:
         fs.copy_file(source.arrow, target.arrow)
     except OSError as error:
+        # The run ends in ERROR, publishing nothing: its upload must not stay behind.
+        with contextlib.suppress(OSError):
+            fs.delete_file(source.arrow)
         # An OSError, as a failed local move: the worker ends the run in ERROR.
         raise OSError(_unreachable("write", target, error).message) from None
     with contextlib.suppress(OSError):
@@ -280,3 +283,19 @@ def temporary_uri(final: str, attempt: str) -> str:
     folder, _, name = path.key.rpartition("/")
     hidden = f".datamill-{attempt}.{name}"
     return ObjectPath(path.bucket, f"{folder}/{hidden}" if folder else hidden).uri
+
+
+def discard(store: ObjectStore | None, moves: tuple[tuple[str, str], ...]) -> None:
+    """Remove the hidden objects a run uploaded (`upload`) that will never be published.
+
+    A run that ends without publishing (over its output limit, no longer its
+    worker's) would otherwise leave its whole output in the sink's prefix,
+    where nothing lists or removes it: storage the run was refused.
+    """
+    uploaded = [parse(staged, "staged object") for staged, _ in moves if is_uri(staged)]
+    if store is None or not uploaded:
+        return
+    fs = store.filesystem()
+    for path in uploaded:
+        with contextlib.suppress(OSError):
+            fs.delete_file(path.arrow)
