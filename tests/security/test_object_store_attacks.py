@@ -182,3 +182,17 @@ def test_a_run_no_longer_its_workers_removes_its_upload(
     outcome = Outcome(JobStatus.COMPLETED, moves=((hidden, sink),))
     assert not node.store.queue.finish(claimed, "w2", outcome)
     assert _keys(store, f"{prefix}/out") == []
+
+
+def test_an_object_whose_name_is_too_long_for_a_local_file_is_read(
+    running: Actors, store: ObjectStore, prefix: str, root: str
+) -> None:
+    # S3 keys may be 1024 bytes; a local file name only 255. Here 304, with a dot where
+    # a copy's name cut to its last 200 characters would begin (a hidden file).
+    name = "L" * 104 + "." + "L" * 195 + ".csv"
+    _put(store, f"{prefix}/data/long/{name}")
+    for job, path in (("one", f"{root}/data/long/{name}"), ("glob", f"{root}/data/long/*.csv")):
+        assert _import(running, "bob", f"/Users/bob/{job}.imp", path).status_code == 200
+        read = _run(running, "bob", f"/Users/bob/{job}.imp")
+        assert read.status is JobStatus.COMPLETED, read.error_message
+        assert read.counters["IMPORT_RECORDS"] == 2

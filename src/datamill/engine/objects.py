@@ -45,6 +45,8 @@ _GLOB_CHARS = frozenset("*?[")
 # Where the copies of a run's source objects go, inside its staging folder;
 # removed before the run ends, so it is never published.
 COPIES = "_objects"
+# The longest file name a copy gets (key segments are ASCII: one byte a character).
+_LOCAL_NAME_MAX = 200
 _log = logging.getLogger(__name__)
 
 
@@ -223,6 +225,17 @@ def match_objects(
     return sorted(found, key=lambda p: p.key)
 
 
+def _local_name(key: str) -> str:
+    """The copy's file name: the object's, cut to its end when too long for a local file.
+
+    S3 allows 1024 bytes per key, a local file system 255 per name; the end
+    keeps the extensions (`.csv.gz`) the engine reads the format by, and the
+    `o` keeps a cut name from starting with a dot (a hidden file globs skip).
+    """
+    name = key.rsplit("/", 1)[-1]
+    return name if len(name) <= _LOCAL_NAME_MAX else "o" + name[-_LOCAL_NAME_MAX:]
+
+
 def copy_in(store: ObjectStore, objects: list[ObjectPath], folder: str) -> list[str]:
     """Copy each object to `folder/<n>/<its name>`; the local paths, in the objects' order."""
     fs = store.filesystem()
@@ -230,7 +243,7 @@ def copy_in(store: ObjectStore, objects: list[ObjectPath], folder: str) -> list[
     for index, path in enumerate(objects):
         target_folder = os.path.join(folder, f"{index:05d}")
         os.makedirs(target_folder, exist_ok=True)
-        target = os.path.join(target_folder, path.key.rsplit("/", 1)[-1])
+        target = os.path.join(target_folder, _local_name(path.key))
         try:
             with fs.open_input_stream(path.arrow) as source, open(target, "wb") as out:
                 shutil.copyfileobj(source, out, 8 << 20)
