@@ -9,18 +9,25 @@ asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from datamill.domain.status import JobKind, JobStatus
+from datamill.engine.base import PathRoots, ignore_event
 from datamill.engine.objects import ObjectStore, publish, temporary_uri, upload
+from datamill.engine.registry import Engines
+from datamill.errors import JobFailed
 from datamill.settings import Settings
 from datamill.store.queue import Outcome
 from tests.helpers import admin, wait_terminal
+from tests.integration.engine_fixtures import make_area
 from tests.security.conftest import Actors
 from tests.spark.conftest import BUCKET
 from tests.spark.conftest import s3_endpoint as s3_endpoint  # a real S3 server on loopback
@@ -196,3 +203,32 @@ def test_an_object_whose_name_is_too_long_for_a_local_file_is_read(
         read = _run(running, "bob", f"/Users/bob/{job}.imp")
         assert read.status is JobStatus.COMPLETED, read.error_message
         assert read.counters["IMPORT_RECORDS"] == 2
+
+
+def test_a_failed_upload_names_the_sink_not_the_hidden_object(
+    tmp_path: Path, store: ObjectStore
+) -> None:
+    (tmp_path / "area").mkdir()
+    area = make_area(tmp_path / "area")
+    source = area.sources / "n.parquet"
+    pq.write_table(pa.table({"n": [1, 2, 3]}), source)
+    # The sink's bucket does not exist: the upload fails.
+    sink = "s3a://no-such-bucket-dm/out/n.csv"
+    request = dataclasses.replace(
+        area.request(
+            JobKind.EXPORT,
+            {"source": {"importJob": "/x.imp"}, "sink": {"kind": "csv", "path": sink}},
+            inputs={"source": str(source)},
+            object_store=store,
+        ),
+        roots=PathRoots((), ("s3a://no-such-bucket-dm/out",)),
+    )
+    engines = Engines("duckdb")
+    try:
+        with pytest.raises(JobFailed) as failed:
+            engines.run(request, lambda _: None, ignore_event)
+    finally:
+        engines.close()
+    assert failed.value.message == (
+        f"cannot write {sink}: the object store refused or could not be reached"
+    )
