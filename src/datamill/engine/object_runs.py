@@ -159,6 +159,8 @@ def _upload_sink(
             moves.append((staged, final))
             continue
         hidden = temporary_uri(uri, request.attempt_id)
+        # A failed upload is named as the sink the user wrote, not the hidden object.
+        names[hidden] = uri
         # The staged file stays: the worker measures it against the run's output limit.
         upload(_store(request), staged, hidden)
         moves.append((hidden, uri))

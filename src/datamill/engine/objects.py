@@ -45,6 +45,8 @@ _GLOB_CHARS = frozenset("*?[")
 # Where the copies of a run's source objects go, inside its staging folder;
 # removed before the run ends, so it is never published.
 COPIES = "_objects"
+# The longest file name a copy gets (key segments are ASCII: one byte a character).
+_LOCAL_NAME_MAX = 200
 _log = logging.getLogger(__name__)
 
 
@@ -223,6 +225,17 @@ def match_objects(
     return sorted(found, key=lambda p: p.key)
 
 
+def _local_name(key: str) -> str:
+    """The copy's file name: the object's, cut to its end when too long for a local file.
+
+    S3 allows 1024 bytes per key, a local file system 255 per name; the end
+    keeps the extensions (`.csv.gz`) the engine reads the format by, and the
+    `o` keeps a cut name from starting with a dot (a hidden file globs skip).
+    """
+    name = key.rsplit("/", 1)[-1]
+    return name if len(name) <= _LOCAL_NAME_MAX else "o" + name[-_LOCAL_NAME_MAX:]
+
+
 def copy_in(store: ObjectStore, objects: list[ObjectPath], folder: str) -> list[str]:
     """Copy each object to `folder/<n>/<its name>`; the local paths, in the objects' order."""
     fs = store.filesystem()
@@ -230,7 +243,7 @@ def copy_in(store: ObjectStore, objects: list[ObjectPath], folder: str) -> list[
     for index, path in enumerate(objects):
         target_folder = os.path.join(folder, f"{index:05d}")
         os.makedirs(target_folder, exist_ok=True)
-        target = os.path.join(target_folder, path.key.rsplit("/", 1)[-1])
+        target = os.path.join(target_folder, _local_name(path.key))
         try:
             with fs.open_input_stream(path.arrow) as source, open(target, "wb") as out:
                 shutil.copyfileobj(source, out, 8 << 20)
@@ -268,6 +281,9 @@ def publish(store: ObjectStore, temporary: str, uri: str) -> None:
     try:
         fs.copy_file(source.arrow, target.arrow)
     except OSError as error:
+        # The run ends in ERROR, publishing nothing: its upload must not stay behind.
+        with contextlib.suppress(OSError):
+            fs.delete_file(source.arrow)
         # An OSError, as a failed local move: the worker ends the run in ERROR.
         raise OSError(_unreachable("write", target, error).message) from None
     with contextlib.suppress(OSError):
@@ -280,3 +296,19 @@ def temporary_uri(final: str, attempt: str) -> str:
     folder, _, name = path.key.rpartition("/")
     hidden = f".datamill-{attempt}.{name}"
     return ObjectPath(path.bucket, f"{folder}/{hidden}" if folder else hidden).uri
+
+
+def discard(store: ObjectStore | None, moves: tuple[tuple[str, str], ...]) -> None:
+    """Remove the hidden objects a run uploaded (`upload`) that will never be published.
+
+    A run that ends without publishing (over its output limit, no longer its
+    worker's) would otherwise leave its whole output in the sink's prefix,
+    where nothing lists or removes it: storage the run was refused.
+    """
+    uploaded = [parse(staged, "staged object") for staged, _ in moves if is_uri(staged)]
+    if store is None or not uploaded:
+        return
+    fs = store.filesystem()
+    for path in uploaded:
+        with contextlib.suppress(OSError):
+            fs.delete_file(path.arrow)

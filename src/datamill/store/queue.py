@@ -17,7 +17,7 @@ from datamill.domain import runlog as rl
 from datamill.domain.records import Execution
 from datamill.domain.retry import RetryPolicy
 from datamill.domain.status import JobStatus
-from datamill.engine.objects import ObjectStore, is_uri, publish
+from datamill.engine.objects import ObjectStore, discard, is_uri, publish
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.executions import execution_from_row, notify_other_nodes
@@ -466,6 +466,8 @@ class ExecutionQueue:
         owned = conn.execute(self._sql.owned, ids).first()
         if owned is None:
             self._moved.pop(execution.id, None)
+            # Never published: this attempt's hidden uploads go (another attempt has its own).
+            discard(self.object_store, outcome.moves)
             return False
         lock_downstream(conn, execution.id)
         log = list(outcome.log)

@@ -23,6 +23,7 @@ from datamill.domain.runlog import PendingEvent
 from datamill.domain.schedule import next_fire_time
 from datamill.domain.status import JobStatus
 from datamill.engine.base import RunRequest, RunResult
+from datamill.engine.objects import discard
 from datamill.engine.registry import interrupt
 from datamill.engine.windows import remove_windows_of
 from datamill.errors import DatamillError
@@ -495,6 +496,8 @@ class Worker:
             # What finished between two checks is checked once more before publishing.
             staged = staged_bytes(staging)
             if staged > limits.output_bytes:
+                # An object-store sink was uploaded already (hidden): it goes too.
+                discard(self.settings.object_store, result.moves)
                 return Outcome(JobStatus.ERROR, error_message=limits.output_exceeded(staged)), horse
             return _success(result, staging), horse
 

@@ -1,0 +1,234 @@
+"""Attacks on object-store (s3a://) locations through the real API, worker and a real S3 (moto).
+
+bob owns a location on one prefix; the admin's prefix next to it has a name
+that starts like his (`data` and `data-x`). What a run does not publish must
+not stay behind in the object store either: a run is the user's, and an
+object it leaves is storage they were refused (an output limit) or never
+asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from datamill.domain.status import JobKind, JobStatus
+from datamill.engine.base import PathRoots, ignore_event
+from datamill.engine.objects import ObjectStore, publish, temporary_uri, upload
+from datamill.engine.registry import Engines
+from datamill.errors import JobFailed
+from datamill.settings import Settings
+from datamill.store.queue import Outcome
+from tests.helpers import admin, wait_terminal
+from tests.integration.engine_fixtures import make_area
+from tests.security.conftest import Actors
+from tests.spark.conftest import BUCKET
+from tests.spark.conftest import s3_endpoint as s3_endpoint  # a real S3 server on loopback
+
+CSV = "id,v\n1,a\n2,b\n"
+SCHEMA = [{"name": "id", "type": "BIGINT"}, {"name": "v", "type": "VARCHAR"}]
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A prefix of the bucket for this test alone."""
+    return f"a{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(settings: Settings, s3_endpoint: str, prefix: str) -> Settings:
+    """The usual test node, with S3 roots: `<prefix>/data`, `<prefix>/data-x`, `<prefix>/out`."""
+    home = settings.resolved_home
+    root = f"s3a://{BUCKET}/{prefix}"
+    return Settings(
+        **settings.model_dump(exclude_unset=True),
+        source_roots=[home / "files", f"{root}/data", f"{root}/data-x"],
+        sink_roots=[home / "files", f"{root}/out"],
+        s3_endpoint=s3_endpoint,
+        s3_access_key_id="test-key",
+        s3_secret_access_key="test-secret",
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> ObjectStore:
+    """The operator's object store."""
+    assert settings.object_store is not None
+    return settings.object_store
+
+
+def _put(store: ObjectStore, key: str, text: str = CSV) -> None:
+    with store.filesystem().open_output_stream(f"{BUCKET}/{key}") as out:
+        out.write(text.encode())
+
+
+def _keys(store: ObjectStore, prefix: str) -> list[str]:
+    selector = pafs.FileSelector(f"{BUCKET}/{prefix}", recursive=True, allow_not_found=True)
+    infos = store.filesystem().get_file_info(selector)
+    return sorted(i.path.partition("/")[2] for i in infos if i.type == pafs.FileType.File)
+
+
+def _location(actors: Actors, name: str, folder: str, owner: str) -> None:
+    made = actors.call(
+        "admin", "POST", "/rest/location", {"path": f"/Connections/{name}", "folder": folder}
+    )
+    assert made.status_code == 200, made.text
+    url = f"/api/filesystem/files/{made.json()['id']}/permission/owner"
+    assert actors.call("admin", "PUT", url, {"owner": owner}).status_code == 200
+
+
+def _run(actors: Actors, user: str, path: str) -> Any:
+    started = actors.call(user, "POST", f"/api/job-execution{path}/trigger")
+    assert started.status_code == 200, started.text
+    return wait_terminal(actors.node, started.json()["job-execution-id"], timeout=120)
+
+
+def _import(actors: Actors, user: str, name: str, path: str) -> Any:
+    body = {"path": name, "source": {"kind": "csv", "path": path}, "schema": SCHEMA}
+    return actors.call(user, "POST", "/rest/import-job", body)
+
+
+@pytest.fixture
+def root(running: Actors, prefix: str) -> str:
+    """The test's S3 prefix; bob owns `bob-in.loc` on its `data`."""
+    root = f"s3a://{BUCKET}/{prefix}"
+    _location(running, "bob-in.loc", f"{root}/data", "bob")
+    return root
+
+
+def test_an_export_over_its_output_limit_leaves_no_object_behind(
+    running: Actors, store: ObjectStore, prefix: str, root: str
+) -> None:
+    _location(running, "bob-out.loc", f"{root}/out/bob", "bob")
+    _put(store, f"{prefix}/data/rows.csv")
+    saved = _import(running, "bob", "/Users/bob/rows.imp", f"{root}/data/rows.csv")
+    assert saved.status_code == 200, saved.text
+    assert _run(running, "bob", "/Users/bob/rows.imp").status is JobStatus.COMPLETED
+    export = {
+        "path": "/Users/bob/big.exp",
+        "source": {"importJob": "/Users/bob/rows.imp"},
+        "sink": {"kind": "csv", "path": f"{root}/out/bob/rows.csv"},
+        # bob's own limit: the run must write (and upload) less than this.
+        "limits": {"outputBytes": 1},
+    }
+    assert running.call("bob", "POST", "/rest/export-job", export).status_code == 200
+    ended = _run(running, "bob", "/Users/bob/big.exp")
+    assert ended.status is JobStatus.ERROR
+    assert "nothing was published" in str(ended.error_message)
+    # Nothing at all: neither the sink nor the hidden object the run uploaded to.
+    assert _keys(store, f"{prefix}/out") == []
+
+
+def test_a_publish_that_fails_removes_the_uploaded_object(
+    tmp_path: Path, store: ObjectStore, prefix: str
+) -> None:
+    staged = tmp_path / "rows.csv"
+    staged.write_text(CSV)
+    sink = f"s3a://{BUCKET}/{prefix}/out/rows.csv"
+    hidden = temporary_uri(sink, "attempt-1")
+    upload(store, str(staged), hidden)
+    assert _keys(store, f"{prefix}/out") == [hidden.removeprefix(f"s3a://{BUCKET}/")]
+    # The copy fails (the sink's bucket is gone): the run ends in ERROR, publishing nothing.
+    with pytest.raises(OSError) as failed:
+        publish(store, hidden, "s3a://no-such-bucket-dm/rows.csv")
+    assert str(failed.value) == (
+        "cannot write s3a://no-such-bucket-dm/rows.csv:"
+        " the object store refused or could not be reached"
+    )
+    assert _keys(store, f"{prefix}/out") == []
+
+
+def test_a_prefix_that_starts_like_bobs_is_not_his(
+    running: Actors, store: ObjectStore, prefix: str, root: str
+) -> None:
+    _location(running, "x.loc", f"{root}/data-x", "admin")
+    _location(running, "inner.loc", f"{root}/data/admin", "admin")
+    for key in ("data/mine.csv", "data-x/secret.csv", "data/admin/secret.csv"):
+        _put(store, f"{prefix}/{key}")
+    for path in (
+        f"{root}/data-x/secret.csv",
+        f"{root}/data-x/missing.csv",
+        f"{root}/data*/secret.csv",
+        f"{root}/data/admin/secret.csv",
+        f"{root}/data/admin/missing.csv",
+    ):
+        refused = _import(running, "bob", "/Users/bob/x.imp", path)
+        assert refused.status_code == 400, path
+        assert refused.json()["reason"] == (
+            f"source: {path!r} is not inside a location you may read from"
+        )
+    # A glob over his whole prefix reads his object only: the admin's inner prefix is skipped.
+    assert _import(running, "bob", "/Users/bob/all.imp", f"{root}/data/**").status_code == 200
+    read = _run(running, "bob", "/Users/bob/all.imp")
+    assert read.status is JobStatus.COMPLETED, read.error_message
+    assert read.counters["IMPORT_RECORDS"] == 2
+
+
+def test_a_run_no_longer_its_workers_removes_its_upload(
+    actors: Actors, tmp_path: Path, store: ObjectStore, prefix: str
+) -> None:
+    node = actors.node
+    workbook = {"sheets": [{"kind": "sql", "name": "out", "keep": True, "sql": "SELECT 1 AS n"}]}
+    node.jobs.define_job("/w/x.wbk", JobKind.WORKBOOK, workbook, "admin")
+    queued = node.jobs.trigger("/w/x.wbk", admin(node))
+    claimed = node.store.queue.claim_next_execution("w1")
+    assert claimed is not None and claimed.id == queued.id
+    staged = tmp_path / "x.csv"
+    staged.write_text(CSV)
+    sink = f"s3a://{BUCKET}/{prefix}/out/x.csv"
+    hidden = temporary_uri(sink, "attempt-1")
+    upload(store, str(staged), hidden)
+    # Another worker ("w2") tries to finish it, as one declared lost meanwhile would.
+    outcome = Outcome(JobStatus.COMPLETED, moves=((hidden, sink),))
+    assert not node.store.queue.finish(claimed, "w2", outcome)
+    assert _keys(store, f"{prefix}/out") == []
+
+
+def test_an_object_whose_name_is_too_long_for_a_local_file_is_read(
+    running: Actors, store: ObjectStore, prefix: str, root: str
+) -> None:
+    # S3 keys may be 1024 bytes; a local file name only 255. Here 304, with a dot where
+    # a copy's name cut to its last 200 characters would begin (a hidden file).
+    name = "L" * 104 + "." + "L" * 195 + ".csv"
+    _put(store, f"{prefix}/data/long/{name}")
+    for job, path in (("one", f"{root}/data/long/{name}"), ("glob", f"{root}/data/long/*.csv")):
+        assert _import(running, "bob", f"/Users/bob/{job}.imp", path).status_code == 200
+        read = _run(running, "bob", f"/Users/bob/{job}.imp")
+        assert read.status is JobStatus.COMPLETED, read.error_message
+        assert read.counters["IMPORT_RECORDS"] == 2
+
+
+def test_a_failed_upload_names_the_sink_not_the_hidden_object(
+    tmp_path: Path, store: ObjectStore
+) -> None:
+    (tmp_path / "area").mkdir()
+    area = make_area(tmp_path / "area")
+    source = area.sources / "n.parquet"
+    pq.write_table(pa.table({"n": [1, 2, 3]}), source)
+    # The sink's bucket does not exist: the upload fails.
+    sink = "s3a://no-such-bucket-dm/out/n.csv"
+    request = dataclasses.replace(
+        area.request(
+            JobKind.EXPORT,
+            {"source": {"importJob": "/x.imp"}, "sink": {"kind": "csv", "path": sink}},
+            inputs={"source": str(source)},
+            object_store=store,
+        ),
+        roots=PathRoots((), ("s3a://no-such-bucket-dm/out",)),
+    )
+    engines = Engines("duckdb")
+    try:
+        with pytest.raises(JobFailed) as failed:
+            engines.run(request, lambda _: None, ignore_event)
+    finally:
+        engines.close()
+    assert failed.value.message == (
+        f"cannot write {sink}: the object store refused or could not be reached"
+    )
