@@ -232,3 +232,73 @@ def test_a_failed_upload_names_the_sink_not_the_hidden_object(
     assert failed.value.message == (
         f"cannot write {sink}: the object store refused or could not be reached"
     )
+
+
+class _CopyWatched(ObjectStore):
+    """The operator's store, but each server-side copy first runs `during` and records it."""
+
+    def __init__(self, store: ObjectStore, during: Any) -> None:
+        super().__init__(store.endpoint, store.region, store.access_key, store.secret_key)
+        object.__setattr__(self, "_during", during)
+
+    def filesystem(self) -> Any:
+        real, during = super().filesystem(), self._during  # type: ignore[attr-defined]
+
+        class Watched:
+            def copy_file(self, source: str, target: str) -> None:
+                during()
+                real.copy_file(source, target)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+        return Watched()
+
+
+@pytest.mark.parametrize("finishing", ["finish", "finish_and_claim"])
+def test_publishing_an_object_does_not_hold_the_writer_lock(
+    actors: Actors, tmp_path: Path, store: ObjectStore, prefix: str, finishing: str
+) -> None:
+    # A copy of a large object takes minutes on a real store: under the
+    # finishing transaction it stopped every other write of the server (on
+    # SQLite, one writer at a time). Another user's save, made from another
+    # thread while the copy runs, must get through before the copy ends.
+    import threading
+
+    node = actors.node
+    workbook = {"sheets": [{"kind": "sql", "name": "out", "keep": True, "sql": "SELECT 1 AS n"}]}
+    node.jobs.define_job("/w/x.wbk", JobKind.WORKBOOK, workbook, "admin")
+    queued = node.jobs.trigger("/w/x.wbk", admin(node))
+    claimed = node.store.queue.claim_next_execution("w1")
+    assert claimed is not None and claimed.id == queued.id
+    saved: list[str] = []
+    during_copy: list[list[str]] = []
+
+    def another_write() -> None:
+        def save() -> None:
+            other = {"sheets": [{"kind": "sql", "name": "o", "keep": True, "sql": "SELECT 2 AS n"}]}
+            node.jobs.define_job("/w/other.wbk", JobKind.WORKBOOK, other, "admin")
+            saved.append("saved")
+
+        thread = threading.Thread(target=save, daemon=True)
+        thread.start()
+        thread.join(30)  # blocked until the copy ends if the copy's caller holds the lock
+        during_copy.append(list(saved))
+
+    node.store.queue.object_store = _CopyWatched(store, another_write)
+    staged = tmp_path / "x.csv"
+    staged.write_text(CSV)
+    sink = f"s3a://{BUCKET}/{prefix}/out/x.csv"
+    hidden = temporary_uri(sink, "attempt-1")
+    upload(store, str(staged), hidden)
+    outcome = Outcome(JobStatus.COMPLETED, moves=((hidden, sink),))
+    if finishing == "finish":
+        assert node.store.queue.finish(claimed, "w1", outcome)
+    else:
+        ended, _ = node.store.queue.finish_and_claim(claimed, "w1", outcome, lambda c, e: None)
+        assert ended
+    assert during_copy == [["saved"]]
+    # Published once, whole, and the hidden upload is gone after the commit.
+    assert _keys(store, f"{prefix}/out") == [f"{prefix}/out/x.csv"]
+    with store.filesystem().open_input_stream(f"{BUCKET}/{prefix}/out/x.csv") as read:
+        assert read.read().decode() == CSV

@@ -17,7 +17,7 @@ from datamill.domain import runlog as rl
 from datamill.domain.records import Execution
 from datamill.domain.retry import RetryPolicy
 from datamill.domain.status import JobStatus
-from datamill.engine.objects import ObjectStore, discard, is_uri, publish
+from datamill.engine.objects import ObjectStore, copy_to_sink, discard, is_uri, publish
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.executions import execution_from_row, notify_other_nodes
@@ -134,6 +134,8 @@ class _Claiming:
     running_per_user: sa.Select[Any]
     start: sa.Update
     owned: sa.Select[Any]
+    # The same test without the lock, outside any write transaction.
+    still_owned: sa.Select[Any]
 
 
 _USERS: sa.BindParameter[list[str]] = sa.bindparam("users", expanding=True)
@@ -177,13 +179,16 @@ def _claiming() -> _Claiming:
         # declares the worker lost meanwhile must not requeue the run between
         # this check and the end's UPDATE, which would then end a run that is
         # QUEUED again with no worker (seen under load with two workers).
-        owned=sa.select(E.c.id)
-        .where(
-            E.c.id == sa.bindparam("owned_id"),
-            E.c.status == JobStatus.RUNNING.value,
-            E.c.worker_id == sa.bindparam("worker"),
-        )
-        .with_for_update(),
+        owned=_owned().with_for_update(),
+        still_owned=_owned(),
+    )
+
+
+def _owned() -> sa.Select[Any]:
+    return sa.select(E.c.id).where(
+        E.c.id == sa.bindparam("owned_id"),
+        E.c.status == JobStatus.RUNNING.value,
+        E.c.worker_id == sa.bindparam("worker"),
     )
 
 
@@ -420,9 +425,11 @@ class ExecutionQueue:
         moved folder is unreachable (no data row names it) and housekeeping
         removes it.
         """
+        self._publish_objects_first(execution, worker_id, outcome)
         with self._db.write() as conn:
             ended = self._end(conn, execution, worker_id, outcome)
         self._moved.pop(execution.id, None)
+        discard(self.object_store, outcome.moves)  # the uploads, copied to their sinks or not
         return ended
 
     def finish_and_claim(
@@ -444,6 +451,7 @@ class ExecutionQueue:
         the run is finished alone, so a claim can never cost a run its end;
         the slot then claims as usual.
         """
+        self._publish_objects_first(execution, worker_id, outcome)
         try:
             with self._db.write() as conn:
                 ended = self._end(conn, execution, worker_id, outcome)
@@ -455,7 +463,37 @@ class ExecutionQueue:
         except IntegrityError:
             return self.finish(execution, worker_id, outcome), None
         self._moved.pop(execution.id, None)
+        discard(self.object_store, outcome.moves)
         return ended, claimed
+
+    def _publish_objects_first(
+        self, execution: Execution, worker_id: str, outcome: Outcome
+    ) -> None:
+        """Copy an export's uploaded objects to their sink keys before the finishing transaction.
+
+        The copy takes as long as the object is large (S3 CopyObject, up to
+        5 GB); inside the transaction it held the database's writer lock, and on
+        SQLite every other write of the server (triggers, other runs' ends)
+        waited for it (attack review: 9 s for an unrelated save while a copy
+        hung). The copy is as atomic here as there (readers see the old object
+        or the new one); what changes is that a run declared lost between this
+        check and the transaction's own has published its object anyway. That
+        run is retried (writing the same sink again) or ends in ERROR with its
+        object visible: docs/scale-out.md. A failed copy raises OSError, as a
+        failed move in the transaction does: the run ends in ERROR.
+        """
+        uploads = [(staged, final) for staged, final in outcome.moves if is_uri(final)]
+        if not uploads or self.object_store is None:
+            return
+        with self._db.read() as conn:
+            ids = {"owned_id": execution.id, "worker": worker_id}
+            if conn.execute(self._sql.still_owned, ids).first() is None:
+                return  # not ours: the transaction finds so and discards the uploads
+        moved = self._moved.setdefault(execution.id, {})
+        for staged, final in uploads:
+            if moved.get(staged) != final:
+                copy_to_sink(self.object_store, staged, final)
+                moved[staged] = final  # the transaction's move finds it done
 
     def _end(
         self, conn: Connection, execution: Execution, worker_id: str, outcome: Outcome
