@@ -171,9 +171,10 @@ def test_a_prefix_that_starts_like_bobs_is_not_his(
     assert read.counters["IMPORT_RECORDS"] == 2
 
 
-def test_a_run_no_longer_its_workers_removes_its_upload(
+def _claimed_with_upload(
     actors: Actors, tmp_path: Path, store: ObjectStore, prefix: str
-) -> None:
+) -> tuple[Any, Outcome]:
+    """A run claimed by worker "w1" and the outcome of its export: an upload to publish."""
     node = actors.node
     workbook = {"sheets": [{"kind": "sql", "name": "out", "keep": True, "sql": "SELECT 1 AS n"}]}
     node.jobs.define_job("/w/x.wbk", JobKind.WORKBOOK, workbook, "admin")
@@ -185,8 +186,15 @@ def test_a_run_no_longer_its_workers_removes_its_upload(
     sink = f"s3a://{BUCKET}/{prefix}/out/x.csv"
     hidden = temporary_uri(sink, "attempt-1")
     upload(store, str(staged), hidden)
+    return claimed, Outcome(JobStatus.COMPLETED, moves=((hidden, sink),))
+
+
+def test_a_run_no_longer_its_workers_removes_its_upload(
+    actors: Actors, tmp_path: Path, store: ObjectStore, prefix: str
+) -> None:
+    node = actors.node
+    claimed, outcome = _claimed_with_upload(actors, tmp_path, store, prefix)
     # Another worker ("w2") tries to finish it, as one declared lost meanwhile would.
-    outcome = Outcome(JobStatus.COMPLETED, moves=((hidden, sink),))
     assert not node.store.queue.finish(claimed, "w2", outcome)
     assert _keys(store, f"{prefix}/out") == []
 
@@ -266,11 +274,7 @@ def test_publishing_an_object_does_not_hold_the_writer_lock(
     import threading
 
     node = actors.node
-    workbook = {"sheets": [{"kind": "sql", "name": "out", "keep": True, "sql": "SELECT 1 AS n"}]}
-    node.jobs.define_job("/w/x.wbk", JobKind.WORKBOOK, workbook, "admin")
-    queued = node.jobs.trigger("/w/x.wbk", admin(node))
-    claimed = node.store.queue.claim_next_execution("w1")
-    assert claimed is not None and claimed.id == queued.id
+    claimed, outcome = _claimed_with_upload(actors, tmp_path, store, prefix)
     saved: list[str] = []
     during_copy: list[list[str]] = []
 
@@ -286,12 +290,6 @@ def test_publishing_an_object_does_not_hold_the_writer_lock(
         during_copy.append(list(saved))
 
     node.store.queue.object_store = _CopyWatched(store, another_write)
-    staged = tmp_path / "x.csv"
-    staged.write_text(CSV)
-    sink = f"s3a://{BUCKET}/{prefix}/out/x.csv"
-    hidden = temporary_uri(sink, "attempt-1")
-    upload(store, str(staged), hidden)
-    outcome = Outcome(JobStatus.COMPLETED, moves=((hidden, sink),))
     if finishing == "finish":
         assert node.store.queue.finish(claimed, "w1", outcome)
     else:
