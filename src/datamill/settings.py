@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     source_max_files: int = Field(
         default=10_000, ge=1, description="At most this many files may one source glob match."
     )
+    source_max_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "At most this many bytes may one run copy from the object store (the sum of the"
+            " objects an s3a:// source names); default none: only the staging disk's free"
+            " space (less 1 GiB) bounds it."
+        ),
+    )
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(default=8080, description="Port of the HTTP server.")
     timezone: str | None = Field(

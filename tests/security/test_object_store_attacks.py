@@ -21,7 +21,8 @@ import pytest
 
 from datamill.domain.status import JobKind, JobStatus
 from datamill.engine.base import PathRoots, ignore_event
-from datamill.engine.objects import ObjectStore, publish, temporary_uri, upload
+from datamill.engine.object_runs import FREE_MARGIN, copy_budget
+from datamill.engine.objects import ObjectPath, ObjectStore, copy_in, publish, temporary_uri, upload
 from datamill.engine.registry import Engines
 from datamill.errors import JobFailed
 from datamill.settings import Settings
@@ -43,7 +44,13 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def settings(settings: Settings, s3_endpoint: str, prefix: str) -> Settings:
+def source_cap() -> int | None:
+    """DATAMILL_SOURCE_MAX_BYTES of the node (a test parametrises it): none by default."""
+    return None
+
+
+@pytest.fixture
+def settings(settings: Settings, s3_endpoint: str, prefix: str, source_cap: int | None) -> Settings:
     """The usual test node, with S3 roots: `<prefix>/data`, `<prefix>/data-x`, `<prefix>/out`."""
     home = settings.resolved_home
     root = f"s3a://{BUCKET}/{prefix}"
@@ -54,6 +61,7 @@ def settings(settings: Settings, s3_endpoint: str, prefix: str) -> Settings:
         s3_endpoint=s3_endpoint,
         s3_access_key_id="test-key",
         s3_secret_access_key="test-secret",
+        source_max_bytes=source_cap,
     )
 
 
@@ -300,3 +308,90 @@ def test_publishing_an_object_does_not_hold_the_writer_lock(
     assert _keys(store, f"{prefix}/out") == [f"{prefix}/out/x.csv"]
     with store.filesystem().open_input_stream(f"{BUCKET}/{prefix}/out/x.csv") as read:
         assert read.read().decode() == CSV
+
+
+# Each of these objects is 13 bytes; the node may copy 20 for one run.
+@pytest.mark.parametrize("source_cap", [20])
+def test_a_source_over_the_copy_cap_is_refused_before_anything_is_copied(
+    running: Actors, store: ObjectStore, prefix: str, root: str
+) -> None:
+    _put(store, f"{prefix}/data/one.csv")
+    _put(store, f"{prefix}/data/two.csv")
+    _put(store, f"{prefix}/data/big.csv", CSV + "3,c\n" * 3)
+    for job, path, total in (
+        ("big", f"{root}/data/big.csv", 25),
+        # Each object is under the cap; together they are over it.
+        ("glob", f"{root}/data/[ot]*.csv", 26),
+    ):
+        assert _import(running, "bob", f"/Users/bob/{job}.imp", path).status_code == 200
+        ended = _run(running, "bob", f"/Users/bob/{job}.imp")
+        assert ended.status is JobStatus.ERROR
+        # The listing's sum, not a copy that ran into the cap (that says "grew past").
+        assert ended.error_message == (
+            f"source {path!r} is {total} bytes, more than the 20 bytes"
+            " a run may copy from the object store; nothing was copied"
+        )
+        assert not (running.node.settings.staging_root / str(ended.id) / "_objects").exists()
+    # Under the cap, the same source runs.
+    one = f"{root}/data/one.csv"
+    assert _import(running, "bob", "/Users/bob/one.imp", one).status_code == 200
+    read = _run(running, "bob", "/Users/bob/one.imp")
+    assert read.status is JobStatus.COMPLETED, read.error_message
+    assert read.counters["IMPORT_RECORDS"] == 2
+
+
+def test_the_copy_cap_is_an_operator_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATAMILL_SOURCE_MAX_BYTES", raising=False)
+    assert Settings().source_max_bytes is None
+    monkeypatch.setenv("DATAMILL_SOURCE_MAX_BYTES", "1000000")
+    assert Settings().source_max_bytes == 1_000_000
+
+
+def test_a_source_the_staging_disk_has_no_room_for_is_refused() -> None:
+    free = 5 * FREE_MARGIN
+    room = free - FREE_MARGIN
+    # Room for exactly its bytes: copied, at most that many.
+    assert copy_budget("s3a://b/x/*.csv", room, None, free) == room
+    assert copy_budget("s3a://b/x/*.csv", 10, 100, free) == 100
+    with pytest.raises(JobFailed) as failed:
+        copy_budget("s3a://b/x/*.csv", room + 1, None, free)
+    assert failed.value.message == (
+        f"source 's3a://b/x/*.csv' is {room + 1} bytes, more than the {room} bytes"
+        " the worker's disk has room for (its free space less 1 GiB); nothing was copied"
+    )
+    # A cap above the free space does not lift it; a disk under the margin holds nothing.
+    with pytest.raises(JobFailed, match="more than the 4294967296 bytes the worker's disk"):
+        copy_budget("s3a://b/x.csv", room + 1, 10 * free, free)
+    with pytest.raises(JobFailed, match="is 1 bytes, more than the 0 bytes the worker's disk"):
+        copy_budget("s3a://b/x.csv", 1, None, FREE_MARGIN - 1)
+
+
+def test_a_full_local_disk_is_not_blamed_on_the_object_store(
+    tmp_path: Path, store: ObjectStore, prefix: str
+) -> None:
+    _put(store, f"{prefix}/data/rows.csv")
+    # The copy's file is the kernel's always-full device: each write fails with ENOSPC.
+    (tmp_path / "00000").mkdir()
+    (tmp_path / "00000" / "rows.csv").symlink_to("/dev/full")
+    uri = f"s3a://{BUCKET}/{prefix}/data/rows.csv"
+    with pytest.raises(JobFailed) as failed:
+        copy_in(store, [ObjectPath(BUCKET, f"{prefix}/data/rows.csv")], str(tmp_path))
+    assert failed.value.message == f"the worker's disk is full while copying {uri}"
+
+
+def test_an_object_grown_since_its_listing_is_copied_no_further_than_checked(
+    tmp_path: Path, store: ObjectStore, prefix: str
+) -> None:
+    # Listed (and checked) at 13 bytes, replaced by a larger object before the copy.
+    _put(store, f"{prefix}/data/rows.csv", CSV * 100)
+    uri = f"s3a://{BUCKET}/{prefix}/data/rows.csv"
+    with pytest.raises(JobFailed) as failed:
+        copy_in(store, [ObjectPath(BUCKET, f"{prefix}/data/rows.csv")], str(tmp_path), 13)
+    assert failed.value.message == (
+        f"cannot copy {uri}: the source grew past the 13 bytes"
+        " this run may copy since it was listed"
+    )
+    # Exactly the budget: copied whole.
+    _put(store, f"{prefix}/data/rows.csv")
+    (copied,) = copy_in(store, [ObjectPath(BUCKET, f"{prefix}/data/rows.csv")], str(tmp_path), 13)
+    assert Path(copied).read_text() == CSV

@@ -74,6 +74,9 @@ class RunRequest:
     file_roots: tuple[str, ...] = ()
     # At most this many files may a source glob match.
     max_source_files: int = 10_000
+    # At most this many bytes may the objects of an s3a:// source add up to
+    # (settings.source_max_bytes; None: only the staging disk's free space).
+    max_source_bytes: int | None = None
     # Which start of the execution this is (1 unless retried or handed back), and
     # the run's name in marker tables of database sinks: unique per installation
     # and execution, the same across its attempts (engine/duckdb/exports.py).

@@ -8,6 +8,11 @@ An export's sink becomes a file in staging; once the engine has written it,
 it is uploaded to a hidden object next to the sink, and the worker makes it
 the sink's object when it publishes the run (engine/objects.py, `publish`).
 Messages name the objects, never the copies.
+
+A source's objects are added up from the listing before anything is copied:
+a run whose objects exceed the operator's `source_max_bytes` or the staging
+disk's free space less `FREE_MARGIN` fails at once, copying nothing (the
+disk also holds the data root and, on SQLite, the metadata database).
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ from datamill.engine.objects import (
     temporary_uri,
     upload,
 )
-from datamill.errors import DatamillError, InvalidInput, PathNotAllowed
+from datamill.errors import DatamillError, InvalidInput, JobFailed, PathNotAllowed
 
 Run = Callable[[RunRequest, EventCallback], RunResult]
+# What a run's copies must leave free on the staging disk: room for the run's
+# own output, other runs', the data root and the metadata database beside them.
+FREE_MARGIN = 1 << 30
 
 
 def _member(request: RunRequest) -> tuple[str, dict[str, Any]] | None:
@@ -105,10 +113,13 @@ def _copy_source(
     store = _store(request)
     pattern = str(member["path"])
     roots = request.roots
-    objects = match_objects(
+    listed = match_objects(
         store, pattern, roots.source_roots, roots.excluded, request.max_source_files
     )
-    copies = copy_in(store, objects, folder)
+    objects = [path for path, _ in listed]
+    total = sum(size for _, size in listed)
+    budget = copy_budget(pattern, total, request.max_source_bytes, _free_bytes(folder))
+    copies = copy_in(store, objects, folder, budget)
     names.update({c: o.uri for c, o in zip(copies, objects, strict=True)})
     wanted = parse(pattern, "source path", glob=True)
     # A glob: every copy, in key order (the folders are numbered in that order).
@@ -122,6 +133,32 @@ def _copy_source(
         definition={**request.definition, "source": source},
         roots=PathRoots((folder,), ()),
     )
+
+
+def _free_bytes(folder: str) -> int:
+    # What an unprivileged process may still write there (not the blocks kept for root).
+    stat = os.statvfs(folder)
+    return stat.f_bavail * stat.f_frsize
+
+
+def copy_budget(pattern: str, total: int, cap: int | None, free: int) -> int:
+    """The bytes a run may copy for `pattern`, whose objects add up to `total`; fails when over.
+
+    `cap` is the operator's source_max_bytes (None: none), `free` the staging
+    disk's free bytes, of which the copies leave FREE_MARGIN.
+    """
+    if cap is not None and total > cap:
+        raise JobFailed(
+            f"source {pattern!r} is {total} bytes, more than the {cap} bytes"
+            " a run may copy from the object store; nothing was copied"
+        )
+    room = max(free - FREE_MARGIN, 0)
+    if total > room:
+        raise JobFailed(
+            f"source {pattern!r} is {total} bytes, more than the {room} bytes"
+            " the worker's disk has room for (its free space less 1 GiB); nothing was copied"
+        )
+    return room if cap is None else min(cap, room)
 
 
 def _local_sink(

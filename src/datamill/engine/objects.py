@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fnmatch
 import logging
 import os
@@ -47,6 +48,10 @@ _GLOB_CHARS = frozenset("*?[")
 COPIES = "_objects"
 # The longest file name a copy gets (key segments are ASCII: one byte a character).
 _LOCAL_NAME_MAX = 200
+# How much of an object a copy reads and writes at a time.
+_CHUNK = 8 << 20
+# The local errors of a disk (or a quota) that is full.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _log = logging.getLogger(__name__)
 
 
@@ -181,8 +186,11 @@ def match_objects(
     roots: tuple[str, ...],
     excluded: tuple[str, ...] = (),
     limit: int = 10_000,
-) -> list[ObjectPath]:
-    """The objects a source URI (a glob or not) names, each inside `roots`, sorted by key."""
+) -> list[tuple[ObjectPath, int]]:
+    """The objects a source URI (a glob or not) names, each inside `roots`, sorted by key.
+
+    Each with its size in bytes, as listed: what copying it will write.
+    """
     import pyarrow.fs as pafs
 
     wanted = parse(pattern, "source path", glob=True)
@@ -198,14 +206,14 @@ def match_objects(
             raise _unreachable("read", wanted, error) from None
         if info.type != pafs.FileType.File or inside_any(wanted, excluded):
             raise InvalidInput(f"source file {pattern!r} does not exist or is not a file")
-        return [wanted]
+        return [(wanted, info.size or 0)]
     base = ObjectPath(wanted.bucket, "/".join(parts[:fixed]))
     try:
         selector = pafs.FileSelector(base.arrow, recursive=True, allow_not_found=True)
         listed = fs.get_file_info(selector)
     except OSError as error:
         raise _unreachable("list", base, error) from None
-    found: list[ObjectPath] = []
+    found: list[tuple[ObjectPath, int]] = []
     for info in listed:
         if info.type != pafs.FileType.File:
             continue
@@ -217,12 +225,12 @@ def match_objects(
         if not inside_any(path, roots) or inside_any(path, excluded):
             continue  # a more specific location the owner may not read (N6)
         if _segments_match(parts[fixed:], path.key.split("/")[fixed:]):
-            found.append(path)
+            found.append((path, info.size or 0))
             if len(found) > limit:
                 raise InvalidInput(f"source glob {pattern!r} matches more than {limit} files")
     if not found:
         raise InvalidInput(f"source glob {pattern!r} matches no file")
-    return sorted(found, key=lambda p: p.key)
+    return sorted(found, key=lambda p: p[0].key)
 
 
 def _local_name(key: str) -> str:
@@ -236,18 +244,34 @@ def _local_name(key: str) -> str:
     return name if len(name) <= _LOCAL_NAME_MAX else "o" + name[-_LOCAL_NAME_MAX:]
 
 
-def copy_in(store: ObjectStore, objects: list[ObjectPath], folder: str) -> list[str]:
-    """Copy each object to `folder/<n>/<its name>`; the local paths, in the objects' order."""
+def copy_in(
+    store: ObjectStore, objects: list[ObjectPath], folder: str, budget: int | None = None
+) -> list[str]:
+    """Copy each object to `folder/<n>/<its name>`; the local paths, in the objects' order.
+
+    At most `budget` bytes in all (None: no bound): an object replaced by a
+    larger one after the listing that was checked cannot fill the disk.
+    """
     fs = store.filesystem()
     local = []
+    left = budget
     for index, path in enumerate(objects):
         target_folder = os.path.join(folder, f"{index:05d}")
-        os.makedirs(target_folder, exist_ok=True)
         target = os.path.join(target_folder, _local_name(path.key))
         try:
+            os.makedirs(target_folder, exist_ok=True)
             with fs.open_input_stream(path.arrow) as source, open(target, "wb") as out:
-                shutil.copyfileobj(source, out, 8 << 20)
+                while chunk := source.read(_CHUNK):
+                    if left is not None and (left := left - len(chunk)) < 0:
+                        raise JobFailed(
+                            f"cannot copy {path.uri}: the source grew past the {budget} bytes"
+                            " this run may copy since it was listed"
+                        )
+                    out.write(chunk)
         except OSError as error:
+            if error.errno in _DISK_FULL:
+                # The local disk, not the object store: the operator's to fix.
+                raise JobFailed(f"the worker's disk is full while copying {path.uri}") from None
             raise _unreachable("read", path, error) from None
         local.append(target)
     return local

@@ -140,6 +140,7 @@ def build_request(
         data_root=str(settings.resolved_data_root),
         file_roots=settings.local_file_roots,
         max_source_files=settings.source_max_files,
+        max_source_bytes=settings.source_max_bytes,
         attempt=execution.attempts,
         run_key=f"{installation_key(settings)}:{execution.id}",
         engine=settings.engine,
