@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.bootstrap import Node
@@ -21,7 +20,7 @@ from datamill.errors import AlreadyExists, Conflict, NotFound
 from datamill.services import users as user_service
 from datamill.store import tables as t
 from datamill.store import users as user_store
-from tests.helpers import admin, password_hash
+from tests.helpers import admin, password_hash, pg_sessions
 from tests.security.conftest import PASSWORD, Actors
 
 BASE = "/rest/user-management"
@@ -137,13 +136,7 @@ def _race(
         first(conn)
         thread.start()
         for _ in range(3000):  # until it waits on our lock, or never did and ended
-            with node.store.db.read() as look:
-                waiting = look.execute(
-                    sa.text(
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                    )
-                ).scalar_one()
+            waiting = pg_sessions(node, "wait_event_type = 'Lock'")
             if waiting or not thread.is_alive():
                 break
             time.sleep(0.01)
