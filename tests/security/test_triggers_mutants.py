@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datamill.domain.records import User
+from datamill.domain.status import JobStatus
 from datamill.store import users as user_store
+from datamill.store.backlog import upstreams_of
 from datamill.store.triggers import fire_data_driven
-from tests.helpers import execution
+from tests.helpers import execution, orders_import, totals_workbook, write_orders_csv
 from tests.security.conftest import Actors
-from tests.security.test_owners import BOB_JOB, _bob_shares_a_job, _file, _others, _workbook
+from tests.security.test_owners import (
+    BOB_JOB,
+    _bob_shares_a_job,
+    _file,
+    _others,
+    _runs_of,
+    _workbook,
+)
 
 
 def _grant(
@@ -24,6 +34,13 @@ def _grant(
         actors.node.store.files.set_group_flags(
             conn, file_id, group, readable=readable, writable=writable, executable=True
         )
+
+
+def _user(actors: Actors, name: str) -> User:
+    with actors.node.store.db.read() as conn:
+        user = actors.node.store.users.get(conn, name)
+    assert user is not None
+    return user
 
 
 def _fired(actors: Actors, config_id: int) -> list[int]:
@@ -60,3 +77,38 @@ def test_a_group_grants_read_for_firing_only_with_its_read_flag_on_that_job(
     _grant(actors, bob_file, readable=True, writable=False)
     fired = _fired(actors, bob_config)
     assert [execution(actors.node, run).triggered_by for run in fired] == ["eve"]
+
+
+def test_a_fired_run_waits_for_the_owners_own_private_source_still_running(
+    actors: Actors, files_root: Path
+) -> None:
+    node = actors.node
+    source = write_orders_csv(files_root / "users" / "eve", rows=2)
+    jobs = ("/Users/eve/first.imp", "/Users/eve/second.imp", "/Users/eve/unrelated.imp")
+    for path in jobs:
+        made = actors.call(
+            "eve", "POST", "/rest/import-job", {"path": path, **orders_import(source)}
+        )
+        assert made.status_code == 200, made.text
+    document = totals_workbook(jobs[0])
+    document["sheets"].insert(0, {"kind": "data", "name": "more", "source": {"importJob": jobs[1]}})
+    document["triggering"] = {"mode": "DATA_DRIVEN"}
+    made = actors.call("eve", "POST", "/rest/workbook", {"path": "/Users/eve/w.wbk", **document})
+    assert made.status_code == 200, made.text
+    # Another workbook of hers reads a third job, which runs too: no source of w.wbk.
+    other = {"path": "/Users/eve/other.wbk", **totals_workbook(jobs[2])}
+    assert actors.call("eve", "POST", "/rest/workbook", other).status_code == 200
+    node.jobs.trigger(jobs[2], _user(actors, "eve"))
+    # Her second job ran before (an ended run is nothing to wait for) and is running again
+    # (private: only she and ADMIN may read it); then the first succeeds.
+    eve = _user(actors, "eve")
+    node.jobs.stop_execution(node.jobs.trigger(jobs[1], eve).id, eve)
+    running = node.jobs.trigger(jobs[1], eve).id
+    _, _, first_config = _file(actors, jobs[0])
+    assert first_config is not None
+    # The workbook's run waits for the second job rather than read its old data now.
+    assert _fired(actors, first_config) == []
+    [(waiting, status, _)] = _runs_of(actors, int(made.json()["configuration-id"]))
+    assert status == JobStatus.WAITING_FOR_OTHER_JOB.value
+    with node.store.db.read() as conn:
+        assert upstreams_of(conn, [waiting]) == {waiting: (running,)}
