@@ -8,13 +8,23 @@ and only on the file it is set on.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from pathlib import Path
+
+import pytest
 
 from datamill.domain.records import User
 from datamill.domain.status import JobStatus
 from datamill.store import users as user_store
 from datamill.store.backlog import upstreams_of
-from datamill.store.triggers import fire_data_driven
+from datamill.store.db import utcnow
+from datamill.store.triggers import (
+    fire_data_driven,
+    fire_due_schedules,
+    schedule_state,
+    set_next_fire,
+)
 from tests.helpers import execution, orders_import, totals_workbook, write_orders_csv
 from tests.security.conftest import Actors
 from tests.security.test_owners import (
@@ -112,3 +122,39 @@ def test_a_fired_run_waits_for_the_owners_own_private_source_still_running(
     assert status == JobStatus.WAITING_FOR_OTHER_JOB.value
     with node.store.db.read() as conn:
         assert upstreams_of(conn, [waiting]) == {waiting: (running,)}
+
+
+def test_a_schedule_queues_no_second_run_while_its_run_waits_and_logs_when_it_ends(
+    actors: Actors, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = {
+        "path": "/Users/bob/daily.wbk",
+        "sheets": [{"kind": "sql", "name": "x", "sql": "SELECT 1 AS one", "keep": True}],
+        "triggering": {"mode": "SCHEDULED", "cron": "0 3 * * *"},
+    }
+    made = actors.call("bob", "POST", "/rest/workbook", document)
+    assert made.status_code == 200, made.text
+    config_id = int(made.json()["configuration-id"])
+    later = utcnow() + dt.timedelta(days=1)
+
+    def due_now_and_fire(next_after: dt.datetime | None) -> list[int]:
+        with actors.node.store.db.write() as conn:
+            set_next_fire(conn, config_id, utcnow() - dt.timedelta(minutes=1))
+            return fire_due_schedules(conn, utcnow(), lambda _cron, _now: next_after)
+
+    [queued] = due_now_and_fire(later)  # no worker: it stays QUEUED
+    # The next slot comes while that run still waits: it would only repeat it.
+    assert due_now_and_fire(later) == []
+    assert [(run, status) for run, status, _ in _runs_of(actors, config_id)] == [
+        (queued, JobStatus.QUEUED.value)
+    ]
+    with actors.node.store.db.read() as conn:
+        assert schedule_state(conn, config_id).next_fire_at == later
+    # A cron without a further date disables the schedule, and the log says which.
+    with caplog.at_level(logging.WARNING, logger="datamill.store.triggers"):
+        assert due_now_and_fire(None) == []
+    with actors.node.store.db.read() as conn:
+        assert schedule_state(conn, config_id).next_fire_at is None
+    assert [r.getMessage() for r in caplog.records if r.name == "datamill.store.triggers"] == [
+        f"schedule of configuration {config_id} disabled: '0 3 * * *' has no next date"
+    ]
