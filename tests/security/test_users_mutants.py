@@ -13,15 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.bootstrap import Node
+from datamill.domain.status import JobKind
 from datamill.errors import AlreadyExists, Conflict, NotFound
 from datamill.services import users as user_service
 from datamill.store import tables as t
 from datamill.store import users as user_store
 from tests.helpers import admin, password_hash, pg_sessions
-from tests.security.conftest import PASSWORD, Actors
+from tests.security.conftest import PASSWORD, Actors, auth
 
 BASE = "/rest/user-management"
 
@@ -228,3 +230,43 @@ def test_a_name_taken_by_a_concurrent_create_is_answered_as_taken(node: Node) ->
             user_store.Group("crew", ()),
         ]
         assert user_store.get_roles(conn, ["viewer"]) == [user_store.Role("viewer", ("job.read",))]
+
+
+def test_deleting_a_user_leaves_the_other_users_keys_and_groups(actors: Actors) -> None:
+    """A user's Idempotency-Keys and memberships go with her, and only hers."""
+    node = actors.node
+    node.store.users.create("carl", password_hash(PASSWORD))
+    with node.store.db.write() as conn:
+        user_store.insert_group(conn, "team")
+        for name in ("bob", "carl"):
+            user_store.replace_groups(conn, name, ["team"])
+    document = {"sheets": [{"kind": "sql", "name": "x", "keep": True, "sql": "SELECT 1 AS one"}]}
+    sent = {}
+    for name in ("bob", "carl"):
+        path = f"/Users/{name}/daily.wbk"
+        node.jobs.define_job(path, JobKind.WORKBOOK, document, name)
+        headers = {**auth(name), "Idempotency-Key": "nightly-1"}
+        first = actors.client.post(f"/api/job-execution{path}/trigger", headers=headers)
+        assert first.status_code == 200, first.text
+        sent[name] = (path, headers, first.json()["job-execution-id"])
+
+    deleted = actors.call("admin", "DELETE", "/rest/user-management/users/carl")
+    assert deleted.status_code == 200, deleted.text
+
+    # bob's retry is still answered with his first run, not a second one.
+    path, headers, first_run = sent["bob"]
+    again = actors.client.post(f"/api/job-execution{path}/trigger", headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["job-execution-id"] == first_run
+    assert again.headers.get("idempotent-replayed") == "true"
+    with node.store.db.read() as conn:
+        keys = conn.execute(sa.select(t.idempotency_keys.c.user_name)).scalars().all()
+    assert keys == ["bob"]
+    # And bob is still in the group carl was in.
+    assert actors.call("admin", "GET", "/rest/user-management/users/bob").json()["groups"] == [
+        "team"
+    ]
+    assert actors.call("admin", "GET", "/rest/user-management/groups/team").json() == {
+        "name": "team",
+        "members": ["bob"],
+    }
