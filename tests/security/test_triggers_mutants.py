@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from datamill.domain.records import User
-from datamill.domain.status import JobStatus
+from datamill.domain.status import JobStatus, TriggerType
 from datamill.store import users as user_store
 from datamill.store.backlog import upstreams_of
 from datamill.store.db import utcnow
@@ -127,26 +127,35 @@ def test_a_fired_run_waits_for_the_owners_own_private_source_still_running(
 def test_a_schedule_queues_no_second_run_while_its_run_waits_and_logs_when_it_ends(
     actors: Actors, caplog: pytest.LogCaptureFixture
 ) -> None:
-    document = {
-        "path": "/Users/bob/daily.wbk",
-        "sheets": [{"kind": "sql", "name": "x", "sql": "SELECT 1 AS one", "keep": True}],
-        "triggering": {"mode": "SCHEDULED", "cron": "0 3 * * *"},
-    }
-    made = actors.call("bob", "POST", "/rest/workbook", document)
-    assert made.status_code == 200, made.text
-    config_id = int(made.json()["configuration-id"])
+    def scheduled(path: str) -> int:
+        document = {
+            "path": path,
+            "sheets": [{"kind": "sql", "name": "x", "sql": "SELECT 1 AS one", "keep": True}],
+            "triggering": {"mode": "SCHEDULED", "cron": "0 3 * * *"},
+        }
+        made = actors.call("bob", "POST", "/rest/workbook", document)
+        assert made.status_code == 200, made.text
+        return int(made.json()["configuration-id"])
+
+    config_id, other_id = scheduled("/Users/bob/daily.wbk"), scheduled("/Users/bob/other.wbk")
     later = utcnow() + dt.timedelta(days=1)
 
-    def due_now_and_fire(next_after: dt.datetime | None) -> list[int]:
+    def due_now_and_fire(next_after: dt.datetime | None, config: int = config_id) -> list[int]:
         with actors.node.store.db.write() as conn:
-            set_next_fire(conn, config_id, utcnow() - dt.timedelta(minutes=1))
+            set_next_fire(conn, config, utcnow() - dt.timedelta(minutes=1))
             return fire_due_schedules(conn, utcnow(), lambda _cron, _now: next_after)
 
-    [queued] = due_now_and_fire(later)  # no worker: it stays QUEUED
+    # Waiting already (no worker): another job's scheduled run, and a manual run of this job.
+    assert len(due_now_and_fire(later, other_id)) == 1
+    manual = actors.call("bob", "POST", "/api/job-execution/Users/bob/daily.wbk/trigger")
+    assert manual.status_code == 200, manual.text
+    # Neither is a scheduled run of this job: the slot fires it.
+    [queued] = due_now_and_fire(later)
     # The next slot comes while that run still waits: it would only repeat it.
     assert due_now_and_fire(later) == []
-    assert [(run, status) for run, status, _ in _runs_of(actors, config_id)] == [
-        (queued, JobStatus.QUEUED.value)
+    assert [(run, status, kind) for run, status, kind in _runs_of(actors, config_id)] == [
+        (manual.json()["job-execution-id"], JobStatus.QUEUED.value, TriggerType.RESTAPI.value),
+        (queued, JobStatus.QUEUED.value, TriggerType.SCHEDULER.value),
     ]
     with actors.node.store.db.read() as conn:
         assert schedule_state(conn, config_id).next_fire_at == later

@@ -232,7 +232,7 @@ def test_a_name_taken_by_a_concurrent_create_is_answered_as_taken(node: Node) ->
         assert user_store.get_roles(conn, ["viewer"]) == [user_store.Role("viewer", ("job.read",))]
 
 
-def test_deleting_a_user_leaves_the_other_users_keys_and_groups(actors: Actors) -> None:
+def test_deleting_a_user_takes_her_keys_groups_and_roles_and_only_hers(actors: Actors) -> None:
     """A user's Idempotency-Keys and memberships go with her, and only hers."""
     node = actors.node
     node.store.users.create("carl", password_hash(PASSWORD))
@@ -262,10 +262,13 @@ def test_deleting_a_user_leaves_the_other_users_keys_and_groups(actors: Actors) 
     with node.store.db.read() as conn:
         keys = conn.execute(sa.select(t.idempotency_keys.c.user_name)).scalars().all()
     assert keys == ["bob"]
-    # And bob is still in the group carl was in.
-    assert actors.call("admin", "GET", "/rest/user-management/users/bob").json()["groups"] == [
-        "team"
-    ]
+    # And bob keeps his role and the group carl was in.
+    bob = actors.call("admin", "GET", "/rest/user-management/users/bob").json()
+    assert (bob["groups"], bob["roles"]) == (["team"], ["ANALYST"])
+    # A later user of carl's name starts with nothing of his.
+    node.store.users.create("carl", password_hash(PASSWORD), roles=())
+    carl = actors.call("admin", "GET", "/rest/user-management/users/carl").json()
+    assert (carl["groups"], carl["roles"]) == ([], [])
     assert actors.call("admin", "GET", "/rest/user-management/groups/team").json() == {
         "name": "team",
         "members": ["bob"],
