@@ -273,3 +273,42 @@ def test_deleting_a_user_takes_her_keys_groups_and_roles_and_only_hers(actors: A
         "name": "team",
         "members": ["bob"],
     }
+
+
+def test_deleting_a_user_quiesces_her_job_files_only(actors: Actors) -> None:
+    """Her self-running jobs go MANUAL and private; nobody else's, and not her folders."""
+    node = actors.node
+    node.store.users.create("mal", password_hash(PASSWORD))
+    daily = {
+        "sheets": [{"kind": "sql", "name": "x", "keep": True, "sql": "SELECT 1 AS one"}],
+        "triggering": {"mode": "SCHEDULED", "cron": "0 3 * * *"},
+    }
+    shared = {}
+    for owner in ("bob", "mal"):
+        entry, _ = node.jobs.define_job(f"/Users/{owner}/daily.wbk", JobKind.WORKBOOK, daily, owner)
+        shared[owner] = entry.id
+    with node.store.db.write() as conn:
+        shared["folder"] = node.store.files.ensure_folder(conn, "/Data/mals-reports", "mal")
+        for file_id in shared.values():
+            node.store.files.set_others_flags(
+                conn, file_id, readable=True, writable=False, executable=False
+            )
+    deleted = actors.call("admin", "DELETE", "/rest/user-management/users/mal")
+    assert deleted.status_code == 200, deleted.text
+
+    def state(file_id: int) -> tuple[str, bool, str | None]:
+        with node.store.db.read() as conn:
+            entry = node.store.files.get(conn, file_id)
+            config = node.store.jobs.for_file(conn, file_id)
+            readable = node.store.files.permissions(conn, file_id).others.readable
+        return entry.owner, readable, config.trigger_mode if config is not None else None
+
+    assert state(shared["mal"]) == ("admin", False, "MANUAL")
+    assert state(shared["bob"]) == ("bob", True, "SCHEDULED")
+    assert state(shared["folder"]) == ("admin", True, None)
+    # What eve sees: bob's workbook as before, mal's no more.
+    seen = {
+        path: actors.call("eve", "GET", f"/api/filesystem/files{path}").status_code
+        for path in ("/Users/bob/daily.wbk", "/Users/mal/daily.wbk")
+    }
+    assert seen == {"/Users/bob/daily.wbk": 200, "/Users/mal/daily.wbk": 404}
