@@ -304,6 +304,14 @@ def test_deleting_a_user_quiesces_her_job_files_only(actors: Actors) -> None:
         return entry.owner, readable, config.trigger_mode if config is not None else None
 
     assert state(shared["mal"]) == ("admin", False, "MANUAL")
+    schedule = actors.call("admin", "GET", "/api/job-execution/Users/mal/daily.wbk/schedule")
+    assert schedule.status_code == 200, schedule.text
+    assert {k: schedule.json()[k] for k in ("mode", "cron", "next-run", "enabled")} == {
+        "mode": "MANUAL",
+        "cron": None,
+        "next-run": None,
+        "enabled": False,
+    }
     assert state(shared["bob"]) == ("bob", True, "SCHEDULED")
     assert state(shared["folder"]) == ("admin", True, None)
     # What eve sees: bob's workbook as before, mal's no more.
