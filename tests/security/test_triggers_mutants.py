@@ -122,6 +122,11 @@ def test_a_fired_run_waits_for_the_owners_own_private_source_still_running(
     assert status == JobStatus.WAITING_FOR_OTHER_JOB.value
     with node.store.db.read() as conn:
         assert upstreams_of(conn, [waiting]) == {waiting: (running,)}
+    # The first job succeeding again while that run waits adds no second run.
+    assert _fired(actors, first_config) == []
+    assert [run for run, _, _ in _runs_of(actors, int(made.json()["configuration-id"]))] == [
+        waiting
+    ]
 
 
 def test_a_schedule_queues_no_second_run_while_its_run_waits_and_logs_when_it_ends(

@@ -320,3 +320,10 @@ def test_deleting_a_user_quiesces_her_job_files_only(actors: Actors) -> None:
         for path in ("/Users/bob/daily.wbk", "/Users/mal/daily.wbk")
     }
     assert seen == {"/Users/bob/daily.wbk": 200, "/Users/mal/daily.wbk": 404}
+
+
+def test_a_user_without_roles_or_groups_is_listed(actors: Actors) -> None:
+    actors.node.store.users.create("nobody", password_hash(PASSWORD), roles=())
+    listed = actors.call("admin", "GET", "/rest/user-management/users")
+    assert listed.status_code == 200, listed.text
+    assert "nobody" in listed.text
