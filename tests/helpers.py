@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from argon2 import PasswordHasher
 
 from datamill.bootstrap import Node
@@ -122,3 +123,15 @@ def a_dead_pid() -> int:
     while pid_alive(pid):
         pid -= 1
     return pid
+
+
+def pg_sessions(node: Node, condition: str) -> int:
+    """How many sessions of the test's PostgreSQL database meet `condition` (pg_stat_activity)."""
+    with node.store.db.read() as conn:
+        found = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity"
+                f" WHERE datname = current_database() AND {condition}"
+            )
+        ).scalar_one()
+    return int(found)

@@ -20,13 +20,22 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from datamill.api.app import create_app
-from datamill.bootstrap import Node
+from datamill.bootstrap import Node, open_node
+from datamill.domain.records import User
 from datamill.domain.status import JobKind, JobStatus
 from datamill.services.plans import sequential_trigger
 from datamill.store import tables as t
+from datamill.store import users as user_store
 from datamill.store.executions import get_execution
 from datamill.store.queue import Outcome
-from tests.helpers import admin, define, orders_import, totals_workbook, write_orders_csv
+from tests.helpers import (
+    admin,
+    define,
+    orders_import,
+    password_hash,
+    totals_workbook,
+    write_orders_csv,
+)
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"admin:secret").decode()}
 DATAMEER_TIME = re.compile(r"^[A-Z][a-z]{2} \d{1,2}, \d{4} \d{1,2}:\d{2}:\d{2} (AM|PM)$")
@@ -190,3 +199,89 @@ def test_a_waiting_run_starts_when_its_upstream_is_expected_to_end(
     status = _status(client, entry.id)
     assert status["job-status"] == "WAITING_FOR_OTHER_JOB"
     assert status["queue-position"] == 2 and DATAMEER_TIME.match(status["expected-start-time"])
+
+
+def test_a_queued_run_of_a_running_job_waits_for_it_though_a_slot_is_free(
+    node: Node, client: TestClient, jobs: dict[str, int]
+) -> None:
+    _start(node, jobs["A"])  # one of the two slots
+    second = _trigger(node, jobs["A"])
+    listed = _running_list(client)[second]
+    # Runs of one job never overlap: the free slot waits for A's run (60 s).
+    assert listed["queuePosition"] == 1
+    assert abs(listed["expectedStartTime"] - listed["creationDate"] - 60_000) < 5_000
+    # And the worker agrees: nothing is claimable while A runs.
+    assert node.store.queue.claim_next_execution(WORKER) is None
+
+
+def test_a_waiting_run_starts_when_its_running_upstream_is_expected_to_end(
+    node: Node, client: TestClient, jobs: dict[str, int]
+) -> None:
+    workbook = totals_workbook("/Data/ImportJobs/A.imp") | {"triggering": {"mode": "DATA_DRIVEN"}}
+    node.jobs.define_job("/w/totals.wbk", JobKind.WORKBOOK, workbook, "admin")
+    plan = sequential_trigger(node.jobs, [str(jobs["A"])], admin(node), {})
+    upstream, waiting = (member.execution_id for member in plan)
+    claimed = node.store.queue.claim_next_execution(WORKER)
+    assert claimed is not None and claimed.id == upstream
+    listed = _running_list(client)[waiting]
+    # A slot is free, but the workbook waits for A's run, 60 s from its start.
+    assert (listed["jobStatus"], listed["queuePosition"]) == ("WAITING_FOR_OTHER_JOB", 1)
+    assert abs(listed["expectedStartTime"] - listed["creationDate"] - 60_000) < 5_000
+
+
+def _user(node: Node, name: str) -> User:
+    with node.store.db.read() as conn:
+        user = node.store.users.get(conn, name)
+    assert user is not None
+    return user
+
+
+@pytest.mark.parametrize("fair", [True, False], ids=["fair-shares", "oldest-first"])
+def test_the_expected_order_follows_the_slot_sharing_the_operator_chose(
+    node: Node, jobs: dict[str, int], fair: bool
+) -> None:
+    shared = open_node(node.settings.model_copy(update={"fair_slot_shares": fair}))
+    shared.store.users.create("eve", password_hash("pw"), roles=("ADMIN",))
+    try:
+        _start(shared, jobs["A"])  # admin holds one of the two slots
+        older = _trigger(shared, jobs["B"])  # admin's
+        newer = shared.jobs.trigger(str(jobs["C"]), _user(shared, "eve")).id
+        with TestClient(create_app(shared.settings, shared.jobs)) as client:
+            listed = _running_list(client)
+        # Fair shares: eve holds no slot, so her newer run takes the free one first.
+        first, second = (newer, older) if fair else (older, newer)
+        assert (listed[first]["queuePosition"], listed[second]["queuePosition"]) == (1, 2)
+        claimed = shared.store.queue.claim_next_execution(WORKER)
+        assert claimed is not None and claimed.id == first
+    finally:
+        shared.store.close()
+
+
+VIEWER = {"Authorization": "Basic " + base64.b64encode(b"carl:pw").decode()}
+
+
+def _seconds(duration: str) -> int:
+    """Seconds of a Datameer duration: '59s', '1m 0s'."""
+    match = re.fullmatch(r"(?:(\d+)m )?(\d+)s", duration)
+    assert match is not None, duration
+    return int(match.group(1) or 0) * 60 + int(match.group(2))
+
+
+def test_a_running_runs_estimate_is_the_same_whichever_path_answers_the_status(
+    node: Node, client: TestClient, jobs: dict[str, int]
+) -> None:
+    # A role of the operator's own: api/fast_status.py leaves its callers to the route.
+    with node.store.db.write() as conn:
+        user_store.insert_role(conn, "viewer", ["job.read"])
+        node.store.files.set_others_flags(
+            conn, jobs["A"], readable=True, writable=False, executable=False
+        )
+    node.store.users.create("carl", password_hash("pw"), roles=("viewer",))
+    _start(node, jobs["A"])  # A took 60 s before
+    estimates = []
+    for headers in (AUTH, AUTH, VIEWER, VIEWER):
+        answer = client.get(f"/api/job-execution/{jobs['A']}/status", headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["job-status"] == "RUNNING"
+        estimates.append(_seconds(answer.json()["estimate-time"]))
+    assert all(50 <= seconds <= 60 for seconds in estimates), estimates

@@ -17,12 +17,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.bootstrap import Node
+from datamill.domain.status import JobKind
 from datamill.errors import AlreadyExists, Conflict, NotFound
 from datamill.services import users as user_service
 from datamill.store import tables as t
 from datamill.store import users as user_store
-from tests.helpers import admin, password_hash
-from tests.security.conftest import PASSWORD, Actors
+from tests.helpers import admin, password_hash, pg_sessions
+from tests.security.conftest import PASSWORD, Actors, auth
 
 BASE = "/rest/user-management"
 
@@ -137,13 +138,7 @@ def _race(
         first(conn)
         thread.start()
         for _ in range(3000):  # until it waits on our lock, or never did and ended
-            with node.store.db.read() as look:
-                waiting = look.execute(
-                    sa.text(
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                    )
-                ).scalar_one()
+            waiting = pg_sessions(node, "wait_event_type = 'Lock'")
             if waiting or not thread.is_alive():
                 break
             time.sleep(0.01)
@@ -235,3 +230,100 @@ def test_a_name_taken_by_a_concurrent_create_is_answered_as_taken(node: Node) ->
             user_store.Group("crew", ()),
         ]
         assert user_store.get_roles(conn, ["viewer"]) == [user_store.Role("viewer", ("job.read",))]
+
+
+def test_deleting_a_user_takes_her_keys_groups_and_roles_and_only_hers(actors: Actors) -> None:
+    """A user's Idempotency-Keys and memberships go with her, and only hers."""
+    node = actors.node
+    node.store.users.create("carl", password_hash(PASSWORD))
+    with node.store.db.write() as conn:
+        user_store.insert_group(conn, "team")
+        for name in ("bob", "carl"):
+            user_store.replace_groups(conn, name, ["team"])
+    document = {"sheets": [{"kind": "sql", "name": "x", "keep": True, "sql": "SELECT 1 AS one"}]}
+    sent = {}
+    for name in ("bob", "carl"):
+        path = f"/Users/{name}/daily.wbk"
+        node.jobs.define_job(path, JobKind.WORKBOOK, document, name)
+        headers = {**auth(name), "Idempotency-Key": "nightly-1"}
+        first = actors.client.post(f"/api/job-execution{path}/trigger", headers=headers)
+        assert first.status_code == 200, first.text
+        sent[name] = (path, headers, first.json()["job-execution-id"])
+
+    deleted = actors.call("admin", "DELETE", "/rest/user-management/users/carl")
+    assert deleted.status_code == 200, deleted.text
+
+    # bob's retry is still answered with his first run, not a second one.
+    path, headers, first_run = sent["bob"]
+    again = actors.client.post(f"/api/job-execution{path}/trigger", headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["job-execution-id"] == first_run
+    assert again.headers.get("idempotent-replayed") == "true"
+    with node.store.db.read() as conn:
+        keys = conn.execute(sa.select(t.idempotency_keys.c.user_name)).scalars().all()
+    assert keys == ["bob"]
+    # And bob keeps his role and the group carl was in.
+    bob = actors.call("admin", "GET", "/rest/user-management/users/bob").json()
+    assert (bob["groups"], bob["roles"]) == (["team"], ["ANALYST"])
+    # A later user of carl's name starts with nothing of his.
+    node.store.users.create("carl", password_hash(PASSWORD), roles=())
+    carl = actors.call("admin", "GET", "/rest/user-management/users/carl").json()
+    assert (carl["groups"], carl["roles"]) == ([], [])
+    assert actors.call("admin", "GET", "/rest/user-management/groups/team").json() == {
+        "name": "team",
+        "members": ["bob"],
+    }
+
+
+def test_deleting_a_user_quiesces_her_job_files_only(actors: Actors) -> None:
+    """Her self-running jobs go MANUAL and private; nobody else's, and not her folders."""
+    node = actors.node
+    node.store.users.create("mal", password_hash(PASSWORD))
+    daily = {
+        "sheets": [{"kind": "sql", "name": "x", "keep": True, "sql": "SELECT 1 AS one"}],
+        "triggering": {"mode": "SCHEDULED", "cron": "0 3 * * *"},
+    }
+    shared = {}
+    for owner in ("bob", "mal"):
+        entry, _ = node.jobs.define_job(f"/Users/{owner}/daily.wbk", JobKind.WORKBOOK, daily, owner)
+        shared[owner] = entry.id
+    with node.store.db.write() as conn:
+        shared["folder"] = node.store.files.ensure_folder(conn, "/Data/mals-reports", "mal")
+        for file_id in shared.values():
+            node.store.files.set_others_flags(
+                conn, file_id, readable=True, writable=False, executable=False
+            )
+    deleted = actors.call("admin", "DELETE", "/rest/user-management/users/mal")
+    assert deleted.status_code == 200, deleted.text
+
+    def state(file_id: int) -> tuple[str, bool, str | None]:
+        with node.store.db.read() as conn:
+            entry = node.store.files.get(conn, file_id)
+            config = node.store.jobs.for_file(conn, file_id)
+            readable = node.store.files.permissions(conn, file_id).others.readable
+        return entry.owner, readable, config.trigger_mode if config is not None else None
+
+    assert state(shared["mal"]) == ("admin", False, "MANUAL")
+    schedule = actors.call("admin", "GET", "/api/job-execution/Users/mal/daily.wbk/schedule")
+    assert schedule.status_code == 200, schedule.text
+    assert {k: schedule.json()[k] for k in ("mode", "cron", "next-run", "enabled")} == {
+        "mode": "MANUAL",
+        "cron": None,
+        "next-run": None,
+        "enabled": False,
+    }
+    assert state(shared["bob"]) == ("bob", True, "SCHEDULED")
+    assert state(shared["folder"]) == ("admin", True, None)
+    # What eve sees: bob's workbook as before, mal's no more.
+    seen = {
+        path: actors.call("eve", "GET", f"/api/filesystem/files{path}").status_code
+        for path in ("/Users/bob/daily.wbk", "/Users/mal/daily.wbk")
+    }
+    assert seen == {"/Users/bob/daily.wbk": 200, "/Users/mal/daily.wbk": 404}
+
+
+def test_a_user_without_roles_or_groups_is_listed(actors: Actors) -> None:
+    actors.node.store.users.create("nobody", password_hash(PASSWORD), roles=())
+    listed = actors.call("admin", "GET", "/rest/user-management/users")
+    assert listed.status_code == 200, listed.text
+    assert "nobody" in listed.text
