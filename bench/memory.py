@@ -57,12 +57,17 @@ def family(server: Server) -> list[psutil.Process]:
 
 
 def describe(process: psutil.Process) -> str:
-    """A short name: server, horse (warm child) or resource tracker."""
+    """A short name: server, worker child, fork server, horse (warm child) or resource tracker."""
+    name = process.name()
+    if name == "datamill-horse":
+        return "warm child (horse)"
+    if name == "datamill-worker":
+        return "worker child"
     command = " ".join(process.cmdline())
     if "resource_tracker" in command:
         return "resource tracker"
-    if "multiprocessing" in command:
-        return "warm child (horse)"
+    if "forkserver" in command:
+        return "fork server"
     return "datamill serve"
 
 

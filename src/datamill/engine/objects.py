@@ -300,17 +300,6 @@ def publish(store: ObjectStore, temporary: str, uri: str) -> None:
     one, never a part. A crash before the copy leaves only the hidden
     temporary object; one after it, the published object and that leftover.
     """
-    copy_to_sink(store, temporary, uri)
-    with contextlib.suppress(OSError):
-        store.filesystem().delete_file(parse(temporary, "staged object").arrow)
-
-
-def copy_to_sink(store: ObjectStore, temporary: str, uri: str) -> None:
-    """The server-side copy of `publish`, leaving the temporary object (removed after the commit).
-
-    On failure the temporary object goes (the run ends in ERROR, publishing
-    nothing) and an OSError says which sink could not be written.
-    """
     source, target = parse(temporary, "staged object"), parse(uri, "sink path")
     fs = store.filesystem()
     try:
@@ -321,6 +310,8 @@ def copy_to_sink(store: ObjectStore, temporary: str, uri: str) -> None:
             fs.delete_file(source.arrow)
         # An OSError, as a failed local move: the worker ends the run in ERROR.
         raise OSError(_unreachable("write", target, error).message) from None
+    with contextlib.suppress(OSError):
+        fs.delete_file(source.arrow)
 
 
 def temporary_uri(final: str, attempt: str) -> str:

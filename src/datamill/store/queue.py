@@ -17,7 +17,7 @@ from datamill.domain import runlog as rl
 from datamill.domain.records import Execution
 from datamill.domain.retry import RetryPolicy
 from datamill.domain.status import JobStatus
-from datamill.engine.objects import ObjectStore, copy_to_sink, discard, is_uri, publish
+from datamill.engine.objects import ObjectStore, discard, is_uri, publish
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.executions import execution_from_row, notify_other_nodes
@@ -429,7 +429,6 @@ class ExecutionQueue:
         with self._db.write() as conn:
             ended = self._end(conn, execution, worker_id, outcome)
         self._moved.pop(execution.id, None)
-        discard(self.object_store, outcome.moves)  # the uploads, copied to their sinks or not
         return ended
 
     def finish_and_claim(
@@ -463,7 +462,6 @@ class ExecutionQueue:
         except IntegrityError:
             return self.finish(execution, worker_id, outcome), None
         self._moved.pop(execution.id, None)
-        discard(self.object_store, outcome.moves)
         return ended, claimed
 
     def _publish_objects_first(
@@ -480,7 +478,8 @@ class ExecutionQueue:
         check and the transaction's own has published its object anyway. That
         run is retried (writing the same sink again) or ends in ERROR with its
         object visible: docs/scale-out.md. A failed copy raises OSError, as a
-        failed move in the transaction does: the run ends in ERROR.
+        failed move in the transaction does: the run ends in ERROR, and its
+        upload is deleted.
         """
         uploads = [(staged, final) for staged, final in outcome.moves if is_uri(final)]
         if not uploads or self.object_store is None:
@@ -492,7 +491,9 @@ class ExecutionQueue:
         moved = self._moved.setdefault(execution.id, {})
         for staged, final in uploads:
             if moved.get(staged) != final:
-                copy_to_sink(self.object_store, staged, final)
+                # Copied, then the hidden upload deleted: once the run reads
+                # COMPLETED, nothing of it is left but the published object.
+                publish(self.object_store, staged, final)
                 moved[staged] = final  # the transaction's move finds it done
 
     def _end(
