@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamill.store import users as users_store
-from tests.helpers import password_hash
 from tests.security.conftest import Actors
-from tests.security.test_run_logs import BOBS, IMP, _define, _get, _run
+from tests.security.test_run_logs import BOBS, IMP, _define, _get, _run, add_dora
 from tests.security.test_run_logs import world as world  # bob's running world, carol
 
 
@@ -20,12 +18,7 @@ def test_a_drop_without_a_sample_is_not_said_to_withhold_one(
     # Lines that are no JSON object are dropped with no sample (the engine quotes
     # none). dora may read the job but not data: she sees the same warning as
     # bob, with nothing said to be withheld, since nothing was.
-    node = world.node
-    with node.store.db.write() as conn:
-        users_store.insert_role(conn, "JOB_WATCHER", ["job.read"])
-    node.store.users.create(
-        "dora", password_hash("pw"), roles=("JOB_WATCHER",), groups=("readers",)
-    )
+    add_dora(world)
     lines = ['{"order_id": 1, "region": "north"}', "[1, 2]", '{"order_id": 2, "region": "south"}']
     (files_root / "users" / "bob" / "orders.jsonl").write_text("\n".join(lines) + "\n")
     definition = {
