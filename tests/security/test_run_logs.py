@@ -337,6 +337,7 @@ def test_lineage_of_a_two_step_chain_names_the_right_data(world: Actors, files_r
             "job-execution-id": imported,
         }
     ]
+    assert lineage["sources"] == []  # read data results only, no source files
     assert lineage["wrote"] == {
         "data": [
             {
