@@ -7,12 +7,16 @@ artifact-patching shell script (`$(curl .../license/product-id/)`).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import tomllib
 import uuid
 from pathlib import Path
 
+from datamill.api.wire import Clock
 from datamill.domain.status import JobStatus
+from datamill.store import tables as t
+from datamill.store.db import utcnow
 from tests.compat.conftest import IMP, World
 
 PYPROJECT = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
@@ -72,3 +76,26 @@ def test_product_id_is_plain_text_stable_and_the_licence_documents(world: World)
         assert (again.status_code, again.text) == (200, product_id)
     assert world.send("admin", "GET", "/rest/license-details").json()["ProductId"] == product_id
     assert world.actors.client.get("/license/product-id").status_code == 401
+
+
+def test_the_volume_period_is_the_calendar_month_from_its_first_instant(world: World) -> None:
+    # Runs that ended exactly when the month began count; one a microsecond
+    # earlier belongs to the month before (the period the licence plugin sums).
+    now = utcnow()
+    month = dt.datetime(now.year, now.month, 1)
+    runs = {
+        world.run(IMP, JobStatus.COMPLETED, bytes_read=1000): month,
+        world.run(IMP, JobStatus.COMPLETED, bytes_read=20): month - dt.timedelta(microseconds=1),
+        world.run(IMP, JobStatus.COMPLETED, bytes_read=3): now,
+    }
+    with world.actors.node.store.db.write() as conn:
+        for execution_id, finished in runs.items():
+            conn.execute(
+                t.executions.update()
+                .where(t.executions.c.id == execution_id)
+                .values(finished_at=finished)
+            )
+    details = world.send("admin", "GET", "/rest/license-details").json()
+    assert details["TotalVolumeConsumedInBytes"] == 1003
+    clock = Clock(world.actors.node.settings.timezone)
+    assert details["LicenseVolumePeriodStartDate"] == clock.datameer(month)

@@ -102,12 +102,14 @@ def test_a_cycle_in_a_plan_is_named_member_by_member(actors: Actors) -> None:
     x, y = "/Analytics/Workbooks/x.wbk", "/Analytics/Workbooks/y.wbk"
     _define(actors, x, JobKind.WORKBOOK, _workbook(y, "DATA_DRIVEN"), "rx")
     _define(actors, y, JobKind.WORKBOOK, _workbook(x, "DATA_DRIVEN"), "rx")
-    refused = actors.call("eve", "POST", PLAN, {"fileIds": [x]})
+    refused_as_cycle(actors, x, "x.wbk -> y.wbk -> x.wbk")
+
+
+def refused_as_cycle(actors: Actors, member: str, cycle: str) -> None:
+    """eve's plan of `member` is refused, naming `cycle`, and starts nothing."""
+    refused = actors.call("eve", "POST", PLAN, {"fileIds": [member]})
     assert (refused.status_code, refused.json()) == (
         400,
-        {
-            "status": "failure",
-            "reason": "the jobs read from each other in a cycle: x.wbk -> y.wbk -> x.wbk",
-        },
+        {"status": "failure", "reason": f"the jobs read from each other in a cycle: {cycle}"},
     )
     assert _active(actors) == []

@@ -337,6 +337,7 @@ def test_lineage_of_a_two_step_chain_names_the_right_data(world: Actors, files_r
             "job-execution-id": imported,
         }
     ]
+    assert lineage["sources"] == []  # read data results only, no source files
     assert lineage["wrote"] == {
         "data": [
             {
@@ -416,11 +417,8 @@ def test_lineage_of_an_export_names_its_target_as_defined(world: Actors, files_r
     assert lineage["wrote"]["data"] == []
 
 
-def test_a_reader_without_data_read_sees_why_records_dropped_but_not_their_values(
-    world: Actors, files_root: Path
-) -> None:
-    # dora may read bob's job (group `readers`) but her role does not allow
-    # reading data: the dropped records' count and reason, never their values.
+def add_dora(world: Actors) -> None:
+    """dora: in `readers`, with a role that may read jobs but not data."""
     from datamill.store import users as users_store
 
     node = world.node
@@ -429,6 +427,14 @@ def test_a_reader_without_data_read_sees_why_records_dropped_but_not_their_value
     node.store.users.create(
         "dora", password_hash("pw"), roles=("JOB_WATCHER",), groups=("readers",)
     )
+
+
+def test_a_reader_without_data_read_sees_why_records_dropped_but_not_their_values(
+    world: Actors, files_root: Path
+) -> None:
+    # dora may read bob's job (group `readers`) but her role does not allow
+    # reading data: the dropped records' count and reason, never their values.
+    add_dora(world)
     write_orders_csv(files_root / "users" / "bob", rows=5, bad_rows=2)
     execution_id = _run(world, _define(world, IMP, _import()))
 

@@ -18,6 +18,7 @@ from datamill.domain.status import JobKind
 from datamill.errors import Conflict, InvalidDefinition, NotFound
 from datamill.services.folders import require_create
 from datamill.services.graph import (
+    cycle_text,
     downstream_graph,
     find_cycle,
     reachable,
@@ -275,11 +276,5 @@ class ArtifactService:
         cycle = find_cycle(upstream_graph(conn, self.store))
         if cycle and config.id in cycle:
             # Only the jobs the user may read are named; the others are counted.
-            names: list[str] = []
-            for member in cycle:
-                entry = self.store.files.get(conn, self.store.jobs.get(conn, member).file_id)
-                visible = has_access(conn, user, entry, Access.READ)
-                names.append(entry.path if visible else "(a job you cannot see)")
-            raise InvalidDefinition(
-                f"the jobs would read from each other in a cycle: {' -> '.join(names)}"
-            )
+            names = cycle_text(conn, self.store, cycle, user)
+            raise InvalidDefinition(f"the jobs would read from each other in a cycle: {names}")

@@ -11,7 +11,7 @@ from datamill.domain.definitions import definition_model, upstream_references
 from datamill.domain.records import FileEntry, User
 from datamill.errors import Conflict, Forbidden, InvalidInput, NotFound
 from datamill.services.folders import require_create
-from datamill.services.graph import rebuild_dependencies
+from datamill.services.graph import cycle_text, find_cycle, rebuild_dependencies, upstream_graph
 from datamill.services.jobs import JobService
 from datamill.services.permissions import (
     Access,
@@ -136,8 +136,18 @@ class FileSystemService:
                 self._refuse_broken_references(conn, folder, user)
             moved = self._store.files.move_folder(conn, folder, parent, new_name)
             if moved.path != folder.path:
-                # A path reference that named nothing before may name a moved job now.
+                # A path reference that named nothing before may name a moved job now,
+                # even the job itself or one that reads it: refused like such a
+                # definition, or data-driven jobs would trigger each other for ever.
+                had_cycle = bool(find_cycle(upstream_graph(conn, self._store)))
                 rebuild_dependencies(conn, self._store)
+                cycle = find_cycle(upstream_graph(conn, self._store))
+                if cycle and not had_cycle:
+                    names = cycle_text(conn, self._store, cycle, user)
+                    raise Conflict(
+                        f"{folder.path} cannot be moved: the jobs would read from each other"
+                        f" in a cycle: {names}"
+                    )
             return self._view(conn, moved, user)
 
     def delete_folder(self, reference: str, user: User) -> None:

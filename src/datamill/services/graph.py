@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.domain.definitions import definition_model, upstream_references
-from datamill.domain.records import JobConfiguration
+from datamill.domain.records import JobConfiguration, User
+from datamill.services.permissions import Access, has_access
 from datamill.store import tables as t
 from datamill.store.store import Store
 from datamill.store.triggers import replace_dependencies
@@ -106,6 +107,16 @@ def find_cycle(upstream: Mapping[int, Iterable[int]]) -> list[int]:
             if found:
                 return found
     return []
+
+
+def cycle_text(conn: Connection, store: Store, cycle: list[int], user: User) -> str:
+    """A cycle as `path -> path -> ...`, naming only the jobs `user` may read."""
+    names: list[str] = []
+    for member in cycle:
+        entry = store.files.get(conn, store.jobs.get(conn, member).file_id)
+        visible = has_access(conn, user, entry, Access.READ)
+        names.append(entry.path if visible else "(a job you cannot see)")
+    return " -> ".join(names)
 
 
 class CycleFound(Exception):

@@ -104,7 +104,10 @@ class Sessions:
             "h": self.fingerprint(user),
             "x": int(self._clock() + self.lifetime_seconds),
         }
-        payload = _encode(json.dumps(claim, separators=(",", ":")).encode("utf-8"))
+        # UTF-8, not \uXXXX escapes: a name of 63 emoji, escaped (12
+        # characters each) made a cookie longer than MAX_COOKIE_LENGTH that never worked.
+        text = json.dumps(claim, separators=(",", ":"), ensure_ascii=False)
+        payload = _encode(text.encode("utf-8"))
         return f"{payload}.{self._sign(payload)}"
 
     def fingerprint(self, user: User) -> str:
