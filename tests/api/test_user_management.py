@@ -188,6 +188,8 @@ def test_bad_user_bodies_are_refused(client: TestClient, node: Node) -> None:
         ('{"name": "", "password": "x"}', "must not be empty"),
         ('{"name": "a/b", "password": "x"}', "'/'"),
         ('{"name": "' + "x" * 129 + '", "password": "x"}', "longer than 128"),
+        # 128 characters, 256 bytes: too long for the name of the user's folder.
+        ('{"name": "' + "é" * 128 + '", "password": "x"}', "longer than 255 bytes in UTF-8"),
         ('{"name": " pad", "password": "x"}', "space"),
         ('{"name": "a:b", "password": "x"}', "':'"),
         ('{"name": "..", "password": "x"}', "not a valid user name"),
@@ -214,6 +216,14 @@ def test_bad_user_bodies_are_refused(client: TestClient, node: Node) -> None:
         response = client.post(f"{BASE}/users", headers={**ADMIN, **FORM}, content=body)
         assert_failure(response, 400, fragment)
     assert user_names(node) == before
+
+
+def test_a_user_name_of_255_bytes_gets_its_private_folder(client: TestClient) -> None:
+    name = "é" * 127 + "x"  # 255 bytes in UTF-8
+    created = client.post(f"{BASE}/users", headers=ADMIN, json={"name": name, "password": "x"})
+    assert created.status_code == 200, created.text
+    listed = client.get(f"/api/filesystem/folders/Users/{name}", headers=ADMIN)
+    assert listed.status_code == 200, listed.text
 
 
 def test_a_duplicate_user_is_a_conflict(client: TestClient) -> None:

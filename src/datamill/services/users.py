@@ -26,6 +26,7 @@ ADMIN_ROLE = "ADMIN"
 DEFAULT_ROLES = ("ANALYST",)
 HOME_ROOT = "/Users"
 MAX_NAME_LENGTH = 128  # the width of the name columns
+MAX_USER_NAME_BYTES = 255  # a file name's limit (NAME_MAX): a user name names a folder
 MAX_EMAIL_LENGTH = 255
 MAX_PASSWORD_LENGTH = 1024
 MAX_CAPABILITIES = 100
@@ -97,6 +98,13 @@ def check_name(kind: str, name: str) -> str:
             raise InvalidInput(f"the user name {name!r} must not contain ':'")
         if name in RESERVED_USER_NAMES:
             raise InvalidInput(f"the user name {name!r} is reserved")
+        if len(name.encode()) > MAX_USER_NAME_BYTES:
+            # It names the user's private folder: past a file name's limit the
+            # folder cannot be made, which said "something is in the way" (409).
+            raise InvalidInput(
+                f"the user name is longer than {MAX_USER_NAME_BYTES} bytes in UTF-8"
+                " (it names the user's private folder)"
+            )
     return name
 
 
