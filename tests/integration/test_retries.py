@@ -153,8 +153,10 @@ def test_a_stop_during_the_retry_delay_cancels_the_run_for_good(
     define(node, IMP, {**orders_import(source), "retries": 2, "retryDelay": 3600})
     define(node, OTHER, orders_import(source))
     user = admin(node)
+    # Stopped first, so the run is claimed by the dead worker, not this one: a
+    # warm worker claims within milliseconds (its horses are forked ready).
+    worker.shutdown(grace_seconds=1.0)
     run = node.jobs.trigger(IMP, user)
-    worker.shutdown(grace_seconds=1.0)  # the run is claimed by the dead worker, not this one
     _lose(node, run.id, "gone")
     restarted = Worker(node.store, node.settings, node.wakeup)
     restarted.start()
