@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import logging
@@ -89,7 +90,11 @@ class Worker:
         # Executions this worker's slots hold; an id is added inside the claim's
         # transaction, before its commit, so a RUNNING execution of this worker
         # that is not here was claimed by a commit whose answer got lost.
-        self._running: set[int] = set()
+        # Counted, not a set: a run retried at once (retryDelay 0) can be claimed
+        # by another slot before the first slot has let go of it, and the first
+        # slot's release must not drop the second slot's claim (the heartbeat
+        # would hand a run back while it runs).
+        self._running: collections.Counter[int] = collections.Counter()
         self._lock = threading.Lock()
         self._listener: PostgresListener | None = None
         self._observe = RunObserver(store, self.id)
@@ -208,7 +213,7 @@ class Worker:
         self.store.metrics.heartbeat()
         with self._lock:
             self._stop_ids |= {i for i, stop in running.items() if stop}
-            stranded = set(running) - self._running
+            stranded = {i for i in running if self._running[i] <= 0}
         self._hand_back_stranded(stranded)
 
     @staticmethod
@@ -258,7 +263,7 @@ class Worker:
         stays as short as it was, and so does the wait from trigger to RUNNING.
         """
         with self._lock:
-            self._running.add(execution.id)
+            self._running[execution.id] += 1
         config: JobConfiguration | None = None
         path: str | None = None
         events: list[PendingEvent] = []
@@ -283,6 +288,14 @@ class Worker:
             self._logs[execution.id] = run_log
         return request, path if config is not None else job_path(conn, execution)
 
+    def _release(self, execution_id: int) -> bool:
+        """Let go of one claim of the run (under the lock); True if no slot holds it now."""
+        self._running[execution_id] -= 1
+        if self._running[execution_id] > 0:
+            return False
+        del self._running[execution_id]
+        return True
+
     def _claiming(
         self, claim: Callable[[Prepare], tuple[Any, Claimed | None]]
     ) -> tuple[Any, Claimed | None]:
@@ -303,15 +316,15 @@ class Worker:
             # Rolled back, or committed with the answer lost: in the second
             # case the next heartbeat finds the run RUNNING here and hands it back.
             with self._lock:
-                self._running.difference_update(claiming)
                 for execution_id in claiming:
+                    self._release(execution_id)
                     self._logs.pop(execution_id, None)
             raise
         with self._lock:
             # Claims rolled back and retried on another run leave no pending log.
             for execution_id in claiming:
                 if claimed is None or execution_id != claimed[0].id:
-                    self._running.discard(execution_id)
+                    self._release(execution_id)
                     self._logs.pop(execution_id, None)
         return answer, claimed
 
@@ -347,8 +360,10 @@ class Worker:
             reusable = None
         finally:
             with self._lock:
-                self._running.discard(execution.id)
-                self._logs.pop(execution.id, None)
+                if self._release(execution.id):
+                    # Not while another slot holds a new claim of it (a retry
+                    # claimed at once): that claim's log is its own.
+                    self._logs.pop(execution.id, None)
             self._observe.slot_free(execution.id)
         # The configuration's slot is free again: its next run may start.
         self.wakeup.notify_work()
