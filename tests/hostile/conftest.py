@@ -88,8 +88,11 @@ class Cluster:
     def _log(self, kind: str) -> Path:
         return self._log_dir / f"{kind}-{len(self.procs)}.log"
 
-    def serve(self, timeout: float = 60.0) -> Proc:
-        """Start `datamill serve` on a free port; return once /health answers."""
+    def serve(self, timeout: float = 60.0, *, new_session: bool = False) -> Proc:
+        """Start `datamill serve` on a free port; return once /health answers.
+
+        `new_session`: in a process group of its own, as a terminal runs it.
+        """
         port = free_port()
         log = self._log("serve")
         with log.open("w") as out:
@@ -98,6 +101,7 @@ class Cluster:
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=new_session,
             )
         proc = Proc("serve", process, log, f"http://127.0.0.1:{port}")
         self.procs.append(proc)

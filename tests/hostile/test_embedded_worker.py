@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from tests.helpers import (
     wait_terminal,
     write_orders_csv,
 )
-from tests.hostile.conftest import AUTH, DATAMILL, Cluster, Proc, free_port
+from tests.hostile.conftest import AUTH, Cluster, Proc
 from tests.hostile.invariants import settled_problems
 from tests.ops.test_metrics import value
 
@@ -54,6 +53,14 @@ def _trigger(server: Proc, path: str) -> int:
     assert response.status_code == 200, response.text
     execution_id: int = response.json()["job-execution-id"]
     return execution_id
+
+
+def _serving_after_one_run(node: Node, cluster: Cluster, files_root: Path) -> Proc:
+    """A server whose worker child has completed one quick run."""
+    _define(node, files_root)
+    server = cluster.serve()
+    assert wait_terminal(node, _trigger(server, QUICK)).status is JobStatus.COMPLETED
+    return server
 
 
 def _workers(node: Node) -> dict[str, int]:
@@ -130,9 +137,7 @@ def test_a_killed_worker_child_is_restarted_and_its_run_runs_again_once(
 def test_a_stopped_server_leaves_no_process_behind(
     node: Node, cluster: Cluster, files_root: Path
 ) -> None:
-    _define(node, files_root)
-    server = cluster.serve()
-    assert wait_terminal(node, _trigger(server, QUICK)).status is JobStatus.COMPLETED
+    server = _serving_after_one_run(node, cluster, files_root)
     (worker_pid,) = _workers(node).values()
     engines = _children(worker_pid)
     # The warm engine children, the worker child's own (through its fork server).
@@ -186,9 +191,7 @@ def test_a_trigger_and_a_stop_reach_the_worker_child_without_its_polling(
 def test_the_servers_metrics_and_readiness_count_its_worker_child_once(
     node: Node, cluster: Cluster, files_root: Path
 ) -> None:
-    _define(node, files_root)
-    server = cluster.serve()
-    assert wait_terminal(node, _trigger(server, QUICK)).status is JobStatus.COMPLETED
+    server = _serving_after_one_run(node, cluster, files_root)
     with httpx.Client(base_url=server.base, auth=AUTH, timeout=30) as client:
         # The slot is freed just after the run's end is recorded.
         deadline = time.monotonic() + 30
@@ -221,9 +224,7 @@ def test_the_servers_metrics_and_readiness_count_its_worker_child_once(
 def test_the_server_is_unready_while_its_worker_child_stops_beating(
     node: Node, cluster: Cluster, files_root: Path
 ) -> None:
-    _define(node, files_root)
-    server = cluster.serve()
-    assert wait_terminal(node, _trigger(server, QUICK)).status is JobStatus.COMPLETED
+    server = _serving_after_one_run(node, cluster, files_root)
     (worker_pid,) = _workers(node).values()
     with httpx.Client(base_url=server.base, timeout=30) as client:
         assert client.get("/ready").json()["checks"]["worker"] == "ok"
@@ -246,42 +247,22 @@ def test_the_server_is_unready_while_its_worker_child_stops_beating(
 
 
 def test_ctrl_c_to_the_terminals_process_group_stops_server_and_worker_cleanly(
-    node: Node, cluster: Cluster, files_root: Path, tmp_path: Path
+    node: Node, cluster: Cluster, files_root: Path
 ) -> None:
     # As a terminal's Ctrl-C: SIGINT to every process of the group at once.
     _define(node, files_root)
-    port = free_port()
-    log = tmp_path / "ctrl-c.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*DATAMILL, "serve", "--port", str(port)],
-            env=cluster.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = cluster.serve(new_session=True)
+    process = server.process
     try:
-        server = Proc("serve", process, log, f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 60
-        while not _answers(server.base):
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
         assert wait_terminal(node, _trigger(server, QUICK)).status is JobStatus.COMPLETED
         (worker_pid,) = _workers(node).values()
         engines = _children(worker_pid)
 
         os.killpg(process.pid, signal.SIGINT)
-        assert process.wait(timeout=60) == 0, log.read_text()
+        assert process.wait(timeout=60) == 0, server.log.read_text()
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     assert _gone({worker_pid, *engines}) == set()
     assert _workers(node) == {}  # the child stopped gracefully, once, when the server said so
-
-
-def _answers(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/health", timeout=1).status_code == 200
-    except httpx.TransportError:  # not listening yet
-        return False
