@@ -21,8 +21,9 @@ import pytest
 
 from datamill.domain.status import JobKind, JobStatus
 from datamill.engine.base import PathRoots, ignore_event
+from datamill.engine.object_publish import publish
 from datamill.engine.object_runs import FREE_MARGIN, copy_budget
-from datamill.engine.objects import ObjectPath, ObjectStore, copy_in, publish, temporary_uri, upload
+from datamill.engine.objects import ObjectPath, ObjectStore, copy_in, temporary_uri, upload
 from datamill.engine.registry import Engines
 from datamill.errors import JobFailed
 from datamill.settings import Settings
@@ -250,23 +251,29 @@ def test_a_failed_upload_names_the_sink_not_the_hidden_object(
     )
 
 
-class _CopyWatched(ObjectStore):
-    """The operator's store, but each server-side copy first runs `during` and records it."""
+class CopyWatched(ObjectStore):
+    """The operator's store, but each server-side part copy first runs `during`."""
+
+    # The S3 request `during` runs before (a method of the botocore client).
+    watched = "upload_part_copy"
 
     def __init__(self, store: ObjectStore, during: Any) -> None:
         super().__init__(store.endpoint, store.region, store.access_key, store.secret_key)
         object.__setattr__(self, "_during", during)
 
-    def filesystem(self) -> Any:
-        real, during = super().filesystem(), self._during  # type: ignore[attr-defined]
+    def client(self) -> Any:
+        real, during, watched = super().client(), self._during, self.watched  # type: ignore[attr-defined]
 
         class Watched:
-            def copy_file(self, source: str, target: str) -> None:
-                during()
-                real.copy_file(source, target)
-
             def __getattr__(self, name: str) -> Any:
-                return getattr(real, name)
+                if name != watched:
+                    return getattr(real, name)
+
+                def call(**request: Any) -> Any:
+                    during()
+                    return getattr(real, name)(**request)
+
+                return call
 
         return Watched()
 
@@ -297,7 +304,7 @@ def test_publishing_an_object_does_not_hold_the_writer_lock(
         thread.join(30)  # blocked until the copy ends if the copy's caller holds the lock
         during_copy.append(list(saved))
 
-    node.store.queue.object_store = _CopyWatched(store, another_write)
+    node.store.queue.object_store = CopyWatched(store, another_write)
     if finishing == "finish":
         assert node.store.queue.finish(claimed, "w1", outcome)
     else:

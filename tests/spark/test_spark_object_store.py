@@ -22,7 +22,7 @@ import pytest
 
 from datamill.domain.status import JobKind, JobStatus
 from datamill.engine.base import PathRoots, ignore_event
-from datamill.engine.objects import publish
+from datamill.engine.object_publish import publish
 from datamill.engine.registry import Engines
 from datamill.errors import JobFailed
 from datamill.settings import Settings

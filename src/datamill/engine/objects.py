@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import shutil
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from datamill.errors import InvalidInput, JobFailed, PathNotAllowed
 
@@ -150,8 +150,15 @@ class ObjectStore:
             allow_bucket_deletion=False,
         )
 
+    def client(self) -> Any:
+        """A botocore S3 client for these settings (engine/object_publish.py)."""
+        from datamill.engine.object_publish import client
 
-def _unreachable(action: str, path: ObjectPath, error: OSError) -> JobFailed:
+        return client(self)
+
+
+def unreachable(action: str, path: ObjectPath, error: Exception) -> JobFailed:
+    """The failure shown for a store error: the action and object, never the store's own text."""
     # The store's own text may name the endpoint: logged by type only, never shown.
     _log.warning("object store: %s %s failed (%s)", action, path.uri, type(error).__name__)
     return JobFailed(
@@ -203,7 +210,7 @@ def match_objects(
         try:
             info = fs.get_file_info(wanted.arrow)
         except OSError as error:
-            raise _unreachable("read", wanted, error) from None
+            raise unreachable("read", wanted, error) from None
         if info.type != pafs.FileType.File or inside_any(wanted, excluded):
             raise InvalidInput(f"source file {pattern!r} does not exist or is not a file")
         return [(wanted, info.size or 0)]
@@ -212,7 +219,7 @@ def match_objects(
         selector = pafs.FileSelector(base.arrow, recursive=True, allow_not_found=True)
         listed = fs.get_file_info(selector)
     except OSError as error:
-        raise _unreachable("list", base, error) from None
+        raise unreachable("list", base, error) from None
     found: list[tuple[ObjectPath, int]] = []
     for info in listed:
         if info.type != pafs.FileType.File:
@@ -272,7 +279,7 @@ def copy_in(
             if error.errno in _DISK_FULL:
                 # The local disk, not the object store: the operator's to fix.
                 raise JobFailed(f"the worker's disk is full while copying {path.uri}") from None
-            raise _unreachable("read", path, error) from None
+            raise unreachable("read", path, error) from None
         local.append(target)
     return local
 
@@ -289,29 +296,7 @@ def upload(store: ObjectStore, staged: str, uri: str) -> None:
     except OSError as error:
         with contextlib.suppress(OSError):
             fs.delete_file(path.arrow)
-        raise _unreachable("write", path, error) from None
-
-
-def publish(store: ObjectStore, temporary: str, uri: str) -> None:
-    """Make the uploaded temporary object the sink's object: it appears whole or not at all.
-
-    A server-side copy (S3 CopyObject, objects up to 5 GB) then the removal
-    of the temporary object: readers of `uri` see the old object or the new
-    one, never a part. A crash before the copy leaves only the hidden
-    temporary object; one after it, the published object and that leftover.
-    """
-    source, target = parse(temporary, "staged object"), parse(uri, "sink path")
-    fs = store.filesystem()
-    try:
-        fs.copy_file(source.arrow, target.arrow)
-    except OSError as error:
-        # The run ends in ERROR, publishing nothing: its upload must not stay behind.
-        with contextlib.suppress(OSError):
-            fs.delete_file(source.arrow)
-        # An OSError, as a failed local move: the worker ends the run in ERROR.
-        raise OSError(_unreachable("write", target, error).message) from None
-    with contextlib.suppress(OSError):
-        fs.delete_file(source.arrow)
+        raise unreachable("write", path, error) from None
 
 
 def temporary_uri(final: str, attempt: str) -> str:

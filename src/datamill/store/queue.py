@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import os
 import shutil
 from collections.abc import Callable
@@ -17,7 +18,8 @@ from datamill.domain import runlog as rl
 from datamill.domain.records import Execution
 from datamill.domain.retry import RetryPolicy
 from datamill.domain.status import JobStatus
-from datamill.engine.objects import ObjectStore, discard, is_uri, publish
+from datamill.engine.object_publish import publish
+from datamill.engine.objects import ObjectStore, discard, is_uri
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.executions import execution_from_row, notify_other_nodes
@@ -185,11 +187,20 @@ def _claiming() -> _Claiming:
 
 
 def _owned() -> sa.Select[Any]:
+    # The attempt too: a worker declared lost comes back under the same id
+    # and may claim the run's retry in another slot while a stalled slot
+    # still holds the earlier attempt, which must not finish or publish it.
     return sa.select(E.c.id).where(
         E.c.id == sa.bindparam("owned_id"),
         E.c.status == JobStatus.RUNNING.value,
         E.c.worker_id == sa.bindparam("worker"),
+        E.c.attempts == sa.bindparam("attempt"),
     )
+
+
+def _ownership(execution: Execution, worker_id: str) -> dict[str, Any]:
+    """The parameters of the ownership test: this run, this worker, this attempt."""
+    return {"owned_id": execution.id, "worker": worker_id, "attempt": execution.attempts}
 
 
 _END = (
@@ -469,40 +480,51 @@ class ExecutionQueue:
     ) -> None:
         """Copy an export's uploaded objects to their sink keys before the finishing transaction.
 
-        The copy takes as long as the object is large (S3 CopyObject, up to
-        5 GB); inside the transaction it held the database's writer lock, and on
-        SQLite every other write of the server (triggers, other runs' ends)
-        waited for it (attack review: 9 s for an unrelated save while a copy
-        hung). The copy is as atomic here as there (readers see the old object
-        or the new one); what changes is that a run declared lost between this
-        check and the transaction's own has published its object anyway. That
-        run is retried (writing the same sink again) or ends in ERROR with its
-        object visible: docs/scale-out.md. A failed copy raises OSError, as a
+        The copy takes as long as the object is large (server-side part
+        copies); inside the transaction it held the database's writer lock,
+        and on SQLite every other write of the server (triggers, other runs'
+        ends) waited for it (attack review: 9 s for an unrelated save while a
+        copy hung). The object appears whole or not at all, and only while
+        the run is still this attempt's: `publish` aborts any stale
+        attempt's pending upload to the same key, then checks ownership,
+        then completes (engine/object_publish.py), so a worker that stalled
+        and lost the run never lands its object on top of its retry's. A run
+        declared lost after that last check has published all the same (it
+        is retried, writing the sink again, or ends in ERROR with its object
+        visible: docs/scale-out.md). A failed copy raises OSError, as a
         failed move in the transaction does: the run ends in ERROR, and its
         upload is deleted.
         """
         uploads = [(staged, final) for staged, final in outcome.moves if is_uri(final)]
         if not uploads or self.object_store is None:
             return
-        with self._db.read() as conn:
-            ids = {"owned_id": execution.id, "worker": worker_id}
-            if conn.execute(self._sql.still_owned, ids).first() is None:
-                return  # not ours: the transaction finds so and discards the uploads
+        if not self._still_owned(execution, worker_id):
+            return  # not ours: the transaction finds so and discards the uploads
         moved = self._moved.setdefault(execution.id, {})
         for staged, final in uploads:
             if moved.get(staged) != final:
                 # Copied, then the hidden upload deleted: once the run reads
                 # COMPLETED, nothing of it is left but the published object.
-                publish(self.object_store, staged, final)
+                # Checked once more right before the object appears, after any
+                # stale attempt's pending upload was aborted (the fence,
+                # engine/object_publish.py): lost since, nothing is published.
+                ours = functools.partial(self._still_owned, execution, worker_id)
+                if not publish(self.object_store, staged, final, ours):
+                    return
                 moved[staged] = final  # the transaction's move finds it done
+
+    def _still_owned(self, execution: Execution, worker_id: str) -> bool:
+        """Whether the run is still this worker's attempt (a read, outside any write)."""
+        with self._db.read() as conn:
+            found = conn.execute(self._sql.still_owned, _ownership(execution, worker_id))
+            return found.first() is not None
 
     def _end(
         self, conn: Connection, execution: Execution, worker_id: str, outcome: Outcome
     ) -> bool:
         """The statements of `finish`, in the caller's transaction; False if the run is not ours."""
         now = utcnow()
-        ids = {"owned_id": execution.id, "worker": worker_id}
-        owned = conn.execute(self._sql.owned, ids).first()
+        owned = conn.execute(self._sql.owned, _ownership(execution, worker_id)).first()
         if owned is None:
             self._moved.pop(execution.id, None)
             # Never published: this attempt's hidden uploads go (another attempt has its own).

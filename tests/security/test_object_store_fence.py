@@ -1,0 +1,207 @@
+"""A stalled attempt's late publish never lands on top of a newer attempt's (attack review).
+
+The attack: a worker checks that the run is still its own, then stalls
+past `DATAMILL_WORKER_LOST_SECONDS` right before its object appears; the
+run is declared lost, retried on another worker and published there; then
+the stalled worker wakes and completes its publish. The sink must end with
+the data of the attempt that COMPLETED. Each test forces its interleaving
+with a hook on the S3 request that makes the object appear (real moto,
+real SQLite and PostgreSQL), no timing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from pathlib import Path
+
+import pytest
+
+from datamill.bootstrap import Node
+from datamill.domain.records import Execution
+from datamill.domain.retry import RetryPolicy
+from datamill.domain.status import JobKind, JobStatus
+from datamill.engine import object_publish
+from datamill.engine.object_publish import publish
+from datamill.engine.objects import ObjectStore, temporary_uri, upload
+from datamill.store.queue import Outcome
+from tests.helpers import admin, execution
+from tests.security.conftest import Actors
+from tests.security.test_object_store_attacks import CopyWatched, _keys
+from tests.security.test_object_store_attacks import prefix as prefix
+from tests.security.test_object_store_attacks import settings as settings
+from tests.security.test_object_store_attacks import source_cap as source_cap
+from tests.security.test_object_store_attacks import store as store
+from tests.spark.conftest import BUCKET
+from tests.spark.conftest import s3_endpoint as s3_endpoint
+
+
+class CompleteWatched(CopyWatched):
+    """The store, but `during` runs right before each upload is completed (the object appears)."""
+
+    watched = "complete_multipart_upload"
+
+
+def _read(store: ObjectStore, key: str) -> str:
+    with store.filesystem().open_input_stream(f"{BUCKET}/{key}") as read:
+        return str(read.read().decode())
+
+
+def _attempt(
+    node: Node, tmp_path: Path, worker: str, sink: str, text: str
+) -> tuple[Execution, Outcome]:
+    """Claim the run for `worker` and upload its export (`text`) to its hidden object."""
+    claimed = node.store.queue.claim_next_execution(worker)
+    assert claimed is not None
+    staged = tmp_path / f"{worker}.csv"
+    staged.write_text(text)
+    hidden = temporary_uri(sink, f"{worker}-{claimed.attempts}")
+    assert node.settings.object_store is not None
+    upload(node.settings.object_store, str(staged), hidden)
+    return claimed, Outcome(JobStatus.COMPLETED, moves=((hidden, sink),))
+
+
+def _declare_lost(node: Node) -> None:
+    """The stalled worker's heartbeat is too old (it never registered): retried at once."""
+    lost = node.store.queue.reconcile_lost_workers(
+        dt.timedelta(seconds=60),
+        is_local_pid_alive=lambda pid: True,
+        hostname=socket.gethostname(),
+        retry_policy=RetryPolicy(retries=1, delay_seconds=0),
+    )
+    assert len(lost) == 1
+
+
+@pytest.fixture
+def sink(actors: Actors, prefix: str) -> str:
+    """The sink of a queued run of a workbook (what its export writes)."""
+    workbook = {"sheets": [{"kind": "sql", "name": "out", "keep": True, "sql": "SELECT 1 AS n"}]}
+    actors.node.jobs.define_job("/w/x.wbk", JobKind.WORKBOOK, workbook, "admin")
+    actors.node.jobs.trigger("/w/x.wbk", admin(actors.node))
+    return f"s3a://{BUCKET}/{prefix}/out/x.csv"
+
+
+def test_a_stalled_attempts_late_publish_does_not_overwrite_its_retrys(
+    actors: Actors, tmp_path: Path, store: ObjectStore, prefix: str, sink: str
+) -> None:
+    node = actors.node
+    stale, stale_outcome = _attempt(node, tmp_path, "w1", sink, "id\n1\n")
+    retried: list[bool] = []
+
+    def retry_publishes_first() -> None:
+        # w1 has checked the run is its own and is about to complete its
+        # upload: it stalls here; the run is lost, retried and published by w2.
+        if retried:
+            return
+        retried.append(True)
+        _declare_lost(node)
+        retry, retry_outcome = _attempt(node, tmp_path, "w2", sink, "id\n2\n")
+        assert retry.attempts == stale.attempts + 1
+        retried.append(node.store.queue.finish(retry, "w2", retry_outcome))
+
+    node.store.queue.object_store = CompleteWatched(store, retry_publishes_first)
+    # The stalled worker wakes: its publish and its finish do nothing.
+    assert node.store.queue.finish(stale, "w1", stale_outcome) is False
+    assert retried == [True, True]
+    assert _read(store, f"{prefix}/out/x.csv") == "id\n2\n"
+    ended = execution(node, stale.id)
+    assert ended.status is JobStatus.COMPLETED and ended.attempts == 2
+    # Neither attempt's hidden upload stays behind.
+    assert _keys(store, f"{prefix}/out") == [f"{prefix}/out/x.csv"]
+
+
+def test_a_stalled_attempt_does_not_end_the_retry_its_own_worker_claimed(
+    actors: Actors, tmp_path: Path, store: ObjectStore, prefix: str, sink: str
+) -> None:
+    # The whole worker stalled (its heartbeat too) and came back under the
+    # same id; another of its slots claimed the retry before the stalled
+    # slot's publish went on. That slot holds attempt 1, not the run.
+    node = actors.node
+    stale, stale_outcome = _attempt(node, tmp_path, "w1", sink, "id\n1\n")
+    retried: list[tuple[Execution, Outcome]] = []
+
+    def retried_on_the_same_worker() -> None:
+        if not retried:
+            _declare_lost(node)
+            retried.append(_attempt(node, tmp_path, "w1", sink, "id\n2\n"))
+
+    node.store.queue.object_store = CompleteWatched(store, retried_on_the_same_worker)
+    assert node.store.queue.finish(stale, "w1", stale_outcome) is False
+    retry, retry_outcome = retried[0]
+    assert execution(node, stale.id).status is JobStatus.RUNNING
+    assert node.store.queue.finish(retry, "w1", retry_outcome) is True
+    assert _read(store, f"{prefix}/out/x.csv") == "id\n2\n"
+    ended = execution(node, stale.id)
+    assert ended.status is JobStatus.COMPLETED and ended.attempts == 2
+
+
+def test_an_attempt_whose_upload_another_publisher_replaced_publishes_again(
+    actors: Actors, tmp_path: Path, store: ObjectStore, prefix: str, sink: str
+) -> None:
+    # Another job writes the same sink right before this run's object would
+    # appear, and its publish aborts this run's pending upload: the run is
+    # still its worker's, so it publishes again, last, and COMPLETES.
+    node = actors.node
+    run, outcome = _attempt(node, tmp_path, "w1", sink, "id\n1\n")
+    other = tmp_path / "other.csv"
+    other.write_text("id\n9\n")
+    interfered: list[bool] = []
+
+    def another_job_publishes() -> None:
+        if interfered:
+            return
+        interfered.append(True)
+        hidden = temporary_uri(sink, "other-job")
+        upload(store, str(other), hidden)
+        interfered.append(publish(store, hidden, sink))
+
+    node.store.queue.object_store = CompleteWatched(store, another_job_publishes)
+    assert node.store.queue.finish(run, "w1", outcome) is True
+    assert interfered == [True, True]
+    assert _read(store, f"{prefix}/out/x.csv") == "id\n1\n"
+    assert execution(node, run.id).status is JobStatus.COMPLETED
+    assert _keys(store, f"{prefix}/out") == [f"{prefix}/out/x.csv"]
+
+
+def test_an_attempt_replaced_at_every_try_ends_in_error_not_half_published(
+    actors: Actors, tmp_path: Path, store: ObjectStore, prefix: str, sink: str
+) -> None:
+    _, outcome = _attempt(actors.node, tmp_path, "w1", sink, "id\n1\n")
+    other = tmp_path / "other.csv"
+    other.write_text("id\n9\n")
+
+    tries: list[bool] = []
+
+    def another_job_publishes_each_time() -> None:
+        tries.append(True)
+        hidden = temporary_uri(sink, "other-job")
+        upload(store, str(other), hidden)
+        assert publish(store, hidden, sink)
+
+    watched = CompleteWatched(store, another_job_publishes_each_time)
+    with pytest.raises(OSError) as failed:
+        publish(watched, outcome.moves[0][0], sink)
+    assert str(failed.value) == (
+        f"cannot write {sink}: the object store refused or could not be reached"
+    )
+    assert tries == [True] * object_publish.TRIES
+    assert _read(store, f"{prefix}/out/x.csv") == "id\n9\n"
+    assert _keys(store, f"{prefix}/out") == [f"{prefix}/out/x.csv"]
+
+
+@pytest.mark.parametrize("size", [0, 5 * 1024 * 1024 + 3])
+def test_an_object_is_published_whole_in_one_or_many_parts(
+    tmp_path: Path, store: ObjectStore, prefix: str, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parts of 5 MiB (S3's smallest but the last): the object is two parts.
+    monkeypatch.setattr(object_publish, "PART_BYTES", 5 * 1024 * 1024)
+    data = bytes(i % 251 for i in range(size))
+    staged = tmp_path / "big.bin"
+    staged.write_bytes(data)
+    sink = f"s3a://{BUCKET}/{prefix}/out/big.bin"
+    hidden = temporary_uri(sink, "attempt-1")
+    upload(store, str(staged), hidden)
+    assert publish(store, hidden, sink) is True
+    with store.filesystem().open_input_stream(f"{BUCKET}/{prefix}/out/big.bin") as read:
+        assert read.read() == data
+    assert _keys(store, f"{prefix}/out") == [f"{prefix}/out/big.bin"]
