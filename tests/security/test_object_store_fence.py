@@ -205,3 +205,39 @@ def test_an_object_is_published_whole_in_one_or_many_parts(
     with store.filesystem().open_input_stream(f"{BUCKET}/{prefix}/out/big.bin") as read:
         assert read.read() == data
     assert _keys(store, f"{prefix}/out") == [f"{prefix}/out/big.bin"]
+
+
+@pytest.mark.parametrize("object_store", [True, False])
+def test_a_sink_named_like_a_temporary_upload_is_refused_at_save(
+    actors: Actors, prefix: str, object_store: bool
+) -> None:
+    # The bucket lifecycle rule docs/scale-out.md recommends deletes
+    # `.datamill-*` objects: a sink so named would lose its data a day later.
+    home = actors.node.settings.resolved_home
+    folder = f"s3a://{BUCKET}/{prefix}/out" if object_store else str(home / "files")
+    made = actors.call(
+        "admin", "POST", "/rest/location", {"path": "/Connections/out.loc", "folder": folder}
+    )
+    assert made.status_code == 200, made.text
+    source = {"kind": "csv", "path": f"s3a://{BUCKET}/{prefix}/data/a.csv"}
+    imported = {"source": source, "schema": [{"name": "id", "type": "BIGINT"}]}
+    actors.node.jobs.define_job("/Users/bob/rows.imp", JobKind.IMPORT, imported, "bob")
+    for user, sink in (
+        ("admin", {"kind": "csv", "path": f"{folder}/.datamill-x.csv"}),
+        ("admin", {"kind": "csv", "path": f"{folder}/sub/.datamill-"}),
+        ("bob", {"kind": "csv", "location": "/Connections/out.loc", "path": ".datamill-a.csv"}),
+    ):
+        export = {"path": f"/Users/{user}/x.exp", "source": {"importJob": "/Users/bob/rows.imp"}}
+        refused = actors.call(user, "POST", "/rest/export-job", export | {"sink": sink})
+        assert refused.status_code == 400, refused.text
+        name = str(sink["path"]).rsplit("/", 1)[-1]
+        assert refused.json()["reason"] == (
+            f"sink: the file name {name!r} is reserved: names starting with"
+            " '.datamill-' are Datamill's temporary uploads"
+        )
+    # The same folder and a name that only contains it are fine.
+    export = {"path": "/Users/admin/x.exp", "source": {"importJob": "/Users/bob/rows.imp"}}
+    sink = {"kind": "csv", "path": f"{folder}/x.datamill-a.csv"}
+    assert (
+        actors.call("admin", "POST", "/rest/export-job", export | {"sink": sink}).status_code == 200
+    )

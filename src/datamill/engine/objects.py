@@ -46,6 +46,8 @@ _GLOB_CHARS = frozenset("*?[")
 # Where the copies of a run's source objects go, inside its staging folder;
 # removed before the run ends, so it is never published.
 COPIES = "_objects"
+# The start of the hidden objects runs upload to (`temporary_uri`); no sink may be so named.
+HIDDEN_PREFIX = ".datamill-"
 # The longest file name a copy gets (key segments are ASCII: one byte a character).
 _LOCAL_NAME_MAX = 200
 # How much of an object a copy reads and writes at a time.
@@ -303,7 +305,7 @@ def temporary_uri(final: str, attempt: str) -> str:
     """The hidden object next to `final` that a run uploads to before it is published."""
     path = parse(final, "sink path")
     folder, _, name = path.key.rpartition("/")
-    hidden = f".datamill-{attempt}.{name}"
+    hidden = f"{HIDDEN_PREFIX}{attempt}.{name}"
     return ObjectPath(path.bucket, f"{folder}/{hidden}" if folder else hidden).uri
 
 

@@ -386,6 +386,14 @@ def _sink_io(
     assert isinstance(sink, FileSink)
     if is_glob(sink.path):
         raise PathNotAllowed(f"{what}: the path {sink.path!r} must not hold wildcards")
+    name = sink.path.rstrip("/").rsplit("/", 1)[-1]
+    if name.startswith(objects.HIDDEN_PREFIX):
+        # Datamill's own temporary uploads, which the recommended bucket
+        # lifecycle rule deletes (docs/scale-out.md): a sink so named would go too.
+        raise PathNotAllowed(
+            f"{what}: the file name {name!r} is reserved: names starting with"
+            f" {objects.HIDDEN_PREFIX!r} are Datamill's temporary uploads"
+        )
     folder, relative, hidden = _file_target(
         conn, store, sink.location, sink.path, user, Access.WRITE, what
     )
