@@ -20,12 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from datamill.domain.status import JobKind, JobStatus
+from datamill.engine import objects
 from datamill.engine.base import PathRoots, ignore_event
 from datamill.engine.object_publish import publish
 from datamill.engine.object_runs import FREE_MARGIN, copy_budget
 from datamill.engine.objects import ObjectPath, ObjectStore, copy_in, temporary_uri, upload
 from datamill.engine.registry import Engines
-from datamill.errors import JobFailed
+from datamill.errors import InvalidInput, JobFailed
 from datamill.settings import Settings
 from datamill.store.queue import Outcome
 from tests.helpers import admin, wait_terminal
@@ -402,3 +403,33 @@ def test_an_object_grown_since_its_listing_is_copied_no_further_than_checked(
     _put(store, f"{prefix}/data/rows.csv")
     (copied,) = copy_in(store, [ObjectPath(BUCKET, f"{prefix}/data/rows.csv")], str(tmp_path), 13)
     assert Path(copied).read_text() == CSV
+
+
+class ListWatched(CopyWatched):
+    """The store, but `during` runs before each listing request."""
+
+    watched = "list_objects_v2"
+
+
+def test_a_glob_over_the_cap_stops_listing_once_past_it(
+    store: ObjectStore, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 10,001 keys took 6 s to refuse: the whole prefix was listed before the
+    # cap was looked at. Two keys a listing page here, ten keys, a cap of 3:
+    # the fourth match (page 2) refuses the glob; pages 3 to 5 are never asked.
+    monkeypatch.setattr(objects, "LIST_PAGE", 2)
+    for n in range(10):
+        _put(store, f"{prefix}/data/f{n:02d}.csv")
+    pages: list[int] = []
+    watched = ListWatched(store, lambda: pages.append(1))
+    root = f"s3a://{BUCKET}/{prefix}/data"
+    with pytest.raises(InvalidInput) as refused:
+        objects.match_objects(watched, f"{root}/*.csv", (root,), limit=3)
+    assert refused.value.message == f"source glob '{root}/*.csv' matches more than 3 files"
+    assert len(pages) == 2
+    # Under the cap, every page is read and every match found, in key order.
+    pages.clear()
+    found = objects.match_objects(watched, f"{root}/f0[2-8].csv", (root,), limit=7)
+    assert [p.key.rsplit("/", 1)[1] for p, _ in found] == [f"f0{n}.csv" for n in range(2, 9)]
+    assert {size for _, size in found} == {len(CSV)}
+    assert len(pages) == 5

@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from datamill.errors import InvalidInput, JobFailed, PathNotAllowed
@@ -48,6 +49,8 @@ _GLOB_CHARS = frozenset("*?[")
 COPIES = "_objects"
 # The start of the hidden objects runs upload to (`temporary_uri`); no sink may be so named.
 HIDDEN_PREFIX = ".datamill-"
+# Keys one listing request returns at most (S3's own maximum).
+LIST_PAGE = 1000
 # The longest file name a copy gets (key segments are ASCII: one byte a character).
 _LOCAL_NAME_MAX = 200
 # How much of an object a copy reads and writes at a time.
@@ -205,41 +208,57 @@ def match_objects(
     wanted = parse(pattern, "source path", glob=True)
     if not inside_any(wanted, roots):
         raise PathNotAllowed(f"source path {pattern!r} is outside the allowed folders")
-    fs = store.filesystem()
     parts = wanted.key.split("/")
     fixed = next((i for i, p in enumerate(parts) if any(c in _GLOB_CHARS for c in p)), None)
     if fixed is None:
         try:
-            info = fs.get_file_info(wanted.arrow)
+            info = store.filesystem().get_file_info(wanted.arrow)
         except OSError as error:
             raise unreachable("read", wanted, error) from None
         if info.type != pafs.FileType.File or inside_any(wanted, excluded):
             raise InvalidInput(f"source file {pattern!r} does not exist or is not a file")
         return [(wanted, info.size or 0)]
     base = ObjectPath(wanted.bucket, "/".join(parts[:fixed]))
-    try:
-        selector = pafs.FileSelector(base.arrow, recursive=True, allow_not_found=True)
-        listed = fs.get_file_info(selector)
-    except OSError as error:
-        raise unreachable("list", base, error) from None
     found: list[tuple[ObjectPath, int]] = []
-    for info in listed:
-        if info.type != pafs.FileType.File:
-            continue
-        key = info.path.partition("/")[2]
+    # Page by page, so a glob over a large prefix is refused as soon as it
+    # passes the cap, not after listing every key below the prefix.
+    for key, size in _listed(store, base):
         try:
             path = parse(f"{SCHEME}{wanted.bucket}/{key}", "object")
         except PathNotAllowed:
-            continue  # a key no definition could name: never matched
+            continue  # a key no definition could name (or a folder marker): never matched
         if not inside_any(path, roots) or inside_any(path, excluded):
             continue  # a more specific location the owner may not read (N6)
         if _segments_match(parts[fixed:], path.key.split("/")[fixed:]):
-            found.append((path, info.size or 0))
+            found.append((path, size))
             if len(found) > limit:
                 raise InvalidInput(f"source glob {pattern!r} matches more than {limit} files")
     if not found:
         raise InvalidInput(f"source glob {pattern!r} matches no file")
     return sorted(found, key=lambda p: p[0].key)
+
+
+def _listed(store: ObjectStore, base: ObjectPath) -> Iterator[tuple[str, int]]:
+    """The keys below the prefix `base` with their sizes, one listing request at a time."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    s3 = store.client()
+    request: dict[str, Any] = {
+        "Bucket": base.bucket,
+        "Prefix": f"{base.key}/" if base.key else "",
+        "MaxKeys": LIST_PAGE,
+    }
+    while True:
+        try:
+            page = s3.list_objects_v2(**request)
+        except (BotoCoreError, ClientError) as error:
+            raise unreachable("list", base, error) from None
+        for item in page.get("Contents", []):
+            yield str(item["Key"]), int(item["Size"])
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return
+        request["ContinuationToken"] = token
 
 
 def _local_name(key: str) -> str:
