@@ -241,3 +241,38 @@ def test_a_sink_named_like_a_temporary_upload_is_refused_at_save(
     assert (
         actors.call("admin", "POST", "/rest/export-job", export | {"sink": sink}).status_code == 200
     )
+
+
+class AbortRefused(CopyWatched):
+    """The store, but it refuses every abort of a multipart upload (no permission for it)."""
+
+    watched = "abort_multipart_upload"
+
+
+def test_a_publish_that_cannot_abort_a_pending_upload_does_not_publish(
+    tmp_path: Path, store: ObjectStore, prefix: str
+) -> None:
+    # A pending upload to the sink may be a stalled attempt's: left there, it
+    # could still land on top. Unable to abort it, the publish fails (the run
+    # ends in ERROR) rather than going on without the fence.
+    from botocore.exceptions import ClientError
+
+    sink = f"s3a://{BUCKET}/{prefix}/out/x.csv"
+    pending = store.client().create_multipart_upload(Bucket=BUCKET, Key=f"{prefix}/out/x.csv")
+    staged = tmp_path / "x.csv"
+    staged.write_text("id\n1\n")
+    hidden = temporary_uri(sink, "attempt-1")
+    upload(store, str(staged), hidden)
+
+    def refuse() -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied"}}, "AbortMultipartUpload")
+
+    with pytest.raises(OSError) as failed:
+        publish(AbortRefused(store, refuse), hidden, sink)
+    assert str(failed.value) == (
+        f"cannot write {sink}: the object store refused or could not be reached"
+    )
+    assert _keys(store, f"{prefix}/out") == []
+    store.client().abort_multipart_upload(
+        Bucket=BUCKET, Key=f"{prefix}/out/x.csv", UploadId=pending["UploadId"]
+    )
