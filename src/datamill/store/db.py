@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +14,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from datamill.store import run_changes
+from datamill.store.filelock import WriterFileLock
+
+# SQLite's busy timeout (PRAGMA busy_timeout), and the longest wait on the writers' file lock.
+SQLITE_BUSY_SECONDS = 30.0
 
 _clock_lock = threading.Lock()
 _last_now = dt.datetime.min
@@ -50,7 +55,7 @@ class Database:
             # overflow connection per request (with its PRAGMAs) is slow.
             self.engine: Engine = sa.create_engine(
                 self.url,
-                connect_args={"timeout": 30, "check_same_thread": False},
+                connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False},
                 pool_size=40,
                 max_overflow=10,
             )
@@ -65,6 +70,11 @@ class Database:
         self._writers: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.is_sqlite else contextlib.nullcontext()
         )
+        # Writers of other processes on the same file (SQLite; see store/filelock.py).
+        self._file_lock = _writer_file_lock(self.engine) if self.is_sqlite else None
+        # Write transactions this process has open (under _writers): the
+        # file lock is taken by the outermost only.
+        self._depth = 0
         # The same pool; connections taken through it run each statement on its own.
         self._autocommit_reads: Engine | None = (
             None if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -100,9 +110,11 @@ class Database:
         once when it tries to upgrade a read lock. Writers of one process queue
         on a Python lock first: SQLite's busy handler sleeps 1, 2, 5, 10 ms...
         between tries, so a writer would wait milliseconds for a lock that
-        was released microseconds after it asked.
+        was released microseconds after it asked. Writers of different
+        processes (the API and its worker child) queue on a file lock next,
+        for the same reason (store/filelock.py).
         """
-        with self._writers, self.engine.connect() as conn:
+        with self._writers, self.engine.connect() as conn, self._across_processes():
             conn = conn.execution_options(datamill_immediate=True)
             with conn.begin():
                 yield conn
@@ -111,9 +123,33 @@ class Database:
             for listener in list(self.run_change_listeners):
                 listener()
 
+    @contextlib.contextmanager
+    def _across_processes(self) -> Iterator[None]:
+        """Hold the writers' file lock around a write transaction (outermost only)."""
+        lock = self._file_lock
+        self._depth += 1
+        held = lock is not None and self._depth == 1 and lock.acquire()
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if held:
+                assert lock is not None
+                lock.release()
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+        if self._file_lock is not None:
+            self._file_lock.close()
+
+
+def _writer_file_lock(engine: Engine) -> WriterFileLock | None:
+    """The writers' file lock of a SQLite database file; None for one in memory."""
+    path = engine.url.database
+    if not path or path == ":memory:" or path.startswith("file:") or engine.url.query:
+        return None
+    return WriterFileLock(os.path.abspath(path), SQLITE_BUSY_SECONDS)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -125,7 +161,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
