@@ -117,3 +117,33 @@ def test_a_store_url_that_does_not_parse_does_not_hide_the_others(root: Path) ->
         f"sqlite:///{root}/their.db", (str(root),), forbidden, "source", must_exist=True
     )
     assert checked.database == f"{root}/their.db"
+
+
+def test_the_addresses_this_machine_is_known_by_are_this_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A host whose names resolve to addresses no interface holds (a NAT address in
+    # /etc/hosts, another for its full name): a URL naming either reaches the store.
+    names = {"db-host": "192.0.2.50", "db-host.corp.example": "192.0.2.51"}
+    lookup = socket.getaddrinfo
+
+    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if host not in names:
+            return lookup(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (names[host], 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "gethostname", lambda: "db-host")
+    monkeypatch.setattr(socket, "getfqdn", lambda: "db-host.corp.example")
+    for address in names.values():
+        url = f"postgresql://u:p@{address}/store"
+        with pytest.raises(
+            PathNotAllowed,
+            match=_exact(f"source URL {safe_url(url)!r} names Datamill's own database"),
+        ):
+            _check(url, ("postgresql://u@localhost/store",))
+    # And this machine is still what its interfaces hold.
+    with pytest.raises(PathNotAllowed, match=r"names Datamill's own database$"):
+        _check("postgresql://u:p@127.0.0.1/store", ("postgresql://u@localhost/store",))
+    other = _check("postgresql://u:p@192.0.2.52/store", ("postgresql://u@localhost/store",))
+    assert other.query["hostaddr"] == "192.0.2.52"
