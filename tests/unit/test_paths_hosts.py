@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from datamill.engine.paths import check_database_url, safe_url
+from datamill.engine.paths import check_database_url, expand_source_paths, safe_url
 from datamill.errors import InvalidInput, PathNotAllowed
 from tests.unit import test_paths
 
@@ -147,3 +147,49 @@ def test_the_addresses_this_machine_is_known_by_are_this_machine(
         _check("postgresql://u:p@127.0.0.1/store", ("postgresql://u@localhost/store",))
     other = _check("postgresql://u:p@192.0.2.52/store", ("postgresql://u@localhost/store",))
     assert other.query["hostaddr"] == "192.0.2.52"
+
+
+@pytest.mark.parametrize("host", ["a=b", "a'b", 'a"b', "a\\b"])
+def test_a_host_with_conninfo_syntax_is_refused_as_the_host(host: str) -> None:
+    with pytest.raises(
+        InvalidInput,
+        match=_exact("source URL: the host must not hold spaces, '=', quotes or backslashes"),
+    ):
+        _check(f"postgresql://u:p@{host}/x")
+
+
+def test_a_sqlite_file_is_connected_where_it_was_checked_with_sqlites_own_driver(
+    root: Path,
+) -> None:
+    # A link inside the root may be changed after the check; the connection goes
+    # to the real file that was checked, through the driver Datamill ships.
+    (root / "a.db").touch()
+    (root / "link.db").symlink_to(root / "a.db")
+    for url in (f"sqlite:///{root}/link.db", f"sqlite+pysqlite:///{root}/link.db"):
+        checked = check_database_url(url, (str(root),), (), "source", must_exist=True)
+        assert checked.render_as_string() == f"sqlite:///{root}/a.db"
+
+
+def test_a_sqlite_file_named_like_the_postgresql_store_is_not_the_store(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store's database name is no file name, wherever the server was started.
+    (root / "store.db").touch()
+    monkeypatch.chdir(root)
+    checked = check_database_url(
+        f"sqlite:///{root}/store.db",
+        (str(root),),
+        ("postgresql://u@localhost/store.db",),
+        "source",
+        must_exist=True,
+    )
+    assert checked.database == f"{root}/store.db"
+
+
+def test_a_plain_source_path_outside_names_itself(root: Path) -> None:
+    outside = str(root.parent / "rootless" / "c.csv")
+    with pytest.raises(
+        PathNotAllowed,
+        match=_exact(f"source path {outside!r} is outside the allowed folders ({root})"),
+    ):
+        expand_source_paths(outside, (str(root),))
