@@ -193,3 +193,32 @@ def test_a_plain_source_path_outside_names_itself(root: Path) -> None:
         match=_exact(f"source path {outside!r} is outside the allowed folders ({root})"),
     ):
         expand_source_paths(outside, (str(root),))
+
+
+def test_an_object_store_root_allows_no_local_file(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Made real, s3a://bucket/data would be the local folder ./s3a:/bucket/data.
+    local = root / "s3a:" / "bucket" / "data"
+    local.mkdir(parents=True)
+    (local / "x.csv").write_text("x")
+    monkeypatch.chdir(root)
+    path = str(local / "x.csv")
+    with pytest.raises(
+        PathNotAllowed,
+        match=_exact(f"source path {path!r} is outside the allowed folders (s3a://bucket/data)"),
+    ):
+        expand_source_paths(path, ("s3a://bucket/data",))
+
+
+def test_a_plain_source_path_beside_an_excluded_location_is_read(root: Path) -> None:
+    excluded = (str(root / "sub"),)
+    found = expand_source_paths(str(root / "a.csv"), (str(root),), excluded=excluded)
+    assert found == [str(root / "a.csv")]
+    with pytest.raises(
+        InvalidInput,
+        match=_exact(
+            f"source file {str(root / 'sub' / 'b.csv')!r} does not exist or is not a file"
+        ),
+    ):
+        expand_source_paths(str(root / "sub" / "b.csv"), (str(root),), excluded=excluded)
