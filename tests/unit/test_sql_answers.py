@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from datamill.domain.definitions import WorkbookDefinition
-from datamill.engine.sql import check_workbook
-from datamill.errors import InvalidSql
+from datamill.engine.sql import check_workbook, substitute_variables
+from datamill.errors import InvalidInput, InvalidSql
 from tests.unit.test_sql import bind, refused
 
 _CTE_SCOPE = (
@@ -103,3 +105,47 @@ def test_brackets_may_nest_200_deep_wherever_the_nest_stands() -> None:
     assert refused(f"SELECT 'XX' AS x, (1) AS a, {_nest(201)} AS b") == (
         "sheets[2].sql: brackets nest 201 deep; at most 200 levels are allowed"
     )
+
+
+@pytest.mark.parametrize(
+    ("sql", "count"),
+    [
+        # Line comments end at their own line's end, block comments at the first */
+        # after their /*; the last comment may run to the end.
+        ("SELECT ${n} -- a ${n}\n, ${n} -- b ${n}\n, 1\n", 2),
+        ("SELECT ${n} -- a ${n}", 1),
+        ("SELECT /*/ ${n} */ ${n}", 1),
+        ("SELECT /* a ${n} */ ${n} /* b ${n} */ ${n}", 2),
+        # Quoted identifiers: doubled quotes inside, and a backslash is a character.
+        ('SELECT """a" AS x, ${n}', 1),
+        ('SELECT "a\\" AS x, ${n}', 1),
+        # A plain string takes no backslash escape; X'..' is no E-string; e'..' is one.
+        ("SELECT 'a\\' AS x, ${n}", 1),
+        ("SELECT X'\\' || ${n}", 1),
+        ("SELECT e'a\\'' ${n}' AS a, ${n} AS b", 1),
+        ("SELECT e'\\'' || ${n}", 1),
+    ],
+)
+def test_comments_and_quotes_end_where_sql_ends_them(sql: str, count: int) -> None:
+    text, used = substitute_variables(sql, "w", ["n"])
+    assert used == ["n"] * count
+    # Outside the markers, the text is exactly what was written.
+    assert re.sub(r" \$__dmv_n ", "${n}", text) == sql
+
+
+def test_an_unknown_variable_where_none_is_declared() -> None:
+    with pytest.raises(InvalidSql) as error:
+        substitute_variables("SELECT ${x}", "w", [])
+    assert error.value.message == 'w: unknown variable "${x}" (declared: none)'
+
+
+def test_a_variable_without_value_says_how_to_give_one() -> None:
+    with pytest.raises(InvalidInput) as error:
+        bind("SELECT ${unset} AS u")
+    assert error.value.message == (
+        'sheets[2].sql: variable "unset" has no value; give one when triggering or set a default'
+    )
+
+
+def test_comments_do_not_reach_the_engine() -> None:
+    assert bind("SELECT 1 AS x /* note */ -- end").sql == "SELECT 1 AS x"
