@@ -116,6 +116,12 @@ def test_brackets_may_nest_200_deep_wherever_the_nest_stands() -> None:
         ("SELECT ${n} -- a ${n}", 1),
         ("SELECT /*/ ${n} */ ${n}", 1),
         ("SELECT /* a ${n} */ ${n} /* b ${n} */ ${n}", 2),
+        ("SELECT /**/ ${n} /* ${n} */ ${n}", 2),
+        ("SELECT 2 /* a */* ${n}", 1),
+        ("SELECT 1 + /* a */${n}", 1),
+        # A dollar-quoted string ends at its own tag's next use, or runs to the end.
+        ("SELECT $b$ x $b$ || ${n} || $b$ y $b$", 1),
+        ("SELECT ${n}, $b$ open ${n}", 1),
         # Quoted identifiers: doubled quotes inside, and a backslash is a character.
         ('SELECT """a" AS x, ${n}', 1),
         ('SELECT "a\\" AS x, ${n}', 1),
