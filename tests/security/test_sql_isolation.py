@@ -367,3 +367,11 @@ def test_deeply_nested_sql_is_a_clear_400(actors: Actors, shape: str) -> None:
     answer = actors.call("eve", "POST", "/rest/workbook", body)
     assert answer.status_code == 400, answer.text[:300]
     assert "nest" in answer.json()["reason"]
+
+
+@pytest.mark.parametrize("sql", ["SELECT a ->", "SELECT x -> FROM t"])
+def test_sql_that_crashes_the_parser_is_a_clear_400(actors: Actors, sql: str) -> None:
+    # sqlglot raised TypeError on an arrow with nothing after it: the save was a 500.
+    response = actors.call("eve", "POST", "/rest/workbook", _workbook("/Users/eve/p.wbk", sql))
+    assert response.status_code == 400, response.text
+    assert "sheets[0].sql: cannot parse the SQL" in response.text, response.text

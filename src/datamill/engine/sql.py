@@ -354,6 +354,12 @@ def _parse_one(sql: str, where: str) -> exp.Expr:
         raise InvalidSql(f"{where}: cannot parse the SQL: {detail}{at}") from None
     except TokenError as error:
         raise InvalidSql(f"{where}: cannot parse the SQL: {error}") from None
+    except RecursionError:
+        raise  # bind_sheet_sql answers it: nested too deeply
+    except Exception:
+        # sqlglot's parser itself fails on some malformed SQL (a TypeError for an
+        # arrow with nothing after it, `SELECT a ->`): still the user's SQL, not a 500.
+        raise InvalidSql(f"{where}: cannot parse the SQL") from None
     if len(statements) != 1:
         raise InvalidSql(f"{where}: give exactly one query, found {len(statements)} statements")
     return statements[0]
