@@ -16,10 +16,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from datamill.bootstrap import Node
+from datamill.bootstrap import Node, ensure_admin, open_node
 from datamill.domain.status import JobKind
 from datamill.errors import AlreadyExists, Conflict, NotFound
 from datamill.services import users as user_service
+from datamill.services.auth import Authenticator
+from datamill.settings import Settings
 from datamill.store import tables as t
 from datamill.store import users as user_store
 from tests.helpers import admin, password_hash, pg_sessions
@@ -327,3 +329,20 @@ def test_a_user_without_roles_or_groups_is_listed(actors: Actors) -> None:
     listed = actors.call("admin", "GET", "/rest/user-management/users")
     assert listed.status_code == 200, listed.text
     assert "nobody" in listed.text
+
+
+def test_the_first_start_makes_an_admin_only_while_no_user_exists(settings: Settings) -> None:
+    """`UserRepository.count` decides it: an admin for an empty store, none once a user exists."""
+    node = open_node(settings)
+    try:
+        authenticator = Authenticator(node.store)
+        generated = ensure_admin(node)
+        assert generated, "an empty store gets an admin with a generated password"
+        assert authenticator.authenticate("admin", generated).roles == ("ADMIN",)
+        # The next start finds a user: no second admin, the first one's password kept.
+        assert ensure_admin(node) is None
+        assert authenticator.authenticate("admin", generated).name == "admin"
+        with node.store.db.read() as conn:
+            assert user_store.count_names(conn, t.users) == 1
+    finally:
+        node.store.close()
