@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import Connection
 
+from datamill.api.app import create_app
 from datamill.bootstrap import Node, ensure_admin, open_node
 from datamill.domain.status import JobKind
 from datamill.errors import AlreadyExists, Conflict, NotFound
@@ -346,3 +348,36 @@ def test_the_first_start_makes_an_admin_only_while_no_user_exists(settings: Sett
             assert user_store.count_names(conn, t.users) == 1
     finally:
         node.store.close()
+
+
+def test_name_pages_follow_code_points_whatever_the_databases_locale(node: Node) -> None:
+    """Pages of users and groups hold the same names on every backend and server locale.
+
+    This machine's PostgreSQL databases sort by code point (C.UTF-8) like SQLite;
+    a server created with a language locale sorts `alice` before `Bob`. Here the
+    name columns are given such a collation, and the pages must not follow it.
+    """
+    with node.store.db.write() as conn:
+        if conn.dialect.name == "postgresql":
+            for table in ("users", "groups"):
+                collated = 'TYPE varchar(128) COLLATE "en-US-x-icu"'
+                conn.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN name {collated}"))
+    names = ["Bob", "Zed", "_x", "admin", "alice"]  # by code point
+    for name in ("alice", "_x", "Zed", "Bob"):
+        node.store.users.create(name, password_hash(PASSWORD), groups=(f"{name}-team",))
+    admin_auth = auth("admin", "secret")
+    with TestClient(create_app(node.settings, node.jobs)) as client:
+
+        def page(kind: str, key: str, start: int) -> list[str]:
+            url = f"{BASE}/{kind}?maxResults=2&startIndex={start}"
+            answer = client.get(url, headers=admin_auth)
+            assert answer.status_code == 200, answer.text
+            return [element[key] for element in answer.json()["elements"]]
+
+        assert [page("users", "username", start) for start in (0, 2, 4)] == [
+            names[0:2],
+            names[2:4],
+            names[4:],
+        ]
+        groups = [page("groups", "name", start) for start in (0, 2)]
+        assert groups == [["Bob-team", "Zed-team"], ["_x-team", "alice-team"]]
