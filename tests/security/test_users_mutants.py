@@ -368,8 +368,8 @@ def test_name_pages_follow_code_points_whatever_the_databases_locale(node: Node)
     admin_auth = auth("admin", "secret")
     with TestClient(create_app(node.settings, node.jobs)) as client:
 
-        def page(kind: str, key: str, start: int) -> list[str]:
-            url = f"{BASE}/{kind}?maxResults=2&startIndex={start}"
+        def page(kind: str, key: str, start: int, size: int = 2) -> list[str]:
+            url = f"{BASE}/{kind}?maxResults={size}&startIndex={start}"
             answer = client.get(url, headers=admin_auth)
             assert answer.status_code == 200, answer.text
             return [element[key] for element in answer.json()["elements"]]
@@ -378,6 +378,9 @@ def test_name_pages_follow_code_points_whatever_the_databases_locale(node: Node)
             names[0:2],
             names[2:4],
             names[4:],
+        ]
+        assert [page("users", "username", start, size=1) for start in range(5)] == [
+            [name] for name in names
         ]
         groups = [page("groups", "name", start) for start in (0, 2)]
         assert groups == [["Bob-team", "Zed-team"], ["_x-team", "alice-team"]]
