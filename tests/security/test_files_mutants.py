@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from datamill.domain.status import JobKind
+from datamill.errors import InvalidInput
 from datamill.store.files import MAX_NAME, MAX_PATH
 from tests.helpers import password_hash
 from tests.security.conftest import PASSWORD, Actors
@@ -134,3 +138,33 @@ def test_a_new_folder_may_make_the_longest_path_but_not_one_more(actors: Actors)
     )
     made = _ok(actors, "admin", "POST", url, {"name": "a"})
     assert made["path"] == parent_path + "/a" and len(made["path"]) == MAX_PATH
+
+
+def _import(path: str) -> dict[str, Any]:
+    # eve's private location: eve and every ADMIN may read from it.
+    source = {"kind": "csv", "location": "/Users/eve/files.loc", "path": "nowhere.csv"}
+    return {"path": path, "source": source}
+
+
+def test_a_job_at_a_taken_path_is_refused_by_name_and_the_first_kept(actors: Actors) -> None:
+    first = _ok(actors, "eve", "POST", "/rest/import-job", _import("/Users/eve/feed.imp"))
+    again = actors.call("eve", "POST", "/rest/import-job", _import("/Users/eve/feed.imp"))
+    assert (again.status_code, again.json()) == (
+        409,
+        {"status": "failure", "reason": "/Users/eve/feed.imp already exists"},
+    )
+    listed = _ok(actors, "eve", "GET", f"{FS}/folders/Users/eve")
+    assert [f["name"] for f in listed["_embedded"]["files"]] == ["feed.imp", "files.loc"]
+    shown = _ok(actors, "eve", "GET", f"/rest/import-job/{first['configuration-id']}")
+    assert shown["path"] == "/Users/eve/feed.imp"
+
+
+def test_a_job_defined_below_the_api_is_refused_without_its_kinds_extension(
+    actors: Actors,
+) -> None:
+    """`datamill job define` passes the path as typed: the store names the extension."""
+    raw = _import("")["source"]
+    with pytest.raises(InvalidInput) as refused:
+        actors.node.jobs.define_job("/Users/eve/feed", JobKind.IMPORT, {"source": raw}, "eve")
+    assert str(refused.value) == "a import job file name must end with .imp"
+    assert actors.call("eve", "GET", f"{FS}/files/Users/eve/feed").status_code == 404
