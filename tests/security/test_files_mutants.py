@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import Connection
 
+from datamill.bootstrap import Node
 from datamill.domain.status import JobKind
 from datamill.errors import InvalidInput
 from datamill.store.files import MAX_NAME, MAX_PATH
-from tests.helpers import password_hash
+from tests.helpers import password_hash, race_an_open_transaction
 from tests.security.conftest import PASSWORD, Actors
 
 FS = "/api/filesystem"
@@ -168,3 +170,33 @@ def test_a_job_defined_below_the_api_is_refused_without_its_kinds_extension(
         actors.node.jobs.define_job("/Users/eve/feed", JobKind.IMPORT, {"source": raw}, "eve")
     assert str(refused.value) == "a import job file name must end with .imp"
     assert actors.call("eve", "GET", f"{FS}/files/Users/eve/feed").status_code == 404
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_job_created_while_its_folder_moves_lands_at_the_path_it_names(node: Node) -> None:
+    """`lock_tree`: a creation waits for a move of a folder on its way (PostgreSQL).
+
+    Without the lock the new file, inserted into the moving folder as it was,
+    kept its old path below the folder's new place: listed in /Data/B as
+    /Data/A/feed.imp, and /Data/A/feed.imp naming a file whose folder is /Data/B.
+    """
+    files = node.store.files
+    with node.store.db.write() as conn:
+        moving = files.ensure_folder(conn, "/Data/A", "admin")
+        data = files.ensure_folder(conn, "/Data", "admin")
+
+    def move(conn: Connection) -> None:
+        files.move_folder(conn, files.get(conn, moving), files.get(conn, data), "B")
+
+    def create() -> None:
+        with node.store.db.write() as conn:
+            files.create_file(conn, "/Data/A/feed.imp", JobKind.IMPORT, "admin")
+
+    assert race_an_open_transaction(node, move, create) == []
+    with node.store.db.read() as conn:
+        made = files.find(conn, "/Data/A/feed.imp")
+        assert made is not None
+        assert files.get(conn, made.parent_id or 0).path == "/Data/A"
+        assert files.get(conn, moving).path == "/Data/B"
+        assert files.children(conn, moving) == []

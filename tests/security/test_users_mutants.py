@@ -7,8 +7,6 @@ so these assert the exact bodies.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +24,7 @@ from datamill.services.auth import Authenticator
 from datamill.settings import Settings
 from datamill.store import tables as t
 from datamill.store import users as user_store
-from tests.helpers import admin, password_hash, pg_sessions
+from tests.helpers import admin, password_hash, race_an_open_transaction
 from tests.security.conftest import PASSWORD, Actors, auth
 
 BASE = "/rest/user-management"
@@ -121,36 +119,6 @@ def test_role_refusals_say_exactly_what_is_wrong(actors: Actors) -> None:
     assert [role["name"] for role in listed] == ["ADMIN", "ANALYST", "long"]
 
 
-def _race(
-    node: Node, first: Callable[[Connection], None], other: Callable[[], None]
-) -> list[Exception]:
-    """Run `other` while another transaction has done `first` and not yet committed.
-
-    `other` starts once `first` is done; that transaction commits once `other`
-    waits for one of its locks or has ended. Returns what `other` raised.
-    """
-    raised: list[Exception] = []
-
-    def run() -> None:
-        try:
-            other()
-        except Exception as error:  # handed to the test thread, which asserts on it
-            raised.append(error)
-
-    thread = threading.Thread(target=run)
-    with node.store.db.write() as conn:
-        first(conn)
-        thread.start()
-        for _ in range(3000):  # until it waits on our lock, or never did and ended
-            waiting = pg_sessions(node, "wait_event_type = 'Lock'")
-            if waiting or not thread.is_alive():
-                break
-            time.sleep(0.01)
-    thread.join(60)
-    assert not thread.is_alive()
-    return raised
-
-
 def _demote_admin(conn: Connection) -> None:
     # What update_user does: the role's row locked, then the roles replaced.
     user_store.holders_of_role(conn, "ADMIN", lock=True)
@@ -159,7 +127,7 @@ def _demote_admin(conn: Connection) -> None:
 
 def _race_an_open_demotion(node: Node, other: Callable[[], None]) -> list[Exception]:
     """Run `other` while another transaction has taken the ADMIN role from 'admin', uncommitted."""
-    return _race(node, _demote_admin, other)
+    return race_an_open_transaction(node, _demote_admin, other)
 
 
 def _admins(node: Node) -> list[str]:
@@ -201,7 +169,7 @@ def test_a_delete_during_a_concurrent_demotion_never_leaves_no_admin(node: Node)
 def test_a_group_deleted_during_its_rename_is_not_found_rather_than_renamed(node: Node) -> None:
     acting = admin(node)
     user_service.create_group(node.store, acting, "ops")
-    raised = _race(
+    raised = race_an_open_transaction(
         node,
         lambda conn: user_store.delete_group(conn, "ops"),
         lambda: user_service.rename_group(node.store, acting, "ops", "crew"),
@@ -216,13 +184,13 @@ def test_a_group_deleted_during_its_rename_is_not_found_rather_than_renamed(node
 def test_a_name_taken_by_a_concurrent_create_is_answered_as_taken(node: Node) -> None:
     acting = admin(node)
     user_service.create_group(node.store, acting, "ops")
-    renamed = _race(
+    renamed = race_an_open_transaction(
         node,
         lambda conn: user_store.insert_group(conn, "crew"),
         lambda: user_service.rename_group(node.store, acting, "ops", "crew"),
     )
     assert [(type(e), str(e)) for e in renamed] == [(AlreadyExists, "group 'crew' already exists")]
-    made = _race(
+    made = race_an_open_transaction(
         node,
         lambda conn: user_store.insert_role(conn, "viewer", ["job.read"]),
         lambda: user_service.create_role(node.store, acting, "viewer", ["data.read"]),
