@@ -204,6 +204,23 @@ def test_a_name_taken_by_a_concurrent_create_is_answered_as_taken(node: Node) ->
         assert user_store.get_roles(conn, ["viewer"]) == [user_store.Role("viewer", ("job.read",))]
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_reading_a_group_does_not_wait_for_its_open_rename(node: Node) -> None:
+    """A reader sees the group as last committed; it neither waits nor misses it."""
+    acting = admin(node)
+    user_service.create_group(node.store, acting, "ops")
+    seen: list[user_store.Group] = []
+    raised = race_an_open_transaction(
+        node,
+        lambda conn: user_store.rename_group(conn, "ops", "crew"),
+        lambda: seen.append(user_service.get_group(node.store, acting, "ops")),
+    )
+    assert (raised, seen) == ([], [user_store.Group("ops", ())])
+    with node.store.db.read() as conn:
+        assert user_store.get_groups(conn, ["ops", "crew"]) == [user_store.Group("crew", ())]
+
+
 def test_deleting_a_user_takes_her_keys_groups_and_roles_and_only_hers(actors: Actors) -> None:
     """A user's Idempotency-Keys and memberships go with her, and only hers."""
     node = actors.node
