@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -200,3 +201,20 @@ def test_a_job_created_while_its_folder_moves_lands_at_the_path_it_names(node: N
         assert files.get(conn, made.parent_id or 0).path == "/Data/A"
         assert files.get(conn, moving).path == "/Data/B"
         assert files.children(conn, moving) == []
+
+
+def test_a_location_at_a_taken_path_is_refused_by_name_and_the_first_kept(
+    actors: Actors,
+) -> None:
+    files = Path(actors.node.settings.resolved_source_roots[0])
+    for name in ("a", "b"):
+        (files / name).mkdir(parents=True, exist_ok=True)
+    body = {"path": "/Connections/l", "folder": str(files / "a")}
+    first = _ok(actors, "admin", "POST", "/rest/location", body)
+    again = actors.call("admin", "POST", "/rest/location", {**body, "folder": str(files / "b")})
+    assert (again.status_code, again.json()) == (
+        409,
+        {"status": "failure", "reason": "/Connections/l.loc already exists"},
+    )
+    shown = _ok(actors, "admin", "GET", f"/rest/location/{first['id']}")
+    assert shown["folder"] == str(files / "a")
