@@ -218,3 +218,11 @@ def test_a_location_at_a_taken_path_is_refused_by_name_and_the_first_kept(
     )
     shown = _ok(actors, "admin", "GET", f"/rest/location/{first['id']}")
     assert shown["folder"] == str(files / "a")
+    # Below a job file: no folder there, even for an ADMIN.
+    _ok(actors, "eve", "POST", "/rest/import-job", _import("/Users/eve/feed.imp"))
+    below = {**body, "path": "/Users/eve/feed.imp/l"}
+    refused = actors.call("admin", "POST", "/rest/location", below)
+    assert (refused.status_code, refused.json()) == (
+        404,
+        {"status": "failure", "reason": "folder /Users/eve/feed.imp does not exist"},
+    )
