@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
+from sqlalchemy.engine import Connection
 
 from datamill.bootstrap import Node
 from datamill.domain.records import Execution, User
@@ -135,3 +138,33 @@ def pg_sessions(node: Node, condition: str) -> int:
             )
         ).scalar_one()
     return int(found)
+
+
+def race_an_open_transaction(
+    node: Node, first: Callable[[Connection], None], other: Callable[[], None]
+) -> list[Exception]:
+    """Run `other` while another transaction has done `first` and not yet committed.
+
+    `other` starts once `first` is done; that transaction commits once `other`
+    waits for one of its locks or has ended. Returns what `other` raised.
+    """
+    raised: list[Exception] = []
+
+    def run() -> None:
+        try:
+            other()
+        except Exception as error:  # handed to the test thread, which asserts on it
+            raised.append(error)
+
+    thread = threading.Thread(target=run)
+    with node.store.db.write() as conn:
+        first(conn)
+        thread.start()
+        for _ in range(3000):  # until it waits on our lock, or never did and ended
+            waiting = pg_sessions(node, "wait_event_type = 'Lock'")
+            if waiting or not thread.is_alive():
+                break
+            time.sleep(0.01)
+    thread.join(60)
+    assert not thread.is_alive()
+    return raised

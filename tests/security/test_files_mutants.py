@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy.engine import Connection
+
+from datamill.bootstrap import Node
+from datamill.domain.status import JobKind
+from datamill.errors import InvalidInput
 from datamill.store.files import MAX_NAME, MAX_PATH
-from tests.helpers import password_hash
+from tests.helpers import password_hash, race_an_open_transaction
 from tests.security.conftest import PASSWORD, Actors
 
 FS = "/api/filesystem"
@@ -134,3 +141,88 @@ def test_a_new_folder_may_make_the_longest_path_but_not_one_more(actors: Actors)
     )
     made = _ok(actors, "admin", "POST", url, {"name": "a"})
     assert made["path"] == parent_path + "/a" and len(made["path"]) == MAX_PATH
+
+
+def _import(path: str) -> dict[str, Any]:
+    # eve's private location: eve and every ADMIN may read from it.
+    source = {"kind": "csv", "location": "/Users/eve/files.loc", "path": "nowhere.csv"}
+    return {"path": path, "source": source}
+
+
+def test_a_job_at_a_taken_path_is_refused_by_name_and_the_first_kept(actors: Actors) -> None:
+    first = _ok(actors, "eve", "POST", "/rest/import-job", _import("/Users/eve/feed.imp"))
+    again = actors.call("eve", "POST", "/rest/import-job", _import("/Users/eve/feed.imp"))
+    assert (again.status_code, again.json()) == (
+        409,
+        {"status": "failure", "reason": "/Users/eve/feed.imp already exists"},
+    )
+    listed = _ok(actors, "eve", "GET", f"{FS}/folders/Users/eve")
+    assert [f["name"] for f in listed["_embedded"]["files"]] == ["feed.imp", "files.loc"]
+    shown = _ok(actors, "eve", "GET", f"/rest/import-job/{first['configuration-id']}")
+    assert shown["path"] == "/Users/eve/feed.imp"
+
+
+def test_a_job_defined_below_the_api_is_refused_without_its_kinds_extension(
+    actors: Actors,
+) -> None:
+    """`datamill job define` passes the path as typed: the store names the extension."""
+    raw = _import("")["source"]
+    with pytest.raises(InvalidInput) as refused:
+        actors.node.jobs.define_job("/Users/eve/feed", JobKind.IMPORT, {"source": raw}, "eve")
+    assert str(refused.value) == "a import job file name must end with .imp"
+    assert actors.call("eve", "GET", f"{FS}/files/Users/eve/feed").status_code == 404
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_job_created_while_its_folder_moves_lands_at_the_path_it_names(node: Node) -> None:
+    """`lock_tree`: a creation waits for a move of a folder on its way (PostgreSQL).
+
+    Without the lock the new file, inserted into the moving folder as it was,
+    kept its old path below the folder's new place: listed in /Data/B as
+    /Data/A/feed.imp, and /Data/A/feed.imp naming a file whose folder is /Data/B.
+    """
+    files = node.store.files
+    with node.store.db.write() as conn:
+        moving = files.ensure_folder(conn, "/Data/A", "admin")
+        data = files.ensure_folder(conn, "/Data", "admin")
+
+    def move(conn: Connection) -> None:
+        files.move_folder(conn, files.get(conn, moving), files.get(conn, data), "B")
+
+    def create() -> None:
+        with node.store.db.write() as conn:
+            files.create_file(conn, "/Data/A/feed.imp", JobKind.IMPORT, "admin")
+
+    assert race_an_open_transaction(node, move, create) == []
+    with node.store.db.read() as conn:
+        made = files.find(conn, "/Data/A/feed.imp")
+        assert made is not None
+        assert files.get(conn, made.parent_id or 0).path == "/Data/A"
+        assert files.get(conn, moving).path == "/Data/B"
+        assert files.children(conn, moving) == []
+
+
+def test_a_location_at_a_taken_path_is_refused_by_name_and_the_first_kept(
+    actors: Actors,
+) -> None:
+    files = Path(actors.node.settings.resolved_source_roots[0])
+    for name in ("a", "b"):
+        (files / name).mkdir(parents=True, exist_ok=True)
+    body = {"path": "/Connections/l", "folder": str(files / "a")}
+    first = _ok(actors, "admin", "POST", "/rest/location", body)
+    again = actors.call("admin", "POST", "/rest/location", {**body, "folder": str(files / "b")})
+    assert (again.status_code, again.json()) == (
+        409,
+        {"status": "failure", "reason": "/Connections/l.loc already exists"},
+    )
+    shown = _ok(actors, "admin", "GET", f"/rest/location/{first['id']}")
+    assert shown["folder"] == str(files / "a")
+    # Below a job file: no folder there, even for an ADMIN.
+    _ok(actors, "eve", "POST", "/rest/import-job", _import("/Users/eve/feed.imp"))
+    below = {**body, "path": "/Users/eve/feed.imp/l"}
+    refused = actors.call("admin", "POST", "/rest/location", below)
+    assert (refused.status_code, refused.json()) == (
+        404,
+        {"status": "failure", "reason": "folder /Users/eve/feed.imp does not exist"},
+    )

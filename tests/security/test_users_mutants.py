@@ -7,22 +7,24 @@ so these assert the exact bodies.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import Connection
 
-from datamill.bootstrap import Node
+from datamill.api.app import create_app
+from datamill.bootstrap import Node, ensure_admin, open_node
 from datamill.domain.status import JobKind
 from datamill.errors import AlreadyExists, Conflict, NotFound
 from datamill.services import users as user_service
+from datamill.services.auth import Authenticator
+from datamill.settings import Settings
 from datamill.store import tables as t
 from datamill.store import users as user_store
-from tests.helpers import admin, password_hash, pg_sessions
+from tests.helpers import admin, password_hash, race_an_open_transaction
 from tests.security.conftest import PASSWORD, Actors, auth
 
 BASE = "/rest/user-management"
@@ -117,36 +119,6 @@ def test_role_refusals_say_exactly_what_is_wrong(actors: Actors) -> None:
     assert [role["name"] for role in listed] == ["ADMIN", "ANALYST", "long"]
 
 
-def _race(
-    node: Node, first: Callable[[Connection], None], other: Callable[[], None]
-) -> list[Exception]:
-    """Run `other` while another transaction has done `first` and not yet committed.
-
-    `other` starts once `first` is done; that transaction commits once `other`
-    waits for one of its locks or has ended. Returns what `other` raised.
-    """
-    raised: list[Exception] = []
-
-    def run() -> None:
-        try:
-            other()
-        except Exception as error:  # handed to the test thread, which asserts on it
-            raised.append(error)
-
-    thread = threading.Thread(target=run)
-    with node.store.db.write() as conn:
-        first(conn)
-        thread.start()
-        for _ in range(3000):  # until it waits on our lock, or never did and ended
-            waiting = pg_sessions(node, "wait_event_type = 'Lock'")
-            if waiting or not thread.is_alive():
-                break
-            time.sleep(0.01)
-    thread.join(60)
-    assert not thread.is_alive()
-    return raised
-
-
 def _demote_admin(conn: Connection) -> None:
     # What update_user does: the role's row locked, then the roles replaced.
     user_store.holders_of_role(conn, "ADMIN", lock=True)
@@ -155,7 +127,7 @@ def _demote_admin(conn: Connection) -> None:
 
 def _race_an_open_demotion(node: Node, other: Callable[[], None]) -> list[Exception]:
     """Run `other` while another transaction has taken the ADMIN role from 'admin', uncommitted."""
-    return _race(node, _demote_admin, other)
+    return race_an_open_transaction(node, _demote_admin, other)
 
 
 def _admins(node: Node) -> list[str]:
@@ -197,7 +169,7 @@ def test_a_delete_during_a_concurrent_demotion_never_leaves_no_admin(node: Node)
 def test_a_group_deleted_during_its_rename_is_not_found_rather_than_renamed(node: Node) -> None:
     acting = admin(node)
     user_service.create_group(node.store, acting, "ops")
-    raised = _race(
+    raised = race_an_open_transaction(
         node,
         lambda conn: user_store.delete_group(conn, "ops"),
         lambda: user_service.rename_group(node.store, acting, "ops", "crew"),
@@ -212,13 +184,13 @@ def test_a_group_deleted_during_its_rename_is_not_found_rather_than_renamed(node
 def test_a_name_taken_by_a_concurrent_create_is_answered_as_taken(node: Node) -> None:
     acting = admin(node)
     user_service.create_group(node.store, acting, "ops")
-    renamed = _race(
+    renamed = race_an_open_transaction(
         node,
         lambda conn: user_store.insert_group(conn, "crew"),
         lambda: user_service.rename_group(node.store, acting, "ops", "crew"),
     )
     assert [(type(e), str(e)) for e in renamed] == [(AlreadyExists, "group 'crew' already exists")]
-    made = _race(
+    made = race_an_open_transaction(
         node,
         lambda conn: user_store.insert_role(conn, "viewer", ["job.read"]),
         lambda: user_service.create_role(node.store, acting, "viewer", ["data.read"]),
@@ -230,6 +202,23 @@ def test_a_name_taken_by_a_concurrent_create_is_answered_as_taken(node: Node) ->
             user_store.Group("crew", ()),
         ]
         assert user_store.get_roles(conn, ["viewer"]) == [user_store.Role("viewer", ("job.read",))]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_reading_a_group_does_not_wait_for_its_open_rename(node: Node) -> None:
+    """A reader sees the group as last committed; it neither waits nor misses it."""
+    acting = admin(node)
+    user_service.create_group(node.store, acting, "ops")
+    seen: list[user_store.Group] = []
+    raised = race_an_open_transaction(
+        node,
+        lambda conn: user_store.rename_group(conn, "ops", "crew"),
+        lambda: seen.append(user_service.get_group(node.store, acting, "ops")),
+    )
+    assert (raised, seen) == ([], [user_store.Group("ops", ())])
+    with node.store.db.read() as conn:
+        assert user_store.get_groups(conn, ["ops", "crew"]) == [user_store.Group("crew", ())]
 
 
 def test_deleting_a_user_takes_her_keys_groups_and_roles_and_only_hers(actors: Actors) -> None:
@@ -327,3 +316,56 @@ def test_a_user_without_roles_or_groups_is_listed(actors: Actors) -> None:
     listed = actors.call("admin", "GET", "/rest/user-management/users")
     assert listed.status_code == 200, listed.text
     assert "nobody" in listed.text
+
+
+def test_the_first_start_makes_an_admin_only_while_no_user_exists(settings: Settings) -> None:
+    """`UserRepository.count` decides it: an admin for an empty store, none once a user exists."""
+    node = open_node(settings)
+    try:
+        authenticator = Authenticator(node.store)
+        generated = ensure_admin(node)
+        assert generated, "an empty store gets an admin with a generated password"
+        assert authenticator.authenticate("admin", generated).roles == ("ADMIN",)
+        # The next start finds a user: no second admin, the first one's password kept.
+        assert ensure_admin(node) is None
+        assert authenticator.authenticate("admin", generated).name == "admin"
+        with node.store.db.read() as conn:
+            assert user_store.count_names(conn, t.users) == 1
+    finally:
+        node.store.close()
+
+
+def test_name_pages_follow_code_points_whatever_the_databases_locale(node: Node) -> None:
+    """Pages of users and groups hold the same names on every backend and server locale.
+
+    This machine's PostgreSQL databases sort by code point (C.UTF-8) like SQLite;
+    a server created with a language locale sorts `alice` before `Bob`. Here the
+    name columns are given such a collation, and the pages must not follow it.
+    """
+    with node.store.db.write() as conn:
+        if conn.dialect.name == "postgresql":
+            for table in ("users", "groups"):
+                collated = 'TYPE varchar(128) COLLATE "en-US-x-icu"'
+                conn.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN name {collated}"))
+    names = ["Bob", "Zed", "_x", "admin", "alice"]  # by code point
+    for name in ("alice", "_x", "Zed", "Bob"):
+        node.store.users.create(name, password_hash(PASSWORD), groups=(f"{name}-team",))
+    admin_auth = auth("admin", "secret")
+    with TestClient(create_app(node.settings, node.jobs)) as client:
+
+        def page(kind: str, key: str, start: int, size: int = 2) -> list[str]:
+            url = f"{BASE}/{kind}?maxResults={size}&startIndex={start}"
+            answer = client.get(url, headers=admin_auth)
+            assert answer.status_code == 200, answer.text
+            return [element[key] for element in answer.json()["elements"]]
+
+        assert [page("users", "username", start) for start in (0, 2, 4)] == [
+            names[0:2],
+            names[2:4],
+            names[4:],
+        ]
+        assert [page("users", "username", start, size=1) for start in range(5)] == [
+            [name] for name in names
+        ]
+        groups = [page("groups", "name", start) for start in (0, 2)]
+        assert groups == [["Bob-team", "Zed-team"], ["_x-team", "alice-team"]]
