@@ -16,7 +16,7 @@ from datamill.services.plans import sequential_trigger
 from datamill.store import data as data_store
 from datamill.store import executions as ex
 from datamill.store import tables as t
-from datamill.store.queue import Outcome
+from datamill.store.queue import NO_RETRIES, Outcome
 from datamill.store.runlog import read_log
 from datamill.store.triggers import fire_data_driven
 from tests.helpers import admin
@@ -219,3 +219,46 @@ def test_a_run_lost_while_its_reader_is_being_fired_cancels_that_reader(node: No
             )
         ).scalars()
         assert list(d_runs) == [JobStatus.CANCELED.value]
+
+
+def test_a_worker_retries_only_a_run_it_still_holds_and_logs_why(node: Node) -> None:
+    """retry_later: another worker's run is left alone; a retry logs the attempt's events first."""
+    node.jobs.define_job(
+        "/Data/ImportJobs/a.imp",
+        JobKind.IMPORT,
+        {**CSV_IMPORT, "retries": 2, "retryDelay": 0},
+        "admin",
+    )
+    run = node.jobs.trigger("/Data/ImportJobs/a.imp", admin(node)).id
+    queue = node.store.queue
+    for worker in ("w1", "w2"):
+        queue.register_worker(worker, "host", os.getpid())
+    first = queue.claim_next_execution("w1")
+    assert first is not None and first.id == run
+    assert queue.hand_back(run, "w1")
+    second = queue.claim_next_execution("w2")
+    assert second is not None and second.id == run
+    # w1's late failure report: not its run any more.
+    assert queue.retry_later(first, "w1", "late", NO_RETRIES, [rl.pending(rl.READ, rows=1)]) is None
+    with node.store.db.read() as conn:
+        held = ex.get_execution(conn, run)
+    assert (held.status, held.worker_id) == (JobStatus.RUNNING, "w2")
+    # w2's passing failure: back to the queue, its events logged before the retry.
+    verdict = queue.retry_later(second, "w2", "refused", NO_RETRIES, [rl.pending(rl.READ, rows=2)])
+    assert verdict is not None and verdict.retry
+    with node.store.db.read() as conn:
+        queued = ex.get_execution(conn, run)
+        events = [(e.event, e.detail) for e in read_log(conn, run)]
+    assert (queued.status, queued.worker_id) == (JobStatus.QUEUED, None)
+    tail = events[-2:]
+    assert tail[0] == (rl.READ, {"rows": 2})
+    assert tail[1][0] == rl.RETRY_SCHEDULED and tail[1][1]["reason"] == "refused"
+    assert (rl.READ, {"rows": 1}) not in events
+    # Its retry used up: the verdict says so, and the run is left to its worker to end.
+    third = queue.claim_next_execution("w2")
+    assert third is not None and third.id == run
+    given_up = queue.retry_later(third, "w2", "refused again", NO_RETRIES)
+    assert given_up is not None and not given_up.retry
+    assert given_up.message.startswith("refused again (given up after")
+    with node.store.db.read() as conn:
+        assert ex.get_execution(conn, run).status is JobStatus.RUNNING
