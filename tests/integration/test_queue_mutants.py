@@ -16,7 +16,7 @@ from datamill.services.plans import sequential_trigger
 from datamill.store import data as data_store
 from datamill.store import executions as ex
 from datamill.store import tables as t
-from datamill.store.queue import NO_RETRIES, Outcome
+from datamill.store.queue import NO_RETRIES, WORKER_LOST, Outcome
 from datamill.store.runlog import read_log
 from datamill.store.triggers import fire_data_driven
 from tests.helpers import admin
@@ -262,3 +262,25 @@ def test_a_worker_retries_only_a_run_it_still_holds_and_logs_why(node: Node) -> 
     assert given_up.message.startswith("refused again (given up after")
     with node.store.db.read() as conn:
         assert ex.get_execution(conn, run).status is JobStatus.RUNNING
+
+
+def test_a_lost_worker_ends_only_its_own_runs(node: Node) -> None:
+    """Reconciliation ends the lost worker's run in ERROR, and leaves a live worker's running."""
+    for name in ("a", "b"):
+        node.jobs.define_job(f"/Data/ImportJobs/{name}.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    queue = node.store.queue
+    queue.register_worker("w1", "host", os.getpid())  # on 'host', whose processes all died
+    queue.register_worker("w2", "elsewhere", os.getpid())  # alive, heartbeat fresh
+    claimed = {}
+    for name, worker in (("a", "w1"), ("b", "w2")):
+        node.jobs.trigger(f"/Data/ImportJobs/{name}.imp", admin(node))
+        run = queue.claim_next_execution(worker)
+        assert run is not None
+        claimed[name] = run.id
+    assert _reconcile_dead_host(node) == [claimed["a"]]
+    with node.store.db.read() as conn:
+        lost, alive = (ex.get_execution(conn, claimed[name]) for name in ("a", "b"))
+        alive_log = [e.event for e in read_log(conn, claimed["b"])]
+    assert (lost.status, lost.error_message) == (JobStatus.ERROR, WORKER_LOST)
+    assert (alive.status, alive.worker_id, alive.error_message) == (JobStatus.RUNNING, "w2", None)
+    assert rl.FAILED not in alive_log and rl.FINISHED not in alive_log
