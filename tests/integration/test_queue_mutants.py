@@ -6,15 +6,32 @@ import datetime as dt
 import os
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
 from datamill.bootstrap import Node
+from datamill.domain import runlog as rl
 from datamill.domain.status import JobKind, JobStatus
 from datamill.services.plans import sequential_trigger
 from datamill.store import data as data_store
 from datamill.store import executions as ex
-from datamill.store.queue import Outcome
+from datamill.store import tables as t
+from datamill.store.queue import NO_RETRIES, WORKER_LOST, Outcome
+from datamill.store.runlog import read_log
+from datamill.store.triggers import fire_data_driven
 from tests.helpers import admin
+from tests.helpers import race_an_open_transaction as _race
 
 CSV_IMPORT = {"source": {"kind": "csv", "path": "/tmp/x.csv"}}
+
+
+def _config_id(node: Node, path: str) -> int:
+    with node.store.db.read() as conn:
+        entry = node.store.files.find(conn, path)
+        assert entry is not None
+        config = node.store.jobs.for_file(conn, entry.id)
+    assert config is not None
+    return config.id
 
 
 def _run_and_publish(node: Node, path: str, content: bytes) -> Path:
@@ -28,12 +45,9 @@ def _run_and_publish(node: Node, path: str, content: bytes) -> Path:
     (staging / "data.parquet").write_bytes(content)
     outcome = Outcome(JobStatus.COMPLETED, sheets={"data": 1}, staging_dir=str(staging))
     assert queue.finish(execution, "w1", outcome)
+    config_id = _config_id(node, path)
     with node.store.db.read() as conn:
-        entry = node.store.files.find(conn, path)
-        assert entry is not None
-        config = node.store.jobs.for_file(conn, entry.id)
-        assert config is not None
-        result = data_store.newest_data(conn, config.id)
+        result = data_store.newest_data(conn, config_id)
     assert result is not None
     return Path(result.location)
 
@@ -109,3 +123,164 @@ def test_a_run_lost_with_its_worker_cancels_its_waiting_downstream(node: Node) -
     assert (ended.status, ended.progress) == (JobStatus.ERROR, None)
     assert waiting.status is JobStatus.CANCELED
     assert "a.imp" in (waiting.error_message or "") and "ERROR" in (waiting.error_message or "")
+
+
+def _reconcile_dead_host(node: Node) -> list[int]:
+    """Reconcile as another node would: every worker registered on 'host' has died."""
+    return node.store.queue.reconcile_lost_workers(
+        dt.timedelta(hours=1), is_local_pid_alive=lambda _pid: False, hostname="host"
+    )
+
+
+SOURCES = ("/Data/ImportJobs/x.imp", "/Data/ImportJobs/y.imp")
+READER = "/Analytics/Workbooks/d.wbk"
+
+
+def _define_two_sources_and_a_reader(node: Node) -> None:
+    """Imports x and y, and a DATA_DRIVEN workbook d reading both."""
+    for path in SOURCES:
+        node.jobs.define_job(path, JobKind.IMPORT, CSV_IMPORT, "admin")
+    sheets = [
+        {"kind": "data", "name": "s0", "source": {"importJob": SOURCES[0]}},
+        {"kind": "data", "name": "s1", "source": {"importJob": SOURCES[1]}},
+        {"kind": "sql", "name": "out", "keep": True, "sql": "SELECT * FROM s0, s1"},
+    ]
+    node.jobs.define_job(
+        READER, JobKind.WORKBOOK, {"triggering": {"mode": "DATA_DRIVEN"}, "sheets": sheets}, "admin"
+    )
+
+
+def _status(node: Node, execution_id: int) -> JobStatus:
+    with node.store.db.read() as conn:
+        return ex.get_execution(conn, execution_id).status
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_run_that_finishes_while_it_is_declared_lost_stays_completed_and_cancels_nothing(
+    node: Node,
+) -> None:
+    """PostgreSQL: the finish commits between reconciliation's look and its update.
+
+    The worker's heartbeat is late (here: its host is "dead"), yet it finishes
+    its run. Reconciliation saw the run RUNNING; once the finish commits, its
+    update must not overwrite COMPLETED with ERROR, nor cancel the plan's
+    downstream run (still waiting for y), nor log a loss the run never had.
+    """
+    _define_two_sources_and_a_reader(node)
+    plan = sequential_trigger(node.jobs, list(SOURCES), admin(node), {})
+    runs = {m.name: m.execution_id for m in plan}
+    queue = node.store.queue
+    queue.register_worker("w1", "host", os.getpid())
+    claimed = queue.claim_next_execution("w1")
+    assert claimed is not None and claimed.id == runs["x.imp"]
+    lost: list[list[int]] = []
+    raised = _race(
+        node,
+        lambda conn: queue._end(conn, claimed, "w1", Outcome(JobStatus.COMPLETED)),
+        lambda: lost.append(_reconcile_dead_host(node)),
+    )
+    assert raised == []
+    assert lost == [[]]
+    assert _status(node, runs["x.imp"]) is JobStatus.COMPLETED
+    assert _status(node, runs["d.wbk"]) is JobStatus.WAITING_FOR_OTHER_JOB
+    with node.store.db.read() as conn:
+        events = [(e.event, e.detail.get("status")) for e in read_log(conn, runs["x.imp"])]
+    assert events == [(rl.FINISHED, JobStatus.COMPLETED.value)]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_run_lost_while_its_reader_is_being_fired_cancels_that_reader(node: Node) -> None:
+    """PostgreSQL: y succeeds and fires d, which waits for x; x's worker is lost meanwhile.
+
+    Reconciliation ends x in ERROR only after the firing has committed (it
+    takes the lock of x's downstream first), so it sees d waiting for x and
+    cancels it; else d would wait for a run that has already ended, for ever.
+    """
+    _define_two_sources_and_a_reader(node)
+    x_run = node.jobs.trigger(SOURCES[0], admin(node)).id
+    queue = node.store.queue
+    queue.register_worker("w1", "host", os.getpid())
+    claimed = queue.claim_next_execution("w1")
+    assert claimed is not None and claimed.id == x_run
+    fired: list[int] = []
+    raised = _race(
+        node,
+        lambda conn: fired.extend(fire_data_driven(conn, _config_id(node, SOURCES[1]))),
+        lambda: _reconcile_dead_host(node),
+    )
+    assert raised == [] and fired == []  # d waited for x: nothing was startable
+    assert _status(node, x_run) is JobStatus.ERROR
+    with node.store.db.read() as conn:
+        d_runs = conn.execute(
+            sa.select(t.executions.c.status).where(
+                t.executions.c.job_configuration_id == _config_id(node, READER)
+            )
+        ).scalars()
+        assert list(d_runs) == [JobStatus.CANCELED.value]
+
+
+def test_a_worker_retries_only_a_run_it_still_holds_and_logs_why(node: Node) -> None:
+    """retry_later: another worker's run is left alone; a retry logs the attempt's events first."""
+    node.jobs.define_job(
+        "/Data/ImportJobs/a.imp",
+        JobKind.IMPORT,
+        {**CSV_IMPORT, "retries": 2, "retryDelay": 0},
+        "admin",
+    )
+    run = node.jobs.trigger("/Data/ImportJobs/a.imp", admin(node)).id
+    queue = node.store.queue
+    for worker in ("w1", "w2"):
+        queue.register_worker(worker, "host", os.getpid())
+    first = queue.claim_next_execution("w1")
+    assert first is not None and first.id == run
+    assert queue.hand_back(run, "w1")
+    second = queue.claim_next_execution("w2")
+    assert second is not None and second.id == run
+    # w1's late failure report: not its run any more.
+    assert queue.retry_later(first, "w1", "late", NO_RETRIES, [rl.pending(rl.READ, rows=1)]) is None
+    with node.store.db.read() as conn:
+        held = ex.get_execution(conn, run)
+    assert (held.status, held.worker_id) == (JobStatus.RUNNING, "w2")
+    # w2's passing failure: back to the queue, its events logged before the retry.
+    verdict = queue.retry_later(second, "w2", "refused", NO_RETRIES, [rl.pending(rl.READ, rows=2)])
+    assert verdict is not None and verdict.retry
+    with node.store.db.read() as conn:
+        queued = ex.get_execution(conn, run)
+        events = [(e.event, e.detail) for e in read_log(conn, run)]
+    assert (queued.status, queued.worker_id) == (JobStatus.QUEUED, None)
+    tail = events[-2:]
+    assert tail[0] == (rl.READ, {"rows": 2})
+    assert tail[1][0] == rl.RETRY_SCHEDULED and tail[1][1]["reason"] == "refused"
+    assert (rl.READ, {"rows": 1}) not in events
+    # Its retry used up: the verdict says so, and the run is left to its worker to end.
+    third = queue.claim_next_execution("w2")
+    assert third is not None and third.id == run
+    given_up = queue.retry_later(third, "w2", "refused again", NO_RETRIES)
+    assert given_up is not None and not given_up.retry
+    assert given_up.message.startswith("refused again (given up after")
+    with node.store.db.read() as conn:
+        assert ex.get_execution(conn, run).status is JobStatus.RUNNING
+
+
+def test_a_lost_worker_ends_only_its_own_runs(node: Node) -> None:
+    """Reconciliation ends the lost worker's run in ERROR, and leaves a live worker's running."""
+    for name in ("a", "b"):
+        node.jobs.define_job(f"/Data/ImportJobs/{name}.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    queue = node.store.queue
+    queue.register_worker("w1", "host", os.getpid())  # on 'host', whose processes all died
+    queue.register_worker("w2", "elsewhere", os.getpid())  # alive, heartbeat fresh
+    claimed = {}
+    for name, worker in (("a", "w1"), ("b", "w2")):
+        node.jobs.trigger(f"/Data/ImportJobs/{name}.imp", admin(node))
+        run = queue.claim_next_execution(worker)
+        assert run is not None
+        claimed[name] = run.id
+    assert _reconcile_dead_host(node) == [claimed["a"]]
+    with node.store.db.read() as conn:
+        lost, alive = (ex.get_execution(conn, claimed[name]) for name in ("a", "b"))
+        alive_log = [e.event for e in read_log(conn, claimed["b"])]
+    assert (lost.status, lost.error_message) == (JobStatus.ERROR, WORKER_LOST)
+    assert (alive.status, alive.worker_id, alive.error_message) == (JobStatus.RUNNING, "w2", None)
+    assert rl.FAILED not in alive_log and rl.FINISHED not in alive_log

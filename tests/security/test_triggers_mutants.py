@@ -13,9 +13,13 @@ import logging
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
+from datamill.bootstrap import Node
 from datamill.domain.records import User
 from datamill.domain.status import JobStatus, TriggerType
+from datamill.store import tables as t
 from datamill.store import users as user_store
 from datamill.store.backlog import upstreams_of
 from datamill.store.db import utcnow
@@ -26,6 +30,13 @@ from datamill.store.triggers import (
     set_next_fire,
 )
 from tests.helpers import execution, orders_import, totals_workbook, write_orders_csv
+from tests.helpers import race_an_open_transaction as _race
+from tests.integration.test_queue_mutants import (
+    READER,
+    SOURCES,
+    _config_id,
+    _define_two_sources_and_a_reader,
+)
 from tests.security.conftest import Actors
 from tests.security.test_owners import (
     BOB_JOB,
@@ -172,3 +183,33 @@ def test_a_schedule_queues_no_second_run_while_its_run_waits_and_logs_when_it_en
     assert [r.getMessage() for r in caplog.records if r.name == "datamill.store.triggers"] == [
         f"schedule of configuration {config_id} disabled: '0 3 * * *' has no next date"
     ]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_two_sources_succeeding_at_once_queue_one_run_of_their_reader(node: Node) -> None:
+    """PostgreSQL: x's success fires d; y's, before x's commit, waits for it and adds none.
+
+    Without the lock on d's configuration, the second firing would not see the
+    first's uncommitted run and would queue a second run of d.
+    """
+    _define_two_sources_and_a_reader(node)
+    first: list[int] = []
+    second: list[int] = []
+
+    def fire(conn: Connection, source: str, into: list[int]) -> None:
+        into.extend(fire_data_driven(conn, _config_id(node, source)))
+
+    def fire_alone() -> None:
+        with node.store.db.write() as conn:
+            fire(conn, SOURCES[1], second)
+
+    raised = _race(node, lambda conn: fire(conn, SOURCES[0], first), fire_alone)
+    assert raised == [] and second == []
+    with node.store.db.read() as conn:
+        runs = conn.execute(
+            sa.select(t.executions.c.id, t.executions.c.status).where(
+                t.executions.c.job_configuration_id == _config_id(node, READER)
+            )
+        ).all()
+    assert [tuple(run) for run in runs] == [(first[0], JobStatus.QUEUED.value)]

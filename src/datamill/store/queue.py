@@ -719,15 +719,20 @@ class ExecutionQueue:
             lost = [r.id for r in orphaned if r.worker_id not in known]
             worker_of = {r.id: r.worker_id for r in orphaned}
             verdicts = lost_verdicts(conn, lost, retry_policy, WORKER_LOST)
+            # On PostgreSQL the lost worker's finish may commit after the look above:
+            # only a run still RUNNING at its update is retried or ended (and logged,
+            # and its downstream settled), never a run that has just COMPLETED.
+            retried = []
             for verdict in verdicts:
-                if verdict.retry:
-                    reason = f"{WORKER_LOST} ({worker_of[verdict.execution_id]})"
-                    requeue(conn, verdict, reason, now)
-            ended = [v for v in verdicts if not v.retry]
-            for verdict in ended:
+                reason = f"{WORKER_LOST} ({worker_of[verdict.execution_id]})"
+                if verdict.retry and requeue(conn, verdict, reason, now):
+                    retried.append(verdict)
+            failing = [v for v in verdicts if not v.retry]
+            for verdict in failing:
                 lock_downstream(conn, verdict.execution_id)
-            for verdict in ended:
-                conn.execute(
+            ended = []
+            for verdict in failing:
+                still_running = conn.execute(
                     sa.update(E)
                     .where(E.c.id == verdict.execution_id, E.c.status == JobStatus.RUNNING.value)
                     .values(
@@ -736,8 +741,10 @@ class ExecutionQueue:
                         progress=None,
                         error_message=verdict.message,
                     )
-                )
-                settle_dependents(conn, verdict.execution_id, JobStatus.ERROR)
+                ).rowcount
+                if still_running:
+                    settle_dependents(conn, verdict.execution_id, JobStatus.ERROR)
+                    ended.append(verdict)
             append_many(
                 conn,
                 (
@@ -749,10 +756,12 @@ class ExecutionQueue:
                     )
                 ),
             )
-            if len(ended) < len(verdicts):
+            if retried:
                 notify_other_nodes(conn, "work")
             if gone:
                 conn.execute(sa.delete(W).where(W.c.id.in_(gone)))
+        settled = {v.execution_id for v in [*retried, *ended]}
+        lost = [execution_id for execution_id in lost if execution_id in settled]
         if staging_root:
             for execution_id in lost:
                 shutil.rmtree(os.path.join(staging_root, str(execution_id)), ignore_errors=True)
