@@ -108,28 +108,44 @@ class _SlowChecks:
 
     def __init__(self, authenticator: Authenticator, count: int) -> None:
         self._release = threading.Event()
-        self._started = threading.Semaphore(0)
-        gate = authenticator._gate  # the gate the slow checks would be in
+        self._gate = authenticator._gate  # the gate the slow checks would be in
+        self._running = threading.Semaphore(0)
+        self.outcomes: list[object] = []
 
         def slow() -> bool:
-            self._started.release()
+            self._running.release()
             return self._release.wait(60)
 
-        self._threads = [threading.Thread(target=gate.run, args=(slow,)) for _ in range(count)]
+        def sign_in() -> None:
+            try:
+                self.outcomes.append(self._gate.run(slow))
+            except DatamillError as error:
+                self.outcomes.append(error)
 
-    def start(self, running: int) -> None:
+        self._threads = [threading.Thread(target=sign_in) for _ in range(count)]
+
+    def start(self, running: int = 2) -> None:
+        """Start them all; back once `running` of them run and the others wait or were refused."""
+        slots = vars(self._gate)["_slots"]
+        free = vars(slots)["_value"]  # a sync point only: the gate's free places
         for thread in self._threads:
             thread.start()
-        for _ in range(running):  # the others wait for a place
-            assert self._started.acquire(timeout=60)
+        for _ in range(running):
+            assert self._running.acquire(timeout=60)
+        for _ in range(6000):
+            if vars(slots)["_value"] <= max(0, free - len(self._threads)) or self.outcomes:
+                return
+            time.sleep(0.01)
 
-    def release(self) -> None:
+    def release(self) -> list[object]:
+        """Let them finish; what each got (True for a check that ran)."""
         self._release.set()
         for thread in self._threads:
             thread.join(60)
+        return self.outcomes
 
 
-def _in_thread(call: Callable[[], object]) -> Callable[[], object]:
+def _in_thread(call: Callable[[], object]) -> Callable[[float], object]:
     """Run `call` in a thread; the returned function joins it and gives its result or error."""
     outcome: list[object] = []
 
@@ -156,7 +172,7 @@ def test_a_full_gate_refuses_at_once_and_costs_no_try(node: Node) -> None:
     )
     # Two checks running and eight waiting (4 per place): the gate is full.
     slow = _SlowChecks(authenticator, 2 + 8)
-    slow.start(running=2)
+    slow.start()
     try:
         # Answered at once, not queued behind the slow ones (which only the release ends).
         tries = [
@@ -166,7 +182,8 @@ def test_a_full_gate_refuses_at_once_and_costs_no_try(node: Node) -> None:
         refused = [result(30) for result in tries]
         unknown = _in_thread(lambda: authenticator.authenticate("nobody", "x", "10.0.0.8"))(30)
     finally:
-        slow.release()
+        admitted = slow.release()
+    assert admitted == [True] * 10  # each of the ten had its place
     for error in [*refused, unknown]:
         assert isinstance(error, TooManyRequests), error
         assert str(error) == "too many sign-ins at once; try again in a moment"
@@ -185,7 +202,7 @@ def test_a_sign_in_refused_for_its_address_costs_its_name_no_try(node: Node) -> 
     )
     # amy's sign-in holds the address's only try while her check waits behind two slow ones.
     slow = _SlowChecks(authenticator, 2)
-    slow.start(running=2)
+    slow.start()
     try:
         amy = _in_thread(lambda: authenticator.authenticate("amy", "pw", "10.0.0.7"))
         # Her tries are taken before her check queues: wait until the address has none left.
@@ -198,6 +215,6 @@ def test_a_sign_in_refused_for_its_address_costs_its_name_no_try(node: Node) -> 
     finally:
         slow.release()
     assert isinstance(bob, TooManyRequests) and "failed sign-ins" in str(bob), bob
-    assert getattr(amy(), "name", None) == "amy"  # her success gives the address its try back
+    assert getattr(amy(60), "name", None) == "amy"  # her success gives the address its try back
     # bob's one try for this address is untouched: he signs in.
     assert authenticator.authenticate("bob", "pw", "10.0.0.7").name == "bob"
