@@ -100,6 +100,7 @@ def test_a_login_in_use_stays_verified(node: Node) -> None:
     stored = authenticator.authenticate("bob", "pw").password_hash
     for _ in range(3):
         assert authenticator.recently_verified("bob", "pw", stored)
+        assert authenticator.recently_verified("bob", "pw", stored)
         assert authenticator.authenticate("bob", "pw").name == "bob"
 
 
@@ -114,7 +115,7 @@ class _SlowChecks:
 
         def slow() -> bool:
             self._running.release()
-            return self._release.wait(60)
+            return self._release.wait(300)
 
         def sign_in() -> None:
             try:
