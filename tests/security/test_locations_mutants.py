@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from datamill.services.locations import policy_from_settings
+from datamill.settings import Settings
 from datamill.store import locations as loc_store
 from datamill.store.files import ROOT_OWNER
 from tests.security.conftest import Actors
@@ -102,3 +103,15 @@ def test_a_private_location_inside_a_shared_root_stays_hidden_past_an_object_sto
         "bob", "POST", "/rest/import-job", {"path": "/Users/bob/b.imp", "source": source}
     )
     assert mine.status_code == 200, mine.text
+
+
+def test_an_operator_root_of_slash_holds_every_folder(actors: Actors) -> None:
+    # An operator may name `/` as a root: every location's folder is inside it.
+    settings = actors.node.settings
+    rooted = Settings(**{**settings.model_dump(exclude_unset=True), "source_roots": ["/"]})
+    actors.node.store.file_policy = policy_from_settings(rooted)
+    source = {"kind": "csv", "location": "/Users/eve/files.loc", "path": "in.csv"}
+    saved = actors.call(
+        "eve", "POST", "/rest/import-job", {"path": "/Users/eve/root.imp", "source": source}
+    )
+    assert saved.status_code == 200, saved.text
