@@ -97,6 +97,27 @@ def test_a_private_location_inside_a_shared_root_stays_hidden_past_an_object_sto
         assert refused.json()["reason"] == (
             f"source: {path!r} is not inside a location you may read from"
         )
+    # A location inside the root that eve may only read: readable through the root, not writable.
+    (files / "pub").mkdir()
+    made = actors.call(
+        "admin",
+        "POST",
+        "/rest/location",
+        {"path": "/Connections/pub.loc", "folder": str(files / "pub")},
+    )
+    assert made.status_code == 200, made.text
+    flags = f"/api/filesystem/files/{made.json()['id']}/permission/others"
+    assert actors.call("admin", "PUT", flags, {"readable": True}).status_code == 200
+    source = {"kind": "csv", "location": "/Connections/files.loc", "path": "pub/x.csv"}
+    read = actors.call(
+        "eve", "POST", "/rest/import-job", {"path": "/Users/eve/p.imp", "source": source}
+    )
+    assert read.status_code == 200, read.text
+    sink = {"kind": "csv", "location": "/Connections/files.loc", "path": "pub/y.csv"}
+    body = {"path": "/Users/eve/p.exp", "source": {"importJob": "/Users/eve/p.imp"}, "sink": sink}
+    refused = actors.call("eve", "POST", "/rest/export-job", body)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["reason"] == "sink: 'pub/y.csv' is not inside a location you may write to"
     # bob, who may use his own location, reads it through the shared root.
     source = {"kind": "csv", "location": "/Connections/files.loc", "path": "users/bob/x.csv"}
     mine = actors.call(
@@ -115,3 +136,32 @@ def test_an_operator_root_of_slash_holds_every_folder(actors: Actors) -> None:
         "eve", "POST", "/rest/import-job", {"path": "/Users/eve/root.imp", "source": source}
     )
     assert saved.status_code == 200, saved.text
+
+
+def test_a_location_she_may_not_use_is_answered_like_a_missing_one_by_name(actors: Actors) -> None:
+    own = {"kind": "csv", "location": "/Users/eve/files.loc", "path": "in.csv"}
+    made = actors.call(
+        "eve", "POST", "/rest/import-job", {"path": "/Users/eve/in.imp", "source": own}
+    )
+    assert made.status_code == 200, made.text
+    for reference in ("/Users/admin/files.loc", "/Users/admin/missing.loc"):
+        source = {"kind": "csv", "location": reference, "path": "x.csv"}
+        refused = actors.call(
+            "eve", "POST", "/rest/import-job", {"path": "/Users/eve/r.imp", "source": source}
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json() == {
+            "status": "failure",
+            "reason": f"source: location {reference!r} does not exist or you may not read from it",
+        }
+        sink = {"kind": "csv", "location": reference, "path": "x.csv"}
+        body = {
+            "path": "/Users/eve/w.exp",
+            "source": {"importJob": "/Users/eve/in.imp"},
+            "sink": sink,
+        }
+        refused = actors.call("eve", "POST", "/rest/export-job", body)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["reason"] == (
+            f"sink: location {reference!r} does not exist or you may not write to it"
+        )
