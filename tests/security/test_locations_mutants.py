@@ -10,6 +10,7 @@ from datamill.settings import Settings
 from datamill.store import locations as loc_store
 from datamill.store.files import ROOT_OWNER
 from tests.security.conftest import Actors
+from tests.security.test_connections import _connection, _sqlite_db
 
 NOT_ALLOWED = "database URLs may name only hosts the operator allows (DATAMILL_DATABASE_HOSTS)"
 
@@ -165,3 +166,18 @@ def test_a_location_she_may_not_use_is_answered_like_a_missing_one_by_name(actor
         assert refused.json()["reason"] == (
             f"sink: location {reference!r} does not exist or you may not write to it"
         )
+
+
+def test_a_connection_she_may_not_use_is_answered_like_a_missing_one_by_name(
+    actors: Actors,
+) -> None:
+    files = Path(actors.node.settings.resolved_source_roots[0])
+    _connection(actors, "d.dst", _sqlite_db(files / "shared" / "d.db"))
+    for reference in ("/Connections/d.dst", "/Connections/missing.dst"):
+        source = {"kind": "database", "connection": reference, "table": "items"}
+        refused = actors.call(
+            "eve", "POST", "/rest/import-job", {"path": "/Users/eve/c.imp", "source": source}
+        )
+        assert refused.status_code == 400, refused.text
+        reason = f"source: connection {reference!r} does not exist or you may not read from it"
+        assert refused.json() == {"status": "failure", "reason": reason}
