@@ -90,6 +90,13 @@ def test_a_plan_member_canceled_without_starting_says_why_in_its_details_and_tra
     # The stopped import itself names who stopped it, from its own `stopped` event.
     first = actors.call("admin", "GET", f"/rest/job-execution/job-details/{upstream}").json()
     assert first["failure"] == {"message": "Canceled before it started.", "by": "admin"}
+    # A second stop that lost the race on PostgreSQL (both read QUEUED, the
+    # first canceled it) logs its request after the `stopped` event: the run
+    # still names who canceled it, not who asked last.
+    with actors.node.store.db.write() as conn:
+        runlog.append(conn, upstream, [rl.pending(rl.STOP_REQUESTED, by="eve")])
+    again = actors.call("admin", "GET", f"/rest/job-execution/job-details/{upstream}").json()
+    assert again["failure"] == first["failure"]
     trace = actors.call("admin", "GET", f"/job/download-trace/{waiting}")
     assert trace.status_code == 200, trace.text
     assert trace.text.endswith(f"== Failure ==\n{reason}\n")
