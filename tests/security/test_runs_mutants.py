@@ -5,6 +5,7 @@ docs/testing.md, "Surviving mutants", services/runs.py, names the mutants each t
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -130,3 +131,32 @@ def test_a_run_that_failed_after_a_stop_was_asked_for_names_no_stopper(
         "ERROR",
         {"message": f"{WORKER_LOST}; not retried: a stop was asked for", "worker": "gone"},
     )
+
+
+def test_the_queued_event_is_seq_0_and_tailing_past_its_millisecond_leaves_it_out(
+    actors: Actors, files_root: Path
+) -> None:
+    # The queued event is read from the run itself (docs/observability.md: `seq`
+    # 0). A client tailing by time gives the time it was shown, to the
+    # millisecond: a run queued in the last microsecond of that millisecond is
+    # not "after" it, so it is not sent again.
+    define(actors.node, IMP, orders_import(write_orders_csv(files_root / "in", rows=3)))
+    run_id = actors.call("admin", "POST", f"/api/job-execution{IMP}/trigger").json()[
+        "job-execution-id"
+    ]
+    queued_at = dt.datetime(2026, 12, 1, 13, 55, 57, 123_999)
+    with actors.node.store.db.write() as conn:
+        conn.execute(
+            sa.update(t.executions).where(t.executions.c.id == run_id).values(created_at=queued_at)
+        )
+    url = f"/api/job-execution/{run_id}/log"
+    queued = {
+        "seq": 0,
+        "time": "2026-12-01T13:55:57.123Z",
+        "event": "queued",
+        "by": "admin",
+        "trigger": "RESTAPI",
+    }
+    assert actors.call("admin", "GET", url).json() == [queued]
+    assert actors.call("admin", "GET", f"{url}?since=2026-12-01T13:55:57.122Z").json() == [queued]
+    assert actors.call("admin", "GET", f"{url}?since=2026-12-01T13:55:57.123Z").json() == []
