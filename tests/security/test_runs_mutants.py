@@ -160,3 +160,16 @@ def test_the_queued_event_is_seq_0_and_tailing_past_its_millisecond_leaves_it_ou
     assert actors.call("admin", "GET", url).json() == [queued]
     assert actors.call("admin", "GET", f"{url}?since=2026-12-01T13:55:57.122Z").json() == [queued]
     assert actors.call("admin", "GET", f"{url}?since=2026-12-01T13:55:57.123Z").json() == []
+    # Tailing by time leaves out the stored events up to that time too.
+    claimed, started = (dt.datetime(2026, 12, 1, 13, 55, 58 + i) for i in range(2))
+    with actors.node.store.db.write() as conn:
+        runlog.append(
+            conn,
+            run_id,
+            [
+                rl.PendingEvent(claimed, rl.CLAIMED, {"worker": "w1"}),
+                rl.PendingEvent(started, rl.STARTED, {}),
+            ],
+        )
+    tail = actors.call("admin", "GET", f"{url}?since=2026-12-01T13:55:58.000Z").json()
+    assert [(e["time"], e["event"]) for e in tail] == [("2026-12-01T13:55:59.000Z", "started")]
