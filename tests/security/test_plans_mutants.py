@@ -130,3 +130,23 @@ def test_a_plan_reads_plus_as_a_space_unless_a_name_holds_the_plus(actors: Actor
         ("q+1", plus),
     ]
     assert _active(actors) == sorted([(spaced, "eve"), (plus, "eve")])
+
+
+def test_a_job_left_out_of_a_plan_does_not_end_the_walk_of_its_siblings(actors: Actors) -> None:
+    # _with_data_driven_downstream 26 (`continue` to `break`): a manual workbook and an
+    # export job read `a` too and come first (lower ids); the data-driven one after them
+    # is still planned.
+    wbk = JobKind.WORKBOOK
+    a = _define(actors, A, JobKind.IMPORT, {"source": {"kind": "csv", "path": "/x.csv"}}, "rx")
+    _define(actors, "/Analytics/Workbooks/m.wbk", wbk, _workbook(A, "MANUAL"), "rx")
+    export = {"source": {"importJob": A}, "sink": {"kind": "csv", "path": "/tmp/never.csv"}}
+    _define(actors, "/Data/ExportJobs/e.exp", JobKind.EXPORT, export, "rx")
+    later = _define(actors, "/Analytics/Workbooks/d.wbk", wbk, _workbook(A, "DATA_DRIVEN"), "rx")
+    answer = actors.call("eve", "POST", PLAN, {"fileIds": [A]})
+    assert answer.status_code == 200, answer.text
+    members = answer.json()["execution-plan"]
+    assert [(m["job-configuration-name"], m["job-configuration-id"]) for m in members] == [
+        ("a", a),
+        ("d", later),
+    ]
+    assert _active(actors) == [(a, "eve"), (later, "eve")]
