@@ -339,3 +339,16 @@ def test_a_self_running_workbook_is_changed_only_by_who_may_run_jobs(team: Actor
     changed = team.call("eve", "PUT", url, {**document, "sheets": limited})
     assert changed.json() == {"status": "success"}, changed.text
     assert team.call("eve", "GET", url).json()["sheets"][1]["sql"] == "SELECT * FROM s LIMIT 1"
+
+
+def test_a_job_is_renamed_within_its_shared_job_folder(team: Actors) -> None:
+    # update 59, 64, 65 (`job=True` of the move's require_create dropped): eve may put
+    # job files in /Data/ImportJobs without WRITE on it, so she may rename hers there too.
+    url = f"/rest/import-job/{_config_id(team, IMP)}"
+    document = team.call("eve", "GET", url).json()
+    renamed = "/Data/ImportJobs/orders-2026.imp"
+    moved = team.call("eve", "PUT", url, {**document, "path": renamed})
+    assert moved.json() == {"status": "success"}, moved.text
+    assert team.call("rita", "GET", url).json() == {**document, "path": renamed}
+    listed = [i["path"] for i in team.call("admin", "GET", "/rest/import-job").json()]
+    assert listed == [renamed]
