@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from datamill.domain.status import JobKind
+from datamill.store import users as user_store
 from tests.helpers import orders_import, password_hash, write_orders_csv
 from tests.security.conftest import PASSWORD, Actors
 
@@ -303,3 +304,51 @@ def test_deleting_a_job_removes_its_data_from_disk(team: Actors) -> None:
     deleted = team.call("eve", "DELETE", f"/rest/import-job/{config_id}")
     assert deleted.json() == {"status": "success"}, deleted.text
     assert not Path(data.location).exists()
+
+
+# ---------------------------------------------------------------- workbooks that run by themselves
+
+
+def test_a_self_running_workbook_is_changed_only_by_who_may_run_jobs(team: Actors) -> None:
+    # update's A7 check (update 13-15): eve, who may run jobs, changes her data-driven
+    # workbook; carl, who may define but not run jobs, is refused by the capability
+    # before his rights on the file are even looked at, and the workbook stays as it was.
+    with team.node.store.db.write() as conn:
+        user_store.insert_role(conn, "definer", ["job.define", "job.read", "data.read"])
+    team.node.store.users.create("carl", password_hash(PASSWORD), roles=("definer",))
+    sheets = [
+        {"kind": "data", "name": "s", "source": {"importJob": IMP}},
+        {"kind": "sql", "name": "out", "keep": True, "sql": "SELECT * FROM s"},
+    ]
+    document = {"path": "/Users/eve/auto.wbk", "triggering": {"mode": "DATA_DRIVEN"}}
+    made = team.call("eve", "POST", "/rest/workbook", {**document, "sheets": sheets})
+    assert made.status_code == 200, made.text
+    url = f"/rest/workbook/{made.json()['configuration-id']}"
+    before = team.call("eve", "GET", url).json()
+    limited = [sheets[0], {**sheets[1], "sql": "SELECT * FROM s LIMIT 1"}]
+    refused = team.call("carl", "PUT", url, {**document, "sheets": limited})
+    assert (refused.status_code, refused.json()) == (
+        403,
+        {
+            "status": "failure",
+            "reason": "your roles do not allow you to run or stop jobs "
+            "(this needs the capability job.run)",
+        },
+    )
+    assert team.call("eve", "GET", url).json() == before
+    changed = team.call("eve", "PUT", url, {**document, "sheets": limited})
+    assert changed.json() == {"status": "success"}, changed.text
+    assert team.call("eve", "GET", url).json()["sheets"][1]["sql"] == "SELECT * FROM s LIMIT 1"
+
+
+def test_a_job_is_renamed_within_its_shared_job_folder(team: Actors) -> None:
+    # update 59, 64, 65 (`job=True` of the move's require_create dropped): eve may put
+    # job files in /Data/ImportJobs without WRITE on it, so she may rename hers there too.
+    url = f"/rest/import-job/{_config_id(team, IMP)}"
+    document = team.call("eve", "GET", url).json()
+    renamed = "/Data/ImportJobs/orders-2026.imp"
+    moved = team.call("eve", "PUT", url, {**document, "path": renamed})
+    assert moved.json() == {"status": "success"}, moved.text
+    assert team.call("rita", "GET", url).json() == {**document, "path": renamed}
+    listed = [i["path"] for i in team.call("admin", "GET", "/rest/import-job").json()]
+    assert listed == [renamed]

@@ -113,3 +113,40 @@ def refused_as_cycle(actors: Actors, member: str, cycle: str) -> None:
         {"status": "failure", "reason": f"the jobs read from each other in a cycle: {cycle}"},
     )
     assert _active(actors) == []
+
+
+def test_a_plan_reads_plus_as_a_space_unless_a_name_holds_the_plus(actors: Actors) -> None:
+    # Datameer tells users to write spaces as '+' (JobService's reading); a plan's
+    # duplicate check reads each reference the same way (_spelling 4-8: a 500).
+    alone = {"sheets": [{"kind": "sql", "name": "out", "keep": True, "sql": "SELECT 1 AS n"}]}
+    spaced = _define(actors, "/Analytics/Workbooks/my plan.wbk", JobKind.WORKBOOK, alone, "rx")
+    plus = _define(actors, "/Analytics/Workbooks/q+1.wbk", JobKind.WORKBOOK, alone, "rx")
+    references = ["/Analytics/Workbooks/my+plan.wbk", "Analytics/Workbooks/q+1.wbk"]
+    answer = actors.call("eve", "POST", PLAN, {"fileIds": references})
+    assert answer.status_code == 200, answer.text
+    members = answer.json()["execution-plan"]
+    assert sorted((m["job-configuration-name"], m["job-configuration-id"]) for m in members) == [
+        ("my plan", spaced),
+        ("q+1", plus),
+    ]
+    assert _active(actors) == sorted([(spaced, "eve"), (plus, "eve")])
+
+
+def test_a_job_left_out_of_a_plan_does_not_end_the_walk_of_its_siblings(actors: Actors) -> None:
+    # _with_data_driven_downstream 26 (`continue` to `break`): a manual workbook and an
+    # export job read `a` too and come first (lower ids); the data-driven one after them
+    # is still planned.
+    wbk = JobKind.WORKBOOK
+    a = _define(actors, A, JobKind.IMPORT, {"source": {"kind": "csv", "path": "/x.csv"}}, "rx")
+    _define(actors, "/Analytics/Workbooks/m.wbk", wbk, _workbook(A, "MANUAL"), "rx")
+    export = {"source": {"importJob": A}, "sink": {"kind": "csv", "path": "/tmp/never.csv"}}
+    _define(actors, "/Data/ExportJobs/e.exp", JobKind.EXPORT, export, "rx")
+    later = _define(actors, "/Analytics/Workbooks/d.wbk", wbk, _workbook(A, "DATA_DRIVEN"), "rx")
+    answer = actors.call("eve", "POST", PLAN, {"fileIds": [A]})
+    assert answer.status_code == 200, answer.text
+    members = answer.json()["execution-plan"]
+    assert [(m["job-configuration-name"], m["job-configuration-id"]) for m in members] == [
+        ("a", a),
+        ("d", later),
+    ]
+    assert _active(actors) == [(a, "eve"), (later, "eve")]
