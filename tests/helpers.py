@@ -141,12 +141,16 @@ def pg_sessions(node: Node, condition: str) -> int:
 
 
 def race_an_open_transaction(
-    node: Node, first: Callable[[Connection], None], other: Callable[[], None]
+    node: Node,
+    first: Callable[[Connection], None],
+    other: Callable[[], None],
+    waiters: int = 1,
 ) -> list[Exception]:
     """Run `other` while another transaction has done `first` and not yet committed.
 
     `other` starts once `first` is done; that transaction commits once `other`
-    waits for one of its locks or has ended. Returns what `other` raised.
+    waits for one of its locks (with `waiters`, once that many sessions wait
+    for a lock) or has ended. Returns what `other` raised.
     """
     raised: list[Exception] = []
 
@@ -162,7 +166,7 @@ def race_an_open_transaction(
         thread.start()
         for _ in range(3000):  # until it waits on our lock, or never did and ended
             waiting = pg_sessions(node, "wait_event_type = 'Lock'")
-            if waiting or not thread.is_alive():
+            if waiting >= waiters or not thread.is_alive():
                 break
             time.sleep(0.01)
     thread.join(60)

@@ -1,16 +1,26 @@
 """The sequential trigger (services/plans.py): what the mutation triage showed no test asserted.
 
 admin owns the jobs and opens them to others with flags; eve (no group, no
-ownership) triggers plans through the HTTP route. docs/testing.md, "Surviving
+ownership) triggers plans through the HTTP route; the PostgreSQL race at the
+end calls the service as admin. docs/testing.md, "Surviving
 mutants", services/plans.py, names the mutants each test kills.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
-from datamill.domain.status import JobKind
+import pytest
+from sqlalchemy.engine import Connection
+
+from datamill.bootstrap import Node
+from datamill.domain.status import JobKind, TriggerType
+from datamill.services import plans
+from datamill.store import executions as ex
 from datamill.store.executions import active_executions
+from tests.helpers import admin, pg_sessions, race_an_open_transaction
 from tests.security.conftest import Actors
 
 A = "/Data/ImportJobs/a.imp"
@@ -150,3 +160,57 @@ def test_a_job_left_out_of_a_plan_does_not_end_the_walk_of_its_siblings(actors: 
         ("d", later),
     ]
     assert _active(actors) == [(a, "eve"), (later, "eve")]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_two_plans_taking_the_same_jobs_in_opposite_orders_both_run(node: Node) -> None:
+    """A plan locks its jobs in id order before it creates their runs: no deadlock.
+
+    Plan one is b, c, a and plan two a, b (independent jobs keep the given
+    order). A single trigger of c holds c while plan one starts, and plan two
+    starts once plan one waits for it. Taking the jobs in plan order instead,
+    plan one would hold b and plan two a, and plan one, given c, would wait for
+    a while plan two waits for b: PostgreSQL would end one plan with an error.
+    """
+    acting = admin(node)
+    config = {}
+    for name in "abc":
+        path = f"/Data/ImportJobs/{name}.imp"
+        source = {"source": {"kind": "csv", "path": f"/{name}.csv"}}
+        config[name] = node.jobs.define_job(path, JobKind.IMPORT, source, "admin")[1]
+    planned: list[list[str]] = []
+    raised: list[Exception] = []
+
+    def plan(names: str) -> None:
+        references = [f"/Data/ImportJobs/{name}.imp" for name in names]
+        try:
+            members = plans.sequential_trigger(node.jobs, references, acting, {})
+        except Exception as error:  # handed to the test thread, which asserts on it
+            raised.append(error)
+            return
+        planned.append([m.name.removesuffix(".imp") for m in members])
+
+    def two_plans() -> None:
+        first = threading.Thread(target=plan, args=("bca",))
+        first.start()
+        for _ in range(3000):  # until plan one waits for the trigger of c
+            if pg_sessions(node, "wait_event_type = 'Lock'") or not first.is_alive():
+                break
+            time.sleep(0.01)
+        plan("ab")
+        first.join(60)
+        assert not first.is_alive()
+
+    def trigger_c(conn: Connection) -> None:
+        ex.create_execution(conn, config["c"], TriggerType.RESTAPI, "admin")
+
+    # Committed once both plans wait: plan one for c, plan two for plan one.
+    raised += race_an_open_transaction(node, trigger_c, two_plans, waiters=2)
+    assert raised == []
+    assert sorted(planned) == [["a", "b"], ["b", "c", "a"]]
+    with node.store.db.read() as conn:
+        runs = sorted((e.job_configuration_id, e.trigger_type) for e in active_executions(conn))
+    seq, rest = TriggerType.SEQUENTIAL, TriggerType.RESTAPI
+    a, b, c = (config[name].id for name in "abc")
+    assert runs == sorted([(a, seq), (a, seq), (b, seq), (b, seq), (c, rest), (c, seq)])
