@@ -120,6 +120,16 @@ def define(node: Node, path: str, definition: dict[str, Any]) -> int:
     return entry.id
 
 
+def config_id(node: Node, path: str) -> int:
+    """The configuration id of the job file at `path` (read from the store)."""
+    with node.store.db.read() as conn:
+        entry = node.store.files.find(conn, path)
+        assert entry is not None, path
+        config = node.store.jobs.for_file(conn, entry.id)
+    assert config is not None, path
+    return config.id
+
+
 def a_dead_pid() -> int:
     """A process id no process on this host has (one of another user counts as taken)."""
     pid = 999_999

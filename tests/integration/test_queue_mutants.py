@@ -20,18 +20,10 @@ from datamill.store.queue import NO_RETRIES, WORKER_LOST, Outcome
 from datamill.store.runlog import read_log
 from datamill.store.triggers import fire_data_driven
 from tests.helpers import admin
+from tests.helpers import config_id as _config_id
 from tests.helpers import race_an_open_transaction as _race
 
 CSV_IMPORT = {"source": {"kind": "csv", "path": "/tmp/x.csv"}}
-
-
-def _config_id(node: Node, path: str) -> int:
-    with node.store.db.read() as conn:
-        entry = node.store.files.find(conn, path)
-        assert entry is not None
-        config = node.store.jobs.for_file(conn, entry.id)
-    assert config is not None
-    return config.id
 
 
 def _run_and_publish(node: Node, path: str, content: bytes) -> Path:

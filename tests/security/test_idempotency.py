@@ -21,7 +21,7 @@ from datamill.bootstrap import open_node
 from datamill.store import tables as t
 from datamill.store import users as user_rows
 from datamill.worker.housekeeping import forget_expired_keys
-from tests.helpers import password_hash
+from tests.helpers import config_id, password_hash
 from tests.security.conftest import PASSWORD, Actors, auth
 
 KEY = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
@@ -40,12 +40,7 @@ def _workbook(actors: Actors, user: str, name: str) -> str:
 
 
 def _config_id(actors: Actors, path: str) -> int:
-    with actors.node.store.db.read() as conn:
-        entry = actors.node.store.files.find(conn, path)
-        assert entry is not None
-        config = actors.node.store.jobs.for_file(conn, entry.id)
-        assert config is not None
-        return config.id
+    return config_id(actors.node, path)
 
 
 def _runs(actors: Actors) -> int:

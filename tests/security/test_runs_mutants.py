@@ -22,6 +22,13 @@ from tests.security.test_run_logs import BOBS, IMP, _define, _get, _import, _run
 from tests.security.test_run_logs import world as world  # bob's running world, carol
 
 
+def _queued_import_run(actors: Actors, files_root: Path) -> int:
+    """admin's import job IMP over a three-row file, triggered once over HTTP; the run's id."""
+    define(actors.node, IMP, orders_import(write_orders_csv(files_root / "in", rows=3)))
+    answer = actors.call("admin", "POST", f"/api/job-execution{IMP}/trigger").json()
+    return int(answer["job-execution-id"])
+
+
 def test_a_drop_without_a_sample_is_not_said_to_withhold_one(
     world: Actors, files_root: Path
 ) -> None:
@@ -117,10 +124,7 @@ def test_a_run_that_failed_after_a_stop_was_asked_for_names_no_stopper(
     # admin asked to stop the run, but its worker died first: it ends ERROR,
     # not CANCELED, and its failure is the worker's loss. `by` belongs to a
     # stop (docs/observability.md), so an ERROR run names nobody.
-    define(actors.node, IMP, orders_import(write_orders_csv(files_root / "in", rows=3)))
-    run_id = actors.call("admin", "POST", f"/api/job-execution{IMP}/trigger").json()[
-        "job-execution-id"
-    ]
+    run_id = _queued_import_run(actors, files_root)
     _lose(actors.node, run_id, "gone")
     with actors.node.store.db.write() as conn:
         request_stop(conn, run_id, by="admin")
@@ -140,10 +144,7 @@ def test_the_queued_event_is_seq_0_and_tailing_past_its_millisecond_leaves_it_ou
     # 0). A client tailing by time gives the time it was shown, to the
     # millisecond: a run queued in the last microsecond of that millisecond is
     # not "after" it, so it is not sent again.
-    define(actors.node, IMP, orders_import(write_orders_csv(files_root / "in", rows=3)))
-    run_id = actors.call("admin", "POST", f"/api/job-execution{IMP}/trigger").json()[
-        "job-execution-id"
-    ]
+    run_id = _queued_import_run(actors, files_root)
     queued_at = dt.datetime(2026, 12, 1, 13, 55, 57, 123_999)
     with actors.node.store.db.write() as conn:
         conn.execute(

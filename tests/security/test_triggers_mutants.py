@@ -29,12 +29,19 @@ from datamill.store.triggers import (
     schedule_state,
     set_next_fire,
 )
-from tests.helpers import execution, orders_import, totals_workbook, write_orders_csv
+from tests.helpers import (
+    config_id as _config_id,
+)
+from tests.helpers import (
+    execution,
+    orders_import,
+    totals_workbook,
+    write_orders_csv,
+)
 from tests.helpers import race_an_open_transaction as _race
 from tests.integration.test_queue_mutants import (
     READER,
     SOURCES,
-    _config_id,
     _define_two_sources_and_a_reader,
 )
 from tests.security.conftest import Actors

@@ -127,14 +127,16 @@ class Database:
     def _across_processes(self) -> Iterator[None]:
         """Hold the writers' file lock around a write transaction (outermost only)."""
         lock = self._file_lock
+        if lock is None:  # PostgreSQL, or SQLite in memory: nothing to share
+            yield
+            return
         self._depth += 1
-        held = lock is not None and self._depth == 1 and lock.acquire()
+        held = self._depth == 1 and lock.acquire()
         try:
             yield
         finally:
             self._depth -= 1
             if held:
-                assert lock is not None
                 lock.release()
 
     def dispose(self) -> None:

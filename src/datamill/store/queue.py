@@ -501,6 +501,7 @@ class ExecutionQueue:
         if not self._still_owned(execution, worker_id):
             return  # not ours: the transaction finds so and discards the uploads
         moved = self._moved.setdefault(execution.id, {})
+        ours = functools.partial(self._still_owned, execution, worker_id)
         for staged, final in uploads:
             if moved.get(staged) != final:
                 # Copied, then the hidden upload deleted: once the run reads
@@ -508,7 +509,6 @@ class ExecutionQueue:
                 # Checked once more right before the object appears, after any
                 # stale attempt's pending upload was aborted (the fence,
                 # engine/object_publish.py): lost since, nothing is published.
-                ours = functools.partial(self._still_owned, execution, worker_id)
                 if not publish(self.object_store, staged, final, ours):
                     return
                 moved[staged] = final  # the transaction's move finds it done
