@@ -35,7 +35,13 @@ from datamill.domain.definitions import (
 from datamill.domain.records import FileEntry, User
 from datamill.engine import objects
 from datamill.engine.base import PathRoots
-from datamill.engine.paths import check_postgres_url, check_url_text, is_glob, safe_url
+from datamill.engine.paths import (
+    check_postgres_url,
+    check_url_text,
+    is_glob,
+    names_own_database,
+    safe_url,
+)
 from datamill.errors import Conflict, InvalidDefinition, PathNotAllowed
 from datamill.services.permissions import Access, has_access
 from datamill.settings import Settings
@@ -397,6 +403,12 @@ def _sink_io(
     folder, relative, hidden = _file_target(
         conn, store, sink.location, sink.path, user, Access.WRITE, what
     )
+    target = os.path.realpath(os.path.join(folder, relative))
+    if not objects.is_uri(folder) and names_own_database(target, (policy_of(store).metadata_url,)):
+        # A location folder the operator put around the metadata database:
+        # an export there would replace it (or its journal, or the writers'
+        # lock every process waits on), for every user.
+        raise PathNotAllowed(f"{what}: the path {sink.path!r} names Datamill's own database")
     rewritten = {k: v for k, v in raw.items() if k != "location"}
     rewritten["path"] = os.path.join(folder, relative)
     return rewritten, PathRoots((), (folder,), hidden)
