@@ -17,7 +17,7 @@ from datamill.engine.paths import check_database_url
 from datamill.errors import InvalidInput, PathNotAllowed
 from datamill.settings import Settings
 from tests.security.conftest import Actors
-from tests.security.test_object_store_attacks import ListWatched, _put
+from tests.security.test_object_store_attacks import _put, ten_keys_paged
 from tests.security.test_object_store_attacks import prefix as prefix
 from tests.security.test_object_store_attacks import store as store
 from tests.spark.conftest import BUCKET
@@ -43,13 +43,8 @@ def test_a_glob_with_few_matches_over_a_large_prefix_stops_at_the_key_cap(
     # The match cap counts matches: a glob matching nothing over a huge prefix
     # (a location on a whole bucket) listed every key, a worker busy for hours.
     # Two keys a page, ten keys, at most five listed: page 3 holds the sixth.
-    monkeypatch.setattr(objects, "LIST_PAGE", 2)
+    watched, pages, root = ten_keys_paged(store, prefix, monkeypatch)
     monkeypatch.setattr(objects, "LIST_KEYS_MAX", 5)
-    for n in range(10):
-        _put(store, f"{prefix}/data/f{n:02d}.csv")
-    pages: list[int] = []
-    watched = ListWatched(store, lambda: pages.append(1))
-    root = f"s3a://{BUCKET}/{prefix}/data"
     with pytest.raises(InvalidInput) as refused:
         objects.match_objects(watched, f"{root}/*.parquet", (root,), limit=3)
     assert refused.value.message == (
