@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from datamill.domain.status import JobKind
+from datamill.domain.status import JobKind, JobStatus
 from datamill.engine import objects
 from datamill.engine.objects import ObjectStore, parse
 from datamill.engine.paths import check_database_url
 from datamill.errors import InvalidInput, PathNotAllowed
 from datamill.settings import Settings
+from tests.helpers import wait_terminal
 from tests.security.conftest import Actors
-from tests.security.test_object_store_attacks import _put, ten_keys_paged
+from tests.security.test_object_store_attacks import SCHEMA, _put, ten_keys_paged
 from tests.security.test_object_store_attacks import prefix as prefix
 from tests.security.test_object_store_attacks import store as store
 from tests.spark.conftest import BUCKET
@@ -85,7 +86,7 @@ def test_a_sqlite_url_naming_the_writers_lock_file_is_refused(tmp_path: Path) ->
     # A definition that opened `<database>-writers` could hold its lock and
     # stall every writer of the server: it is refused like `-wal`.
     db = tmp_path / "meta.db"
-    for name in ("meta.db-writers", "meta.db-shm", "meta.db-journal"):
+    for name in ("meta.db-writers", "meta.db-shm", "meta.db-journal", "meta.db.startup-lock"):
         (tmp_path / name).touch()
         with pytest.raises(PathNotAllowed, match="own database"):
             check_database_url(
@@ -113,8 +114,10 @@ def home_location(actors: Actors, tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("name", ["meta.db", "meta.db-wal", "meta.db-writers"])
-def test_an_export_onto_the_metadata_database_or_its_lock_file_is_refused(
+@pytest.mark.parametrize(
+    "name", ["meta.db", "meta.db-wal", "meta.db-writers", "meta.db.startup-lock"]
+)
+def test_the_metadata_database_and_its_lock_file_are_no_source_or_sink(
     home_location: Path, actors: Actors, database_url: str, name: str
 ) -> None:
     # An operator root around the SQLite database: bob's export would have
@@ -127,7 +130,18 @@ def test_an_export_onto_the_metadata_database_or_its_lock_file_is_refused(
     answer = actors.call("bob", "POST", "/rest/export-job", export)
     if database_url.startswith("sqlite"):
         assert answer.status_code == 400, answer.text
-        assert answer.json()["reason"] == (f"sink: the path {name!r} names Datamill's own database")
+        # As a file in a location bob may not use (N6): nothing says it is there.
+        assert (
+            answer.json()["reason"] == f"sink: {name!r} is not inside a location you may write to"
+        )
+        source = {"kind": "csv", "location": "/Connections/t.loc", "path": name}
+        imported = {"path": "/Users/bob/db.imp", "source": source, "schema": SCHEMA}
+        answer = actors.call("bob", "POST", "/rest/import-job", imported)
+        assert answer.status_code == 400, answer.text
+        assert (
+            answer.json()["reason"]
+            == f"source: {name!r} is not inside a location you may read from"
+        )
     else:
         # No metadata file on PostgreSQL: the same name is an ordinary file.
         assert answer.status_code == 200, answer.text
@@ -135,3 +149,21 @@ def test_an_export_onto_the_metadata_database_or_its_lock_file_is_refused(
     export["path"] = "/Users/bob/y.exp"
     export["sink"] = {"kind": "csv", "location": "/Connections/t.loc", "path": "meta.dbx"}
     assert actors.call("bob", "POST", "/rest/export-job", export).status_code == 200
+
+
+def test_a_glob_over_the_metadata_database_folder_skips_its_files(
+    running: Actors, home_location: Path, database_url: str
+) -> None:
+    # Globs skip hidden files at run time: `meta*` finds only bob's own file.
+    (home_location / "meta-bob.csv").write_text("id\n7\n")
+    if database_url.startswith("sqlite"):
+        assert (home_location / "meta.db-writers").exists()
+    source = {"kind": "csv", "location": "/Connections/t.loc", "path": "meta*"}
+    imported = {"path": "/Users/bob/g.imp", "source": source, "schema": SCHEMA[:1]}
+    assert running.call("bob", "POST", "/rest/import-job", imported).status_code == 200
+    started = running.call("bob", "POST", "/api/job-execution/Users/bob/g.imp/trigger")
+    assert started.status_code == 200, started.text
+    ended = wait_terminal(running.node, started.json()["job-execution-id"], timeout=120)
+    # Before, the glob also matched the database's files (`meta.db.startup-lock`
+    # "has other columns"): the run would read the metadata or fail on it.
+    assert ended.status is JobStatus.COMPLETED, ended.error_message

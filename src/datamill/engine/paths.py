@@ -426,6 +426,12 @@ def _query_value(url: sa.URL, key: str) -> str | None:
     return value
 
 
+# The files SQLite and Datamill keep beside a database (the writers' lock,
+# store/filelock.py; the start-up lock, store/migrate.py): the same database,
+# as far as reading, locking or replacing one goes.
+DATABASE_SIDE_FILES = ("-wal", "-shm", "-journal", "-writers", ".startup-lock")
+
+
 def names_own_database(real: str, forbidden: tuple[str, ...]) -> bool:
     """Whether the real path `real` is a SQLite database of `forbidden` or a file beside it.
 
@@ -437,7 +443,7 @@ def names_own_database(real: str, forbidden: tuple[str, ...]) -> bool:
             other = sa.make_url(item)
             if other.get_backend_name() == "sqlite" and other.database:
                 own = os.path.realpath(str(other.database))
-                if real == own or real.startswith(own + "-"):
+                if real == own or real.startswith(own + "-") or real == own + ".startup-lock":
                     return True
     return False
 
