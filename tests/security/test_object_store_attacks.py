@@ -411,18 +411,24 @@ class ListWatched(CopyWatched):
     watched = "list_objects_v2"
 
 
+def ten_keys_paged(
+    store: ObjectStore, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[ListWatched, list[int], str]:
+    """Ten keys `f00.csv`... below `<prefix>/data`, listed two a page by a store counting pages."""
+    monkeypatch.setattr(objects, "LIST_PAGE", 2)
+    for n in range(10):
+        _put(store, f"{prefix}/data/f{n:02d}.csv")
+    pages: list[int] = []
+    return ListWatched(store, lambda: pages.append(1)), pages, f"s3a://{BUCKET}/{prefix}/data"
+
+
 def test_a_glob_over_the_cap_stops_listing_once_past_it(
     store: ObjectStore, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 10,001 keys took 6 s to refuse: the whole prefix was listed before the
     # cap was looked at. Two keys a listing page here, ten keys, a cap of 3:
     # the fourth match (page 2) refuses the glob; pages 3 to 5 are never asked.
-    monkeypatch.setattr(objects, "LIST_PAGE", 2)
-    for n in range(10):
-        _put(store, f"{prefix}/data/f{n:02d}.csv")
-    pages: list[int] = []
-    watched = ListWatched(store, lambda: pages.append(1))
-    root = f"s3a://{BUCKET}/{prefix}/data"
+    watched, pages, root = ten_keys_paged(store, prefix, monkeypatch)
     with pytest.raises(InvalidInput) as refused:
         objects.match_objects(watched, f"{root}/*.csv", (root,), limit=3)
     assert refused.value.message == f"source glob '{root}/*.csv' matches more than 3 files"

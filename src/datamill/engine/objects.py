@@ -51,6 +51,10 @@ COPIES = "_objects"
 HIDDEN_PREFIX = ".datamill-"
 # Keys one listing request returns at most (S3's own maximum).
 LIST_PAGE = 1000
+# Keys a glob's listing reads at most, matching or not: the match cap alone
+# let a glob with few matches over a huge prefix (a location on a whole
+# bucket) keep a worker listing for hours; this is a thousand requests.
+LIST_KEYS_MAX = 1_000_000
 # The longest file name a copy gets (key segments are ASCII: one byte a character).
 _LOCAL_NAME_MAX = 200
 # How much of an object a copy reads and writes at a time.
@@ -222,7 +226,12 @@ def match_objects(
     found: list[tuple[ObjectPath, int]] = []
     # Page by page, so a glob over a large prefix is refused as soon as it
     # passes the cap, not after listing every key below the prefix.
-    for key, size in _listed(store, base):
+    for listed, (key, size) in enumerate(_listed(store, base), start=1):
+        if listed > LIST_KEYS_MAX:
+            raise InvalidInput(
+                f"source glob {pattern!r} lists more than {LIST_KEYS_MAX} objects:"
+                " give more of its folders without wildcards"
+            )
         try:
             path = parse(f"{SCHEME}{wanted.bucket}/{key}", "object")
         except PathNotAllowed:

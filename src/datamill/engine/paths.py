@@ -426,6 +426,28 @@ def _query_value(url: sa.URL, key: str) -> str | None:
     return value
 
 
+# The files SQLite and Datamill keep beside a database (the writers' lock,
+# store/filelock.py; the start-up lock, store/migrate.py): the same database,
+# as far as reading, locking or replacing one goes.
+DATABASE_SIDE_FILES = ("-wal", "-shm", "-journal", "-writers", ".startup-lock")
+
+
+def names_own_database(real: str, forbidden: tuple[str, ...]) -> bool:
+    """Whether the real path `real` is a SQLite database of `forbidden` or a file beside it.
+
+    The files beside it (`-wal`, `-shm`, `-journal`, the writers' lock
+    `-writers`) are the same database: writing one corrupts or stalls it.
+    """
+    for item in forbidden:
+        with contextlib.suppress(ArgumentError, ValueError):
+            other = sa.make_url(item)
+            if other.get_backend_name() == "sqlite" and other.database:
+                own = os.path.realpath(str(other.database))
+                if real == own or real.startswith(own + "-") or real == own + ".startup-lock":
+                    return True
+    return False
+
+
 def check_postgres_url(url: sa.URL, forbidden: tuple[str, ...], what: str) -> sa.URL:
     """The URL pinned to the one address it was checked for; the metadata database refused.
 
@@ -489,16 +511,8 @@ def check_database_url(
             raise InvalidInput(f"{what} database file {database!r} does not exist")
         if not must_exist:
             check_sink_path(database, roots)
-        for item in forbidden:
-            with contextlib.suppress(ArgumentError, ValueError):
-                other = sa.make_url(item)
-                if other.get_backend_name() == "sqlite" and other.database:
-                    own = os.path.realpath(str(other.database))
-                    # The journal files beside it are the same database.
-                    if real == own or real.startswith(own + "-"):
-                        raise PathNotAllowed(
-                            f"{what} URL {safe_url(parsed)!r} names Datamill's own database"
-                        )
+        if names_own_database(real, forbidden):
+            raise PathNotAllowed(f"{what} URL {safe_url(parsed)!r} names Datamill's own database")
         return parsed.set(drivername="sqlite", database=real)
     if backend == "postgresql":
         # psycopg (3) is the driver shipped with Datamill, whatever the URL names.

@@ -35,7 +35,13 @@ from datamill.domain.definitions import (
 from datamill.domain.records import FileEntry, User
 from datamill.engine import objects
 from datamill.engine.base import PathRoots
-from datamill.engine.paths import check_postgres_url, check_url_text, is_glob, safe_url
+from datamill.engine.paths import (
+    DATABASE_SIDE_FILES,
+    check_postgres_url,
+    check_url_text,
+    is_glob,
+    safe_url,
+)
 from datamill.errors import Conflict, InvalidDefinition, PathNotAllowed
 from datamill.services.permissions import Access, has_access
 from datamill.settings import Settings
@@ -216,6 +222,16 @@ def _object_target(
     return folder.uri, relative, hidden
 
 
+def _database_files(policy: FilePolicy, folder: str) -> tuple[str, ...]:
+    """The SQLite metadata database's files inside `folder` (none on PostgreSQL)."""
+    url = sa.make_url(policy.metadata_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return ()
+    own = os.path.realpath(url.database)
+    files = (own, *(own + suffix for suffix in DATABASE_SIDE_FILES))
+    return tuple(f for f in files if _inside(f, folder))
+
+
 def _hidden_inside(conn: Connection, folder: str, user: User, access: Access) -> tuple[str, ...]:
     """Real folders of the locations strictly inside `folder` that `user` may not use (N6)."""
     hidden = set()
@@ -255,7 +271,10 @@ def _file_target(
     if not _inside_any(folder, allowed):
         # The operator moved the roots since; say so without naming the folder.
         raise _refused(what, "location", location or path, access)
-    hidden = _hidden_inside(conn, folder, user, access)
+    # A folder the operator put around the SQLite metadata database: its files
+    # are hidden like a location the user may not use, so no import reads
+    # them and no export replaces them (nor the writers' lock all wait on).
+    hidden = _hidden_inside(conn, folder, user, access) + _database_files(policy, folder)
     # The innermost location decides: a file inside a location the user may not
     # use is refused like one outside every location; globs skip it at run time.
     target = os.path.realpath(os.path.join(folder, relative))
