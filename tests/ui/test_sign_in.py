@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from datamill.api.app import create_app
 from datamill.services.sessions import COOKIE_NAME
 from tests.ui.conftest import IMPORT, World, csrf_of, sign_in
 
@@ -45,7 +46,10 @@ def test_wrong_password_is_refused_and_sets_no_session(world: World) -> None:
 
 
 def test_failed_sign_ins_are_limited_like_basic(world: World) -> None:
-    client = TestClient(world.app)
+    # Failures forgiven only after an hour, so twelve argon2 checks on a loaded
+    # machine cannot outlast the refill (one a second by default) and pass the limit.
+    settings = world.node.settings.model_copy(update={"login_refill_seconds": 3600.0})
+    client = TestClient(create_app(settings, world.node.jobs))
     codes = [sign_in(client, "bob", "wrong").status_code for _ in range(12)]
     assert codes[0] == 401 and codes[-1] == 429
     limited = sign_in(client, "bob", "wrong")
