@@ -352,3 +352,43 @@ def test_a_job_is_renamed_within_its_shared_job_folder(team: Actors) -> None:
     assert team.call("rita", "GET", url).json() == {**document, "path": renamed}
     listed = [i["path"] for i in team.call("admin", "GET", "/rest/import-job").json()]
     assert listed == [renamed]
+
+
+# ---------------------------------------------------------------- a cycle made by a creation
+
+
+def _reads(workbook: str, sheet: str) -> dict[str, Any]:
+    """A workbook definition whose one kept sheet reads a sheet of another workbook."""
+    source = {"workbook": workbook, "sheet": sheet}
+    return {
+        "sheets": [
+            {"kind": "data", "name": "src", "source": source},
+            {"kind": "sql", "name": "all", "keep": True, "sql": "SELECT * FROM src"},
+        ]
+    }
+
+
+def test_a_job_created_where_a_reader_waits_for_it_may_not_close_a_cycle(
+    team: Actors, files_root: Path
+) -> None:
+    # create 52, 53, 62, 68 (the creation's cycle check dropped or given None): a job
+    # may be deleted while others read it, so a job created again at its path is
+    # read at once by them; if it reads them in turn, the creation is refused.
+    first = "/Users/eve/first.wbk"
+    second = "/Users/eve/second.wbk"
+    made = team.call(
+        "eve",
+        "POST",
+        "/rest/workbook",
+        {"path": first, **_definition("/rest/workbook", files_root)},
+    )
+    assert made.status_code == 200, made.text
+    reader = team.call("eve", "POST", "/rest/workbook", {"path": second, **_reads(first, "all")})
+    assert reader.status_code == 200, reader.text
+    gone = team.call("eve", "DELETE", f"/rest/workbook/{made.json()['configuration-id']}")
+    assert gone.json() == {"status": "success"}, gone.text
+    refused = team.call("eve", "POST", "/rest/workbook", {"path": first, **_reads(second, "all")})
+    reason = f"the jobs would read from each other in a cycle: {second} -> {first} -> {second}"
+    assert (refused.status_code, refused.json()) == (400, {"status": "failure", "reason": reason})
+    listed = [i["path"] for i in team.call("eve", "GET", "/rest/workbook").json()]
+    assert listed == [second]

@@ -41,13 +41,18 @@ def test_stopping_a_job_with_nothing_queued_or_running_says_so(
     }
 
 
-def test_the_job_kill_route_records_who_stopped_and_refuses_an_ended_run(
-    actors: Actors, files_root: Path
-) -> None:
+def _queued(actors: Actors, files_root: Path) -> int:
+    """admin's import job, triggered (no worker runs here): the id of its QUEUED run."""
     define(actors.node, JOB, orders_import(write_orders_csv(files_root / "in", rows=3)))
     run = actors.call("admin", "POST", f"/api/job-execution{JOB}/trigger")
     assert run.status_code == 200, run.text
-    run_id = run.json()["job-execution-id"]
+    return int(run.json()["job-execution-id"])
+
+
+def test_the_job_kill_route_records_who_stopped_and_refuses_an_ended_run(
+    actors: Actors, files_root: Path
+) -> None:
+    run_id = _queued(actors, files_root)
     killed = actors.call("admin", "POST", f"/rest/job-execution/job-kill/{run_id}")
     assert killed.status_code == 200, killed.text
     log = actors.call("admin", "GET", f"/api/job-execution/{run_id}/log").json()
@@ -160,3 +165,19 @@ def test_a_stop_wakes_a_worker_on_another_node(actors: Actors) -> None:
         killed = actors.call("eve", "POST", f"/rest/job-execution/job-kill/{second}")
         assert killed.status_code == 200, killed.text
         assert _stopped_by(actors, second)[0] is JobStatus.CANCELED
+
+
+def test_the_job_kill_route_answers_an_unreadable_run_like_a_missing_one(
+    actors: Actors, files_root: Path
+) -> None:
+    # _visible_execution 19: the answer names the run's id in Datameer's words, the
+    # same for a run bob may not read as for none at all, and it stops nothing.
+    run_id = _queued(actors, files_root)
+    for user, asked in (("bob", run_id), ("bob", 999999), ("admin", 999999)):
+        answer = actors.call(user, "POST", f"/rest/job-execution/job-kill/{asked}")
+        reason = f"Entity of type 'JobExecution' with id '{asked}' not found."
+        assert (answer.status_code, answer.json()) == (
+            404,
+            {"status": "failure", "reason": reason},
+        ), user
+    assert execution(actors.node, run_id).status is JobStatus.QUEUED
