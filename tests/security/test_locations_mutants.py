@@ -396,3 +396,38 @@ def test_a_location_the_operator_moved_out_of_the_roots_is_answered_like_a_missi
     assert _import_reason(actors, "eve", {"kind": "csv", "path": path}) == (
         f"source: location {path!r} does not exist or you may not read from it"
     )
+
+
+def _unreadable_root(actors: Actors) -> None:
+    """The operator root's own location, `/Connections/files.loc`, closed to everyone but ADMINs."""
+    listed = actors.call("admin", "GET", "/rest/location").json()
+    root = next(item for item in listed if item["path"] == "/Connections/files.loc")
+    url = f"/api/filesystem/files/{root['id']}/permission/others"
+    assert actors.call("admin", "PUT", url, {"readable": False}).status_code == 200
+
+
+def test_a_folder_named_like_another_plus_letters_holds_nothing_of_it(actors: Actors) -> None:
+    files = Path(actors.node.settings.resolved_source_roots[0])
+    _unreadable_root(actors)
+    _readable_location(actors, "/Connections/dataX.loc", files / "dataX")
+    path = f"{files}/data/x.csv"
+    assert _import_reason(actors, "eve", {"kind": "csv", "path": path}) == (
+        f"source: {path!r} is not inside a location you may read from"
+    )
+    inside = {"kind": "csv", "path": f"{files}/dataX/x.csv"}
+    run = _resolved(actors, "eve", ImportJobDefinition(source=inside))
+    assert run.definition["source"]["path"] == f"{files}/dataX/x.csv"
+
+
+def test_a_location_on_slash_holds_every_absolute_path(actors: Actors, tmp_path: Path) -> None:
+    settings = actors.node.settings
+    rooted = Settings(**{**settings.model_dump(exclude_unset=True), "source_roots": ["/"]})
+    actors.node.store.file_policy = policy_from_settings(rooted)
+    _readable_location(actors, "/Connections/all.loc", Path("/"))
+    path = f"{tmp_path}/elsewhere/x.csv"
+    run = _resolved(actors, "eve", ImportJobDefinition(source={"kind": "csv", "path": path}))
+    assert run.definition["source"]["path"] == path
+    assert run.roots.source_roots == ("/",)
+    # What she may not use inside it stays hidden: the operator's root, bob's folder.
+    files = Path(settings.resolved_source_roots[0])
+    assert {str(files), str(files / "users" / "bob")} <= set(run.roots.excluded)
