@@ -264,7 +264,8 @@ def test_an_inline_sqlite_sink_is_a_file_in_a_location_she_may_write(actors: Act
     )
     assert made.status_code == 200, made.text
     mine = files / "users" / "eve"
-    sink = {"kind": "database", "url": f"sqlite:///{mine}/sub/out.db", "table": "t"}
+    # The run writes the file the URL names, tidied: `./` gone.
+    sink = {"kind": "database", "url": f"sqlite:///{mine}/./sub/out.db", "table": "t"}
     assert _export(actors, sink, "mine").status_code == 200
     run = _resolved(
         actors, "eve", ExportJobDefinition(source={"importJob": "/Users/eve/in.imp"}, sink=sink)
@@ -350,6 +351,15 @@ def test_a_file_sink_is_the_file_inside_her_location_and_its_name_is_checked(
     for n, path in enumerate((".datamill-a/XX", "sub/outX")):
         saved = _export(actors, mine | {"path": path}, f"ok{n}")
         assert saved.status_code == 200, (path, saved.text)
+    # A location the admin made inside her folder, private to him, is hidden from her run.
+    _readable_location(actors, "/Connections/priv.loc", files / "users" / "eve" / "priv")
+    _unreadable_root(actors)
+    with actors.node.store.db.write() as conn:
+        entry = actors.node.store.files.find(conn, "/Connections/priv.loc")
+        assert entry is not None
+        actors.node.store.files.set_others_flags(
+            conn, entry.id, readable=False, writable=False, executable=False
+        )
     sink = mine | {"path": "sub/out.csv"}
     run = _resolved(
         actors, "eve", ExportJobDefinition(source={"importJob": "/Users/eve/in.imp"}, sink=sink)
@@ -361,7 +371,7 @@ def test_a_file_sink_is_the_file_inside_her_location_and_its_name_is_checked(
         "header": True,
         "delimiter": ",",
     }
-    assert run.roots == PathRoots((), (real,), ())
+    assert run.roots == PathRoots((), (real,), (f"{real}/priv",))
 
 
 def test_a_path_inside_a_location_is_relative_and_tidied(actors: Actors) -> None:
@@ -431,3 +441,31 @@ def test_a_location_on_slash_holds_every_absolute_path(actors: Actors, tmp_path:
     # What she may not use inside it stays hidden: the operator's root, bob's folder.
     files = Path(settings.resolved_source_roots[0])
     assert {str(files), str(files / "users" / "bob")} <= set(run.roots.excluded)
+
+
+def test_the_innermost_location_decides_whatever_the_order_of_their_paths(actors: Actors) -> None:
+    # By path: a.loc (files/pub, the admin's alone), files.loc (the root), z.loc (files/pub/in,
+    # readable by eve). Her file in files/pub/in is reached through z.loc, the innermost.
+    files = Path(actors.node.settings.resolved_source_roots[0])
+    _unreadable_root(actors)
+    _readable_location(actors, "/Connections/a.loc", files / "pub")
+    with actors.node.store.db.write() as conn:
+        entry = actors.node.store.files.find(conn, "/Connections/a.loc")
+        assert entry is not None
+        actors.node.store.files.set_others_flags(
+            conn, entry.id, readable=False, writable=False, executable=False
+        )
+    _readable_location(actors, "/Connections/z.loc", files / "pub" / "in")
+    for n, name in enumerate(("x.csv", "Xy.csv", "sub/Xz.csv")):
+        source = {"kind": "csv", "path": f"{files}/pub/in/{name}"}
+        saved = actors.call(
+            "eve", "POST", "/rest/import-job", {"path": f"/Users/eve/z{n}.imp", "source": source}
+        )
+        assert saved.status_code == 200, saved.text
+        run = _resolved(actors, "eve", ImportJobDefinition(source=source))
+        assert run.definition["source"]["path"] == f"{files}/pub/in/{name}"
+        assert run.roots.source_roots == (str(files / "pub" / "in"),)
+    path = f"{files}/pub/x.csv"
+    assert _import_reason(actors, "eve", {"kind": "csv", "path": path}) == (
+        f"source: {path!r} is not inside a location you may read from"
+    )
