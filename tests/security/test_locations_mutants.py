@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
+
+import pytest
+import sqlalchemy as sa
 
 from datamill.domain.definitions import ExportJobDefinition, ImportJobDefinition
 from datamill.engine.base import PathRoots
@@ -469,3 +473,25 @@ def test_the_innermost_location_decides_whatever_the_order_of_their_paths(actors
     assert _import_reason(actors, "eve", {"kind": "csv", "path": path}) == (
         f"source: {path!r} is not inside a location you may read from"
     )
+
+
+def test_the_sqlite_metadata_files_are_hidden_in_a_location_around_them(actors: Actors) -> None:
+    policy = actors.node.store.file_policy
+    assert policy is not None
+    meta = sa.make_url(policy.metadata_url)
+    if meta.get_backend_name() != "sqlite":
+        pytest.skip("only a SQLite metadata database is a file")
+    folder = os.path.dirname(os.path.realpath(str(meta.database)))
+    name = os.path.basename(str(meta.database))
+    actors.node.store.file_policy = dataclasses.replace(
+        policy, source_roots=(*policy.source_roots, folder)
+    )
+    _readable_location(actors, "/Connections/meta.loc", Path(folder))
+    for path in (name, f"{name}-wal"):
+        source = {"kind": "csv", "location": "/Connections/meta.loc", "path": path}
+        assert _import_reason(actors, "eve", source) == (
+            f"source: {path!r} is not inside a location you may read from"
+        )
+    beside = {"kind": "csv", "location": "/Connections/meta.loc", "path": f"{name}x"}
+    run = _resolved(actors, "eve", ImportJobDefinition(source=beside))
+    assert f"{folder}/{name}" in run.roots.excluded
