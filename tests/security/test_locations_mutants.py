@@ -495,3 +495,14 @@ def test_the_sqlite_metadata_files_are_hidden_in_a_location_around_them(actors: 
     beside = {"kind": "csv", "location": "/Connections/meta.loc", "path": f"{name}x"}
     run = _resolved(actors, "eve", ImportJobDefinition(source=beside))
     assert f"{folder}/{name}" in run.roots.excluded
+
+
+def test_an_allowed_host_that_does_not_resolve_is_refused_by_name(actors: Actors) -> None:
+    _allow(actors, ["no-such-host.invalid"])
+    url = "postgresql://eve:s@no-such-host.invalid/x"
+    refused = _save(actors, "unresolved", url)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["reason"] == (
+        "source URL 'postgresql://eve:***@no-such-host.invalid/x':"
+        " host 'no-such-host.invalid' does not resolve"
+    )
