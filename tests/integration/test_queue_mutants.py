@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from datamill.bootstrap import Node
 from datamill.domain import runlog as rl
+from datamill.domain.records import Execution
 from datamill.domain.status import JobKind, JobStatus
 from datamill.services.plans import sequential_trigger
 from datamill.store import data as data_store
@@ -117,10 +118,13 @@ def test_a_run_lost_with_its_worker_cancels_its_waiting_downstream(node: Node) -
     assert "a.imp" in (waiting.error_message or "") and "ERROR" in (waiting.error_message or "")
 
 
-def _reconcile_dead_host(node: Node) -> list[int]:
+def _reconcile_dead_host(node: Node, staging_root: str | None = None) -> list[int]:
     """Reconcile as another node would: every worker registered on 'host' has died."""
     return node.store.queue.reconcile_lost_workers(
-        dt.timedelta(hours=1), is_local_pid_alive=lambda _pid: False, hostname="host"
+        dt.timedelta(hours=1),
+        is_local_pid_alive=lambda _pid: False,
+        hostname="host",
+        staging_root=staging_root,
     )
 
 
@@ -181,6 +185,16 @@ def test_a_run_that_finishes_while_it_is_declared_lost_stays_completed_and_cance
     assert events == [(rl.FINISHED, JobStatus.COMPLETED.value)]
 
 
+def _x_running_on_w1_beside_a_reader(node: Node) -> Execution:
+    """x, y and their reader d defined; x triggered and claimed by worker w1 on 'host'."""
+    _define_two_sources_and_a_reader(node)
+    x_run = node.jobs.trigger(SOURCES[0], admin(node)).id
+    node.store.queue.register_worker("w1", "host", os.getpid())
+    claimed = node.store.queue.claim_next_execution("w1")
+    assert claimed is not None and claimed.id == x_run
+    return claimed
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_a_run_lost_while_its_reader_is_being_fired_cancels_that_reader(node: Node) -> None:
@@ -190,12 +204,8 @@ def test_a_run_lost_while_its_reader_is_being_fired_cancels_that_reader(node: No
     takes the lock of x's downstream first), so it sees d waiting for x and
     cancels it; else d would wait for a run that has already ended, for ever.
     """
-    _define_two_sources_and_a_reader(node)
-    x_run = node.jobs.trigger(SOURCES[0], admin(node)).id
-    queue = node.store.queue
-    queue.register_worker("w1", "host", os.getpid())
-    claimed = queue.claim_next_execution("w1")
-    assert claimed is not None and claimed.id == x_run
+    claimed = _x_running_on_w1_beside_a_reader(node)
+    x_run = claimed.id
     fired: list[int] = []
     raised = _race(
         node,
@@ -213,15 +223,20 @@ def test_a_run_lost_while_its_reader_is_being_fired_cancels_that_reader(node: No
         assert list(d_runs) == [JobStatus.CANCELED.value]
 
 
-def test_a_worker_retries_only_a_run_it_still_holds_and_logs_why(node: Node) -> None:
-    """retry_later: another worker's run is left alone; a retry logs the attempt's events first."""
+def _trigger_retried_import(node: Node, retries: int) -> int:
+    """Trigger an import retried up to `retries` times, at once; its run's id."""
     node.jobs.define_job(
         "/Data/ImportJobs/a.imp",
         JobKind.IMPORT,
-        {**CSV_IMPORT, "retries": 2, "retryDelay": 0},
+        {**CSV_IMPORT, "retries": retries, "retryDelay": 0},
         "admin",
     )
-    run = node.jobs.trigger("/Data/ImportJobs/a.imp", admin(node)).id
+    return node.jobs.trigger("/Data/ImportJobs/a.imp", admin(node)).id
+
+
+def test_a_worker_retries_only_a_run_it_still_holds_and_logs_why(node: Node) -> None:
+    """retry_later: another worker's run is left alone; a retry logs the attempt's events first."""
+    run = _trigger_retried_import(node, retries=2)
     queue = node.store.queue
     for worker in ("w1", "w2"):
         queue.register_worker(worker, "host", os.getpid())
@@ -269,10 +284,58 @@ def test_a_lost_worker_ends_only_its_own_runs(node: Node) -> None:
         run = queue.claim_next_execution(worker)
         assert run is not None
         claimed[name] = run.id
-    assert _reconcile_dead_host(node) == [claimed["a"]]
+    # What each run has staged so far: only the lost run's goes.
+    staging = node.settings.staging_root
+    for run_id in claimed.values():
+        (staging / str(run_id)).mkdir(parents=True)
+        (staging / str(run_id) / "part.parquet").write_bytes(b"staged")
+    assert _reconcile_dead_host(node, str(staging)) == [claimed["a"]]
     with node.store.db.read() as conn:
         lost, alive = (ex.get_execution(conn, claimed[name]) for name in ("a", "b"))
         alive_log = [e.event for e in read_log(conn, claimed["b"])]
     assert (lost.status, lost.error_message) == (JobStatus.ERROR, WORKER_LOST)
     assert (alive.status, alive.worker_id, alive.error_message) == (JobStatus.RUNNING, "w2", None)
     assert rl.FAILED not in alive_log and rl.FINISHED not in alive_log
+    assert sorted(p.name for p in staging.iterdir()) == [str(claimed["b"])]
+    assert (staging / str(claimed["b"]) / "part.parquet").read_bytes() == b"staged"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_reader_fired_while_its_source_fails_does_not_wait_for_that_source(node: Node) -> None:
+    """PostgreSQL: x ends in ERROR, its transaction still open, while y's success fires d.
+
+    The finish locks x's downstream before x ends, so the firing waits for it
+    and then sees x ended: d is queued at once. Without that lock the firing
+    saw x still RUNNING and made d wait for it, for ever (x had ended).
+    """
+    claimed = _x_running_on_w1_beside_a_reader(node)
+    x_run, queue = claimed.id, node.store.queue
+    failed = Outcome(JobStatus.ERROR, error_message="the source went away")
+    fired: list[int] = []
+
+    def fire() -> None:
+        with node.store.db.write() as conn:
+            fired.extend(fire_data_driven(conn, _config_id(node, SOURCES[1])))
+
+    raised = _race(node, lambda conn: queue._end(conn, claimed, "w1", failed), fire)
+    assert raised == []
+    assert _status(node, x_run) is JobStatus.ERROR
+    assert len(fired) == 1
+    assert _status(node, fired[0]) is JobStatus.QUEUED
+
+
+def test_a_run_retried_after_its_worker_was_lost_says_which_worker_in_its_log(node: Node) -> None:
+    """A lost run that may be retried goes back to the queue; its log names the lost worker."""
+    run = _trigger_retried_import(node, retries=1)
+    queue = node.store.queue
+    queue.register_worker("w1", "host", os.getpid())
+    claimed = queue.claim_next_execution("w1")
+    assert claimed is not None and claimed.id == run
+    assert _reconcile_dead_host(node) == [run]
+    with node.store.db.read() as conn:
+        queued = ex.get_execution(conn, run)
+        last = read_log(conn, run)[-1]
+    assert (queued.status, queued.worker_id) == (JobStatus.QUEUED, None)
+    assert last.event == rl.RETRY_SCHEDULED
+    assert last.detail["reason"] == f"{WORKER_LOST} (w1)"
