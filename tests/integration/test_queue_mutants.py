@@ -65,6 +65,35 @@ def test_each_publish_gets_its_own_folder_under_the_data_root_replacing_any_left
     assert (first / "data.parquet").read_bytes() == b"first"
 
 
+def test_a_publish_is_logged_with_its_data_and_a_run_without_sheets_publishes_nothing(
+    node: Node,
+) -> None:
+    """The run log names the data a run published; an export (no sheets kept) publishes none."""
+    node.jobs.define_job("/Data/ImportJobs/a.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    node.store.queue.register_worker("w1", "host", os.getpid())
+    folder = _run_and_publish(node, "/Data/ImportJobs/a.imp", b"rows")
+    with node.store.db.read() as conn:
+        run = ex.newest_execution(conn, _config_id(node, "/Data/ImportJobs/a.imp"))
+        assert run is not None
+        events = [(e.event, e.detail) for e in read_log(conn, run.id)]
+    assert (rl.PUBLISHED, {"data-id": int(folder.name), "sheets": {"data": 1}}) in events
+    # A run that kept no sheet, whose worker staged to a folder all the same.
+    node.jobs.define_job("/Data/ImportJobs/b.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    node.jobs.trigger("/Data/ImportJobs/b.imp", admin(node))
+    claimed = node.store.queue.claim_next_execution("w1")
+    assert claimed is not None
+    staging = node.settings.staging_root / str(claimed.id)
+    staging.mkdir(parents=True)
+    outcome = Outcome(
+        JobStatus.COMPLETED, success_count=3, failure_count=1, staging_dir=str(staging)
+    )
+    assert node.store.queue.finish(claimed, "w1", outcome)
+    with node.store.db.read() as conn:
+        assert data_store.newest_data(conn, _config_id(node, "/Data/ImportJobs/b.imp")) is None
+        logged = [(e.event, e.detail) for e in read_log(conn, claimed.id)]
+    assert logged == [(rl.FINISHED, {"status": "COMPLETED", "records": 3, "dropped": 1})]
+
+
 def test_the_reconciling_worker_keeps_its_runs_even_when_its_row_is_gone(node: Node) -> None:
     """Another node may have dropped this worker's row; reconciling must not lose its own runs."""
     node.jobs.define_job("/Data/ImportJobs/a.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
