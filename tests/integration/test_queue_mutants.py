@@ -114,8 +114,8 @@ def test_the_reconciling_worker_keeps_its_runs_even_when_its_row_is_gone(node: N
         assert ex.get_execution(conn, claimed.id).status is JobStatus.RUNNING
 
 
-def test_a_run_lost_with_its_worker_cancels_its_waiting_downstream(node: Node) -> None:
-    """A sequential plan's member whose worker died ends in ERROR and its downstream is canceled."""
+def _plan_of_an_import_and_its_reader(node: Node) -> dict[str, int]:
+    """A plan of a.imp and its DATA_DRIVEN reader b.wbk (waiting for a); member name -> run."""
     upstream, downstream = "/Data/ImportJobs/a.imp", "/Analytics/Workbooks/b.wbk"
     node.jobs.define_job(upstream, JobKind.IMPORT, CSV_IMPORT, "admin")
     sheets = [
@@ -128,9 +128,13 @@ def test_a_run_lost_with_its_worker_cancels_its_waiting_downstream(node: Node) -
         {"triggering": {"mode": "DATA_DRIVEN"}, "sheets": sheets},
         "admin",
     )
-    plan = {
-        m.name: m.execution_id for m in sequential_trigger(node.jobs, [upstream], admin(node), {})
-    }
+    plan = sequential_trigger(node.jobs, [upstream], admin(node), {})
+    return {m.name: m.execution_id for m in plan if m.execution_id is not None}
+
+
+def test_a_run_lost_with_its_worker_cancels_its_waiting_downstream(node: Node) -> None:
+    """A sequential plan's member whose worker died ends in ERROR and its downstream is canceled."""
+    plan = _plan_of_an_import_and_its_reader(node)
     queue = node.store.queue
     queue.register_worker("w1", "host", os.getpid())
     claimed = queue.claim_next_execution("w1")
@@ -141,7 +145,7 @@ def test_a_run_lost_with_its_worker_cancels_its_waiting_downstream(node: Node) -
     assert lost == [claimed.id]
     with node.store.db.read() as conn:
         ended = ex.get_execution(conn, claimed.id)
-        waiting = ex.get_execution(conn, plan["b.wbk"])  # type: ignore[arg-type]
+        waiting = ex.get_execution(conn, plan["b.wbk"])
     assert (ended.status, ended.progress) == (JobStatus.ERROR, None)
     assert waiting.status is JobStatus.CANCELED
     assert "a.imp" in (waiting.error_message or "") and "ERROR" in (waiting.error_message or "")
@@ -368,3 +372,25 @@ def test_a_run_retried_after_its_worker_was_lost_says_which_worker_in_its_log(no
     assert (queued.status, queued.worker_id) == (JobStatus.QUEUED, None)
     assert last.event == rl.RETRY_SCHEDULED
     assert last.detail["reason"] == f"{WORKER_LOST} (w1)"
+
+
+@pytest.mark.parametrize("ending", [JobStatus.COMPLETED, JobStatus.ERROR])
+def test_a_plan_member_ended_by_its_worker_settles_the_next_and_keeps_its_progress(
+    node: Node, ending: JobStatus
+) -> None:
+    """The finish releases the plan's next member or cancels it; progress is 1.0 on success only."""
+    plan = _plan_of_an_import_and_its_reader(node)
+    queue = node.store.queue
+    claimed = queue.claim_next_execution("w1")
+    assert claimed is not None and claimed.id == plan["a.imp"]
+    queue.report_progress(claimed.id, 0.5)
+    assert queue.finish(claimed, "w1", Outcome(ending))
+    with node.store.db.read() as conn:
+        ended = ex.get_execution(conn, claimed.id)
+        following = ex.get_execution(conn, plan["b.wbk"])
+    if ending is JobStatus.COMPLETED:
+        assert (ended.status, ended.progress) == (JobStatus.COMPLETED, 1.0)
+        assert following.status is JobStatus.QUEUED
+    else:
+        assert (ended.status, ended.progress) == (JobStatus.ERROR, None)
+        assert following.status is JobStatus.CANCELED
