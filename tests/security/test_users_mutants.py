@@ -383,3 +383,5 @@ def test_a_second_user_of_a_taken_name_is_refused_by_name_and_the_first_kept(nod
     assert kept is not None
     assert (kept.roles, kept.groups) == (("ANALYST",), ("team",))
     assert Authenticator(node.store).authenticate("bob", PASSWORD).name == "bob"
+    # A group that exists is joined, not made again.
+    assert users.create("carl", password_hash(PASSWORD), groups=("team",)).groups == ("team",)
