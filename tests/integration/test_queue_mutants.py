@@ -388,9 +388,36 @@ def test_a_plan_member_ended_by_its_worker_settles_the_next_and_keeps_its_progre
     with node.store.db.read() as conn:
         ended = ex.get_execution(conn, claimed.id)
         following = ex.get_execution(conn, plan["b.wbk"])
+        b_runs = conn.execute(
+            sa.select(sa.func.count()).where(
+                t.executions.c.job_configuration_id == following.job_configuration_id
+            )
+        ).scalar_one()
+    assert b_runs == 1  # the plan's run; the reader is not fired a second time
     if ending is JobStatus.COMPLETED:
         assert (ended.status, ended.progress) == (JobStatus.COMPLETED, 1.0)
         assert following.status is JobStatus.QUEUED
     else:
         assert (ended.status, ended.progress) == (JobStatus.ERROR, None)
         assert following.status is JobStatus.CANCELED
+
+
+def test_a_source_finished_by_its_worker_fires_its_data_driven_reader(node: Node) -> None:
+    """Outside any plan: a successful import's finish queues a run of the workbook reading it."""
+    node.jobs.define_job("/Data/ImportJobs/z.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    _define_two_sources_and_a_reader(node)  # x's configuration id is not its run's id
+    x_run = node.jobs.trigger(SOURCES[0], admin(node)).id
+    y_run = node.jobs.trigger(SOURCES[1], admin(node)).id
+    queue = node.store.queue
+    for run_id in (x_run, y_run):
+        claimed = queue.claim_next_execution("w1")
+        assert claimed is not None and claimed.id == run_id
+        assert queue.finish(claimed, "w1", Outcome(JobStatus.COMPLETED))
+    with node.store.db.read() as conn:
+        d_runs = conn.execute(
+            sa.select(t.executions.c.status, t.executions.c.triggered_by).where(
+                t.executions.c.job_configuration_id == _config_id(node, READER)
+            )
+        ).all()
+    # x fired d, which then waited for y (running); y's end released it.
+    assert [tuple(row) for row in d_runs] == [(JobStatus.QUEUED.value, "admin")]
