@@ -421,3 +421,14 @@ def test_a_source_finished_by_its_worker_fires_its_data_driven_reader(node: Node
         ).all()
     # x fired d, which then waited for y (running); y's end released it.
     assert [tuple(row) for row in d_runs] == [(JobStatus.QUEUED.value, "admin")]
+
+
+def test_prepare_sees_the_claimed_run_inside_the_claims_transaction(node: Node) -> None:
+    """`prepare` gets the claim's connection and run (the worker records the inputs there)."""
+    node.jobs.define_job("/Data/ImportJobs/a.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    run = node.jobs.trigger("/Data/ImportJobs/a.imp", admin(node)).id
+    claimed = node.store.queue.claim_and_prepare(
+        "w1", lambda conn, execution: ex.get_execution(conn, execution.id).worker_id
+    )
+    assert claimed is not None
+    assert (claimed[0].id, claimed[1]) == (run, "w1")
