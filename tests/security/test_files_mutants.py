@@ -226,3 +226,14 @@ def test_a_location_at_a_taken_path_is_refused_by_name_and_the_first_kept(
         404,
         {"status": "failure", "reason": "folder /Users/eve/feed.imp does not exist"},
     )
+
+
+def test_a_location_entry_may_make_the_longest_path(actors: Actors) -> None:
+    """create_resource: a path of exactly MAX_PATH characters is accepted, as for folders."""
+    parent_path = _deep("/Data/Deeper")[: MAX_PATH - 2]
+    _folder(actors, parent_path)
+    with actors.node.store.db.write() as conn:
+        made = actors.node.store.files.create_resource(
+            conn, parent_path + "/l", "location", "admin"
+        )
+    assert made.path == parent_path + "/l" and len(made.path) == MAX_PATH
