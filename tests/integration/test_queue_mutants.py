@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from datamill.bootstrap import Node
 from datamill.domain import runlog as rl
+from datamill.domain.records import Execution
 from datamill.domain.status import JobKind, JobStatus
 from datamill.services.plans import sequential_trigger
 from datamill.store import data as data_store
@@ -64,6 +65,35 @@ def test_each_publish_gets_its_own_folder_under_the_data_root_replacing_any_left
     assert (first / "data.parquet").read_bytes() == b"first"
 
 
+def test_a_publish_is_logged_with_its_data_and_a_run_without_sheets_publishes_nothing(
+    node: Node,
+) -> None:
+    """The run log names the data a run published; an export (no sheets kept) publishes none."""
+    node.jobs.define_job("/Data/ImportJobs/a.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    node.store.queue.register_worker("w1", "host", os.getpid())
+    folder = _run_and_publish(node, "/Data/ImportJobs/a.imp", b"rows")
+    with node.store.db.read() as conn:
+        run = ex.newest_execution(conn, _config_id(node, "/Data/ImportJobs/a.imp"))
+        assert run is not None
+        events = [(e.event, e.detail) for e in read_log(conn, run.id)]
+    assert (rl.PUBLISHED, {"data-id": int(folder.name), "sheets": {"data": 1}}) in events
+    # A run that kept no sheet, whose worker staged to a folder all the same.
+    node.jobs.define_job("/Data/ImportJobs/b.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    node.jobs.trigger("/Data/ImportJobs/b.imp", admin(node))
+    claimed = node.store.queue.claim_next_execution("w1")
+    assert claimed is not None
+    staging = node.settings.staging_root / str(claimed.id)
+    staging.mkdir(parents=True)
+    outcome = Outcome(
+        JobStatus.COMPLETED, success_count=3, failure_count=1, staging_dir=str(staging)
+    )
+    assert node.store.queue.finish(claimed, "w1", outcome)
+    with node.store.db.read() as conn:
+        assert data_store.newest_data(conn, _config_id(node, "/Data/ImportJobs/b.imp")) is None
+        logged = [(e.event, e.detail) for e in read_log(conn, claimed.id)]
+    assert logged == [(rl.FINISHED, {"status": "COMPLETED", "records": 3, "dropped": 1})]
+
+
 def test_the_reconciling_worker_keeps_its_runs_even_when_its_row_is_gone(node: Node) -> None:
     """Another node may have dropped this worker's row; reconciling must not lose its own runs."""
     node.jobs.define_job("/Data/ImportJobs/a.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
@@ -84,8 +114,8 @@ def test_the_reconciling_worker_keeps_its_runs_even_when_its_row_is_gone(node: N
         assert ex.get_execution(conn, claimed.id).status is JobStatus.RUNNING
 
 
-def test_a_run_lost_with_its_worker_cancels_its_waiting_downstream(node: Node) -> None:
-    """A sequential plan's member whose worker died ends in ERROR and its downstream is canceled."""
+def _plan_of_an_import_and_its_reader(node: Node) -> dict[str, int]:
+    """A plan of a.imp and its DATA_DRIVEN reader b.wbk (waiting for a); member name -> run."""
     upstream, downstream = "/Data/ImportJobs/a.imp", "/Analytics/Workbooks/b.wbk"
     node.jobs.define_job(upstream, JobKind.IMPORT, CSV_IMPORT, "admin")
     sheets = [
@@ -98,9 +128,13 @@ def test_a_run_lost_with_its_worker_cancels_its_waiting_downstream(node: Node) -
         {"triggering": {"mode": "DATA_DRIVEN"}, "sheets": sheets},
         "admin",
     )
-    plan = {
-        m.name: m.execution_id for m in sequential_trigger(node.jobs, [upstream], admin(node), {})
-    }
+    plan = sequential_trigger(node.jobs, [upstream], admin(node), {})
+    return {m.name: m.execution_id for m in plan if m.execution_id is not None}
+
+
+def test_a_run_lost_with_its_worker_cancels_its_waiting_downstream(node: Node) -> None:
+    """A sequential plan's member whose worker died ends in ERROR and its downstream is canceled."""
+    plan = _plan_of_an_import_and_its_reader(node)
     queue = node.store.queue
     queue.register_worker("w1", "host", os.getpid())
     claimed = queue.claim_next_execution("w1")
@@ -111,16 +145,19 @@ def test_a_run_lost_with_its_worker_cancels_its_waiting_downstream(node: Node) -
     assert lost == [claimed.id]
     with node.store.db.read() as conn:
         ended = ex.get_execution(conn, claimed.id)
-        waiting = ex.get_execution(conn, plan["b.wbk"])  # type: ignore[arg-type]
+        waiting = ex.get_execution(conn, plan["b.wbk"])
     assert (ended.status, ended.progress) == (JobStatus.ERROR, None)
     assert waiting.status is JobStatus.CANCELED
     assert "a.imp" in (waiting.error_message or "") and "ERROR" in (waiting.error_message or "")
 
 
-def _reconcile_dead_host(node: Node) -> list[int]:
+def _reconcile_dead_host(node: Node, staging_root: str | None = None) -> list[int]:
     """Reconcile as another node would: every worker registered on 'host' has died."""
     return node.store.queue.reconcile_lost_workers(
-        dt.timedelta(hours=1), is_local_pid_alive=lambda _pid: False, hostname="host"
+        dt.timedelta(hours=1),
+        is_local_pid_alive=lambda _pid: False,
+        hostname="host",
+        staging_root=staging_root,
     )
 
 
@@ -181,6 +218,16 @@ def test_a_run_that_finishes_while_it_is_declared_lost_stays_completed_and_cance
     assert events == [(rl.FINISHED, JobStatus.COMPLETED.value)]
 
 
+def _x_running_on_w1_beside_a_reader(node: Node) -> Execution:
+    """x, y and their reader d defined; x triggered and claimed by worker w1 on 'host'."""
+    _define_two_sources_and_a_reader(node)
+    x_run = node.jobs.trigger(SOURCES[0], admin(node)).id
+    node.store.queue.register_worker("w1", "host", os.getpid())
+    claimed = node.store.queue.claim_next_execution("w1")
+    assert claimed is not None and claimed.id == x_run
+    return claimed
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_a_run_lost_while_its_reader_is_being_fired_cancels_that_reader(node: Node) -> None:
@@ -190,12 +237,8 @@ def test_a_run_lost_while_its_reader_is_being_fired_cancels_that_reader(node: No
     takes the lock of x's downstream first), so it sees d waiting for x and
     cancels it; else d would wait for a run that has already ended, for ever.
     """
-    _define_two_sources_and_a_reader(node)
-    x_run = node.jobs.trigger(SOURCES[0], admin(node)).id
-    queue = node.store.queue
-    queue.register_worker("w1", "host", os.getpid())
-    claimed = queue.claim_next_execution("w1")
-    assert claimed is not None and claimed.id == x_run
+    claimed = _x_running_on_w1_beside_a_reader(node)
+    x_run = claimed.id
     fired: list[int] = []
     raised = _race(
         node,
@@ -213,15 +256,20 @@ def test_a_run_lost_while_its_reader_is_being_fired_cancels_that_reader(node: No
         assert list(d_runs) == [JobStatus.CANCELED.value]
 
 
-def test_a_worker_retries_only_a_run_it_still_holds_and_logs_why(node: Node) -> None:
-    """retry_later: another worker's run is left alone; a retry logs the attempt's events first."""
+def _trigger_retried_import(node: Node, retries: int) -> int:
+    """Trigger an import retried up to `retries` times, at once; its run's id."""
     node.jobs.define_job(
         "/Data/ImportJobs/a.imp",
         JobKind.IMPORT,
-        {**CSV_IMPORT, "retries": 2, "retryDelay": 0},
+        {**CSV_IMPORT, "retries": retries, "retryDelay": 0},
         "admin",
     )
-    run = node.jobs.trigger("/Data/ImportJobs/a.imp", admin(node)).id
+    return node.jobs.trigger("/Data/ImportJobs/a.imp", admin(node)).id
+
+
+def test_a_worker_retries_only_a_run_it_still_holds_and_logs_why(node: Node) -> None:
+    """retry_later: another worker's run is left alone; a retry logs the attempt's events first."""
+    run = _trigger_retried_import(node, retries=2)
     queue = node.store.queue
     for worker in ("w1", "w2"):
         queue.register_worker(worker, "host", os.getpid())
@@ -269,10 +317,118 @@ def test_a_lost_worker_ends_only_its_own_runs(node: Node) -> None:
         run = queue.claim_next_execution(worker)
         assert run is not None
         claimed[name] = run.id
-    assert _reconcile_dead_host(node) == [claimed["a"]]
+    # What each run has staged so far: only the lost run's goes.
+    staging = node.settings.staging_root
+    for run_id in claimed.values():
+        (staging / str(run_id)).mkdir(parents=True)
+        (staging / str(run_id) / "part.parquet").write_bytes(b"staged")
+    assert _reconcile_dead_host(node, str(staging)) == [claimed["a"]]
     with node.store.db.read() as conn:
         lost, alive = (ex.get_execution(conn, claimed[name]) for name in ("a", "b"))
         alive_log = [e.event for e in read_log(conn, claimed["b"])]
     assert (lost.status, lost.error_message) == (JobStatus.ERROR, WORKER_LOST)
     assert (alive.status, alive.worker_id, alive.error_message) == (JobStatus.RUNNING, "w2", None)
     assert rl.FAILED not in alive_log and rl.FINISHED not in alive_log
+    assert sorted(p.name for p in staging.iterdir()) == [str(claimed["b"])]
+    assert (staging / str(claimed["b"]) / "part.parquet").read_bytes() == b"staged"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_reader_fired_while_its_source_fails_does_not_wait_for_that_source(node: Node) -> None:
+    """PostgreSQL: x ends in ERROR, its transaction still open, while y's success fires d.
+
+    The finish locks x's downstream before x ends, so the firing waits for it
+    and then sees x ended: d is queued at once. Without that lock the firing
+    saw x still RUNNING and made d wait for it, for ever (x had ended).
+    """
+    claimed = _x_running_on_w1_beside_a_reader(node)
+    x_run, queue = claimed.id, node.store.queue
+    failed = Outcome(JobStatus.ERROR, error_message="the source went away")
+    fired: list[int] = []
+
+    def fire() -> None:
+        with node.store.db.write() as conn:
+            fired.extend(fire_data_driven(conn, _config_id(node, SOURCES[1])))
+
+    raised = _race(node, lambda conn: queue._end(conn, claimed, "w1", failed), fire)
+    assert raised == []
+    assert _status(node, x_run) is JobStatus.ERROR
+    assert len(fired) == 1
+    assert _status(node, fired[0]) is JobStatus.QUEUED
+
+
+def test_a_run_retried_after_its_worker_was_lost_says_which_worker_in_its_log(node: Node) -> None:
+    """A lost run that may be retried goes back to the queue; its log names the lost worker."""
+    run = _trigger_retried_import(node, retries=1)
+    queue = node.store.queue
+    queue.register_worker("w1", "host", os.getpid())
+    claimed = queue.claim_next_execution("w1")
+    assert claimed is not None and claimed.id == run
+    assert _reconcile_dead_host(node) == [run]
+    with node.store.db.read() as conn:
+        queued = ex.get_execution(conn, run)
+        last = read_log(conn, run)[-1]
+    assert (queued.status, queued.worker_id) == (JobStatus.QUEUED, None)
+    assert last.event == rl.RETRY_SCHEDULED
+    assert last.detail["reason"] == f"{WORKER_LOST} (w1)"
+
+
+@pytest.mark.parametrize("ending", [JobStatus.COMPLETED, JobStatus.ERROR])
+def test_a_plan_member_ended_by_its_worker_settles_the_next_and_keeps_its_progress(
+    node: Node, ending: JobStatus
+) -> None:
+    """The finish releases the plan's next member or cancels it; progress is 1.0 on success only."""
+    plan = _plan_of_an_import_and_its_reader(node)
+    queue = node.store.queue
+    claimed = queue.claim_next_execution("w1")
+    assert claimed is not None and claimed.id == plan["a.imp"]
+    queue.report_progress(claimed.id, 0.5)
+    assert queue.finish(claimed, "w1", Outcome(ending))
+    with node.store.db.read() as conn:
+        ended = ex.get_execution(conn, claimed.id)
+        following = ex.get_execution(conn, plan["b.wbk"])
+        b_runs = conn.execute(
+            sa.select(sa.func.count()).where(
+                t.executions.c.job_configuration_id == following.job_configuration_id
+            )
+        ).scalar_one()
+    assert b_runs == 1  # the plan's run; the reader is not fired a second time
+    if ending is JobStatus.COMPLETED:
+        assert (ended.status, ended.progress) == (JobStatus.COMPLETED, 1.0)
+        assert following.status is JobStatus.QUEUED
+    else:
+        assert (ended.status, ended.progress) == (JobStatus.ERROR, None)
+        assert following.status is JobStatus.CANCELED
+
+
+def test_a_source_finished_by_its_worker_fires_its_data_driven_reader(node: Node) -> None:
+    """Outside any plan: a successful import's finish queues a run of the workbook reading it."""
+    node.jobs.define_job("/Data/ImportJobs/z.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    _define_two_sources_and_a_reader(node)  # x's configuration id is not its run's id
+    x_run = node.jobs.trigger(SOURCES[0], admin(node)).id
+    y_run = node.jobs.trigger(SOURCES[1], admin(node)).id
+    queue = node.store.queue
+    for run_id in (x_run, y_run):
+        claimed = queue.claim_next_execution("w1")
+        assert claimed is not None and claimed.id == run_id
+        assert queue.finish(claimed, "w1", Outcome(JobStatus.COMPLETED))
+    with node.store.db.read() as conn:
+        d_runs = conn.execute(
+            sa.select(t.executions.c.status, t.executions.c.triggered_by).where(
+                t.executions.c.job_configuration_id == _config_id(node, READER)
+            )
+        ).all()
+    # x fired d, which then waited for y (running); y's end released it.
+    assert [tuple(row) for row in d_runs] == [(JobStatus.QUEUED.value, "admin")]
+
+
+def test_prepare_sees_the_claimed_run_inside_the_claims_transaction(node: Node) -> None:
+    """`prepare` gets the claim's connection and run (the worker records the inputs there)."""
+    node.jobs.define_job("/Data/ImportJobs/a.imp", JobKind.IMPORT, CSV_IMPORT, "admin")
+    run = node.jobs.trigger("/Data/ImportJobs/a.imp", admin(node)).id
+    claimed = node.store.queue.claim_and_prepare(
+        "w1", lambda conn, execution: ex.get_execution(conn, execution.id).worker_id
+    )
+    assert claimed is not None
+    assert (claimed[0].id, claimed[1]) == (run, "w1")

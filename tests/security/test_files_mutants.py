@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from datamill.bootstrap import Node
 from datamill.domain.status import JobKind
-from datamill.errors import InvalidInput
+from datamill.errors import AlreadyExists, InvalidInput
 from datamill.store.files import MAX_NAME, MAX_PATH
 from tests.helpers import password_hash, race_an_open_transaction
 from tests.security.conftest import PASSWORD, Actors
@@ -226,3 +226,25 @@ def test_a_location_at_a_taken_path_is_refused_by_name_and_the_first_kept(
         404,
         {"status": "failure", "reason": "folder /Users/eve/feed.imp does not exist"},
     )
+
+
+def test_a_location_entry_may_make_the_longest_path(actors: Actors) -> None:
+    """create_resource: a path of exactly MAX_PATH characters is accepted, as for folders."""
+    parent_path = _deep("/Data/Deeper")[: MAX_PATH - 2]
+    _folder(actors, parent_path)
+    with actors.node.store.db.write() as conn:
+        made = actors.node.store.files.create_resource(
+            conn, parent_path + "/l", "location", "admin"
+        )
+    assert made.path == parent_path + "/l" and len(made.path) == MAX_PATH
+
+
+def test_a_job_defined_below_a_job_file_names_the_file_in_the_way(actors: Actors) -> None:
+    """`datamill job define` below a job file: the store says which entry is not a folder."""
+    raw = _import("")["source"]
+    actors.node.jobs.define_job("/Users/eve/feed.imp", JobKind.IMPORT, {"source": raw}, "eve")
+    with pytest.raises(AlreadyExists) as refused:
+        actors.node.jobs.define_job(
+            "/Users/eve/feed.imp/more.imp", JobKind.IMPORT, {"source": raw}, "eve"
+        )
+    assert str(refused.value) == "/Users/eve/feed.imp already exists and is not a folder"

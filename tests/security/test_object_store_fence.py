@@ -276,3 +276,21 @@ def test_a_publish_that_cannot_abort_a_pending_upload_does_not_publish(
     store.client().abort_multipart_upload(
         Bucket=BUCKET, Key=f"{prefix}/out/x.csv", UploadId=pending["UploadId"]
     )
+
+
+def test_a_finish_retried_after_its_object_was_published_completes_the_run(
+    actors: Actors, tmp_path: Path, store: ObjectStore, prefix: str, sink: str
+) -> None:
+    """The first finish published the object, then lost its transaction (the database went away).
+
+    The worker's retried finish finds the object published and does not copy
+    it again: the hidden upload is gone by then, and a second copy failed the
+    run that had written its sink.
+    """
+    node = actors.node
+    claimed, outcome = _attempt(node, tmp_path, "w1", sink, "id\n1\n")
+    node.store.queue._publish_objects_first(claimed, "w1", outcome)  # no commit followed
+    assert node.store.queue.finish(claimed, "w1", outcome)
+    assert execution(node, claimed.id).status is JobStatus.COMPLETED
+    assert _read(store, f"{prefix}/out/x.csv") == "id\n1\n"
+    assert _keys(store, f"{prefix}/out") == [f"{prefix}/out/x.csv"]

@@ -369,3 +369,19 @@ def test_name_pages_follow_code_points_whatever_the_databases_locale(node: Node)
         ]
         groups = [page("groups", "name", start) for start in (0, 2)]
         assert groups == [["Bob-team", "Zed-team"], ["_x-team", "alice-team"]]
+
+
+def test_a_second_user_of_a_taken_name_is_refused_by_name_and_the_first_kept(node: Node) -> None:
+    """`datamill user add` of a name that exists: the store's own check answers, not the index."""
+    users = node.store.users
+    users.create("bob", password_hash(PASSWORD), groups=("team",))
+    with pytest.raises(AlreadyExists) as refused:
+        users.create("bob", password_hash("another"), roles=("ADMIN",), groups=("ops",))
+    assert str(refused.value) == "user 'bob' already exists"
+    with node.store.db.read() as conn:
+        kept = users.get(conn, "bob")
+    assert kept is not None
+    assert (kept.roles, kept.groups) == (("ANALYST",), ("team",))
+    assert Authenticator(node.store).authenticate("bob", PASSWORD).name == "bob"
+    # A group that exists is joined, not made again.
+    assert users.create("carl", password_hash(PASSWORD), groups=("team",)).groups == ("team",)
