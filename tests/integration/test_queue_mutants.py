@@ -432,3 +432,31 @@ def test_prepare_sees_the_claimed_run_inside_the_claims_transaction(node: Node) 
     )
     assert claimed is not None
     assert (claimed[0].id, claimed[1]) == (run, "w1")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_claim_passes_over_a_run_another_worker_is_claiming(node: Node) -> None:
+    """PostgreSQL: while another worker's claim holds x's run, this worker starts y's at once.
+
+    The claim's search skips rows other claims hold (SKIP LOCKED). Without
+    that, this worker would pick x's run as well, wait for the other claim,
+    and then start x's run itself: two workers on one run's claim, and y's
+    run left waiting although a slot was free.
+    """
+    for path in SOURCES:
+        node.jobs.define_job(path, JobKind.IMPORT, CSV_IMPORT, "admin")
+    x_run, y_run = (node.jobs.trigger(path, admin(node)).id for path in SOURCES)
+    queue = node.store.queue
+    queue.register_worker("w2", "host", os.getpid())
+    claimed: list[Execution | None] = []
+
+    def hold_x(conn: sa.Connection) -> None:
+        # What another worker's claim of x's run holds until it commits.
+        locked = sa.select(t.executions.c.id).where(t.executions.c.id == x_run).with_for_update()
+        assert conn.execute(locked).scalar_one() == x_run
+
+    raised = _race(node, hold_x, lambda: claimed.append(queue.claim_next_execution("w2")))
+    assert raised == []
+    assert [c.id if c is not None else None for c in claimed] == [y_run]
+    assert _status(node, x_run) is JobStatus.QUEUED
