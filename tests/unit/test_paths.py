@@ -190,7 +190,8 @@ def test_checked_url_is_pinned_to_the_checked_address() -> None:
 def test_sqlite_store_and_data_root_are_refused(root: Path) -> None:
     db = root / "meta.db"
     db.touch()
-    for name in ("meta.db", "meta.db-wal"):
+    # Its WAL, a super-journal SQLite names <database>-mj<hex>, and Datamill's start-up lock.
+    for name in ("meta.db", "meta.db-wal", "meta.db-mj0A1B2C3D", "meta.db.startup-lock"):
         (root / name).touch()
         with pytest.raises(PathNotAllowed, match="own database"):
             check_database_url(

@@ -432,19 +432,27 @@ def _query_value(url: sa.URL, key: str) -> str | None:
 DATABASE_SIDE_FILES = ("-wal", "-shm", "-journal", "-writers", ".startup-lock")
 
 
+def sqlite_database_files(url: str) -> tuple[str, ...]:
+    """The real paths of a SQLite URL's database and the files beside it; none for other URLs."""
+    with contextlib.suppress(ArgumentError, ValueError):
+        parsed = sa.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database:
+            own = os.path.realpath(str(parsed.database))
+            return (own, *(own + suffix for suffix in DATABASE_SIDE_FILES))
+    return ()
+
+
 def names_own_database(real: str, forbidden: tuple[str, ...]) -> bool:
     """Whether the real path `real` is a SQLite database of `forbidden` or a file beside it.
 
     The files beside it (`-wal`, `-shm`, `-journal`, the writers' lock
     `-writers`) are the same database: writing one corrupts or stalls it.
+    Any `<database>-...` counts, SQLite's other journals included.
     """
     for item in forbidden:
-        with contextlib.suppress(ArgumentError, ValueError):
-            other = sa.make_url(item)
-            if other.get_backend_name() == "sqlite" and other.database:
-                own = os.path.realpath(str(other.database))
-                if real == own or real.startswith(own + "-") or real == own + ".startup-lock":
-                    return True
+        files = sqlite_database_files(item)
+        if files and (real in files or real.startswith(files[0] + "-")):
+            return True
     return False
 
 

@@ -36,11 +36,11 @@ from datamill.domain.records import FileEntry, User
 from datamill.engine import objects
 from datamill.engine.base import PathRoots
 from datamill.engine.paths import (
-    DATABASE_SIDE_FILES,
     check_postgres_url,
     check_url_text,
     is_glob,
     safe_url,
+    sqlite_database_files,
 )
 from datamill.errors import Conflict, InvalidDefinition, PathNotAllowed
 from datamill.services.permissions import Access, has_access
@@ -224,12 +224,7 @@ def _object_target(
 
 def _database_files(policy: FilePolicy, folder: str) -> tuple[str, ...]:
     """The SQLite metadata database's files inside `folder` (none on PostgreSQL)."""
-    url = sa.make_url(policy.metadata_url)
-    if url.get_backend_name() != "sqlite" or not url.database:
-        return ()
-    own = os.path.realpath(url.database)
-    files = (own, *(own + suffix for suffix in DATABASE_SIDE_FILES))
-    return tuple(f for f in files if _inside(f, folder))
+    return tuple(f for f in sqlite_database_files(policy.metadata_url) if _inside(f, folder))
 
 
 def _hidden_inside(conn: Connection, folder: str, user: User, access: Access) -> tuple[str, ...]:
