@@ -432,14 +432,27 @@ def _query_value(url: sa.URL, key: str) -> str | None:
 DATABASE_SIDE_FILES = ("-wal", "-shm", "-journal", "-writers", ".startup-lock")
 
 
-def sqlite_database_files(url: str) -> tuple[str, ...]:
-    """The real paths of a SQLite URL's database and the files beside it; none for other URLs."""
+def _database_names(url: str) -> tuple[str, ...]:
+    """A SQLite URL's database file: its real path, then the name as written if a link."""
     with contextlib.suppress(ArgumentError, ValueError):
         parsed = sa.make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database:
-            own = os.path.realpath(str(parsed.database))
-            return (own, *(own + suffix for suffix in DATABASE_SIDE_FILES))
+            # SQLite keeps -wal/-shm beside the link's target; Datamill's own
+            # locks (-writers, .startup-lock) follow the name as written.
+            named = os.path.abspath(str(parsed.database))
+            return tuple(dict.fromkeys((os.path.realpath(named), named)))
     return ()
+
+
+def sqlite_database_files(url: str) -> tuple[str, ...]:
+    """The paths of a SQLite URL's database and the files beside it; none for other URLs.
+
+    The real path first; a database named through a symbolic link adds the
+    link's own side files, where Datamill's lock files are.
+    """
+    return tuple(
+        name + suffix for name in _database_names(url) for suffix in ("", *DATABASE_SIDE_FILES)
+    )
 
 
 def names_own_database(real: str, forbidden: tuple[str, ...]) -> bool:
@@ -450,8 +463,9 @@ def names_own_database(real: str, forbidden: tuple[str, ...]) -> bool:
     Any `<database>-...` counts, SQLite's other journals included.
     """
     for item in forbidden:
-        files = sqlite_database_files(item)
-        if files and (real in files or real.startswith(files[0] + "-")):
+        if real in sqlite_database_files(item):
+            return True
+        if any(real.startswith(name + "-") for name in _database_names(item)):
             return True
     return False
 

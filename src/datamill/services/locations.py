@@ -223,8 +223,15 @@ def _object_target(
 
 
 def _database_files(policy: FilePolicy, folder: str) -> tuple[str, ...]:
-    """The SQLite metadata database's files inside `folder` (none on PostgreSQL)."""
-    return tuple(f for f in sqlite_database_files(policy.metadata_url) if _inside(f, folder))
+    """Datamill's own files inside `folder`: the SQLite metadata database's, the data root.
+
+    The data root (every user's published results) and the temporary root
+    count like the database: a folder the operator put around them must
+    neither read nor replace them.
+    """
+    private = (os.path.realpath(f) for f in policy.private_folders if not objects.is_uri(f))
+    own = (*sqlite_database_files(policy.metadata_url), *private)
+    return tuple(f for f in own if _inside(f, folder))
 
 
 def _hidden_inside(conn: Connection, folder: str, user: User, access: Access) -> tuple[str, ...]:
