@@ -460,3 +460,45 @@ def test_a_claim_passes_over_a_run_another_worker_is_claiming(node: Node) -> Non
     assert raised == []
     assert [c.id if c is not None else None for c in claimed] == [y_run]
     assert _status(node, x_run) is JobStatus.QUEUED
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_claim_that_meets_another_running_start_of_its_job_claims_the_next_job_instead(
+    node: Node,
+) -> None:
+    """PostgreSQL: a claim whose start collides on "one RUNNING per job" tries again.
+
+    The database's unique index (one RUNNING execution per configuration) is
+    the last line behind the claim's search: another transaction can make a
+    run of x RUNNING that this claim's snapshot does not see (here: x's
+    failed run set RUNNING again, uncommitted). This claim then picks x's
+    queued run, its start waits on the index and fails once the other commits.
+    Giving up there would leave y's run waiting with a slot free; the claim
+    searches again and starts y's run.
+    """
+    for path in SOURCES:
+        node.jobs.define_job(path, JobKind.IMPORT, CSV_IMPORT, "admin")
+    queue = node.store.queue
+    queue.register_worker("w1", "host", os.getpid())
+    node.jobs.trigger(SOURCES[0], admin(node))
+    first = queue.claim_next_execution("w1")
+    assert first is not None
+    assert queue.finish(first, "w1", Outcome(JobStatus.ERROR, error_message="boom"))
+    x_run, y_run = (node.jobs.trigger(path, admin(node)).id for path in SOURCES)
+    claimed: list[Execution | None] = []
+
+    def start_x_elsewhere(conn: sa.Connection) -> None:
+        executions = t.executions
+        conn.execute(
+            sa.update(executions)
+            .where(executions.c.id == first.id)
+            .values(status=JobStatus.RUNNING.value)
+        )
+
+    raised = _race(
+        node, start_x_elsewhere, lambda: claimed.append(queue.claim_next_execution("w1"))
+    )
+    assert raised == []
+    assert [c.id if c is not None else None for c in claimed] == [y_run]
+    assert _status(node, x_run) is JobStatus.QUEUED
