@@ -44,6 +44,7 @@ from datamill.engine.paths import (
 )
 from datamill.errors import Conflict, InvalidDefinition, PathNotAllowed
 from datamill.services.permissions import Access, has_access
+from datamill.services.sessions import SECRET_FILE
 from datamill.settings import Settings
 from datamill.store import locations as loc_store
 from datamill.store.files import ROOT_OWNER
@@ -79,7 +80,12 @@ def policy_from_settings(settings: Settings) -> FilePolicy:
         users_root=os.path.join(roots[0], "users"),
         database_hosts=tuple(settings.database_hosts),
         metadata_url=settings.resolved_database_url,
-        private_folders=(str(settings.resolved_data_root), str(settings.temp_root)),
+        # The session key signs every cookie and form token; a start reads it back.
+        private_folders=(
+            str(settings.resolved_data_root),
+            str(settings.temp_root),
+            str(settings.resolved_home / SECRET_FILE),
+        ),
         max_source_files=settings.source_max_files,
     )
 
@@ -225,9 +231,9 @@ def _object_target(
 def _database_files(policy: FilePolicy, folder: str) -> tuple[str, ...]:
     """Datamill's own files inside `folder`: the SQLite metadata database's, the data root.
 
-    The data root (every user's published results) and the temporary root
-    count like the database: a folder the operator put around them must
-    neither read nor replace them.
+    The data root (every user's published results), the temporary root and
+    the session key count like the database: a folder the operator put around
+    them must neither read nor replace them.
     """
     private = (os.path.realpath(f) for f in policy.private_folders if not objects.is_uri(f))
     own = (*sqlite_database_files(policy.metadata_url), *private)
