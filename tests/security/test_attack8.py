@@ -5,6 +5,7 @@ docs/security.md, "Eighth-session attack".
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from datamill.domain.status import JobKind
 from datamill.services.sessions import SECRET_FILE
 from datamill.settings import Settings
-from tests.security.conftest import Actors
+from tests.helpers import password_hash
+from tests.security.conftest import PASSWORD, Actors
 from tests.security.test_attack7 import around_home as around_home  # bob's h.loc on the home
 
 SCHEMA = [{"name": "k", "type": "VARCHAR"}]
@@ -57,3 +59,89 @@ def test_the_session_key_in_the_home_is_no_source_or_sink(
     # bob's own file beside the key is still his.
     export["sink"] = {**sink, "path": "mine.csv"}
     assert actors.call("bob", "POST", "/rest/export-job", export).status_code == 200
+
+
+STEWARD = ["job.read", "job.run", "job.define", "data.read", "location.define", "connection.define"]
+
+
+@pytest.fixture
+def steve(actors: Actors) -> str:
+    """steve, who may define locations and connections (the matrix's STEWARD role), not ADMIN."""
+    role = {"name": "STEWARD", "capabilities": STEWARD}
+    assert actors.call("admin", "POST", "/rest/user-management/roles", role).status_code == 200
+    actors.node.store.users.create("steve", password_hash(PASSWORD), roles=("STEWARD",))
+    return "steve"
+
+
+def _given_out(tmp_path: Path, actors: Actors) -> dict[str, Path]:
+    """Folders steve must not hand out, each holding a file: whose they are."""
+    settings = actors.node.settings
+    salaries = tmp_path / "salaries"
+    made = actors.call(
+        "admin", "POST", "/rest/location", {"path": "/Connections/s.loc", "folder": str(salaries)}
+    )
+    assert made.status_code == 200, made.text
+    folders = {
+        "bob's private folder": tmp_path / "users" / "bob",
+        "a folder in it": tmp_path / "users" / "bob" / "sub",
+        "the private folder of a user still to come": tmp_path / "users" / "zed",
+        "admin's private location": salaries,
+        "a folder in the data root": settings.resolved_data_root / "1",
+    }
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "x.csv").write_text("k\nsecret\n")
+    return folders
+
+
+def test_a_location_definer_gives_out_no_folder_she_may_not_read(
+    actors: Actors, steve: str, tmp_path: Path
+) -> None:
+    # A location on (or in) bob's private folder was steve's own, and the
+    # innermost location decides (N6): steve imported bob's files (seen on a
+    # real server, as a workbook-free CSV import). Likewise admin's private
+    # location, the folder of a user created later, and a published result.
+    for why, folder in _given_out(tmp_path, actors).items():
+        body = {"path": "/Users/steve/l.loc", "folder": str(folder)}
+        answer = actors.call(steve, "POST", "/rest/location", body)
+        assert answer.status_code == 400, why
+        assert answer.json()["reason"] == (
+            f"folder: {str(folder)!r} lies in a location you may not read,"
+            " or in Datamill's own files"
+        ), why
+    # Nor by pointing a location of his own there; the root and his own folder are his to give.
+    for folder in (tmp_path / "shared", tmp_path / "users" / "steve" / "in"):
+        body = {"path": f"/Users/steve/{folder.name}.loc", "folder": str(folder)}
+        made = actors.call(steve, "POST", "/rest/location", body)
+        assert made.status_code == 200, made.text
+    url = f"/rest/location/{made.json()['id']}"
+    moved = actors.call(steve, "PUT", url, {"folder": str(tmp_path / "users" / "bob")})
+    assert moved.status_code == 400, moved.text
+    shown = actors.call(steve, "GET", url).json()["folder"]
+    assert shown == str(tmp_path / "users" / "steve" / "in")
+    # ADMIN may still make one in bob's folder (the data root stays Datamill's).
+    body = {"path": "/Connections/b.loc", "folder": str(tmp_path / "users" / "bob" / "sub")}
+    assert actors.call("admin", "POST", "/rest/location", body).status_code == 200
+
+
+def test_a_connection_definer_gives_out_no_sqlite_file_she_may_not_read(
+    actors: Actors, steve: str, tmp_path: Path
+) -> None:
+    # The same for a SQLite connection's file: steve's connection on bob's
+    # private x.db read its tables (seen on a real server).
+    private = tmp_path / "users" / "bob" / "x.db"
+    sqlite3.connect(private).close()
+    body = {"path": "/Users/steve/b.dst", "url": f"sqlite:///{private}"}
+    answer = actors.call(steve, "POST", "/rest/connection", body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["reason"] == (
+        f"connection database file: {str(private)!r} lies in a location you may not read,"
+        " or in Datamill's own files"
+    )
+    own = tmp_path / "users" / "steve" / "x.db"
+    sqlite3.connect(own).close()
+    made = actors.call(steve, "POST", "/rest/connection", {**body, "url": f"sqlite:///{own}"})
+    assert made.status_code == 200, made.text
+    url = f"/rest/connection/{made.json()['id']}"
+    moved = actors.call(steve, "PUT", url, body)
+    assert moved.status_code == 400, moved.text

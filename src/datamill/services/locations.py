@@ -293,6 +293,38 @@ def _file_target(
     return folder, relative, hidden
 
 
+def check_given_folder(conn: Connection, store: Store, real: str, user: User, what: str) -> None:
+    """Refuse a folder (or SQLite file) that `user` may not give out as a location or connection.
+
+    Whoever defines a location or connection hands out what lies in it, and
+    the innermost location decides who may use a file (N6): a location on or
+    inside another user's private folder, or any location `user` may not
+    read, would open it. So the real path must lie neither in Datamill's own
+    folders, nor in another user's private folder (made or still to be made,
+    ADMIN excepted), nor in a location `user` may not read, the operator
+    roots' own locations excepted (they are what definers carve up).
+    """
+    policy = policy_of(store)
+    refused = PathNotAllowed(
+        f"{what}: {real!r} lies in a location you may not read, or in Datamill's own files"
+    )
+    if _inside_any(real, policy.private_folders):
+        raise refused
+    users = os.path.realpath(policy.users_root)
+    owner = real[len(users) :].lstrip(os.sep).split(os.sep)[0] if _inside(real, users) else ""
+    if owner and owner != user.name and not user.is_admin:
+        raise refused
+    roots = {os.path.realpath(r) for r in (*policy.source_roots, *policy.sink_roots)}
+    for location in loc_store.all_locations(conn):
+        if objects.is_uri(location.folder):
+            continue  # an object-store location holds no local file
+        folder = os.path.realpath(location.folder)
+        if folder in roots or not _inside(real, folder):
+            continue
+        if not has_access(conn, user, location.entry, Access.READ):
+            raise refused
+
+
 def find_connection(
     conn: Connection, store: Store, reference: str, user: User, access: Access, what: str
 ) -> loc_store.DatabaseConnection:
