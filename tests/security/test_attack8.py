@@ -109,6 +109,13 @@ def test_a_location_definer_gives_out_no_folder_she_may_not_read(
             f"folder: {str(folder)!r} lies in a location you may not read,"
             " or in Datamill's own files"
         ), why
+    # An operator's link to bob's folder leads there too; the answer names the link only.
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "users" / "bob")
+    body = {"path": "/Users/steve/ln.loc", "folder": str(link)}
+    answer = actors.call(steve, "POST", "/rest/location", body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["reason"].startswith(f"folder: {str(link)!r} lies in a location")
     # Nor by pointing a location of his own there; the root and his own folder are his to give.
     for folder in (tmp_path / "shared", tmp_path / "users" / "steve" / "in"):
         body = {"path": f"/Users/steve/{folder.name}.loc", "folder": str(folder)}

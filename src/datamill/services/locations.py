@@ -293,7 +293,7 @@ def _file_target(
     return folder, relative, hidden
 
 
-def check_given_folder(conn: Connection, store: Store, real: str, user: User, what: str) -> None:
+def check_given_folder(conn: Connection, store: Store, typed: str, user: User, what: str) -> None:
     """Refuse a folder (or SQLite file) that `user` may not give out as a location or connection.
 
     Whoever defines a location or connection hands out what lies in it, and
@@ -302,11 +302,13 @@ def check_given_folder(conn: Connection, store: Store, real: str, user: User, wh
     read, would open it. So the real path must lie neither in Datamill's own
     folders, nor in another user's private folder (made or still to be made,
     ADMIN excepted), nor in a location `user` may not read, the operator
-    roots' own locations excepted (they are what definers carve up).
+    roots' own locations excepted (they are what definers carve up). The
+    message names the path as typed, not where a symbolic link leads.
     """
     policy = policy_of(store)
+    real = os.path.realpath(typed)
     refused = PathNotAllowed(
-        f"{what}: {real!r} lies in a location you may not read, or in Datamill's own files"
+        f"{what}: {typed!r} lies in a location you may not read, or in Datamill's own files"
     )
     if _inside_any(real, policy.private_folders):
         raise refused

@@ -107,7 +107,7 @@ class ResourceService:
         )
         if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
             raise PathNotAllowed(f"folder: {folder!r} is outside the operator's file roots")
-        check_given_folder(conn, self.store, real, user, "folder")
+        check_given_folder(conn, self.store, folder, user, "folder")
         os.makedirs(real, exist_ok=True)
         return real
 
@@ -152,8 +152,8 @@ class ResourceService:
         )
         if bare.get_backend_name() == "sqlite":
             # A SQLite file is handed out like a location's folder.
-            real = os.path.realpath(str(bare.database))
-            check_given_folder(conn, self.store, real, user, "connection database file")
+            database = str(bare.database)
+            check_given_folder(conn, self.store, database, user, "connection database file")
         return bare.render_as_string(hide_password=False), password
 
     # ------------------------------------------------------------ use cases
