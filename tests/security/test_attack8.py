@@ -152,3 +152,30 @@ def test_a_connection_definer_gives_out_no_sqlite_file_she_may_not_read(
     url = f"/rest/connection/{made.json()['id']}"
     moved = actors.call(steve, "PUT", url, body)
     assert moved.status_code == 400, moved.text
+
+
+def test_a_location_folder_that_cannot_be_made_is_refused_not_a_500(
+    actors: Actors, steve: str, tmp_path: Path
+) -> None:
+    # A file in the way, a file as a parent, a name too long: makedirs raised
+    # and the answer was a 500 (`internal error: FileExistsError`), for ADMIN
+    # and definers alike, on create and on update.
+    mine = tmp_path / "users" / "steve"
+    (mine / "afile").write_text("x")
+    made = actors.call(
+        steve, "POST", "/rest/location", {"path": "/Users/steve/ok.loc", "folder": str(mine / "ok")}
+    )
+    assert made.status_code == 200, made.text
+    for folder in (mine / "afile", mine / "afile" / "sub", mine / ("a" * 300)):
+        reason = (
+            f"folder: {str(folder)!r} cannot be made: a file is in the way or a name is too long"
+        )
+        for method, url in (
+            ("POST", "/rest/location"),
+            ("PUT", f"/rest/location/{made.json()['id']}"),
+        ):
+            body = {"path": "/Users/steve/x.loc", "folder": str(folder)}
+            answer = actors.call(steve, method, url, body)
+            assert (answer.status_code, answer.json()["reason"]) == (409, reason), method
+    shown = actors.call(steve, "GET", f"/rest/location/{made.json()['id']}").json()["folder"]
+    assert shown == str(mine / "ok")

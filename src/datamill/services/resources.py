@@ -20,7 +20,7 @@ from sqlalchemy.exc import ArgumentError
 from datamill.domain.records import FileEntry, User
 from datamill.engine import objects
 from datamill.engine.paths import check_database_url, check_url_text, has_control, safe_url
-from datamill.errors import Forbidden, InvalidDefinition, NotFound, PathNotAllowed
+from datamill.errors import Conflict, Forbidden, InvalidDefinition, NotFound, PathNotAllowed
 from datamill.services.locations import (
     CONNECTION_EXTENSION,
     LOCATION_EXTENSION,
@@ -108,7 +108,13 @@ class ResourceService:
         if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
             raise PathNotAllowed(f"folder: {folder!r} is outside the operator's file roots")
         check_given_folder(conn, self.store, folder, user, "folder")
-        os.makedirs(real, exist_ok=True)
+        try:
+            os.makedirs(real, exist_ok=True)
+        except OSError:
+            # A file in the way, a name too long (N2): a refusal naming the folder, not a 500.
+            raise Conflict(
+                f"folder: {folder!r} cannot be made: a file is in the way or a name is too long"
+            ) from None
         return real
 
     def _url(
