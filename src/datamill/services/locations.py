@@ -44,6 +44,7 @@ from datamill.engine.paths import (
 )
 from datamill.errors import Conflict, InvalidDefinition, PathNotAllowed
 from datamill.services.permissions import Access, has_access
+from datamill.services.sessions import SECRET_FILE
 from datamill.settings import Settings
 from datamill.store import locations as loc_store
 from datamill.store.files import ROOT_OWNER
@@ -79,7 +80,12 @@ def policy_from_settings(settings: Settings) -> FilePolicy:
         users_root=os.path.join(roots[0], "users"),
         database_hosts=tuple(settings.database_hosts),
         metadata_url=settings.resolved_database_url,
-        private_folders=(str(settings.resolved_data_root), str(settings.temp_root)),
+        # The session key signs every cookie and form token; a start reads it back.
+        private_folders=(
+            str(settings.resolved_data_root),
+            str(settings.temp_root),
+            str(settings.resolved_home / SECRET_FILE),
+        ),
         max_source_files=settings.source_max_files,
     )
 
@@ -225,9 +231,9 @@ def _object_target(
 def _database_files(policy: FilePolicy, folder: str) -> tuple[str, ...]:
     """Datamill's own files inside `folder`: the SQLite metadata database's, the data root.
 
-    The data root (every user's published results) and the temporary root
-    count like the database: a folder the operator put around them must
-    neither read nor replace them.
+    The data root (every user's published results), the temporary root and
+    the session key count like the database: a folder the operator put around
+    them must neither read nor replace them.
     """
     private = (os.path.realpath(f) for f in policy.private_folders if not objects.is_uri(f))
     own = (*sqlite_database_files(policy.metadata_url), *private)
@@ -285,6 +291,40 @@ def _file_target(
             f"{what}: {path!r} is not inside a location you may {_VERBS[access]}"
         )
     return folder, relative, hidden
+
+
+def check_given_folder(conn: Connection, store: Store, typed: str, user: User, what: str) -> None:
+    """Refuse a folder (or SQLite file) that `user` may not give out as a location or connection.
+
+    Whoever defines a location or connection hands out what lies in it, and
+    the innermost location decides who may use a file (N6): a location on or
+    inside another user's private folder, or any location `user` may not
+    read, would open it. So the real path must lie neither in Datamill's own
+    folders, nor in another user's private folder (made or still to be made,
+    ADMIN excepted), nor in a location `user` may not read, the operator
+    roots' own locations excepted (they are what definers carve up). The
+    message names the path as typed, not where a symbolic link leads.
+    """
+    policy = policy_of(store)
+    real = os.path.realpath(typed)
+    refused = PathNotAllowed(
+        f"{what}: {typed!r} lies in a location you may not read, or in Datamill's own files"
+    )
+    if _inside_any(real, policy.private_folders):
+        raise refused
+    users = os.path.realpath(policy.users_root)
+    owner = real[len(users) :].lstrip(os.sep).split(os.sep)[0] if _inside(real, users) else ""
+    if owner and owner != user.name and not user.is_admin:
+        raise refused
+    roots = {os.path.realpath(r) for r in (*policy.source_roots, *policy.sink_roots)}
+    for location in loc_store.all_locations(conn):
+        if objects.is_uri(location.folder):
+            continue  # an object-store location holds no local file
+        folder = os.path.realpath(location.folder)
+        if folder in roots or not _inside(real, folder):
+            continue
+        if not has_access(conn, user, location.entry, Access.READ):
+            raise refused
 
 
 def find_connection(

@@ -20,10 +20,11 @@ from sqlalchemy.exc import ArgumentError
 from datamill.domain.records import FileEntry, User
 from datamill.engine import objects
 from datamill.engine.paths import check_database_url, check_url_text, has_control, safe_url
-from datamill.errors import Forbidden, InvalidDefinition, NotFound, PathNotAllowed
+from datamill.errors import Conflict, Forbidden, InvalidDefinition, NotFound, PathNotAllowed
 from datamill.services.locations import (
     CONNECTION_EXTENSION,
     LOCATION_EXTENSION,
+    check_given_folder,
     policy_of,
 )
 from datamill.services.permissions import Access, has_access, has_capability, require_access
@@ -87,7 +88,7 @@ class ResourceService:
         require_access(conn, user, entry, access)
         return entry
 
-    def _folder(self, document: dict[str, Any]) -> str:
+    def _folder(self, conn: Connection, document: dict[str, Any], user: User) -> str:
         folder = str(_text(document, "folder"))
         policy = policy_of(self.store)
         if objects.is_uri(folder):
@@ -106,11 +107,22 @@ class ResourceService:
         )
         if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
             raise PathNotAllowed(f"folder: {folder!r} is outside the operator's file roots")
-        os.makedirs(real, exist_ok=True)
+        check_given_folder(conn, self.store, folder, user, "folder")
+        try:
+            os.makedirs(real, exist_ok=True)
+        except OSError:
+            # A file in the way, a name too long (N2): a refusal naming the folder, not a 500.
+            raise Conflict(
+                f"folder: {folder!r} cannot be made: a file is in the way or a name is too long"
+            ) from None
         return real
 
     def _url(
-        self, document: dict[str, Any], old: loc_store.DatabaseConnection | None
+        self,
+        conn: Connection,
+        document: dict[str, Any],
+        old: loc_store.DatabaseConnection | None,
+        user: User,
     ) -> tuple[str, str | None]:
         text = str(_text(document, "url"))
         try:
@@ -144,6 +156,10 @@ class ResourceService:
             must_exist=bare.get_backend_name() != "sqlite",
             forbidden_folders=policy.private_folders,
         )
+        if bare.get_backend_name() == "sqlite":
+            # A SQLite file is handed out like a location's folder.
+            database = str(bare.database)
+            check_given_folder(conn, self.store, database, user, "connection database file")
         return bare.render_as_string(hide_password=False), password
 
     # ------------------------------------------------------------ use cases
@@ -158,11 +174,11 @@ class ResourceService:
                 raise NotFound(f"folder {posixpath.dirname(path)} does not exist")
             require_access(conn, user, parent, Access.WRITE)
             if kind == "location":
-                folder = self._folder(document)
+                folder = self._folder(conn, document, user)
                 entry = self.store.files.create_resource(conn, path, kind, user.name)
                 loc_store.insert_location(conn, entry.id, folder)
             else:
-                url, password = self._url(document, None)
+                url, password = self._url(conn, document, None, user)
                 entry = self.store.files.create_resource(conn, path, kind, user.name)
                 loc_store.insert_connection(conn, entry.id, url, password)
             return entry.id
@@ -196,11 +212,11 @@ class ResourceService:
             self._require_define(conn, user, kind)
             entry = self._locate(conn, kind, entry_id, user, Access.WRITE)
             if kind == "location":
-                loc_store.set_location_folder(conn, entry.id, self._folder(document))
+                loc_store.set_location_folder(conn, entry.id, self._folder(conn, document, user))
             else:
                 old = loc_store.get_connection(conn, entry.id)
                 assert old is not None
-                url, password = self._url(document, old)
+                url, password = self._url(conn, document, old, user)
                 loc_store.set_connection(conn, entry.id, url, password)
 
     def delete(self, kind: str, entry_id: int, user: User) -> None:

@@ -28,7 +28,8 @@ class FilePolicy:
     database_hosts: tuple[str, ...]
     # Datamill's own database, never a source or sink.
     metadata_url: str
-    # Datamill's data and home: no SQLite file there is a source or sink.
+    # Datamill's own folders and files (data root, temp root, session key):
+    # hidden in every location, no SQLite file there is a source or sink.
     private_folders: tuple[str, ...]
     max_source_files: int
 
