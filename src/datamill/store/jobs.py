@@ -164,7 +164,7 @@ class JobRepository:
         if key is None:
             return None
         column, value = key
-        row = conn.execute(_FILE_AND_CONFIG[column], {"reference": value}).first()
+        row = precompiled.run(conn, _FILE_AND_CONFIG[column], {"reference": value}).first()
         if row is None:
             return None
         entry = file_from_row(row)

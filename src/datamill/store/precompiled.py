@@ -74,13 +74,17 @@ class Ran:
         """Every row."""
         return self.rows
 
-    def scalar_one(self) -> Any:
-        """The only row's first column (raises if there is not exactly one row)."""
+    def one(self) -> Any:
+        """The only row (raises if there is not exactly one)."""
         if not self.rows:
             raise sa.exc.NoResultFound("No row was found when one was required")
         if len(self.rows) > 1:
             raise sa.exc.MultipleResultsFound("Multiple rows were found when one was required")
-        return self.rows[0][0]
+        return self.rows[0]
+
+    def scalar_one(self) -> Any:
+        """The only row's first column (raises if there is not exactly one row)."""
+        return self.one()[0]
 
 
 def run(conn: Connection, statement: Any, params: Params | None = None) -> Ran:
