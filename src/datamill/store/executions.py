@@ -13,6 +13,7 @@ from datamill.domain import runlog as rl
 from datamill.domain.records import Execution
 from datamill.domain.status import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, TriggerType
 from datamill.errors import NotFound
+from datamill.store import precompiled
 from datamill.store import tables as t
 from datamill.store.db import utcnow
 from datamill.store.plans import lock_downstream, settle_dependents
@@ -121,10 +122,11 @@ def _insert_execution(
     variables: dict[str, Any] | None,
     status: JobStatus,
     statement: sa.Insert,
-) -> sa.CursorResult[Any]:
+) -> precompiled.Ran:
     if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK_CONFIGURATION, {"config_id": config.id})
-    return conn.execute(
+        precompiled.run(conn, _LOCK_CONFIGURATION, {"config_id": config.id})
+    return precompiled.run(
+        conn,
         statement,
         {
             "run_of": config.id,

@@ -14,6 +14,7 @@ from datamill.domain.definitions import JobDefinition, WorkbookDefinition, dump_
 from datamill.domain.records import FileEntry, JobConfiguration
 from datamill.domain.status import JobKind
 from datamill.errors import AlreadyExists, InvalidInput, NotFound
+from datamill.store import precompiled
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.files import FileRepository, file_from_row, normalize_path, reference_key
@@ -150,7 +151,7 @@ class JobRepository:
 
     def get_with_path(self, conn: Connection, config_id: int) -> tuple[JobConfiguration, str]:
         """The configuration with this id and its job file's path, in one read; or NotFound."""
-        row = conn.execute(_BY_ID_WITH_PATH, {"config_id": config_id}).first()
+        row = precompiled.run(conn, _BY_ID_WITH_PATH, {"config_id": config_id}).first()
         if row is None:
             raise NotFound(f"Entity of type 'JobConfiguration' with id '{config_id}' not found.")
         return configuration_from_row(row), row.job_path
@@ -163,7 +164,7 @@ class JobRepository:
         if key is None:
             return None
         column, value = key
-        row = conn.execute(_FILE_AND_CONFIG[column], {"reference": value}).first()
+        row = precompiled.run(conn, _FILE_AND_CONFIG[column], {"reference": value}).first()
         if row is None:
             return None
         entry = file_from_row(row)

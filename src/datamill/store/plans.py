@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.domain.status import JobStatus
+from datamill.store import precompiled
 from datamill.store import tables as t
 from datamill.store.db import utcnow
 
@@ -83,7 +84,7 @@ def settle_dependents(conn: Connection, upstream_id: int, status: JobStatus) -> 
         current, current_status = pending.pop()
         # Plan edges never change once made, so reading them before the lock is
         # safe; the dependents' statuses are read after it.
-        edges = conn.execute(_DEPENDENTS, {"upstream": current}).all()
+        edges = precompiled.run(conn, _DEPENDENTS, {"upstream": current}).all()
         if not edges:
             continue
         lock_configurations(conn, [edge.job_configuration_id for edge in edges])

@@ -20,6 +20,7 @@ from datamill.domain.retry import RetryPolicy
 from datamill.domain.status import JobStatus
 from datamill.engine.object_publish import publish
 from datamill.engine.objects import ObjectStore, discard, is_uri
+from datamill.store import precompiled
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 from datamill.store.executions import execution_from_row, notify_other_nodes
@@ -351,16 +352,16 @@ class ExecutionQueue:
         now = utcnow()
         at = {"now": now}
         if not self._fair_shares:
-            row = conn.execute(self._statement(self._sql.next), at).first()
+            row = precompiled.run(conn, self._statement(self._sql.next), at).first()
         else:
-            row = conn.execute(self._statement(self._sql.next_sharing), at).first()
+            row = precompiled.run(conn, self._statement(self._sql.next_sharing), at).first()
             # A user holding no slot, or nobody else waiting: the oldest run is fair.
             if row is not None and row.holds and row.others_wait:
                 row = self._fairer(conn, row.triggered_by, now) or row
         if row is None:
             return None
-        updated = conn.execute(
-            self._sql.start, {"claimed_id": row.id, "now": now, "worker": worker_id}
+        updated = precompiled.run(
+            conn, self._sql.start, {"claimed_id": row.id, "now": now, "worker": worker_id}
         ).first()
         return execution_from_row(updated) if updated is not None else None
 
@@ -516,7 +517,7 @@ class ExecutionQueue:
     def _still_owned(self, execution: Execution, worker_id: str) -> bool:
         """Whether the run is still this worker's attempt (a read, outside any write)."""
         with self._db.read() as conn:
-            found = conn.execute(self._sql.still_owned, _ownership(execution, worker_id))
+            found = precompiled.run(conn, self._sql.still_owned, _ownership(execution, worker_id))
             return found.first() is not None
 
     def _end(
@@ -524,7 +525,7 @@ class ExecutionQueue:
     ) -> bool:
         """The statements of `finish`, in the caller's transaction; False if the run is not ours."""
         now = utcnow()
-        owned = conn.execute(self._sql.owned, _ownership(execution, worker_id)).first()
+        owned = precompiled.run(conn, self._sql.owned, _ownership(execution, worker_id)).first()
         if owned is None:
             self._moved.pop(execution.id, None)
             # Never published: this attempt's hidden uploads go (another attempt has its own).
@@ -546,7 +547,8 @@ class ExecutionQueue:
         append(conn, execution.id, log)
         for staged, final in outcome.moves:
             self._move(execution.id, staged, final)
-        conn.execute(
+        precompiled.run(
+            conn,
             _END,
             {
                 "ended_id": execution.id,
@@ -571,7 +573,8 @@ class ExecutionQueue:
     def _publish_data(
         self, conn: Connection, execution: Execution, outcome: Outcome, now: dt.datetime
     ) -> int:
-        result = conn.execute(
+        result = precompiled.run(
+            conn,
             _NEW_DATA,
             {
                 "job_configuration_id": execution.job_configuration_id,
@@ -588,7 +591,7 @@ class ExecutionQueue:
         # never happened (the process died): no data row names it.
         shutil.rmtree(location, ignore_errors=True)
         self._move(execution.id, outcome.staging_dir, location)
-        conn.execute(_PLACE_DATA, {"data_id": data_id, "location": location})
+        precompiled.run(conn, _PLACE_DATA, {"data_id": data_id, "location": location})
         return data_id
 
     def _move(self, execution_id: int, source: str, target: str) -> None:

@@ -58,10 +58,7 @@ def install(engine: Engine) -> None:
             return
         if conn.info.get(_MARK) or not changes_runs(sql):
             return
-        conn.info[_MARK] = True
-        if notifies:
-            # Once per transaction; delivered on commit, dropped on rollback.
-            conn.exec_driver_sql(_NOTIFY)
+        _mark(conn, notifies)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -73,6 +70,23 @@ def install(engine: Engine) -> None:
     @event.listens_for(engine, "rollback")
     def _rollback(conn: Connection) -> None:
         conn.info.pop(_MARK, None)
+
+
+def mark(conn: Connection) -> None:
+    """Mark the transaction as one that changed a run, for a statement run past SQLAlchemy.
+
+    store/precompiled.py runs statements on the driver's cursor, which the
+    listener above never sees: it calls this for those whose SQL changes_runs.
+    """
+    if not conn.info.get(_MARK):
+        _mark(conn, conn.dialect.name == "postgresql")
+
+
+def _mark(conn: Connection, notifies: bool) -> None:
+    conn.info[_MARK] = True
+    if notifies:
+        # Once per transaction; delivered on commit, dropped on rollback.
+        conn.exec_driver_sql(_NOTIFY)
 
 
 def committed_changes(conn: Connection) -> bool:

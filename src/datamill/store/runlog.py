@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.domain import runlog as rl
+from datamill.store import precompiled
 from datamill.store import tables as t
 
 L = t.run_log
@@ -27,7 +28,12 @@ class LogEvent:
 
 
 # Built once, like the check below: every finish and progress write inserts.
-_INSERT = sa.insert(L)
+_INSERT = sa.insert(L).values(
+    {
+        name: sa.bindparam(name, type_=L.c[name].type)
+        for name in ("execution_id", "at", "event", "detail")
+    }
+)
 # Built once: whether a run's log has grown past its bound (one index seek).
 _BEYOND_BOUND = (
     sa.select(L.c.id)
@@ -42,14 +48,15 @@ def append(conn: Connection, execution_id: int, events: Sequence[rl.PendingEvent
     """Write events of a run in the caller's transaction, keeping its log within bounds."""
     if not events:
         return
-    conn.execute(
+    precompiled.run_many(
+        conn,
         _INSERT,
         [
             {"execution_id": execution_id, "at": e.at, "event": e.event, "detail": e.detail}
             for e in rl.squeeze(list(events))
         ],
     )
-    if conn.execute(_BEYOND_BOUND, {"run": execution_id}).first() is not None:
+    if precompiled.run(conn, _BEYOND_BOUND, {"run": execution_id}).first() is not None:
         _truncate(conn, execution_id)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from datamill.domain.schedule import cron_problem
 from datamill.domain.status import ACTIVE_STATUSES, JobStatus, TriggerType
+from datamill.store import precompiled
 from datamill.store import tables as t
 from datamill.store.executions import create_execution
 from datamill.store.plans import add_dependencies, lock_configurations
@@ -151,7 +152,8 @@ def fire_data_driven(
     data-driven run waiting is not queued again. So several sources changing
     together make one run. Returns the runs that may start now.
     """
-    rows = conn.execute(
+    rows = precompiled.run(
+        conn,
         _DATA_DRIVEN_READERS,
         {"upstream_config": upstream_config_id, "ended": ended_execution_id or -1},
     ).all()

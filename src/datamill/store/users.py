@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from datamill.domain.records import User
 from datamill.errors import AlreadyExists
+from datamill.store import precompiled
 from datamill.store import tables as t
 from datamill.store.db import Database, utcnow
 
@@ -94,7 +95,7 @@ class UserRepository:
 
     def get(self, conn: Connection, name: str) -> User | None:
         """The user with this name, or None."""
-        rows = conn.execute(_USER_ROLES_GROUPS, {"user_name": name}).all()
+        rows = precompiled.run(conn, _USER_ROLES_GROUPS, {"user_name": name}).all()
         found = [row for row in rows if row.kind == "u"]
         if not found:
             return None
