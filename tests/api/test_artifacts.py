@@ -399,3 +399,37 @@ def test_a_retry_policy_out_of_bounds_is_refused_naming_the_member(
     assert saved.is_success, saved.text
     read = client.get(f"{base}/{saved.json()['configuration-id']}", headers=ADMIN).json()
     assert (read["retries"], read["retryDelay"]) == (10, 86_400)
+
+
+def test_a_refused_definition_names_each_member_once_and_as_sent(
+    client: TestClient, files_root: Path
+) -> None:
+    """The reason of a 400 is `member: problem` per problem, joined by '; ' (services/jobs.py)."""
+    documents = _documents(files_root)
+    assert _post(client, "/rest/import-job", documents["/rest/import-job"]).is_success
+    workbook = documents["/rest/workbook"]
+    bad_sheets = [
+        {"kind": "sql", "name": "x", "keep": True, "sql": ""},
+        {"kind": "sql", "name": "y", "keep": "maybe", "sql": "SELECT 1"},
+    ]
+    two = _post(client, "/rest/workbook", {**workbook, "sheets": bad_sheets})
+    assert two.status_code == 400, two.text
+    problems = two.json()["reason"].split("; ")
+    assert len(problems) == 2, problems
+    # List positions in brackets, members after a dot, no dot in front.
+    assert problems[0].startswith("sheets[0].sql.sql: "), problems
+    assert problems[1].startswith("sheets[1].sql.keep: "), problems
+    # A rule of the whole definition has no member to name, and no pydantic prefix.
+    no_keep = [{"kind": "sql", "name": "x", "sql": "SELECT 1"}]
+    whole = _post(client, "/rest/workbook", {**workbook, "sheets": no_keep})
+    assert (whole.status_code, whole.json()["reason"]) == (
+        400,
+        "at least one sheet needs 'keep': true",
+    )
+    # A member the model does not know is named exactly as the script sent it.
+    unknown = _post(client, "/rest/workbook", {**workbook, "XNote": "for the team"})
+    assert (unknown.status_code, unknown.json()["reason"]) == (
+        400,
+        "XNote: Extra inputs are not permitted",
+    )
+    assert client.get("/rest/workbook", headers=ADMIN).json() == []

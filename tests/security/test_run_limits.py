@@ -305,6 +305,20 @@ def test_limits_above_the_operator_maximum_are_refused_for_every_kind(
         assert actors.call("eve", "GET", f"{base}/{config_id}").json() == lowered
 
 
+def test_a_job_over_both_maxima_is_told_both_in_one_answer(
+    actors: Actors, files_root: Path
+) -> None:
+    document = _documents(files_root)["/rest/import-job"]
+    over = {"timeSeconds": MAX_SECONDS + 1, "outputBytes": MAX_BYTES + 1}
+    refused = actors.call("eve", "POST", "/rest/import-job", {**document, "limits": over})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["reason"].split("; ") == [
+        f"limits.timeSeconds: at most {MAX_SECONDS} seconds (the operator's maximum)",
+        f"limits.outputBytes: at most {MAX_BYTES} bytes (the operator's maximum)",
+    ]
+    assert actors.call("eve", "GET", "/rest/import-job").json() == []
+
+
 def test_a_job_without_limits_reads_back_without_them(actors: Actors, files_root: Path) -> None:
     document = _documents(files_root)["/rest/workbook"]
     created = actors.call("eve", "POST", "/rest/workbook", document)
