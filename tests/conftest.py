@@ -21,7 +21,7 @@ from datamill.store.db import Database
 from datamill.store.migrate import upgrade
 from datamill.worker.worker import Worker
 from tests.helpers import password_hash
-from tests.schedule import longest_files_first
+from tests.schedule import longest_files_first, scope_of
 
 PG_URL = os.environ.get(
     "DATAMILL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
@@ -39,6 +39,24 @@ def _admin_conninfo() -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Hand the longest test files to the xdist workers first (tests/schedule.py)."""
     longest_files_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, except that tests/spark goes to one worker whole (tests/schedule.py).
+
+    Each worker that runs a Spark test starts the session's Spark (a JVM and a
+    Spark Connect server); file by file, both workers did.
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedScopeScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return SharedScopeScheduling(config, log)
 
 
 def postgres_unavailable_reason() -> str | None:
