@@ -21,7 +21,7 @@ from datamill.store.db import Database
 from datamill.store.migrate import upgrade
 from datamill.worker.worker import Worker
 from tests.helpers import password_hash
-from tests.schedule import longest_files_first
+from tests.schedule import longest_files_first, scope_of
 
 PG_URL = os.environ.get(
     "DATAMILL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
@@ -39,6 +39,24 @@ def _admin_conninfo() -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Hand the longest test files to the xdist workers first (tests/schedule.py)."""
     longest_files_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, except that tests/spark goes to one worker whole (tests/schedule.py).
+
+    Each worker that runs a Spark test starts the session's Spark (a JVM and a
+    Spark Connect server); file by file, both workers did.
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedScopeScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return SharedScopeScheduling(config, log)
 
 
 def postgres_unavailable_reason() -> str | None:
@@ -117,13 +135,184 @@ class _Dropper:
         assert self.failures == [], self.failures
 
 
+# Everything of a test database that a test could change and an emptied
+# database would keep: its objects (tables, columns and their collations,
+# defaults, constraints, indexes, functions, triggers, schemas, extensions),
+# its sequences' positions, its settings, whether it takes connections, its
+# prepared transactions and the schema version. Equal to a fresh clone's: reusable.
+_FINGERPRINT = """
+SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
+  SELECT 'class ' || n.nspname || '.' || c.relname || ' ' || c.relkind::text || ' '
+         || c.relpersistence::text || ' ' || coalesce(c.reloptions::text, '')
+         || ' ' || coalesce(c.relacl::text, '') || ' ' || c.relrowsecurity::text
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  UNION ALL
+  SELECT 'column ' || c.relname || '.' || a.attname || ' ' || a.atttypid::text || ' '
+         || a.atttypmod::text || ' ' || a.attnotnull::text || ' ' || a.attcollation::text
+         || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND a.attnum > 0
+  UNION ALL
+  SELECT 'constraint ' || conrelid::regclass::text || ' ' || conname || ' '
+         || pg_get_constraintdef(oid)
+    FROM pg_constraint WHERE connamespace NOT IN ('pg_catalog'::regnamespace,
+                                                  'information_schema'::regnamespace)
+  UNION ALL
+  SELECT 'index ' || indexdef FROM pg_indexes
+   WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+  UNION ALL
+  SELECT 'function ' || p.oid::regprocedure::text || ' ' || md5(coalesce(p.prosrc, ''))
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  UNION ALL
+  SELECT 'trigger ' || tgrelid::regclass::text || ' ' || tgname || ' ' || tgenabled::text
+    FROM pg_trigger WHERE NOT tgisinternal
+  UNION ALL
+  SELECT 'rule ' || schemaname || '.' || rulename FROM pg_rules
+   WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+  UNION ALL
+  SELECT 'policy ' || schemaname || '.' || tablename || '.' || policyname FROM pg_policies
+  UNION ALL
+  SELECT 'schema ' || nspname FROM pg_namespace
+  UNION ALL
+  SELECT 'extension ' || extname || ' ' || extversion FROM pg_extension
+  UNION ALL
+  SELECT 'sequence ' || schemaname || '.' || sequencename || ' '
+         || coalesce(last_value::text, 'unused') FROM pg_sequences
+  UNION ALL
+  SELECT 'setting ' || setrole::text || ' ' || array_to_string(setconfig, ',')
+    FROM pg_db_role_setting
+   WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+  UNION ALL
+  SELECT 'database ' || datallowconn::text || ' ' || datconnlimit::text || ' '
+         || coalesce(datacl::text, '')
+    FROM pg_database WHERE datname = current_database()
+  UNION ALL
+  SELECT 'prepared ' || gid FROM pg_prepared_xacts WHERE database = current_database()
+  UNION ALL
+  SELECT 'version ' || version_num FROM alembic_version
+) AS parts(x)
+"""
+
+
+class _Databases:
+    """The test databases of one worker: each cloned once, then emptied and reused.
+
+    CREATE DATABASE copies the template's ~8 MB (0.1-0.4 s a test, and a drop
+    after it); emptying a database a test has finished with takes ~30 ms. A
+    database goes back to the next test only when it is exactly as a fresh
+    clone: every other session of it ended (as DROP ... WITH (FORCE) would),
+    every table emptied and every sequence restarted (the template holds no
+    rows but the schema version), and then its `_FINGERPRINT` equal to a fresh
+    clone's. A test that changed anything else (a trigger, a function, a
+    column's collation, a setting, a table of its own) leaves a database that
+    is dropped instead, and the next test gets a fresh clone.
+    """
+
+    def __init__(self, template: str) -> None:
+        self._template = template
+        self._free: list[str] = []
+        self._fresh: str | None = None  # a fresh clone's fingerprint
+        self._filled = ""  # a query: the tables that hold rows
+        self._admin: psycopg.Connection[Any] | None = None
+        self.reused = self.cloned = 0
+
+    @property
+    def admin(self) -> psycopg.Connection[Any]:
+        """The worker's own connection to the server's maintenance database."""
+        if self._admin is None or self._admin.closed:
+            self._admin = psycopg.connect(_admin_conninfo(), autocommit=True)
+        return self._admin
+
+    def take(self) -> str:
+        """The name of an empty database at the template's state, for one test."""
+        if self._free:
+            self.reused += 1
+            return self._free.pop()
+        name = f"datamill_t_{uuid.uuid4().hex[:12]}"
+        clone_template(self.admin, name, self._template)
+        self.cloned += 1
+        if self._fresh is None:
+            with psycopg.connect(_conninfo(name), autocommit=True) as conn:
+                self._fresh = _fingerprint(conn)
+                tables = [
+                    str(table)
+                    for (table,) in conn.execute(
+                        "SELECT c.oid::regclass::text FROM pg_class c"
+                        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
+                        " AND c.relname <> 'alembic_version'"
+                    )
+                ]
+            # Which tables hold rows: only those are truncated (each TRUNCATE
+            # makes new files, the larger part of emptying a database).
+            self._filled = " UNION ALL ".join(
+                f"SELECT '{table}' WHERE EXISTS (SELECT FROM {table})" for table in tables
+            )
+        return name
+
+    def give_back(self, name: str) -> None:
+        """Empty the database for the next test, or drop it if it cannot be as fresh."""
+        try:
+            clean = self._empty(name)
+        except psycopg.Error:  # it would not empty: a fresh clone for the next test
+            clean = False
+        if clean:
+            self._free.append(name)
+        else:
+            assert _DROPPER is not None
+            _DROPPER.drop(name)
+
+    def _empty(self, name: str) -> bool:
+        self.admin.execute(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        with psycopg.connect(_conninfo(name), autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '10s'")
+            filled = [str(table) for (table,) in conn.execute(self._filled)] if self._filled else []
+            if filled:
+                conn.execute(f"TRUNCATE {', '.join(filled)} CASCADE")
+            used = conn.execute(
+                "SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences"
+                " WHERE last_value IS NOT NULL"
+            ).fetchall()
+            for (sequence,) in used:
+                conn.execute(f"ALTER SEQUENCE {sequence} RESTART")
+            return _fingerprint(conn) == self._fresh
+
+    def close(self) -> None:
+        """Drop every database kept for reuse."""
+        assert _DROPPER is not None
+        while self._free:
+            _DROPPER.drop(self._free.pop())
+        if self._admin is not None:
+            self._admin.close()
+
+
+def _conninfo(database: str) -> str:
+    url = make_url(PG_URL).set(drivername="postgresql", database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def _fingerprint(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute(_FINGERPRINT).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 _DROPPER: _Dropper | None = None
+_DATABASES: _Databases | None = None
 
 
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
-    """A migrated template database; each test clones it (fast, isolated)."""
-    global _DROPPER
+    """A migrated template database; tests get clones of it (fast, isolated)."""
+    global _DROPPER, _DATABASES
     require_postgres()
     with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
@@ -132,7 +321,10 @@ def postgres_template() -> Iterator[str]:
     upgrade(db)
     db.dispose()
     _DROPPER = _Dropper()
+    _DATABASES = _Databases(TEMPLATE)
     yield TEMPLATE
+    _DATABASES.close()
+    _DATABASES = None
     _DROPPER.close()
     _DROPPER = None
     with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
@@ -141,14 +333,12 @@ def postgres_template() -> Iterator[str]:
 
 @pytest.fixture
 def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped after it (in the background)."""
-    template = request.getfixturevalue("postgres_template")
-    name = f"datamill_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
-        clone_template(conn, name, template)
+    """A PostgreSQL database for one test, as a fresh clone of the template (`_Databases`)."""
+    request.getfixturevalue("postgres_template")
+    assert _DATABASES is not None
+    name = _DATABASES.take()
     yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    assert _DROPPER is not None
-    _DROPPER.drop(name)
+    _DATABASES.give_back(name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -11,6 +11,11 @@ A file's cost is estimated from what its tests start, so a new test is
 weighed without editing this file; FILE_SECONDS corrects the few files whose
 cost their fixtures do not show. Only the order changes: every file's tests
 still run together, in their own order, on one worker.
+
+The Spark files are one unit (`scope_of`): all of them go to one worker
+(tests/conftest.py's scheduler), which starts the session's one Spark.
+Handed out file by file, both workers started a Spark of their own (a JVM
+and a Spark Connect server each, warmed up twice).
 """
 
 from __future__ import annotations
@@ -46,6 +51,20 @@ FILE_SECONDS = {
 }
 
 
+# Directories whose files go to one worker together: what their session
+# fixtures start is then started once (tests/spark: a Spark Connect server).
+SHARED_SCOPES = ("tests/spark/",)
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit a test goes to an xdist worker with: its file, or its shared directory."""
+    path = nodeid.split("::", 1)[0]
+    for folder in SHARED_SCOPES:
+        if path.startswith(folder):
+            return folder
+    return path
+
+
 def _test_seconds(item: pytest.Item) -> float:
     names = set(getattr(item, "fixturenames", ()))
     for name, seconds in _FIXTURE_SECONDS:
@@ -57,7 +76,10 @@ def _test_seconds(item: pytest.Item) -> float:
 
 
 def longest_files_first(items: list[pytest.Item]) -> None:
-    """Reorder `items` file by file, the costliest file first; keep each file's order."""
+    """Reorder `items` unit by unit (`scope_of`), the costliest first; keep each file's order.
+
+    Within a shared directory, its files go longest first as well.
+    """
     cost: dict[str, float] = {}
     for item in items:
         path = item.nodeid.split("::", 1)[0]
@@ -65,12 +87,17 @@ def longest_files_first(items: list[pytest.Item]) -> None:
     for path, seconds in FILE_SECONDS.items():
         if path in cost:
             cost[path] = max(cost[path], seconds)
+    for path, seconds in list(cost.items()):
+        scope = scope_of(path)
+        if scope != path:
+            cost[scope] = cost.get(scope, 0.0) + seconds
     position = {path: index for index, path in enumerate(cost)}
     items.sort(key=lambda item: _sort_key(item, cost, position))
 
 
 def _sort_key(
     item: pytest.Item, cost: dict[str, float], position: dict[str, int]
-) -> tuple[float, int]:
+) -> tuple[float, int, float, int]:
     path = item.nodeid.split("::", 1)[0]
-    return (-cost[path], position[path])
+    scope = scope_of(path)
+    return (-cost[scope], position[scope], -cost[path], position[path])

@@ -186,6 +186,9 @@ def test_a_trigger_and_a_stop_reach_the_worker_child_without_its_polling(
     assert response.status_code == 200, response.text
     assert execution(node, slow).status is JobStatus.CANCELED
     assert cluster.stop(server) == 0
+    # The child stopped when told to, not killed once its grace ran out: its
+    # heartbeat thread, asleep for the hour, woke for the shutdown.
+    assert "did not stop in time" not in server.log.read_text()
 
 
 def test_the_servers_metrics_and_readiness_count_its_worker_child_once(

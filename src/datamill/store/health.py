@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import urllib.parse
 
 import sqlalchemy as sa
-from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
 from datamill.domain.status import ACTIVE_STATUSES
 from datamill.store import tables as t
 from datamill.store.db import Database
-from datamill.store.migrate import alembic_config
+from datamill.store.migrate import head_revision as head_revision
 
 _ACTIVE = sorted(s.value for s in ACTIVE_STATUSES)
-
-
-@functools.cache
-def head_revision() -> str:
-    """The newest migration this code knows."""
-    script = ScriptDirectory.from_config(alembic_config(None))
-    head = script.get_current_head()
-    assert head is not None
-    return head
 
 
 def schema_revision(db: Database) -> str | None:

@@ -128,6 +128,9 @@ class Worker:
         self._draining_deadline = time.monotonic() + grace
         self._closing.set()
         self.wakeup.notify_work()
+        # The heartbeat thread sleeps a heartbeat between beats (an hour, if so
+        # configured); it wakes for a stop request, and so for this one.
+        self.wakeup.stop_requested.set()
         for thread in self._threads:
             thread.join()
         if self._listener is not None:
