@@ -205,11 +205,13 @@ class _Databases:
     after it); emptying a database a test has finished with takes ~30 ms. A
     database goes back to the next test only when it is exactly as a fresh
     clone: every other session of it ended (as DROP ... WITH (FORCE) would),
-    every table emptied and every sequence restarted (the template holds no
-    rows but the schema version), and then its `_FINGERPRINT` equal to a fresh
-    clone's. A test that changed anything else (a trigger, a function, a
-    column's collation, a setting, a table of its own) leaves a database that
-    is dropped instead, and the next test gets a fresh clone.
+    the database renamed (a process left behind that connects again finds
+    none, as after a drop), every table emptied and every sequence restarted
+    (the template holds no rows but the schema version), and then its
+    `_FINGERPRINT` equal to a fresh clone's. A test that changed anything else
+    (a trigger, a function, a column's collation, a setting, a table of its
+    own) leaves a database that is dropped instead, and the next test gets a
+    fresh clone.
     """
 
     def __init__(self, template: str) -> None:
@@ -257,21 +259,36 @@ class _Databases:
     def give_back(self, name: str) -> None:
         """Empty the database for the next test, or drop it if it cannot be as fresh."""
         try:
-            clean = self._empty(name)
+            renamed: str | None = self._rename(name)
+        except psycopg.Error:  # a session came back before the rename: a fresh clone instead
+            renamed = None
+        try:
+            clean = renamed is not None and self._empty(renamed)
         except psycopg.Error:  # it would not empty: a fresh clone for the next test
             clean = False
-        if clean:
-            self._free.append(name)
+        assert _DROPPER is not None
+        if renamed is not None and clean:
+            self._free.append(renamed)
         else:
-            assert _DROPPER is not None
-            _DROPPER.drop(name)
+            _DROPPER.drop(renamed or name)
 
-    def _empty(self, name: str) -> bool:
+    def _rename(self, name: str) -> str:
+        """End the test's sessions and give its database a new name.
+
+        A process the test left behind (a killed server's worker child, a
+        thread still polling) may connect again: under the old name it finds
+        no database, as after a drop, instead of writing into the next test's.
+        """
         self.admin.execute(
             "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
             " WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
         )
+        renamed = f"datamill_t_{uuid.uuid4().hex[:12]}"
+        self.admin.execute(f'ALTER DATABASE "{name}" RENAME TO "{renamed}"')
+        return renamed
+
+    def _empty(self, name: str) -> bool:
         with psycopg.connect(_conninfo(name), autocommit=True) as conn:
             conn.execute("SET lock_timeout = '10s'")
             filled = [str(table) for (table,) in conn.execute(self._filled)] if self._filled else []
