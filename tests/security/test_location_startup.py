@@ -6,8 +6,11 @@ start; every user gets a private home and a private location nobody else may use
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from datamill.services.locations import ensure_default_locations, policy_from_settings
 from datamill.settings import Settings
@@ -125,3 +128,16 @@ def test_a_private_folder_that_cannot_be_made_is_refused_by_name(actors: Actors)
     assert refused.json()["reason"] == (
         "the private folder of user 'carol' cannot be made: something is in the way"
     )
+
+
+def test_a_user_left_without_a_private_location_at_start_up_is_logged_by_name(
+    actors: Actors, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The operator's only sign of why a user has no private location after a restart.
+    (Path(actors.node.settings.resolved_source_roots[0]) / "users" / "carol").write_text("x")
+    with caplog.at_level(logging.WARNING, logger="datamill.services.locations"):
+        ensure_default_locations(actors.node.store, ["carol"])
+    assert [r.getMessage() for r in caplog.records if r.name == "datamill.services.locations"] == [
+        "user 'carol' has no private location: the private folder of user 'carol'"
+        " cannot be made: something is in the way"
+    ]
