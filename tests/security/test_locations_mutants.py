@@ -506,3 +506,55 @@ def test_an_allowed_host_that_does_not_resolve_is_refused_by_name(actors: Actors
         "source URL 'postgresql://eve:***@no-such-host.invalid/x':"
         " host 'no-such-host.invalid' does not resolve"
     )
+
+
+def test_a_file_named_like_the_postgresql_metadata_database_is_an_ordinary_file(
+    actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL metadata the database's name is no file: a file so named in the
+    # server's working directory, inside her own location, is hers to read and write.
+    policy = actors.node.store.file_policy
+    assert policy is not None
+    mine = Path(actors.node.settings.resolved_source_roots[0]) / "users" / "eve"
+    (mine / "store.db").write_text("id\n1\n")
+    monkeypatch.chdir(mine)
+    actors.node.store.file_policy = dataclasses.replace(
+        policy, metadata_url="postgresql://u:p@localhost/store.db"
+    )
+    source = {"kind": "csv", "location": "/Users/eve/files.loc", "path": "store.db"}
+    saved = actors.call(
+        "eve", "POST", "/rest/import-job", {"path": "/Users/eve/in.imp", "source": source}
+    )
+    assert saved.status_code == 200, saved.text
+    run = _resolved(actors, "eve", ImportJobDefinition(source=source))
+    assert run.definition["source"]["path"] == f"{mine}/store.db"
+    assert run.roots == PathRoots((str(mine),), (), ())
+    sink = {"kind": "csv", "location": "/Users/eve/files.loc", "path": "store.db"}
+    assert _export(actors, sink, "pg").status_code == 200
+
+
+def test_a_server_without_a_file_policy_refuses_files_and_says_why(actors: Actors) -> None:
+    # Fail closed: a node whose locations were never installed refuses every file, even in
+    # her own location, with an answer she can take to the operator (not a 500).
+    own = {"kind": "csv", "location": "/Users/eve/files.loc", "path": "in.csv"}
+    actors.node.store.file_policy = None
+    assert _import_reason(actors, "eve", own) == "no locations are configured on this server"
+
+
+def test_a_workbook_names_no_file_and_is_saved(actors: Actors) -> None:
+    # A workbook reads only Datamill's own results: its definition is checked for no
+    # location, and saving it is not refused by the location rules.
+    own = {"kind": "csv", "location": "/Users/eve/files.loc", "path": "in.csv"}
+    made = actors.call(
+        "eve", "POST", "/rest/import-job", {"path": "/Users/eve/in.imp", "source": own}
+    )
+    assert made.status_code == 200, made.text
+    workbook = {
+        "path": "/Users/eve/w.wbk",
+        "sheets": [
+            {"kind": "data", "name": "rows", "source": {"importJob": "/Users/eve/in.imp"}},
+            {"kind": "sql", "name": "all", "keep": True, "sql": "SELECT * FROM rows"},
+        ],
+    }
+    saved = actors.call("eve", "POST", "/rest/workbook", workbook)
+    assert saved.status_code == 200, saved.text

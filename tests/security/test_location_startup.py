@@ -1,0 +1,143 @@
+"""The locations Datamill makes itself (services/locations.py, start-up and new users).
+
+Every operator root gets a location for ADMINs, also a root added at a later
+start; every user gets a private home and a private location nobody else may use.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datamill.services.locations import ensure_default_locations, policy_from_settings
+from datamill.settings import Settings
+from tests.security.conftest import Actors
+
+
+def _locations(actors: Actors) -> dict[str, tuple[str, str]]:
+    listed = actors.call("admin", "GET", "/rest/location").json()
+    return {item["path"]: (item["folder"], item["owner"]) for item in listed}
+
+
+def test_a_root_added_at_a_later_start_gets_the_next_location(actors: Actors) -> None:
+    settings = actors.node.settings
+    first = settings.resolved_source_roots[0]
+    before = _locations(actors)
+    assert before["/Connections/files.loc"][0] == first
+    # The operator adds a source root, a sink root and an object-store sink root, and
+    # restarts. Meanwhile an admin named a location of her own like the next default one.
+    source, sink = Path(f"{first}-b"), Path(f"{first}-c")
+    source.mkdir()
+    sink.mkdir()
+    (Path(first) / "sub").mkdir()
+    made = actors.call(
+        "admin",
+        "POST",
+        "/rest/location",
+        {"path": "/Connections/files-2.loc", "folder": f"{first}/sub"},
+    )
+    assert made.status_code == 200, made.text
+    restarted = Settings(
+        **{
+            **settings.model_dump(exclude_unset=True),
+            "source_roots": [first, str(source)],
+            "sink_roots": [first, str(sink), "s3a://bucket/out"],
+        }
+    )
+    actors.node.store.file_policy = policy_from_settings(restarted)
+    ensure_default_locations(actors.node.store, ["admin", "eve", "bob"])
+    after = _locations(actors)
+    # Roots in sorted order: files, files-2 (taken: that root is left without one), files-3, ...
+    assert after["/Connections/files.loc"] == before["/Connections/files.loc"]
+    assert after["/Connections/files-2.loc"] == (f"{first}/sub", "admin")
+    owner = before["/Connections/files.loc"][1]
+    assert after["/Connections/files-3.loc"] == (str(sink), owner)
+    assert after["/Connections/files-4.loc"] == ("s3a://bucket/out", owner)
+    assert set(after) - set(before) == {
+        "/Connections/files-2.loc",
+        "/Connections/files-3.loc",
+        "/Connections/files-4.loc",
+    }
+    # Once more: nothing new, nothing changed.
+    ensure_default_locations(actors.node.store, ["admin", "eve", "bob"])
+    assert _locations(actors) == after
+
+
+def test_a_users_home_and_private_location_are_closed_to_others(actors: Actors) -> None:
+    # eve was made by the store (as `datamill user add` does), not over HTTP: the
+    # private location's hook made her home too.
+    listed = actors.call("admin", "GET", "/rest/location").json()
+    entry = next(item for item in listed if item["path"] == "/Users/eve/files.loc")
+    with actors.node.store.db.read() as conn:
+        home = actors.node.store.files.find(conn, "/Users/eve")
+    assert home is not None and home.owner == "eve"
+    closed = {"readable": False, "writable": False, "executable": False}
+    for entry_id in (home.id, entry["id"]):
+        flags = actors.call("admin", "GET", f"/api/filesystem/files/{entry_id}/permission")
+        assert flags.json()["others"] == closed, entry_id
+
+
+def test_a_user_name_that_cannot_be_a_folder_gets_no_private_location(actors: Actors) -> None:
+    # `datamill user add` creates users below the API's name checks: a name that
+    # is no single folder name gets no private folder (and nothing outside users/).
+    store = actors.node.store
+    policy = store.file_policy
+    assert policy is not None
+    users = Path(policy.users_root)
+    before = sorted(p.name for p in users.iterdir())
+    locations = _locations(actors)
+    for name in ("", ".", "..", "x/y", "x\x00y"):
+        store.users.create(name, "no-password")
+    assert sorted(p.name for p in users.iterdir()) == before
+    assert _locations(actors) == locations
+
+
+def _make_carol(actors: Actors) -> Any:
+    body = {"username": "carol", "password": "c4rol-pw", "roles": ["ANALYST"]}
+    return actors.call("admin", "POST", "/rest/user-management/users", body)
+
+
+def test_a_user_made_again_after_deletion_gets_her_private_location_back(
+    actors: Actors,
+) -> None:
+    folder = Path(actors.node.settings.resolved_source_roots[0]) / "users" / "carol"
+    assert _make_carol(actors).status_code == 200
+    (folder / "in.csv").write_text("id\n1\n")
+    assert actors.call("admin", "DELETE", "/rest/user-management/users/carol").status_code == 200
+    # Her folder stays; her private location went to the admin who deleted her.
+    again = _make_carol(actors)
+    assert again.status_code == 200, again.text
+    location = actors.call("admin", "GET", "/rest/location").json()
+    mine = next(item for item in location if item["path"] == "/Users/carol/files.loc")
+    assert (mine["owner"], mine["folder"]) == ("carol", str(folder))
+    flags = actors.call("admin", "GET", f"/api/filesystem/files/{mine['id']}/permission")
+    assert flags.json()["others"] == {"readable": False, "writable": False, "executable": False}
+    source = {"kind": "csv", "location": "/Users/carol/files.loc", "path": "in.csv"}
+    body = {"path": "/Users/carol/in.imp", "source": source}
+    saved = actors.client.request("POST", "/rest/import-job", json=body, auth=("carol", "c4rol-pw"))
+    assert saved.status_code == 200, saved.text
+
+
+def test_a_private_folder_that_cannot_be_made_is_refused_by_name(actors: Actors) -> None:
+    (Path(actors.node.settings.resolved_source_roots[0]) / "users" / "carol").write_text("x")
+    refused = _make_carol(actors)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["reason"] == (
+        "the private folder of user 'carol' cannot be made: something is in the way"
+    )
+
+
+def test_a_user_left_without_a_private_location_at_start_up_is_logged_by_name(
+    actors: Actors, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The operator's only sign of why a user has no private location after a restart.
+    (Path(actors.node.settings.resolved_source_roots[0]) / "users" / "carol").write_text("x")
+    with caplog.at_level(logging.WARNING, logger="datamill.services.locations"):
+        ensure_default_locations(actors.node.store, ["carol"])
+    assert [r.getMessage() for r in caplog.records if r.name == "datamill.services.locations"] == [
+        "user 'carol' has no private location: the private folder of user 'carol'"
+        " cannot be made: something is in the way"
+    ]
