@@ -71,6 +71,23 @@ def test_user_add_on_the_local_home(tmp_path: Path) -> None:
     assert _auth(other).authenticate("ann", "a-pw").name == "ann"
 
 
+def test_user_add_refuses_a_name_the_api_refuses_and_makes_nobody(tmp_path: Path) -> None:
+    # '..' and 'x/y' would name a home folder outside the users' own; ':' never logs in.
+    home = tmp_path / "datamill"
+    env = clean_env(tmp_path / "user", DATAMILL_HOME=str(home))
+    assert run(["init"], env).returncode == 0
+    for name in ("..", "x/y", "a:b"):
+        added = run(["user", "add", name, "--password-stdin"], env, "pw\n")
+        assert added.returncode != 0, name
+        assert repr(name) in added.stderr, added.stderr
+        with pytest.raises(NotAuthenticated):
+            _auth(home).authenticate(name, "pw")
+    empty = run(["user", "add", "bob", "--password-stdin"], env, "\n")
+    assert "the password must not be empty" in empty.stderr, empty.stderr
+    with pytest.raises(NotAuthenticated):
+        _auth(home).authenticate("bob", "")
+
+
 def test_help_names_only_commands_that_exist(tmp_path: Path) -> None:
     env = clean_env(tmp_path / "user")
     texts = [run(["--help"], env).stdout]

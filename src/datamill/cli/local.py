@@ -182,10 +182,17 @@ def user_add(
 ) -> None:
     """Create a user in the local home's database."""
     from datamill.services.auth import hash_password
+    from datamill.services.users import check_name, check_password
 
+    # The API's checks: a name like '..' or 'x/y' would name no home folder of
+    # its own (or one outside the users' folder), and one with ':' never logs in.
+    check_name("user", name)
     node = _open(options)
     node.store.users.create(
-        name, hash_password(password), roles=tuple(roles or ["ANALYST"]), groups=tuple(groups)
+        name,
+        hash_password(check_password(password)),
+        roles=tuple(roles or ["ANALYST"]),
+        groups=tuple(groups),
     )
     print(f"user {name} created")
 
