@@ -224,7 +224,9 @@ class World:
 
 def resource_document(world: World, kind: str) -> dict[str, str]:
     if kind == "location":
-        return {"folder": str(world.files / "loc")}
+        # A folder of its own: a location on another actor's location's folder
+        # is refused to whoever may not read that one (check_given_folder).
+        return {"folder": str(world.files / world.name("loc"))}
     return {"url": f"sqlite:///{world.files / 'conn.db'}"}
 
 
