@@ -301,9 +301,10 @@ def check_given_folder(conn: Connection, store: Store, typed: str, user: User, w
     inside another user's private folder, or any location `user` may not
     read, would open it. So the real path must lie neither in Datamill's own
     folders, nor in another user's private folder (made or still to be made,
-    ADMIN excepted), nor in a location `user` may not read, the operator
-    roots' own locations excepted (they are what definers carve up). The
-    message names the path as typed, not where a symbolic link leads.
+    ADMIN excepted), nor in a location `user` may not read (nor write,
+    inside a sink root), the operator roots' own locations excepted (they
+    are what definers carve up). The message names the path as typed, not
+    where a symbolic link leads.
     """
     policy = policy_of(store)
     real = os.path.realpath(typed)
@@ -317,13 +318,16 @@ def check_given_folder(conn: Connection, store: Store, typed: str, user: User, w
     if owner and owner != user.name and not user.is_admin:
         raise refused
     roots = {os.path.realpath(r) for r in (*policy.source_roots, *policy.sink_roots)}
+    # Her own location lets her write wherever a sink root allows it: a
+    # location she may only read would otherwise become one she may write.
+    access = Access.WRITE if _inside_any(real, policy.sink_roots) else Access.READ
     for location in loc_store.all_locations(conn):
         if objects.is_uri(location.folder):
             continue  # an object-store location holds no local file
         folder = os.path.realpath(location.folder)
         if folder in roots or not _inside(real, folder):
             continue
-        if not has_access(conn, user, location.entry, Access.READ):
+        if not _may(conn, user, location.entry, access):
             raise refused
 
 
