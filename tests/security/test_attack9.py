@@ -69,3 +69,54 @@ def test_a_definer_turns_no_read_only_share_into_a_location_she_may_write(
     assert started.status_code == 200, started.text
     ended = wait_terminal(actors.node, started.json()["job-execution-id"])
     assert ended.status is JobStatus.COMPLETED
+
+
+def test_a_definers_location_goes_with_the_share_it_was_carved_from(
+    running: Actors, steve: str, tmp_path: Path
+) -> None:
+    actors = running
+    # admin shared team.loc with everyone (read and write); steve made his
+    # own location on its folder, and a SQLite connection on its x.db. When
+    # admin revoked the share, the one named decides (N6): steve's location
+    # and connection still read and wrote admin's folder (seen on a real server).
+    team = tmp_path / "team"
+    team.mkdir()
+    (team / "x.csv").write_text("k\nadmin's\n")
+    sqlite3.connect(team / "x.db").executescript(
+        "CREATE TABLE t (k TEXT); INSERT INTO t VALUES ('a');"
+    )
+    made = actors.call(
+        "admin", "POST", "/rest/location", {"path": "/Connections/team.loc", "folder": str(team)}
+    )
+    assert made.status_code == 200, made.text
+    share = f"/api/filesystem/files/{made.json()['id']}/permission/others"
+    flags = {"readable": True, "writable": True, "executable": False}
+    assert actors.call("admin", "PUT", share, flags).status_code == 200
+    body = {"path": "/Users/steve/t.loc", "folder": str(team)}
+    assert actors.call(steve, "POST", "/rest/location", body).status_code == 200
+    body = {"path": "/Users/steve/t.dst", "url": f"sqlite:///{team / 'x.db'}"}
+    assert actors.call(steve, "POST", "/rest/connection", body).status_code == 200
+    sources = {
+        "/Users/steve/csv.imp": {"kind": "csv", "location": "/Users/steve/t.loc", "path": "x.csv"},
+        "/Users/steve/db.imp": {
+            "kind": "database",
+            "connection": "/Users/steve/t.dst",
+            "table": "t",
+        },
+    }
+    for path, source in sources.items():
+        imported = {"path": path, "source": source, "schema": SCHEMA}
+        answer = actors.call(steve, "POST", "/rest/import-job", imported)
+        assert answer.status_code == 200, answer.text
+    flags = {"readable": False, "writable": False, "executable": False}
+    assert actors.call("admin", "PUT", share, flags).status_code == 200
+    for path, source in sources.items():
+        started = actors.call(steve, "POST", f"/api/job-execution{path}/trigger")
+        assert started.status_code == 200, started.text
+        ended = wait_terminal(actors.node, started.json()["job-execution-id"])
+        assert ended.status is JobStatus.ERROR, path
+        noun = "location" if "location" in source else "connection"
+        reference = source.get("location") or source.get("connection")
+        assert ended.error_message == (
+            f"source: {noun} {reference!r} does not exist or you may not read from it"
+        ), path

@@ -276,8 +276,9 @@ def _file_target(
     if objects.is_uri(found.folder):
         return _object_target(conn, found, relative, allowed, user, access, what, location or path)
     folder = os.path.realpath(found.folder)
-    if not _inside_any(folder, allowed):
-        # The operator moved the roots since; say so without naming the folder.
+    if not _inside_any(folder, allowed) or not _still_given(conn, store, found.entry, folder):
+        # The operator moved the roots since, or its definer lost the right to
+        # give it out; say so without naming the folder.
         raise _refused(what, "location", location or path, access)
     # A folder the operator put around the SQLite metadata database: its files
     # are hidden like a location the user may not use, so no import reads
@@ -329,6 +330,24 @@ def check_given_folder(conn: Connection, store: Store, typed: str, user: User, w
             continue
         if not _may(conn, user, location.entry, access):
             raise refused
+
+
+def _still_given(conn: Connection, store: Store, entry: FileEntry, real: str) -> bool:
+    """Whether the owner of a location or SQLite connection may still give out `real`.
+
+    A definer's location inside one shared with her stayed hers when the share
+    was revoked, and the one named decides: at run time it is checked again.
+    """
+    if entry.owner == ROOT_OWNER:
+        return True
+    owner = store.users.get(conn, entry.owner)
+    if owner is None:
+        return False
+    try:
+        check_given_folder(conn, store, real, owner, "location")
+    except PathNotAllowed:
+        return False
+    return True
 
 
 def find_connection(
@@ -405,6 +424,11 @@ def _database_target(
     if connection is not None:
         found = find_connection(conn, store, connection, user, access, what)
         policy = policy_of(store)
+        database = sa.make_url(found.url)
+        if database.get_backend_name() == "sqlite" and not _still_given(
+            conn, store, found.entry, str(database.database)
+        ):
+            raise _refused(what, "connection", connection, access)
         # An ADMIN's SQLite connection may name any file inside the operator's roots.
         roots = policy.source_roots if access is Access.READ else policy.sink_roots
         return connection_url(found), roots
