@@ -276,8 +276,9 @@ def _file_target(
     if objects.is_uri(found.folder):
         return _object_target(conn, found, relative, allowed, user, access, what, location or path)
     folder = os.path.realpath(found.folder)
-    if not _inside_any(folder, allowed):
-        # The operator moved the roots since; say so without naming the folder.
+    if not _inside_any(folder, allowed) or not _still_given(conn, store, found.entry, folder):
+        # The operator moved the roots since, or its definer lost the right to
+        # give it out; say so without naming the folder.
         raise _refused(what, "location", location or path, access)
     # A folder the operator put around the SQLite metadata database: its files
     # are hidden like a location the user may not use, so no import reads
@@ -301,9 +302,10 @@ def check_given_folder(conn: Connection, store: Store, typed: str, user: User, w
     inside another user's private folder, or any location `user` may not
     read, would open it. So the real path must lie neither in Datamill's own
     folders, nor in another user's private folder (made or still to be made,
-    ADMIN excepted), nor in a location `user` may not read, the operator
-    roots' own locations excepted (they are what definers carve up). The
-    message names the path as typed, not where a symbolic link leads.
+    ADMIN excepted), nor in a location `user` may not read (nor write,
+    inside a sink root), the operator roots' own locations excepted (they
+    are what definers carve up). The message names the path as typed, not
+    where a symbolic link leads.
     """
     policy = policy_of(store)
     real = os.path.realpath(typed)
@@ -317,14 +319,35 @@ def check_given_folder(conn: Connection, store: Store, typed: str, user: User, w
     if owner and owner != user.name and not user.is_admin:
         raise refused
     roots = {os.path.realpath(r) for r in (*policy.source_roots, *policy.sink_roots)}
+    # Her own location lets her write wherever a sink root allows it: a
+    # location she may only read would otherwise become one she may write.
+    access = Access.WRITE if _inside_any(real, policy.sink_roots) else Access.READ
     for location in loc_store.all_locations(conn):
         if objects.is_uri(location.folder):
             continue  # an object-store location holds no local file
         folder = os.path.realpath(location.folder)
         if folder in roots or not _inside(real, folder):
             continue
-        if not has_access(conn, user, location.entry, Access.READ):
+        if not _may(conn, user, location.entry, access):
             raise refused
+
+
+def _still_given(conn: Connection, store: Store, entry: FileEntry, real: str) -> bool:
+    """Whether the owner of a location or SQLite connection may still give out `real`.
+
+    A definer's location inside one shared with her stayed hers when the share
+    was revoked, and the one named decides: at run time it is checked again.
+    """
+    if entry.owner == ROOT_OWNER:
+        return True
+    owner = store.users.get(conn, entry.owner)
+    if owner is None:
+        return False
+    try:
+        check_given_folder(conn, store, real, owner, "location")
+    except PathNotAllowed:
+        return False
+    return True
 
 
 def find_connection(
@@ -401,6 +424,11 @@ def _database_target(
     if connection is not None:
         found = find_connection(conn, store, connection, user, access, what)
         policy = policy_of(store)
+        database = sa.make_url(found.url)
+        if database.get_backend_name() == "sqlite" and not _still_given(
+            conn, store, found.entry, str(database.database)
+        ):
+            raise _refused(what, "connection", connection, access)
         # An ADMIN's SQLite connection may name any file inside the operator's roots.
         roots = policy.source_roots if access is Access.READ else policy.sink_roots
         return connection_url(found), roots
