@@ -386,6 +386,19 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# The timings and limits of a test node: beats and polls fast enough that a
+# test waits little, limits small enough for two xdist workers side by side.
+TEST_NODE_TIMINGS: dict[str, Any] = {
+    "heartbeat_seconds": 0.2,
+    "worker_lost_seconds": 2.0,
+    "poll_seconds": 0.2,
+    "shutdown_grace_seconds": 5.0,
+    "stop_wait_seconds": 20.0,
+    "engine_memory_limit": "512MB",
+    "concurrency": 2,
+}
+
+
 @pytest.fixture
 def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Settings:
     """Settings for an isolated Datamill home on the backend under test, its schema at head."""
@@ -396,13 +409,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) 
     return Settings(
         home=tmp_path / "home",
         database_url=database_url,
-        heartbeat_seconds=0.2,
-        worker_lost_seconds=2.0,
-        poll_seconds=0.2,
-        shutdown_grace_seconds=5.0,
-        stop_wait_seconds=20.0,
-        engine_memory_limit="512MB",
-        concurrency=2,
+        **TEST_NODE_TIMINGS,
     )
 
 

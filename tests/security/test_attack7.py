@@ -12,6 +12,7 @@ import pytest
 
 from datamill.domain.status import JobKind
 from datamill.settings import Settings
+from tests.conftest import TEST_NODE_TIMINGS
 from tests.security.conftest import Actors
 
 SCHEMA = [{"name": "id", "type": "BIGINT"}]
@@ -34,14 +35,16 @@ def settings(tmp_path: Path, sqlite_template: Path) -> Settings:
         # The operator's root holds the home too (its data root).
         source_roots=[tmp_path],
         sink_roots=[tmp_path],
-        heartbeat_seconds=0.2,
-        worker_lost_seconds=2.0,
-        poll_seconds=0.2,
-        shutdown_grace_seconds=5.0,
-        stop_wait_seconds=20.0,
-        engine_memory_limit="512MB",
-        concurrency=2,
+        **TEST_NODE_TIMINGS,
     )
+
+
+def _give_bob_a_location(actors: Actors, path: str, folder: Path) -> None:
+    """The admin defines a location on `folder` (an operator may) and hands it to bob."""
+    made = actors.call("admin", "POST", "/rest/location", {"path": path, "folder": str(folder)})
+    assert made.status_code == 200, made.text
+    url = f"/api/filesystem/files/{made.json()['id']}/permission/owner"
+    assert actors.call("admin", "PUT", url, {"owner": "bob"}).status_code == 200
 
 
 @pytest.mark.parametrize("name", ["meta.db-writers", "meta.db.startup-lock"])
@@ -55,12 +58,7 @@ def test_the_lock_files_of_a_database_named_through_a_link_are_no_sink(
     # inode: writers no longer queue across processes, nor nodes at start-up).
     files = tmp_path / "files"
     assert (files / "meta.db-writers").exists() or (tmp_path / "real" / "meta.db-writers").exists()
-    made = actors.call(
-        "admin", "POST", "/rest/location", {"path": "/Connections/t.loc", "folder": str(files)}
-    )
-    assert made.status_code == 200, made.text
-    url = f"/api/filesystem/files/{made.json()['id']}/permission/owner"
-    assert actors.call("admin", "PUT", url, {"owner": "bob"}).status_code == 200
+    _give_bob_a_location(actors, "/Connections/t.loc", files)
     (files / "in.csv").write_text("id\n1\n")
     source = {"kind": "csv", "location": "/Connections/t.loc", "path": "in.csv"}
     imported = {"source": source, "schema": [{"name": "id", "type": "BIGINT"}]}
@@ -82,12 +80,7 @@ def test_the_lock_files_of_a_database_named_through_a_link_are_no_sink(
 def around_home(actors: Actors) -> Path:
     """bob owns `h.loc` on the folder that holds the data root (the operator's root)."""
     home = actors.node.settings.resolved_data_root.parent
-    made = actors.call(
-        "admin", "POST", "/rest/location", {"path": "/Connections/h.loc", "folder": str(home)}
-    )
-    assert made.status_code == 200, made.text
-    url = f"/api/filesystem/files/{made.json()['id']}/permission/owner"
-    assert actors.call("admin", "PUT", url, {"owner": "bob"}).status_code == 200
+    _give_bob_a_location(actors, "/Connections/h.loc", home)
     return home
 
 
