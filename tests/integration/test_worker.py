@@ -7,6 +7,7 @@ import csv
 import itertools
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from datamill.domain.status import JobStatus
 from datamill.engine.windows import is_idle_window
 from datamill.store import data as data_store
 from datamill.store.queue import WORKER_LOST
-from datamill.worker.worker import STOPPED_BY_USER, Worker
+from datamill.worker.horse import Horse
+from datamill.worker.worker import STOPPED_BY_USER, Worker, _Slot
 from tests.helpers import (
     a_dead_pid,
     admin,
     define,
+    execution,
     orders_import,
     totals_workbook,
     wait_for,
@@ -189,6 +192,47 @@ def test_graceful_shutdown_hands_back_a_long_run(node: Node, files_root: Path) -
     handed_back = wait_for(node, run.id, {JobStatus.QUEUED}, timeout=5)
     assert handed_back.started_at is None and handed_back.worker_id is None
     assert _newest_data(node, WBK) is None
+
+
+def _slot_step(worker: Worker, horse: Horse) -> list[BaseException]:
+    """One step of a slot's loop (claim, or wait for work), in a thread; what it raised."""
+    raised: list[BaseException] = []
+
+    def step() -> None:
+        try:
+            worker._claim_and_run(horse, _Slot())
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=step, daemon=True)
+    thread.start()
+    thread.join(60)  # a bound for a broken build only: the poll is an hour
+    assert not thread.is_alive(), "the slot slept its poll after the shutdown"
+    return raised
+
+
+def test_a_slot_that_reaches_its_claim_after_the_shutdown_began_neither_claims_nor_sleeps(
+    node: Node, files_root: Path
+) -> None:
+    # The race the embedded worker's hour-long polls met: a slot past its
+    # loop's "closing?" test (waiting for a new horse) when the shutdown
+    # announced work, then reading that announcement's generation, claimed
+    # nothing and slept the poll, so the server killed the child after the
+    # grace. Here the slot's step runs after the shutdown's announcement.
+    source = write_orders_csv(files_root / "in", rows=3)
+    define(node, IMP, orders_import(source))
+    settings = node.settings.model_copy(update={"poll_seconds": 3600.0})
+    worker = Worker(node.store, settings, node.wakeup)
+    worker.shutdown(grace_seconds=0.5)
+    horse = Horse(settings.engine)
+    try:
+        assert _slot_step(worker, horse) == []  # nothing queued: it did not sleep
+        # Nor does it start a queued run that the worker would have to hand back.
+        queued = node.jobs.trigger(IMP, admin(node))
+        assert _slot_step(worker, horse) == []
+        assert execution(node, queued.id).status is JobStatus.QUEUED
+    finally:
+        horse.kill()
 
 
 def _children() -> list[int]:

@@ -336,6 +336,13 @@ class Worker:
         claimed, slot.following = slot.following, None
         if claimed is None:
             generation = self.wakeup.generation
+            # shutdown() sets _closing before it announces work, so a slot that
+            # read the generation after that announcement sees _closing here.
+            # Without this check, a slot that passed its loop's test just before
+            # the shutdown (waiting for a new horse, say) would claim nothing and
+            # then sleep a whole poll: an hour-long poll outlived the grace.
+            if self._closing.is_set():
+                return horse
             _, claimed = self._claiming(
                 lambda prepare: (None, self.store.queue.claim_and_prepare(self.id, prepare))
             )
