@@ -11,6 +11,7 @@ does not exist.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -256,6 +257,33 @@ def _hidden_inside(conn: Connection, folder: str, user: User, access: Access) ->
     return tuple(sorted(hidden))
 
 
+def _homes_of_others(
+    conn: Connection, policy: FilePolicy, folder: str, target: str, user: User
+) -> tuple[str, ...]:
+    """Folders in the users root inside `folder` that no location covers, but `user`'s own.
+
+    They are other users' private folders still to be made (or left without a
+    location): `check_given_folder` refuses them, and a location around the
+    users root must not reach them either (attack 10). The target's own name
+    counts even if it does not exist, so no file takes a future user's place.
+    """
+    users = os.path.realpath(policy.users_root)
+    if user.is_admin or not _inside(users, folder):
+        return ()
+    names: set[str] = set()
+    with contextlib.suppress(OSError):
+        names = set(os.listdir(users))
+    if _inside(target, users) and target != users:
+        names.add(target[len(users) :].lstrip(os.sep).split(os.sep)[0])
+    located = {
+        os.path.realpath(loc.folder)
+        for loc in loc_store.all_locations(conn)
+        if not objects.is_uri(loc.folder)
+    }
+    homes = (os.path.join(users, name) for name in names - {user.name})
+    return tuple(sorted(home for home in homes if home not in located))
+
+
 def _file_target(
     conn: Connection,
     store: Store,
@@ -283,10 +311,14 @@ def _file_target(
     # A folder the operator put around the SQLite metadata database: its files
     # are hidden like a location the user may not use, so no import reads
     # them and no export replaces them (nor the writers' lock all wait on).
-    hidden = _hidden_inside(conn, folder, user, access) + _database_files(policy, folder)
+    target = os.path.realpath(os.path.join(folder, relative))
+    hidden = (
+        _hidden_inside(conn, folder, user, access)
+        + _database_files(policy, folder)
+        + _homes_of_others(conn, policy, folder, target, user)
+    )
     # The innermost location decides: a file inside a location the user may not
     # use is refused like one outside every location; globs skip it at run time.
-    target = os.path.realpath(os.path.join(folder, relative))
     if hidden and not is_glob(relative) and _inside_any(target, hidden):
         raise InvalidDefinition(
             f"{what}: {path!r} is not inside a location you may {_VERBS[access]}"

@@ -1,0 +1,66 @@
+"""Tenth attack (ninth session): user isolation after the save-time checks.
+
+docs/security.md, "Tenth attack (ninth session)".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datamill.domain.status import JobKind, JobStatus
+from tests.helpers import wait_terminal
+from tests.security.conftest import Actors
+from tests.security.test_attack8 import settings as settings  # the operator's root around home
+from tests.security.test_attack8 import steve as steve  # location.define, connection.define
+
+SCHEMA = [{"name": "k", "type": "VARCHAR"}]
+
+
+def _run(actors: Actors, user: str, path: str) -> JobStatus:
+    started = actors.call(user, "POST", f"/api/job-execution{path}/trigger")
+    assert started.status_code == 200, started.text
+    return wait_terminal(actors.node, started.json()["job-execution-id"]).status
+
+
+def test_a_location_around_the_users_root_reaches_no_home_still_to_be_made(
+    running: Actors, steve: str, tmp_path: Path
+) -> None:
+    actors = running
+    # zed's folder is there before zed is (an operator filled it, or a deleted
+    # user left it). steve may not make a location in it, but one on the
+    # users root itself was allowed and reached it: his import read zed's
+    # file, a glob read it, and his export put a file where carol's private
+    # folder was to go, so creating carol failed (seen on a real server).
+    users = tmp_path / "users"
+    (users / "zed").mkdir()
+    (users / "zed" / "x.csv").write_text("k\nzed's\n")
+    (users / "steve" / "x.csv").write_text("k\nsteve's\n")
+    body = {"path": "/Users/steve/u.loc", "folder": str(users)}
+    assert actors.call(steve, "POST", "/rest/location", body).status_code == 200
+    source = {"kind": "csv", "location": "/Users/steve/u.loc", "path": "zed/x.csv"}
+    imported = {"path": "/Users/steve/z.imp", "source": source, "schema": SCHEMA}
+    refused = actors.call(steve, "POST", "/rest/import-job", imported)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["reason"] == (
+        "source: 'zed/x.csv' is not inside a location you may read from"
+    )
+    # A glob skips zed's folder and reads what is steve's.
+    source = {"kind": "csv", "location": "/Users/steve/u.loc", "path": "*/x.csv"}
+    imported = {"path": "/Users/steve/all.imp", "source": source, "schema": SCHEMA}
+    made = actors.call(steve, "POST", "/rest/import-job", imported)
+    assert made.status_code == 200, made.text
+    assert _run(actors, steve, "/Users/steve/all.imp") is JobStatus.COMPLETED
+    config = made.json()["configuration-id"]
+    data = actors.call(steve, "GET", f"/rest/data/import-job/{config}/download")
+    assert data.text.splitlines() == ['"k"', '"steve\'s"']
+    # No file in the place of a private folder still to be made.
+    sink = {"kind": "csv", "location": "/Users/steve/u.loc", "path": "carol"}
+    export = {"source": {"importJob": "/Users/steve/all.imp"}, "sink": sink}
+    exported = {"path": "/Users/steve/c.exp", **export}
+    refused = actors.call(steve, "POST", "/rest/export-job", exported)
+    assert refused.status_code == 400, refused.text
+    actors.node.jobs.define_job("/Users/steve/c.exp", JobKind.EXPORT, export, steve)
+    assert _run(actors, steve, "/Users/steve/c.exp") is JobStatus.ERROR
+    assert not (users / "carol").exists()
+    carol = {"name": "carol", "password": "pw", "roles": ["ANALYST"]}
+    assert actors.call("admin", "POST", "/rest/user-management/users", carol).status_code == 200
