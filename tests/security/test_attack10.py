@@ -64,3 +64,25 @@ def test_a_location_around_the_users_root_reaches_no_home_still_to_be_made(
     assert not (users / "carol").exists()
     carol = {"name": "carol", "password": "pw", "roles": ["ANALYST"]}
     assert actors.call("admin", "POST", "/rest/user-management/users", carol).status_code == 200
+
+
+def test_a_new_user_of_a_deleted_users_name_gets_none_of_their_files(
+    running: Actors, tmp_path: Path
+) -> None:
+    actors = running
+    # Deleting bob handed his private location to admin, but its folder kept
+    # his files, and a new user named bob was given the location back: the
+    # new bob's import read the old bob's salary (seen on a real server).
+    users = tmp_path / "users"
+    (users / "bob" / "salary.csv").write_text("k\nold bob's\n")
+    assert actors.call("admin", "DELETE", "/rest/user-management/users/bob").status_code == 200
+    bob = {"name": "bob", "password": "pw", "roles": ["ANALYST"]}
+    assert actors.call("admin", "POST", "/rest/user-management/users", bob).status_code == 200
+    source = {"kind": "csv", "location": "/Users/bob/files.loc", "path": "salary.csv"}
+    imported = {"path": "/Users/bob/s.imp", "source": source, "schema": SCHEMA}
+    assert actors.call("bob", "POST", "/rest/import-job", imported).status_code == 200
+    assert _run(actors, "bob", "/Users/bob/s.imp") is JobStatus.ERROR
+    assert list((users / "bob").iterdir()) == []
+    # Kept for the ADMIN, out of every user's location.
+    (kept,) = users.glob(".deleted-*/bob/salary.csv")
+    assert kept.read_text() == "k\nold bob's\n"

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import posixpath
+import tempfile
 from typing import Any
 
 import sqlalchemy as sa
@@ -551,12 +552,41 @@ def _private_folder(policy: FilePolicy, name: str) -> str:
     return os.path.join(policy.users_root, name)
 
 
-def ensure_private_location(conn: Connection, store: Store, name: str) -> None:
-    """Give user `name` their private location `/Users/<name>/files.loc` (idempotent)."""
+def _set_aside(policy: FilePolicy, name: str) -> None:
+    """Move the private folder of a deleted user out of the way of a new user of that name.
+
+    It goes to `<users root>/.deleted-<random>/<name>`: no location covers it,
+    so only an ADMIN reaches it (through the root's location).
+    """
+    folder = _private_folder(policy, name)
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return
+    try:
+        aside = tempfile.mkdtemp(prefix=".deleted-", dir=policy.users_root)
+        os.rename(folder, os.path.join(aside, name))
+    except OSError:
+        raise Conflict(
+            f"the private folder of a deleted user named {name!r} cannot be moved aside"
+        ) from None
+
+
+def ensure_private_location(
+    conn: Connection, store: Store, name: str, *, created: bool = False
+) -> None:
+    """Give user `name` their private location `/Users/<name>/files.loc` (idempotent).
+
+    `created`: the user was just made, so a location found at that path is
+    left over from a deleted user of the same name (deleting hands it to an
+    ADMIN); its folder holds that user's files, not the new user's.
+    """
     policy = store.file_policy
     if policy is None or name in ("", ".", "..") or "/" in name or "\x00" in name:
         return  # such a name cannot be a folder of its own below users_root
     folder = _private_folder(policy, name)
+    path = f"{HOME_ROOT}/{name}/{PRIVATE_LOCATION_NAME}"
+    entry = store.files.find(conn, path)
+    if created and entry is not None and entry.resource == "location" and entry.owner != name:
+        _set_aside(policy, name)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:
@@ -569,8 +599,6 @@ def ensure_private_location(conn: Connection, store: Store, name: str) -> None:
         raise Conflict(
             f"the private folder of user {name!r} cannot be made: something is in the way"
         )
-    path = f"{HOME_ROOT}/{name}/{PRIVATE_LOCATION_NAME}"
-    entry = store.files.find(conn, path)
     if entry is None:
         home = f"{HOME_ROOT}/{name}"
         if store.files.find(conn, home) is None:
