@@ -86,3 +86,27 @@ def test_a_new_user_of_a_deleted_users_name_gets_none_of_their_files(
     # Kept for the ADMIN, out of every user's location.
     (kept,) = users.glob(".deleted-*/bob/salary.csv")
     assert kept.read_text() == "k\nold bob's\n"
+
+
+def test_a_location_or_connection_is_no_way_into_someone_elses_home(
+    actors: Actors, steve: str, tmp_path: Path
+) -> None:
+    # `/Users/bob` and below are bob's whatever the flags say: a job or a
+    # folder there is refused to anyone else, but a location or connection
+    # entry was not, once bob had shared his home writable.
+    home = actors.call("bob", "GET", "/api/filesystem/folders/Users/bob").json()["id"]
+    flags = {"readable": True, "writable": True, "executable": True}
+    url = f"/api/filesystem/files/{home}/permission/others"
+    assert actors.call("bob", "PUT", url, flags).status_code == 200
+    entries = {
+        "/rest/location": {"path": "/Users/bob/x.loc", "folder": str(tmp_path / "steve")},
+        "/rest/connection": {"path": "/Users/bob/x.dst", "url": "sqlite:////nowhere/x.db"},
+    }
+    for route, body in entries.items():
+        refused = actors.call(steve, "POST", route, body)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["reason"] == (
+            "/Users/bob is reserved as the home folder of the user 'bob':"
+            " only that user (or an ADMIN) may create anything there"
+        )
+    assert not (tmp_path / "steve").exists()
