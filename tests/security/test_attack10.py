@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from datamill.api.event_routes import _Reader
 from datamill.domain.status import JobKind, JobStatus
+from datamill.errors import NotFound
 from tests.helpers import wait_terminal
 from tests.security.conftest import Actors
 from tests.security.test_attack8 import settings as settings  # the operator's root around home
@@ -110,3 +114,41 @@ def test_a_location_or_connection_is_no_way_into_someone_elses_home(
             " only that user (or an ADMIN) may create anything there"
         )
     assert not (tmp_path / "steve").exists()
+
+
+def test_an_open_event_stream_reads_with_the_rights_its_caller_has_now(
+    actors: Actors, tmp_path: Path
+) -> None:
+    # bob read eve's run through the group team. Removed from team (or
+    # deleted, or his role taken), his open stream went on reading its log
+    # and states with the groups he had when it opened, for as long as the
+    # run lasted (hours).
+    admin = actors.call
+    assert (
+        admin("admin", "POST", "/rest/user-management/groups", {"name": "team"}).status_code == 200
+    )
+    assert (
+        admin("admin", "PUT", "/rest/user-management/users/bob", {"groups": ["team"]}).status_code
+        == 200
+    )
+    (tmp_path / "users" / "eve" / "a.csv").write_text("k\neve's\n")
+    source = {"kind": "csv", "location": "/Users/eve/files.loc", "path": "a.csv"}
+    imported = {"path": "/Users/eve/a.imp", "source": source, "schema": SCHEMA}
+    assert actors.call("eve", "POST", "/rest/import-job", imported).status_code == 200
+    for path in ("/folders/Users/eve", "/files/Users/eve/a.imp"):
+        found = actors.call("eve", "GET", f"/api/filesystem{path}").json()
+        flags = {"name": "team", "readable": True, "writable": False, "executable": False}
+        url = f"/api/filesystem/files/{found['id']}/permission/groups"
+        assert actors.call("eve", "POST", url, flags).status_code == 200, path
+    started = actors.call("eve", "POST", "/api/job-execution/Users/eve/a.imp/trigger")
+    run = started.json()["job-execution-id"]  # queued: no worker here
+    with actors.node.store.db.read() as conn:
+        bob = actors.node.store.users.get(conn, "bob")
+    assert bob is not None
+    stream = _Reader(actors.node.jobs, [run], bob)  # as GET .../events opens it
+    assert [name for name, _ in stream.read()] == ["log", "state"]
+    assert (
+        admin("admin", "PUT", "/rest/user-management/users/bob", {"groups": []}).status_code == 200
+    )
+    with pytest.raises(NotFound):
+        stream.read()
