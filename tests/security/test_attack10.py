@@ -12,8 +12,8 @@ import pytest
 from datamill.api.event_routes import _Reader
 from datamill.domain.status import JobKind, JobStatus
 from datamill.errors import NotFound
-from tests.helpers import wait_terminal
-from tests.security.conftest import Actors
+from tests.helpers import password_hash, wait_terminal
+from tests.security.conftest import PASSWORD, Actors
 from tests.security.test_attack8 import settings as settings  # the operator's root around home
 from tests.security.test_attack8 import steve as steve  # location.define, connection.define
 
@@ -152,3 +152,42 @@ def test_an_open_event_stream_reads_with_the_rights_its_caller_has_now(
     )
     with pytest.raises(NotFound):
         stream.read()
+
+
+def test_a_location_made_around_others_takes_none_of_theirs_away(
+    running: Actors, steve: str, tmp_path: Path
+) -> None:
+    actors = running
+    # A run checks again that a location's definer may still give it out,
+    # with every location around it. One made *later* around it counted
+    # too: stan's private location on the users root made every user's own
+    # private location fail, also of users made after it (`... does not
+    # exist or you may not read from it`, seen on a real server), and his one
+    # around steve's folder ended steve's location.
+    actors.node.store.users.create("stan", password_hash(PASSWORD), roles=("STEWARD",))
+    (tmp_path / "users" / "bob" / "b.csv").write_text("k\nbob's\n")
+    (tmp_path / "area" / "steve").mkdir(parents=True)
+    (tmp_path / "area" / "steve" / "s.csv").write_text("k\nsteve's\n")
+    body = {"path": "/Users/steve/a.loc", "folder": str(tmp_path / "area" / "steve")}
+    assert actors.call(steve, "POST", "/rest/location", body).status_code == 200
+    jobs = {
+        "bob": ("/Users/bob/b.imp", "/Users/bob/files.loc", "b.csv"),
+        steve: ("/Users/steve/s.imp", "/Users/steve/a.loc", "s.csv"),
+    }
+    for user, (path, location, name) in jobs.items():
+        source = {"kind": "csv", "location": location, "path": name}
+        imported = {"path": path, "source": source, "schema": SCHEMA}
+        assert actors.call(user, "POST", "/rest/import-job", imported).status_code == 200
+    for folder in ("users", "area"):
+        body = {"path": f"/Users/stan/{folder}.loc", "folder": str(tmp_path / folder)}
+        assert actors.call("stan", "POST", "/rest/location", body).status_code == 200
+    # A user made after stan's location has her own private location too.
+    zoe = {"name": "zoe", "password": PASSWORD, "roles": ["ANALYST"]}
+    assert actors.call("admin", "POST", "/rest/user-management/users", zoe).status_code == 200
+    (tmp_path / "users" / "zoe" / "z.csv").write_text("k\nzoe's\n")
+    source = {"kind": "csv", "location": "/Users/zoe/files.loc", "path": "z.csv"}
+    imported = {"path": "/Users/zoe/z.imp", "source": source, "schema": SCHEMA}
+    assert actors.call("zoe", "POST", "/rest/import-job", imported).status_code == 200
+    jobs["zoe"] = ("/Users/zoe/z.imp", "", "")
+    for user, (path, _location, _name) in jobs.items():
+        assert _run(actors, user, path) is JobStatus.COMPLETED, user

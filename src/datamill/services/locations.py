@@ -327,7 +327,15 @@ def _file_target(
     return folder, relative, hidden
 
 
-def check_given_folder(conn: Connection, store: Store, typed: str, user: User, what: str) -> None:
+def check_given_folder(
+    conn: Connection,
+    store: Store,
+    typed: str,
+    user: User,
+    what: str,
+    *,
+    made_before: int | None = None,
+) -> None:
     """Refuse a folder (or SQLite file) that `user` may not give out as a location or connection.
 
     Whoever defines a location or connection hands out what lies in it, and
@@ -338,7 +346,9 @@ def check_given_folder(conn: Connection, store: Store, typed: str, user: User, w
     ADMIN excepted), nor in a location `user` may not read (nor write,
     inside a sink root), the operator roots' own locations excepted (they
     are what definers carve up). The message names the path as typed, not
-    where a symbolic link leads.
+    where a symbolic link leads. Her own private folder is hers whatever
+    encloses it; with `made_before` (a run's re-check of a location or
+    connection), a location made after that entry does not take it away.
     """
     policy = policy_of(store)
     real = os.path.realpath(typed)
@@ -355,12 +365,17 @@ def check_given_folder(conn: Connection, store: Store, typed: str, user: User, w
     # Her own location lets her write wherever a sink root allows it: a
     # location she may only read would otherwise become one she may write.
     access = Access.WRITE if _inside_any(real, policy.sink_roots) else Access.READ
+    home = os.path.join(users, user.name)
     for location in loc_store.all_locations(conn):
         if objects.is_uri(location.folder):
             continue  # an object-store location holds no local file
         folder = os.path.realpath(location.folder)
         if folder in roots or not _inside(real, folder):
             continue
+        if _inside(real, home) and _inside(home, folder):
+            continue  # a location around her home (steve's on the users root) takes none of it
+        if made_before is not None and location.entry.id > made_before:
+            continue  # made around hers later: it cannot take hers away (attack 10)
         if not _may(conn, user, location.entry, access):
             raise refused
 
@@ -377,7 +392,7 @@ def _still_given(conn: Connection, store: Store, entry: FileEntry, real: str) ->
     if owner is None:
         return False
     try:
-        check_given_folder(conn, store, real, owner, "location")
+        check_given_folder(conn, store, real, owner, "location", made_before=entry.id)
     except PathNotAllowed:
         return False
     return True
