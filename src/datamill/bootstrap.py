@@ -83,7 +83,7 @@ def install_locations(store: Store, settings: Settings) -> None:
     locations.ensure_default_locations(store, names)
 
     def private_location(conn: Connection, name: str) -> None:
-        locations.ensure_private_location(conn, store, name)
+        locations.ensure_private_location(conn, store, name, created=True)
 
     store.users.created_hooks.append(private_location)
 

@@ -24,7 +24,7 @@ from datamill.api.log_routes import event_item
 from datamill.api.types import CurrentUser
 from datamill.api.waiting import wait_slot
 from datamill.domain.records import User
-from datamill.errors import DatamillError, InvalidInput
+from datamill.errors import DatamillError, InvalidInput, NotFound
 from datamill.services import runs
 from datamill.services.jobs import JobService
 from datamill.services.waiting import RunWatch, WaitSlot
@@ -67,6 +67,13 @@ class _Reader:
 
     def read(self) -> list[tuple[str, dict[str, Any]]]:
         """The events not shown yet, in order: each run's new log events, then its new state."""
+        # With the caller's rights of now: a stream may last as long as its runs
+        # (hours), and groups, roles or the user may be gone meanwhile.
+        with self.jobs.store.db.read() as conn:
+            user = self.jobs.store.users.get(conn, self.user.name)
+        if user is None:
+            raise NotFound()
+        self.user = user
         found: list[tuple[str, dict[str, Any]]] = []
         for execution_id in self.ids:
             if execution_id in self.ended:

@@ -11,10 +11,12 @@ does not exist.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import posixpath
+import tempfile
 from typing import Any
 
 import sqlalchemy as sa
@@ -256,6 +258,33 @@ def _hidden_inside(conn: Connection, folder: str, user: User, access: Access) ->
     return tuple(sorted(hidden))
 
 
+def _homes_of_others(
+    conn: Connection, policy: FilePolicy, folder: str, target: str, user: User
+) -> tuple[str, ...]:
+    """Folders in the users root inside `folder` that no location covers, but `user`'s own.
+
+    They are other users' private folders still to be made (or left without a
+    location): `check_given_folder` refuses them, and a location around the
+    users root must not reach them either (attack 10). The target's own name
+    counts even if it does not exist, so no file takes a future user's place.
+    """
+    users = os.path.realpath(policy.users_root)
+    if user.is_admin or not _inside(users, folder):
+        return ()
+    names: set[str] = set()
+    with contextlib.suppress(OSError):
+        names = set(os.listdir(users))
+    if _inside(target, users) and target != users:
+        names.add(target[len(users) :].lstrip(os.sep).split(os.sep)[0])
+    located = {
+        os.path.realpath(loc.folder)
+        for loc in loc_store.all_locations(conn)
+        if not objects.is_uri(loc.folder)
+    }
+    homes = (os.path.join(users, name) for name in names - {user.name})
+    return tuple(sorted(home for home in homes if home not in located))
+
+
 def _file_target(
     conn: Connection,
     store: Store,
@@ -283,10 +312,14 @@ def _file_target(
     # A folder the operator put around the SQLite metadata database: its files
     # are hidden like a location the user may not use, so no import reads
     # them and no export replaces them (nor the writers' lock all wait on).
-    hidden = _hidden_inside(conn, folder, user, access) + _database_files(policy, folder)
+    target = os.path.realpath(os.path.join(folder, relative))
+    hidden = (
+        _hidden_inside(conn, folder, user, access)
+        + _database_files(policy, folder)
+        + _homes_of_others(conn, policy, folder, target, user)
+    )
     # The innermost location decides: a file inside a location the user may not
     # use is refused like one outside every location; globs skip it at run time.
-    target = os.path.realpath(os.path.join(folder, relative))
     if hidden and not is_glob(relative) and _inside_any(target, hidden):
         raise InvalidDefinition(
             f"{what}: {path!r} is not inside a location you may {_VERBS[access]}"
@@ -294,7 +327,15 @@ def _file_target(
     return folder, relative, hidden
 
 
-def check_given_folder(conn: Connection, store: Store, typed: str, user: User, what: str) -> None:
+def check_given_folder(
+    conn: Connection,
+    store: Store,
+    typed: str,
+    user: User,
+    what: str,
+    *,
+    made_before: int | None = None,
+) -> None:
     """Refuse a folder (or SQLite file) that `user` may not give out as a location or connection.
 
     Whoever defines a location or connection hands out what lies in it, and
@@ -305,7 +346,9 @@ def check_given_folder(conn: Connection, store: Store, typed: str, user: User, w
     ADMIN excepted), nor in a location `user` may not read (nor write,
     inside a sink root), the operator roots' own locations excepted (they
     are what definers carve up). The message names the path as typed, not
-    where a symbolic link leads.
+    where a symbolic link leads. Her own private folder is hers whatever
+    encloses it; with `made_before` (a run's re-check of a location or
+    connection), a location made after that entry does not take it away.
     """
     policy = policy_of(store)
     real = os.path.realpath(typed)
@@ -322,12 +365,17 @@ def check_given_folder(conn: Connection, store: Store, typed: str, user: User, w
     # Her own location lets her write wherever a sink root allows it: a
     # location she may only read would otherwise become one she may write.
     access = Access.WRITE if _inside_any(real, policy.sink_roots) else Access.READ
+    home = os.path.join(users, user.name)
     for location in loc_store.all_locations(conn):
         if objects.is_uri(location.folder):
             continue  # an object-store location holds no local file
         folder = os.path.realpath(location.folder)
         if folder in roots or not _inside(real, folder):
             continue
+        if _inside(real, home) and _inside(home, folder):
+            continue  # a location around her home (steve's on the users root) takes none of it
+        if made_before is not None and location.entry.id > made_before:
+            continue  # made around hers later: it cannot take hers away (attack 10)
         if not _may(conn, user, location.entry, access):
             raise refused
 
@@ -344,7 +392,7 @@ def _still_given(conn: Connection, store: Store, entry: FileEntry, real: str) ->
     if owner is None:
         return False
     try:
-        check_given_folder(conn, store, real, owner, "location")
+        check_given_folder(conn, store, real, owner, "location", made_before=entry.id)
     except PathNotAllowed:
         return False
     return True
@@ -519,12 +567,41 @@ def _private_folder(policy: FilePolicy, name: str) -> str:
     return os.path.join(policy.users_root, name)
 
 
-def ensure_private_location(conn: Connection, store: Store, name: str) -> None:
-    """Give user `name` their private location `/Users/<name>/files.loc` (idempotent)."""
+def _set_aside(policy: FilePolicy, name: str) -> None:
+    """Move the private folder of a deleted user out of the way of a new user of that name.
+
+    It goes to `<users root>/.deleted-<random>/<name>`: no location covers it,
+    so only an ADMIN reaches it (through the root's location).
+    """
+    folder = _private_folder(policy, name)
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return
+    try:
+        aside = tempfile.mkdtemp(prefix=".deleted-", dir=policy.users_root)
+        os.rename(folder, os.path.join(aside, name))
+    except OSError:
+        raise Conflict(
+            f"the private folder of a deleted user named {name!r} cannot be moved aside"
+        ) from None
+
+
+def ensure_private_location(
+    conn: Connection, store: Store, name: str, *, created: bool = False
+) -> None:
+    """Give user `name` their private location `/Users/<name>/files.loc` (idempotent).
+
+    `created`: the user was just made, so a location found at that path is
+    left over from a deleted user of the same name (deleting hands it to an
+    ADMIN); its folder holds that user's files, not the new user's.
+    """
     policy = store.file_policy
     if policy is None or name in ("", ".", "..") or "/" in name or "\x00" in name:
         return  # such a name cannot be a folder of its own below users_root
     folder = _private_folder(policy, name)
+    path = f"{HOME_ROOT}/{name}/{PRIVATE_LOCATION_NAME}"
+    entry = store.files.find(conn, path)
+    if created and entry is not None and entry.resource == "location" and entry.owner != name:
+        _set_aside(policy, name)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:
@@ -537,8 +614,6 @@ def ensure_private_location(conn: Connection, store: Store, name: str) -> None:
         raise Conflict(
             f"the private folder of user {name!r} cannot be made: something is in the way"
         )
-    path = f"{HOME_ROOT}/{name}/{PRIVATE_LOCATION_NAME}"
-    entry = store.files.find(conn, path)
     if entry is None:
         home = f"{HOME_ROOT}/{name}"
         if store.files.find(conn, home) is None:

@@ -21,6 +21,7 @@ from datamill.domain.records import FileEntry, User
 from datamill.engine import objects
 from datamill.engine.paths import check_database_url, check_url_text, has_control, safe_url
 from datamill.errors import Conflict, Forbidden, InvalidDefinition, NotFound, PathNotAllowed
+from datamill.services.folders import check_reserved
 from datamill.services.locations import (
     CONNECTION_EXTENSION,
     LOCATION_EXTENSION,
@@ -169,6 +170,8 @@ class ResourceService:
         path = _entry_path(kind, document)
         with self.store.db.write() as conn:
             self._require_define(conn, user, kind)
+            # Homes are their user's whatever their flags say, as for jobs and folders.
+            check_reserved(user, path)
             parent = self.store.files.find(conn, posixpath.dirname(path))
             if parent is None or not has_access(conn, user, parent, Access.READ):
                 raise NotFound(f"folder {posixpath.dirname(path)} does not exist")
