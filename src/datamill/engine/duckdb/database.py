@@ -35,13 +35,14 @@ def database_config(request: RunRequest) -> dict[str, Any]:
         ),
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
-        # DuckDB 2.0 starts 8 threads per database for asynchronous I/O (remote
-        # files), which a run's database never reads: external access is off
-        # and object-store sources are copied in first (engine/object_runs.py).
-        # Woken at every statement that writes a file, they cost a trivial run
-        # 0.5-1.4 ms of CPU on 2 busy cores (a third of the run, measured in
-        # bench/throughput.py's baseline loop; docs/performance.md, tenth
-        # round); local scans and writes of 20M rows took as long without them.
+        # DuckDB 2.0 starts 8 threads per database for asynchronous "tasks like
+        # I/O" (its setting's words). A run's database reads and writes local
+        # files only (external access is off; object-store sources are copied
+        # in first, engine/object_runs.py), and local scans and writes of 20M
+        # rows took as long without them; woken at every statement that writes
+        # a file, they cost a trivial run 0.5-1.4 ms of CPU on 2 busy cores (a
+        # third of bench/throughput.py's baseline loop; docs/performance.md,
+        # tenth round).
         "async_threads": 0,
     }
 
