@@ -43,10 +43,11 @@ Baseline, measured in the same run: the engine's own work per trivial run as
 the engine does it (DATAMILL_ENGINE_ISOLATION=worker, the default), in as many
 processes as worker slots: each keeps one `duckdb.connect(":memory:", ...)`
 with the engine's config (memory limit, threads, spill folder, no extension
-autoloading) and lock-down (allowed_directories, no external access), and per
-run opens a `cursor()`, turns progress reporting on (`SET enable_progress_bar
-= true`, `SET enable_progress_bar_print = false`), runs `COPY (SELECT 1 AS one)
-TO '<file>' (FORMAT parquet)` and closes the cursor. Reported: runs/s summed
+autoloading, no asynchronous I/O threads) and lock-down (allowed_directories,
+no external access), and per run opens a `cursor()`, turns progress
+reporting on (`SET enable_progress_bar = true`, `SET enable_progress_bar_print
+= false`), runs `COPY (SELECT 1 AS one) TO '<file>' (FORMAT parquet)` and
+closes the cursor. Reported: runs/s summed
 over the processes (each over its own wall time after its imports) and CPU
 per run (process CPU time / runs).
 Target: (a) >= 200 executions/s end to end, none failed.
@@ -54,7 +55,10 @@ Target: (a) >= 200 executions/s end to end, none failed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.client
+import json
 import multiprocessing
 import os
 import tempfile
@@ -63,9 +67,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import psutil
 from common import (
+    ADMIN,
     Result,
     Server,
     StoreReader,
@@ -112,6 +118,7 @@ def _engine_loop(seconds: float, results: Any) -> None:
             "temp_directory": spill,
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
+            "async_threads": 0,  # as engine/duckdb/database.py opens its databases
         }
         database = duckdb.connect(":memory:", config=config)
         database.execute("SET enable_progress_bar = true")
@@ -225,13 +232,53 @@ def define_jobs(server: Server, prefix: str, jobs: int) -> list[str]:
     return paths
 
 
+class TriggerClient:
+    """One keep-alive HTTP connection that sends the admin's trigger requests.
+
+    What `common.trigger` sends through httpx (POST, Basic credentials on
+    every request, no body), on `http.client`, as a curl-based Datameer
+    script would: httpx cost the load generator 1-1.5 ms of CPU per trigger
+    on the same two cores as the server (docs/performance.md, tenth round).
+    Any answer but 200 is an error, as `raise_for_status` made it.
+    """
+
+    def __init__(self, server: Server) -> None:
+        base = urlsplit(server.base)
+        self._conn = http.client.HTTPConnection(base.hostname or "127.0.0.1", base.port)
+        credentials = base64.b64encode(":".join(ADMIN).encode()).decode()
+        self._headers = {"Authorization": f"Basic {credentials}", "Content-Length": "0"}
+
+    def trigger(self, path: str) -> int:
+        """Trigger the job at `path`; the new execution id."""
+        self._conn.request(
+            "POST", quote(f"/api/job-execution{path}/trigger"), headers=self._headers
+        )
+        response = self._conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"trigger of {path} answered {response.status}: {body[:300]!r}")
+        execution_id: int = json.loads(body)["job-execution-id"]
+        return execution_id
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
 def trigger_all(server: Server, paths: list[str], per_job: int) -> tuple[list[int], float, float]:
     """Trigger each path per_job times from CLIENT_THREADS threads; ids, first send, seconds."""
     order = [path for _ in range(per_job) for path in paths]
-    clients = [server.client() for _ in range(CLIENT_THREADS)]
+    clients: list[TriggerClient] = []
+    # One connection per thread: an http.client connection carries one request at a time.
+    own = threading.local()
 
     def fire(index: int) -> int:
-        return trigger(clients[index % CLIENT_THREADS], order[index])
+        client = getattr(own, "client", None)
+        if client is None:
+            client = own.client = TriggerClient(server)
+            clients.append(client)
+        trigger_id: int = client.trigger(order[index])
+        return trigger_id
 
     started = time.time()
     with ThreadPoolExecutor(CLIENT_THREADS) as pool:

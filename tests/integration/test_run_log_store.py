@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -12,6 +13,7 @@ from datamill.domain import runlog as rl
 from datamill.domain.records import JobConfiguration
 from datamill.domain.status import JobKind, JobStatus, TriggerType
 from datamill.engine.base import PathRoots, RunRequest
+from datamill.settings import Settings
 from datamill.store import executions as ex
 from datamill.store import jobs as job_store
 from datamill.store import tables as t
@@ -186,3 +188,34 @@ def test_the_log_names_folders_as_the_definition_does(node: Node) -> None:
             },
         ),
     ]
+
+
+def test_the_log_names_a_symlinked_server_folder_by_its_name(tmp_path: Path) -> None:
+    # The operator's spill folder is a link to another disk: a message naming
+    # the folder it leads to still shows neither path.
+    elsewhere = tmp_path / "spill-disk"
+    elsewhere.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "tmp").symlink_to(elsewhere)
+    settings = Settings(home=home)
+    config = JobConfiguration(
+        1, 2, JobKind.WORKBOOK, "a.wbk", {"sheets": []}, "MANUAL", dt.datetime(2026, 1, 1)
+    )
+    request = RunRequest(
+        execution_id=3,
+        kind=JobKind.WORKBOOK,
+        definition={"sheets": []},
+        inputs={},
+        variables={},
+        staging_dir=str(settings.staging_root / "3"),
+        roots=PathRoots((), ()),
+    )
+    for _ in range(2):  # the second run as the first
+        run_log = RunLog(folder_names(config, request, settings))
+        failed = Outcome(
+            JobStatus.ERROR, error_message=f"no room in {elsewhere}/x and {home}/tmp/y"
+        )
+        assert (
+            run_log.ending(failed).log[-1].detail["message"] == "no room in <temp>/x and <temp>/y"
+        )

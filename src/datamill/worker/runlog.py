@@ -9,6 +9,7 @@ of the server's folders, nor of a location they could not read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -97,14 +98,26 @@ def folder_names(
             for real in {roots[0], os.path.realpath(roots[0])}:
                 names[real] = str(spec["location"])
     # The server's own folders are nobody's business but the operator's.
-    for root, name in (
-        (str(settings.staging_root), "<staging>"),
-        (str(settings.resolved_data_root), "<data>"),
-        (str(settings.temp_root), "<temp>"),
+    for real, name in _server_folders(
+        str(settings.staging_root), str(settings.resolved_data_root), str(settings.temp_root)
     ):
-        for real in {root, os.path.realpath(root)}:
-            names.setdefault(real, name)
+        names.setdefault(real, name)
     return names
+
+
+@functools.lru_cache(maxsize=16)
+def _server_folders(staging: str, data: str, temp: str) -> tuple[tuple[str, str], ...]:
+    """Each server folder, as configured and as resolved, with its name in the log.
+
+    Resolved once per process, not per run (three realpath calls were a fifth
+    of the worker's prepare): these are the operator's folders, fixed when the
+    worker starts, and the names only hide them in log text; a run's own
+    location folders above are resolved every time.
+    """
+    pairs: list[tuple[str, str]] = []
+    for root, name in ((staging, "<staging>"), (data, "<data>"), (temp, "<temp>")):
+        pairs += [(real, name) for real in dict.fromkeys([root, os.path.realpath(root)])]
+    return tuple(pairs)
 
 
 def _digest(config: JobConfiguration) -> str:

@@ -35,6 +35,15 @@ def database_config(request: RunRequest) -> dict[str, Any]:
         ),
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
+        # DuckDB 2.0 starts 8 threads per database for asynchronous "tasks like
+        # I/O" (its setting's words). A run's database reads and writes local
+        # files only (external access is off; object-store sources are copied
+        # in first, engine/object_runs.py), and local scans and writes of 20M
+        # rows took as long without them; woken at every statement that writes
+        # a file, they cost a trivial run 0.5-1.4 ms of CPU on 2 busy cores (a
+        # third of bench/throughput.py's baseline loop; docs/performance.md,
+        # tenth round).
+        "async_threads": 0,
     }
 
 
