@@ -193,6 +193,8 @@ def test_bad_user_bodies_are_refused(client: TestClient, node: Node) -> None:
         ('{"name": " pad", "password": "x"}', "space"),
         ('{"name": "a:b", "password": "x"}', "':'"),
         ('{"name": "..", "password": "x"}', "not a valid user name"),
+        # Deleted users' private folders are set aside in `.deleted-...` folders.
+        ('{"name": ".deleted-x1", "password": "x"}', "must not start with '.'"),
         ('{"name": "tab\\there", "password": "x"}', "control characters"),
         ('{"name": "system", "password": "x"}', "reserved"),
         ('{"name": 7, "password": "x"}', "name must be a string"),

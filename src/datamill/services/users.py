@@ -96,6 +96,11 @@ def check_name(kind: str, name: str) -> str:
         if ":" in name:
             # HTTP Basic splits user and password at the first ':'; such a user could never log in.
             raise InvalidInput(f"the user name {name!r} must not contain ':'")
+        if name.startswith("."):
+            # It names a hidden folder in the users root, where the private
+            # folders of deleted users are set aside (`.deleted-...`): such a
+            # user could be handed another's old files.
+            raise InvalidInput(f"the user name {name!r} must not start with '.'")
         if name in RESERVED_USER_NAMES:
             raise InvalidInput(f"the user name {name!r} is reserved")
         if len(name.encode()) > MAX_USER_NAME_BYTES:
