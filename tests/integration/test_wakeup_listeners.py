@@ -8,6 +8,9 @@ running `pg_notify`, as store/executions.py `notify_other_nodes` does.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -141,3 +144,19 @@ def test_a_channel_listener_calls_back_per_notification_and_after_each_connectio
         listener.join(PATIENCE)
     assert not listener.is_alive(), "a closed listener must end"
     assert not calls.acquire(blocking=False), "a call nothing announced"
+
+
+def test_a_process_that_ends_without_closing_its_listeners_still_exits(conninfo: str) -> None:
+    # A worker or server that dies without shutting down (an unhandled error) must
+    # exit, so that its supervisor or the operator's service manager can restart it.
+    code = (
+        "import sys\n"
+        "from datamill.services.wakeup import ChannelListener, PostgresListener, Wakeup\n"
+        "PostgresListener(sys.argv[1], Wakeup()).start()\n"
+        "ChannelListener(sys.argv[1], 'datamill_runs', lambda: None).start()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    ended = subprocess.run(
+        [sys.executable, "-c", code, conninfo], env=env, timeout=PATIENCE, check=False
+    )
+    assert ended.returncode == 0
