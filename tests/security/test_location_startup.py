@@ -7,13 +7,19 @@ start; every user gets a private home and a private location nobody else may use
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from datamill.api.app import create_app
+from datamill.bootstrap import Node, open_node
 from datamill.services.locations import ensure_default_locations, policy_from_settings
 from datamill.settings import Settings
+from datamill.store import locations as loc_store
+from tests.helpers import password_hash
 from tests.security.conftest import Actors
 
 
@@ -144,3 +150,93 @@ def test_a_user_left_without_a_private_location_at_start_up_is_logged_by_name(
         "user 'carol' has no private location: the private folder of user 'carol'"
         " cannot be made: something is in the way"
     ]
+
+
+@pytest.fixture
+def open_with_roots(settings: Settings) -> Iterator[Callable[..., Node]]:
+    """Open the node as the operator configured it: the test's settings with other roots."""
+    nodes: list[Node] = []
+
+    def open_with(**roots: Any) -> Node:
+        node = open_node(Settings(**{**settings.model_dump(exclude_unset=True), **roots}))
+        nodes.append(node)
+        return node
+
+    yield open_with
+    for node in nodes:
+        node.store.close()
+
+
+def _private_folder_of(node: Node, name: str) -> str:
+    with node.store.db.read() as conn:
+        entry = node.store.files.find(conn, f"/Users/{name}/files.loc")
+        assert entry is not None and entry.owner == name
+        location = loc_store.get_location(conn, entry.id)
+    assert location is not None
+    return location.folder
+
+
+def test_private_folders_are_made_in_the_first_root_the_operator_names(
+    open_with_roots: Callable[..., Node], tmp_path: Path
+) -> None:
+    # DATAMILL_SOURCE_ROOTS=<in>, DATAMILL_SINK_ROOTS=<out>: a user's private folder
+    # is <in>/users/<name>, which she may read from (not <out>, a sink root only, nor
+    # <home>/files, which is no root of this server).
+    source, sink = tmp_path / "in", tmp_path / "out"
+    node = open_with_roots(source_roots=[str(source)], sink_roots=[str(sink)])
+    node.store.users.create("carol", password_hash("c4rol-pw"))
+    folder = source.resolve() / "users" / "carol"
+    assert _private_folder_of(node, "carol") == str(folder)
+    assert folder.is_dir()
+    assert not (sink / "users").exists()
+    assert not (node.settings.resolved_home / "files").exists()
+    (folder / "in.csv").write_text("id\n1\n")
+    source_of = {"kind": "csv", "location": "/Users/carol/files.loc", "path": "in.csv"}
+    body = {"path": "/Users/carol/in.imp", "source": source_of}
+    with TestClient(create_app(node.settings, node.jobs)) as client:
+        saved = client.post("/rest/import-job", json=body, auth=("carol", "c4rol-pw"))
+    assert saved.status_code == 200, saved.text
+
+
+def test_a_server_whose_roots_are_all_object_stores_keeps_private_folders_in_its_home(
+    open_with_roots: Callable[..., Node],
+) -> None:
+    # No local root at all: private folders are local folders still, under <home>/files.
+    node = open_with_roots(source_roots=["s3a://bkt/in"], sink_roots=["s3a://bkt/out"])
+    node.store.users.create("carol", password_hash("c4rol-pw"))
+    folder = node.settings.resolved_home / "files" / "users" / "carol"
+    assert _private_folder_of(node, "carol") == str(folder)
+    assert folder.is_dir()
+
+
+def test_a_root_an_admin_gave_a_location_of_her_own_gets_no_default_one_back(
+    actors: Actors,
+) -> None:
+    # The admin replaced the root's default location with one named as her team
+    # knows it; the next start must not bring /Connections/files.loc back beside it.
+    root = actors.node.settings.resolved_source_roots[0]
+    listed = actors.call("admin", "GET", "/rest/location").json()
+    default = next(item for item in listed if item["path"] == "/Connections/files.loc")
+    removed = actors.call("admin", "DELETE", f"/rest/location/{default['id']}")
+    assert removed.status_code == 200, removed.text
+    body = {"path": "/Connections/shared.loc", "folder": root}
+    assert actors.call("admin", "POST", "/rest/location", body).status_code == 200
+    before = _locations(actors)
+    ensure_default_locations(actors.node.store, ["admin", "eve", "bob"])
+    assert _locations(actors) == before
+    assert "/Connections/files.loc" not in before
+
+
+def test_a_private_location_handed_back_is_private_again(actors: Actors) -> None:
+    # While carol was deleted her location was the admin's, who opened it to
+    # everyone; made again, carol gets it back closed to others, as it was.
+    assert _make_carol(actors).status_code == 200
+    assert actors.call("admin", "DELETE", "/rest/user-management/users/carol").status_code == 200
+    listed = actors.call("admin", "GET", "/rest/location").json()
+    location = next(item for item in listed if item["path"] == "/Users/carol/files.loc")
+    others = f"/api/filesystem/files/{location['id']}/permission/others"
+    opened = actors.call("admin", "PUT", others, {"readable": True, "writable": True})
+    assert opened.status_code == 200, opened.text
+    assert _make_carol(actors).status_code == 200
+    flags = actors.call("admin", "GET", f"/api/filesystem/files/{location['id']}/permission")
+    assert flags.json()["others"] == {"readable": False, "writable": False, "executable": False}
