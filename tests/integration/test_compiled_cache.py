@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import uuid
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -12,6 +13,7 @@ from datamill.bootstrap import Node
 from datamill.store import tables as t
 from datamill.store.compiled_cache import SharedCompiledCache, signature
 from datamill.store.db import Database
+from datamill.store.store import Store
 
 # A datetime passes through bind and result processors (a string on SQLite).
 _ADD = sa.insert(t.users).values(
@@ -24,11 +26,12 @@ _GET = sa.select(t.users.c.name, t.users.c.created_at, t.users.c.session_epoch).
 )
 
 
-def test_a_second_engine_runs_the_first_engines_compiled_statements_with_the_same_results(
-    node: Node, database_url: str
+def test_a_second_store_runs_the_first_stores_compiled_statements_with_the_same_results(
+    node: Node, database_url: str, tmp_path: Path
 ) -> None:
-    # The `node` fixture has migrated the database; two more engines on it.
-    first, second = Database(database_url), Database(database_url)
+    # Stores as a node builds them: their engines' event listeners included.
+    first = node.store.db
+    second = Store(database_url, str(tmp_path / "data"))
     at = dt.datetime(2026, 12, 2, 18, 30, 15, 123456)
     name = f"u{uuid.uuid4().hex[:8]}"
     try:
@@ -36,15 +39,14 @@ def test_a_second_engine_runs_the_first_engines_compiled_statements_with_the_sam
             conn.execute(_ADD, {"name": name, "at": at})
         with first.read() as conn:
             assert conn.execute(_GET, {"name": name}).one() == (name, at, 0)
-        assert first.engine.dialect is not second.engine.dialect
-        with second.read() as conn:
+        assert first.engine.dialect is not second.db.engine.dialect
+        with second.db.read() as conn:
             result = conn.execute(_GET, {"name": name})
             # Found in the first engine's compilation, not compiled again.
-            assert result.context.cache_hit == second.engine.dialect.CACHE_HIT
+            assert result.context.cache_hit == second.db.engine.dialect.CACHE_HIT
             assert result.one() == (name, at, 0)
     finally:
-        first.dispose()
-        second.dispose()
+        second.close()
 
 
 def test_dialects_that_differ_in_any_setting_share_nothing(database_url: str) -> None:

@@ -100,9 +100,11 @@ def _hashable(value: Any) -> bool:
 
 
 # Objects every dialect instance builds for itself from its class and plain
-# settings, or the driver module itself.
+# settings, the driver module itself, and the dialect's event listeners
+# (run_changes and the metrics watch its executions; they compile nothing).
 _DERIVED = frozenset(
     {
+        "dispatch",
         "dbapi",
         "loaded_dbapi",
         "identifier_preparer",
