@@ -14,10 +14,14 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from datamill.store import precompiled, run_changes
+from datamill.store.compiled_cache import SharedCompiledCache
 from datamill.store.filelock import WriterFileLock
 
 # SQLite's busy timeout (PRAGMA busy_timeout), and the longest wait on the writers' file lock.
 SQLITE_BUSY_SECONDS = 30.0
+
+# Every Database of the process compiles a statement once (store/compiled_cache.py).
+_COMPILED = SharedCompiledCache()
 
 _clock_lock = threading.Lock()
 _last_now = dt.datetime.min
@@ -58,11 +62,16 @@ class Database:
                 connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False},
                 pool_size=40,
                 max_overflow=10,
+                execution_options={"compiled_cache": _COMPILED},
             )
             _configure_sqlite(self.engine)
         else:
             self.engine = sa.create_engine(
-                self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
+                self.url,
+                pool_size=pool_size,
+                max_overflow=20,
+                pool_pre_ping=True,
+                execution_options={"compiled_cache": _COMPILED},
             )
         run_changes.install(self.engine)
         # Write transactions' connections come with the option already set:

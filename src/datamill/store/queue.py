@@ -59,10 +59,22 @@ class Outcome:
     retryable: bool = False
 
 
+# The claim statements' aliases of the executions table, made once per process:
+# an alias builds a proxy of each of the table's columns at first use, and
+# building them anew for every queue was most of a store's construction
+# (11.7 -> 2.3 ms a queue). An alias is immutable; one named "running" means
+# the same in every statement it appears in.
+_RUNNING = sa.alias(E, "running")
+_OLDER = sa.alias(E, "older")
+_HELD = sa.alias(E, "held")
+_BEFORE = sa.alias(E, "before")
+_AFTER = sa.alias(E, "after")
+
+
 def _next_startable(*among: sa.ColumnElement[bool]) -> sa.Select[Any]:
     """The oldest QUEUED execution whose configuration has no RUNNING one, and its user."""
-    running = sa.alias(E, "running")
-    older = sa.alias(E, "older")
+    running = _RUNNING
+    older = _OLDER
     return (
         sa.select(E.c.id, E.c.triggered_by)
         .where(
@@ -95,9 +107,9 @@ def _with_share_facts(select: sa.Select[Any]) -> sa.Select[Any]:
     Computed for that one row only; both use the (status, triggered_by)
     index, so a user queuing alone costs two index probes, not a scan.
     """
-    held = sa.alias(E, "held")
-    before = sa.alias(E, "before")
-    after = sa.alias(E, "after")
+    held = _HELD
+    before = _BEFORE
+    after = _AFTER
     holds = sa.exists().where(
         held.c.status == JobStatus.RUNNING.value, held.c.triggered_by == E.c.triggered_by
     )
