@@ -395,22 +395,29 @@ def test_a_stalled_database_does_not_freeze_the_event_loop(actors: Actors) -> No
             response = actors.call("eve", "GET", numeric)
             order.append(f"status {response.status_code}")
 
+        def waiting() -> int:
+            # This test's database only: other xdist workers (scripts/test)
+            # share the server and may be waiting on a lock of their own.
+            return locker.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%max(x.id)%'"
+                )
+            ).scalar_one()
+
         thread = threading.Thread(target=stalled)
         thread.start()
-        time.sleep(0.3)  # let the status request reach the database
+        # Until the status request's read waits on the lock (a fixed 0.3 s was
+        # too short for a loaded machine: the read had not been sent yet).
+        deadline = time.monotonic() + 60
+        while waiting() == 0:
+            assert time.monotonic() < deadline, "the status read never reached the database"
+            time.sleep(0.02)
         # The event loop still serves others while the status read waits.
         assert actors.client.get("/health").status_code == 200
         order.append("health")
         # ... and it did so while the fast path's read was still waiting.
-        waiting = locker.execute(
-            sa.text(
-                # This test's database only: other xdist workers (scripts/test)
-                # share the server and may be waiting on a lock of their own.
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%max(x.id)%'"
-            )
-        ).scalar_one()
-        assert waiting == 1
+        assert waiting() == 1
         transaction.rollback()
     thread.join()
     engine.dispose()
