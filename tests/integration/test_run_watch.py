@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -19,9 +20,11 @@ import sqlalchemy as sa
 from datamill.bootstrap import Node, open_node
 from datamill.domain.records import Execution
 from datamill.domain.status import JobKind, JobStatus
-from datamill.services.waiting import GONE, RunState, RunWatch, Watcher
+from datamill.errors import NotFound
+from datamill.services.waiting import GONE, RunState, RunWatch, Watcher, status_of_run
 from datamill.store.queue import Outcome
-from tests.helpers import admin
+from datamill.worker.housekeeping import drop_old_history
+from tests.helpers import admin, password_hash
 
 CSV = {"source": {"kind": "csv", "path": "/x.csv"}}
 WORKER = "w1"
@@ -235,6 +238,117 @@ def test_a_waiter_learns_its_runs_once_the_database_answers_again(
     assert [r.getMessage() for r in caplog.records] == [
         "reading the watched runs failed; trying again"
     ]
+
+
+def test_the_status_a_wait_answers_is_the_waited_runs_as_its_caller_may_see_it_then(
+    node: Node,
+) -> None:
+    # A status request with `wait` answers, once its run ended or the wait ran
+    # out, with that run (not whichever is newest), checked again for the caller.
+    node.store.queue.register_worker(WORKER, "host", 1)
+    user = admin(node)
+    entry, _ = node.jobs.define_job("/Data/ImportJobs/status.imp", JobKind.IMPORT, CSV, "admin")
+    job = str(entry.id)
+    first = node.jobs.trigger(job, user).id
+    running = _claim(node)
+    second = node.jobs.trigger(job, user).id
+    node.store.queue.report_progress(first, 0.5)
+
+    view = status_of_run(node.jobs, job, user, first)
+    assert view.file.id == entry.id
+    assert view.execution is not None and view.execution.id == first
+    assert view.execution.status is JobStatus.RUNNING
+    # A running run carries its estimate (half done: about as long again).
+    assert view.remaining_seconds is not None and view.remaining_seconds >= 0
+    view = status_of_run(node.jobs, job, user, second)
+    assert view.execution is not None and view.execution.id == second
+    assert (view.execution.status, view.remaining_seconds) == (JobStatus.QUEUED, None)
+
+    node.store.queue.finish(running, WORKER, Outcome(JobStatus.COMPLETED, success_count=1))
+    view = status_of_run(node.jobs, job, user, first)
+    assert view.execution is not None and view.execution.id == first
+    assert (view.execution.status, view.remaining_seconds) == (JobStatus.COMPLETED, None)
+
+    # The run dropped with old history meanwhile (housekeeping): the job's newest run it is.
+    assert drop_old_history(node.store, 0) == 1
+    view = status_of_run(node.jobs, job, user, first)
+    assert view.file.id == entry.id
+    assert view.execution is not None and view.execution.id == second
+
+    # A caller who may not read the job (or lost the right meanwhile): a missing job.
+    eve = node.store.users.create("eve", password_hash("pw"))
+    with pytest.raises(NotFound):
+        status_of_run(node.jobs, job, eve, second)
+    # Once every user may read it, she learns the run, though it is not hers.
+    with node.store.db.write() as conn:
+        node.store.files.set_others_flags(
+            conn, entry.id, readable=True, writable=False, executable=False
+        )
+    view = status_of_run(node.jobs, job, eve, second)
+    assert view.execution is not None and view.execution.id == second
+
+
+def test_waits_share_their_few_threads_fairly_and_answers_once_per_wake_up(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Waits do their thread work on WAIT_THREADS (4) threads of their own, one
+    # user's at most WAIT_THREADS_PER_USER (1) at once; an answer asked for by
+    # many waiters woken together is computed once, and afresh after a re-read.
+    (run,) = _runs(node, "shared", 1)
+    gate = threading.Event()
+    lock = threading.Lock()
+    running: list[str] = []
+    most: dict[str, int] = {}
+
+    def work(user: str) -> str:
+        with lock:
+            running.append(user)
+            most["all"] = max(most.get("all", 0), len(running))
+            most[user] = max(most.get(user, 0), running.count(user))
+        try:
+            assert gate.wait(30), "the test never let the work end"
+            return user.upper()
+        finally:
+            with lock:
+                running.remove(user)
+
+    computed: list[int] = []
+
+    def answer(number: int) -> int:
+        computed.append(number)
+        return number * 2
+
+    async def scenario() -> None:
+        watch = RunWatch(node.store.db, recheck_seconds=3600)
+        try:
+            users = ["eve", "eve", "eve", "ann", "bob", "cy", "dan", "fay"]
+            done = asyncio.gather(*(watch.in_thread(work, u, user=u) for u in users))
+            for _ in range(2000):
+                if len(running) == 4:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # room for a fifth to start, were it allowed
+            assert len(running) == 4 and running.count("eve") <= 1
+            gate.set()
+            assert await done == [u.upper() for u in users]
+            assert (most["all"], most["eve"]) == (4, 1)
+            assert watch._turns == {}  # nothing kept of a user's turn once her work is done
+
+            async with watch.watching([run]):
+                await _read_after(watch, 0)
+                asks = [watch.shared(("double", 21), answer, 21, user="eve") for _ in range(5)]
+                assert await asyncio.gather(*asks) == [42] * 5
+                assert (computed, watch.answers_built) == ([21], 1)
+                reads = watch.reads
+                await _in_thread(_cancel_elsewhere, node, run)
+                await _read_after(watch, reads)
+                assert await watch.shared(("double", 21), answer, 21, user="eve") == 42
+                assert (computed, watch.answers_built) == ([21, 21], 2)
+        finally:
+            watch.close()
+
+    asyncio.run(scenario())
+    _nothing_logged(caplog)
 
 
 def _rename_runs(node: Node, old: str, new: str) -> None:
