@@ -1,0 +1,369 @@
+"""What waiting requests learn from the server's one watcher of runs (services/waiting.py).
+
+No Worker runs here: the runs are claimed, moved and ended through the store
+as a worker would (`claim_next_execution`, `report_progress`, `finish` under a
+registered worker id), so every change a waiter sees is one the test made.
+The watcher re-reads at every change; the tests wait for that re-read
+(`RunWatch.reads`), never for a length of time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+
+from datamill.bootstrap import Node, open_node
+from datamill.domain.records import Execution
+from datamill.domain.status import JobKind, JobStatus
+from datamill.errors import NotFound
+from datamill.services.waiting import GONE, RunState, RunWatch, Watcher, status_of_run
+from datamill.store.queue import Outcome
+from datamill.worker.housekeeping import drop_old_history
+from tests.helpers import admin, password_hash
+
+CSV = {"source": {"kind": "csv", "path": "/x.csv"}}
+WORKER = "w1"
+
+
+def _runs(node: Node, name: str, count: int) -> list[int]:
+    """One queued run of each of `count` new jobs (a job runs one run at a time)."""
+    user = admin(node)
+    runs = []
+    for number in range(count):
+        entry, _ = node.jobs.define_job(
+            f"/Data/ImportJobs/{name}{number}.imp", JobKind.IMPORT, CSV, "admin"
+        )
+        runs.append(node.jobs.trigger(str(entry.id), user).id)
+    return runs
+
+
+def _claim(node: Node) -> Execution:
+    claimed = node.store.queue.claim_next_execution(WORKER)
+    assert claimed is not None
+    return claimed
+
+
+async def _read_after(watch: RunWatch, reads: int) -> None:
+    """Until the watcher has re-read the runs more than `reads` times (once per change)."""
+    for _ in range(3000):
+        if watch.reads > reads:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the watcher never re-read after {reads} reads")
+
+
+async def _until_state(waiter: Watcher, run: int, state: RunState) -> None:
+    """Until the waiter knows this state of the run (bounded: a broken watch fails, not hangs)."""
+    for _ in range(2000):
+        if waiter.states.get(run) == state:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the waiter never learned {state} of run {run}: {waiter.states}")
+
+
+async def _in_thread(func: Callable[..., object], *args: object) -> None:
+    # Store writes block: made on a thread, as the worker (another thread) makes them.
+    await asyncio.to_thread(func, *args)
+
+
+def test_a_waiter_learns_a_running_runs_progress_as_soon_as_it_is_reported(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An events stream shows progress only when its watcher wakes it: a change
+    # of progress alone must wake the waiters of that run, and no one else.
+    node.store.queue.register_worker(WORKER, "host", 1)
+    first, second = _runs(node, "progress", 2)
+    running = _claim(node)
+    assert running.id == first
+
+    async def scenario() -> None:
+        watch = RunWatch(node.store.db, recheck_seconds=3600)
+        try:
+            async with (
+                watch.watching([first, first]) as waiter,
+                watch.watching([second]) as other,
+            ):
+                await _read_after(watch, 0)
+                if node.store.db.is_sqlite:
+                    # One re-read for both (on PostgreSQL the listener's start adds one).
+                    assert watch.reads == 1
+                assert waiter.ids == (first,)
+                assert waiter.states == {first: RunState(JobStatus.RUNNING, running.progress)}
+                assert other.states == {second: RunState(JobStatus.QUEUED, None)}
+                assert watch.waiting == 2
+                waiter.changed.clear()
+                await _in_thread(node.store.queue.report_progress, first, 0.5)
+                # Then the other run ends: once its waiter knows, every re-read
+                # since has seen the progress too.
+                await _in_thread(_cancel_elsewhere, node, second)
+                await _until_state(other, second, RunState(JobStatus.CANCELED, None))
+                assert waiter.changed.is_set()
+                assert waiter.states == {first: RunState(JobStatus.RUNNING, 0.5)}
+                # A change of the first run alone does not wake the other's waiter.
+                other.changed.clear()
+                await _in_thread(node.store.queue.report_progress, first, 0.75)
+                await _until_state(waiter, first, RunState(JobStatus.RUNNING, 0.75))
+                assert not other.changed.is_set()
+            assert watch.waiting == 0
+        finally:
+            watch.close()
+
+    asyncio.run(scenario())
+    _nothing_logged(caplog)
+
+
+def test_a_wait_ends_when_its_last_run_ends_with_every_runs_final_state(node: Node) -> None:
+    node.store.queue.register_worker(WORKER, "host", 1)
+    first, second = _runs(node, "ending", 2)
+    running = [_claim(node), _claim(node)]
+    assert sorted(r.id for r in running) == [first, second]
+    missing = max(first, second) + 100
+
+    async def scenario() -> None:
+        watch = RunWatch(node.store.db, recheck_seconds=3600)
+        try:
+            # A run that does not exist has ended for a waiter: answered at once.
+            assert await watch.until_ended([missing], 3600) == {missing: GONE}
+            wait = asyncio.ensure_future(watch.until_ended([first, second], 3600))
+            await _read_after(watch, watch.reads)
+            assert not wait.done()
+            reads = watch.reads
+            outcome = Outcome(JobStatus.COMPLETED, success_count=1)
+            await _in_thread(node.store.queue.finish, running[0], WORKER, outcome)
+            await _read_after(watch, reads)
+            await asyncio.sleep(0)
+            assert not wait.done()  # one of its two runs is still running
+            await _in_thread(node.store.queue.finish, running[1], WORKER, outcome)
+            states = await wait
+            assert {i: s.status for i, s in states.items()} == {
+                first: JobStatus.COMPLETED,
+                second: JobStatus.COMPLETED,
+            }
+            assert watch.waiting == 0
+            # A wait that runs out answers with what it knows: the run still queued.
+            (queued,) = _runs(node, "queued", 1)
+            assert await watch.until_ended([queued], 0.05) == {
+                queued: RunState(JobStatus.QUEUED, None)
+            }
+        finally:
+            watch.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_learns_of_a_change_made_by_another_node_also_after_a_restart(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker in another process commits without this process's callbacks:
+    # PostgreSQL relays its NOTIFY, SQLite's data_version shows its commit.
+    # The server's app may be stopped (the watch closed) and started again on
+    # a new event loop (a test client started again): it must still hear them.
+    other = open_node(node.settings)
+    watch = RunWatch(node.store.db, recheck_seconds=0.05)
+
+    async def scenario(run: int) -> None:
+        reads = watch.reads
+        async with watch.watching([run]) as waiter:
+            await _read_after(watch, reads)
+            assert waiter.states == {run: RunState(JobStatus.QUEUED, None)}
+            await _in_thread(_cancel_elsewhere, other, run)
+            await _until_state(waiter, run, RunState(JobStatus.CANCELED, None))
+
+    try:
+        for name in ("before", "after"):
+            (run,) = _runs(node, name, 1)
+            try:
+                asyncio.run(scenario(run))
+            finally:
+                watch.close()
+    finally:
+        other.store.close()
+    _nothing_logged(caplog)
+
+
+def test_a_run_changed_after_the_servers_loop_closed_under_an_open_stream_is_changed(
+    node: Node,
+) -> None:
+    # The app's event loop may end while a stream still watches (a shutdown):
+    # the worker or a stop that changes the run afterwards must not fail for it.
+    (run,) = _runs(node, "orphaned", 1)
+    watch = RunWatch(node.store.db, recheck_seconds=3600)
+    loop = asyncio.new_event_loop()
+    stream = watch.watching([run])
+    loop.run_until_complete(stream.__aenter__())
+    loop.close()
+    assert watch.waiting == 1
+    _cancel_elsewhere(node, run)
+    with node.store.db.read() as conn:
+        status = conn.execute(
+            sa.text("SELECT status FROM executions WHERE id = :i"), {"i": run}
+        ).scalar_one()
+    assert status == JobStatus.CANCELED.value
+    watch.close()
+
+
+def test_a_waiter_learns_its_runs_once_the_database_answers_again(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A re-read that fails (the database away for a moment) is logged and
+    # tried again: the waiting request still learns of the change, not never.
+    (run,) = _runs(node, "outage", 1)
+
+    async def scenario() -> None:
+        watch = RunWatch(node.store.db, recheck_seconds=3600)
+        try:
+            async with watch.watching([run]) as waiter:
+                await _read_after(watch, 0)
+                await _in_thread(_rename_runs, node, "executions", "executions_away")
+                try:
+                    watch._changed_elsewhere()  # as a NOTIFY would
+                    for _ in range(2000):
+                        if "reading the watched runs failed" in caplog.text:
+                            break
+                        await asyncio.sleep(0.01)
+                finally:
+                    await _in_thread(_rename_runs, node, "executions_away", "executions")
+                await _in_thread(_cancel_elsewhere, node, run)
+                await _until_state(waiter, run, RunState(JobStatus.CANCELED, None))
+        finally:
+            watch.close()
+
+    with caplog.at_level(logging.ERROR, logger="datamill.services.waiting"):
+        asyncio.run(scenario())
+    assert [r.getMessage() for r in caplog.records] == [
+        "reading the watched runs failed; trying again"
+    ]
+
+
+def test_the_status_a_wait_answers_is_the_waited_runs_as_its_caller_may_see_it_then(
+    node: Node,
+) -> None:
+    # A status request with `wait` answers, once its run ended or the wait ran
+    # out, with that run (not whichever is newest), checked again for the caller.
+    node.store.queue.register_worker(WORKER, "host", 1)
+    user = admin(node)
+    entry, _ = node.jobs.define_job("/Data/ImportJobs/status.imp", JobKind.IMPORT, CSV, "admin")
+    job = str(entry.id)
+    first = node.jobs.trigger(job, user).id
+    running = _claim(node)
+    second = node.jobs.trigger(job, user).id
+    node.store.queue.report_progress(first, 0.5)
+
+    view = status_of_run(node.jobs, job, user, first)
+    assert view.file.id == entry.id
+    assert view.execution is not None and view.execution.id == first
+    assert view.execution.status is JobStatus.RUNNING
+    # A running run carries its estimate (half done: about as long again).
+    assert view.remaining_seconds is not None and view.remaining_seconds >= 0
+    view = status_of_run(node.jobs, job, user, second)
+    assert view.execution is not None and view.execution.id == second
+    assert (view.execution.status, view.remaining_seconds) == (JobStatus.QUEUED, None)
+
+    node.store.queue.finish(running, WORKER, Outcome(JobStatus.COMPLETED, success_count=1))
+    view = status_of_run(node.jobs, job, user, first)
+    assert view.execution is not None and view.execution.id == first
+    assert (view.execution.status, view.remaining_seconds) == (JobStatus.COMPLETED, None)
+
+    # The run dropped with old history meanwhile (housekeeping): the job's newest run it is.
+    assert drop_old_history(node.store, 0) == 1
+    view = status_of_run(node.jobs, job, user, first)
+    assert view.file.id == entry.id
+    assert view.execution is not None and view.execution.id == second
+
+    # A caller who may not read the job (or lost the right meanwhile): a missing job.
+    eve = node.store.users.create("eve", password_hash("pw"))
+    with pytest.raises(NotFound):
+        status_of_run(node.jobs, job, eve, second)
+    # Once every user may read it, she learns the run, though it is not hers.
+    with node.store.db.write() as conn:
+        node.store.files.set_others_flags(
+            conn, entry.id, readable=True, writable=False, executable=False
+        )
+    view = status_of_run(node.jobs, job, eve, second)
+    assert view.execution is not None and view.execution.id == second
+
+
+def test_waits_share_their_few_threads_fairly_and_answers_once_per_wake_up(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Waits do their thread work on WAIT_THREADS (4) threads of their own, one
+    # user's at most WAIT_THREADS_PER_USER (1) at once; an answer asked for by
+    # many waiters woken together is computed once, and afresh after a re-read.
+    (run,) = _runs(node, "shared", 1)
+    gate = threading.Event()
+    lock = threading.Lock()
+    running: list[str] = []
+    most: dict[str, int] = {}
+
+    def work(user: str) -> str:
+        with lock:
+            running.append(user)
+            most["all"] = max(most.get("all", 0), len(running))
+            most[user] = max(most.get(user, 0), running.count(user))
+        try:
+            assert gate.wait(30), "the test never let the work end"
+            return user.upper()
+        finally:
+            with lock:
+                running.remove(user)
+
+    computed: list[int] = []
+
+    def answer(number: int) -> int:
+        computed.append(number)
+        return number * 2
+
+    async def scenario() -> None:
+        watch = RunWatch(node.store.db, recheck_seconds=3600)
+        try:
+            users = ["eve", "eve", "eve", "ann", "bob", "cy", "dan", "fay"]
+            done = asyncio.gather(*(watch.in_thread(work, u, user=u) for u in users))
+            for _ in range(2000):
+                if len(running) == 4:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # room for a fifth to start, were it allowed
+            assert len(running) == 4 and running.count("eve") <= 1
+            gate.set()
+            assert await done == [u.upper() for u in users]
+            assert (most["all"], most["eve"]) == (4, 1)
+            assert watch._turns == {}  # nothing kept of a user's turn once her work is done
+
+            async with watch.watching([run]):
+                await _read_after(watch, 0)
+                asks = [watch.shared(("double", 21), answer, 21, user="eve") for _ in range(5)]
+                assert await asyncio.gather(*asks) == [42] * 5
+                assert (computed, watch.answers_built) == ([21], 1)
+                reads = watch.reads
+                await _in_thread(_cancel_elsewhere, node, run)
+                await _read_after(watch, reads)
+                assert await watch.shared(("double", 21), answer, 21, user="eve") == 42
+                assert (computed, watch.answers_built) == ([21, 21], 2)
+        finally:
+            watch.close()
+
+    asyncio.run(scenario())
+    _nothing_logged(caplog)
+
+
+def _rename_runs(node: Node, old: str, new: str) -> None:
+    with node.store.db.write() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+
+def _nothing_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """No warning or error while waiting (a failing change counter, a listener that cannot)."""
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def _cancel_elsewhere(other: Node, run: int) -> None:
+    with other.store.db.write() as conn:
+        conn.execute(
+            sa.text("UPDATE executions SET status = :s WHERE id = :i"),
+            {"s": JobStatus.CANCELED.value, "i": run},
+        )
