@@ -46,13 +46,6 @@ class SharedCompiledCache:
     def __setitem__(self, key: tuple[Any, ...], value: Any) -> None:
         self._entries[self._shared(key)] = value
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def clear(self) -> None:
-        """Forget every compiled statement."""
-        self._entries.clear()
-
     def _shared(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
         # SQLAlchemy's key: (dialect, statement key, column keys, schema map?, executemany?).
         dialect, *rest = key
