@@ -70,16 +70,25 @@ def test_a_location_around_the_users_root_reaches_no_home_still_to_be_made(
     assert actors.call("admin", "POST", "/rest/user-management/users", carol).status_code == 200
 
 
+@pytest.mark.parametrize("old_location", ["kept", "removed"])
 def test_a_new_user_of_a_deleted_users_name_gets_none_of_their_files(
-    running: Actors, tmp_path: Path
+    running: Actors, tmp_path: Path, old_location: str
 ) -> None:
     actors = running
     # Deleting bob handed his private location to admin, but its folder kept
     # his files, and a new user named bob was given the location back: the
     # new bob's import read the old bob's salary (seen on a real server).
+    # Had admin removed that entry before the new bob was made (the lead,
+    # tenth session), nothing pointed at the folder any more and the new
+    # bob's location was made on it, old files and all.
     users = tmp_path / "users"
     (users / "bob" / "salary.csv").write_text("k\nold bob's\n")
     assert actors.call("admin", "DELETE", "/rest/user-management/users/bob").status_code == 200
+    if old_location == "removed":
+        found = actors.call("admin", "GET", "/api/filesystem/files/Users/bob/files.loc")
+        assert found.status_code == 200, found.text
+        removed = actors.call("admin", "DELETE", f"/rest/location/{found.json()['id']}")
+        assert removed.status_code == 200, removed.text
     bob = {"name": "bob", "password": "pw", "roles": ["ANALYST"]}
     assert actors.call("admin", "POST", "/rest/user-management/users", bob).status_code == 200
     source = {"kind": "csv", "location": "/Users/bob/files.loc", "path": "salary.csv"}

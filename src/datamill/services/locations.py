@@ -567,8 +567,18 @@ def _private_folder(policy: FilePolicy, name: str) -> str:
     return os.path.join(policy.users_root, name)
 
 
+def _holds_anything(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as found:
+            return next(found, None) is not None
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # unreadable or not a folder: not an empty folder of hers either
+
+
 def _set_aside(policy: FilePolicy, name: str) -> None:
-    """Move the private folder of a deleted user out of the way of a new user of that name.
+    """Move what is in a new user's private folder out of her way (see ensure_private_location).
 
     It goes to `<users root>/.deleted-<random>/<name>`: no location covers it,
     so only an ADMIN reaches it (through the root's location).
@@ -590,9 +600,11 @@ def ensure_private_location(
 ) -> None:
     """Give user `name` their private location `/Users/<name>/files.loc` (idempotent).
 
-    `created`: the user was just made, so a location found at that path is
-    left over from a deleted user of the same name (deleting hands it to an
-    ADMIN); its folder holds that user's files, not the new user's.
+    `created`: the user was just made, so anything already in their folder
+    is not theirs: a deleted user of the same name left it (deleting hands
+    the location to an ADMIN, who may since have renamed or removed that
+    entry), or someone put it there. It is set aside, and the new user
+    starts with an empty folder.
     """
     policy = store.file_policy
     if policy is None or name in ("", ".", "..") or "/" in name or "\x00" in name:
@@ -600,7 +612,7 @@ def ensure_private_location(
     folder = _private_folder(policy, name)
     path = f"{HOME_ROOT}/{name}/{PRIVATE_LOCATION_NAME}"
     entry = store.files.find(conn, path)
-    if created and entry is not None and entry.resource == "location" and entry.owner != name:
+    if created and _holds_anything(folder):
         _set_aside(policy, name)
     try:
         os.makedirs(folder, exist_ok=True)
