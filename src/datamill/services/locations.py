@@ -17,6 +17,7 @@ import logging
 import os
 import posixpath
 import tempfile
+from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -305,7 +306,9 @@ def _file_target(
     if objects.is_uri(found.folder):
         return _object_target(conn, found, relative, allowed, user, access, what, location or path)
     folder = os.path.realpath(found.folder)
-    if not _inside_any(folder, allowed) or not _still_given(conn, store, found.entry, folder):
+    if not _inside_any(folder, allowed) or not _still_given(
+        conn, store, found.entry, folder, found.bases
+    ):
         # The operator moved the roots since, or its definer lost the right to
         # give it out; say so without naming the folder.
         raise _refused(what, "location", location or path, access)
@@ -334,7 +337,7 @@ def check_given_folder(
     user: User,
     what: str,
     *,
-    made_before: int | None = None,
+    counted: Collection[int] | None = None,
 ) -> None:
     """Refuse a folder (or SQLite file) that `user` may not give out as a location or connection.
 
@@ -347,8 +350,9 @@ def check_given_folder(
     inside a sink root), the operator roots' own locations excepted (they
     are what definers carve up). The message names the path as typed, not
     where a symbolic link leads. Her own private folder is hers whatever
-    encloses it; with `made_before` (a run's re-check of a location or
-    connection), a location made after that entry does not take it away.
+    encloses it; with `counted` (a run's re-check of a location or
+    connection: the locations around it when it was given), a location made
+    or re-pointed around it since does not take it away.
     """
     policy = policy_of(store)
     real = os.path.realpath(typed)
@@ -374,17 +378,40 @@ def check_given_folder(
             continue
         if _inside(real, home) and _inside(home, folder):
             continue  # a location around her home (steve's on the users root) takes none of it
-        if made_before is not None and location.entry.id > made_before:
-            continue  # made around hers later: it cannot take hers away (attack 10)
+        if counted is not None and location.entry.id not in counted:
+            continue  # made or re-pointed around hers later: it cannot take hers away
         if not _may(conn, user, location.entry, access):
             raise refused
 
 
-def _still_given(conn: Connection, store: Store, entry: FileEntry, real: str) -> bool:
+def enclosing_locations(conn: Connection, path: str) -> set[int]:
+    """The ids of the local locations whose folder is or encloses `path` (a folder or file).
+
+    Recorded with a location or SQLite connection when its folder or file is
+    given (its `bases`): what a run's re-check counts (`_still_given`).
+    """
+    if objects.is_uri(path):
+        return set()
+    real = os.path.realpath(path)
+    return {
+        location.entry.id
+        for location in loc_store.all_locations(conn)
+        if not objects.is_uri(location.folder) and _inside(real, os.path.realpath(location.folder))
+    }
+
+
+def _still_given(
+    conn: Connection, store: Store, entry: FileEntry, real: str, bases: frozenset[int]
+) -> bool:
     """Whether the owner of a location or SQLite connection may still give out `real`.
 
     A definer's location inside one shared with her stayed hers when the share
-    was revoked, and the one named decides: at run time it is checked again.
+    was revoked, and the one named decides: at run time it is checked again,
+    with the locations that were around it when it was given (`bases`).
+    Counting every one around it now let anyone who made or re-pointed a
+    location around another's end it; counting those made before it (by
+    entry id) let a definer keep a revoked share by re-pointing an older
+    location into it.
     """
     if entry.owner == ROOT_OWNER:
         return True
@@ -392,7 +419,7 @@ def _still_given(conn: Connection, store: Store, entry: FileEntry, real: str) ->
     if owner is None:
         return False
     try:
-        check_given_folder(conn, store, real, owner, "location", made_before=entry.id)
+        check_given_folder(conn, store, real, owner, "location", counted=bases)
     except PathNotAllowed:
         return False
     return True
@@ -474,7 +501,7 @@ def _database_target(
         policy = policy_of(store)
         database = sa.make_url(found.url)
         if database.get_backend_name() == "sqlite" and not _still_given(
-            conn, store, found.entry, str(database.database)
+            conn, store, found.entry, str(database.database), found.bases
         ):
             raise _refused(what, "connection", connection, access)
         # An ADMIN's SQLite connection may name any file inside the operator's roots.
@@ -635,11 +662,11 @@ def ensure_private_location(
                 conn, home_id, readable=False, writable=False, executable=False
             )
         entry = store.files.create_resource(conn, path, "location", name)
-        loc_store.insert_location(conn, entry.id, os.path.realpath(folder))
+        loc_store.insert_location(conn, entry.id, os.path.realpath(folder), bases=())
     elif entry.resource == "location":
         # Left over from a deleted user of the same name: handed to the new one.
         store.files.set_owner(conn, entry.id, name)
-        loc_store.set_location_folder(conn, entry.id, os.path.realpath(folder))
+        loc_store.set_location_folder(conn, entry.id, os.path.realpath(folder), bases=())
     else:
         return  # the name is taken by something else; the user simply has no private location
     store.files.set_others_flags(conn, entry.id, readable=False, writable=False, executable=False)
@@ -653,14 +680,14 @@ def ensure_default_locations(store: Store, user_names: list[str]) -> None:
         store.files.ensure_folder(conn, ROOT_LOCATIONS_FOLDER, ROOT_OWNER)
         for index, root in enumerate(roots):
             real = root if objects.is_uri(root) else os.path.realpath(root)
-            if loc_store.location_for_folder(conn, real) is not None:
+            if loc_store.folder_has_location(conn, real):
                 continue
             name = "files" if index == 0 else f"files-{index + 1}"
             path = f"{ROOT_LOCATIONS_FOLDER}/{name}{LOCATION_EXTENSION}"
             if store.files.find(conn, path) is not None:
                 continue
             entry = store.files.create_resource(conn, path, "location", ROOT_OWNER)
-            loc_store.insert_location(conn, entry.id, real)
+            loc_store.insert_location(conn, entry.id, real, bases=())
     for name in user_names:
         try:
             with store.db.write() as conn:

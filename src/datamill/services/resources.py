@@ -26,6 +26,7 @@ from datamill.services.locations import (
     CONNECTION_EXTENSION,
     LOCATION_EXTENSION,
     check_given_folder,
+    enclosing_locations,
     policy_of,
 )
 from datamill.services.permissions import Access, has_access, has_capability, require_access
@@ -62,6 +63,14 @@ def _entry_path(kind: str, document: dict[str, Any]) -> str:
 def _server(url: sa.URL) -> tuple[object, ...]:
     """What a stored password is tied to: where the URL connects, and how."""
     return (url.drivername, url.host, url.port, url.username, sorted(url.query.items()))
+
+
+def _sqlite_bases(conn: Connection, url: str) -> set[int]:
+    """The locations around a SQLite connection's file (none for another database)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return set()
+    return enclosing_locations(conn, str(parsed.database))
 
 
 class ResourceService:
@@ -176,14 +185,17 @@ class ResourceService:
             if parent is None or not has_access(conn, user, parent, Access.READ):
                 raise NotFound(f"folder {posixpath.dirname(path)} does not exist")
             require_access(conn, user, parent, Access.WRITE)
+            # What is around the folder or SQLite file now is what its runs re-check.
             if kind == "location":
                 folder = self._folder(conn, document, user)
+                bases = enclosing_locations(conn, folder)
                 entry = self.store.files.create_resource(conn, path, kind, user.name)
-                loc_store.insert_location(conn, entry.id, folder)
+                loc_store.insert_location(conn, entry.id, folder, bases=bases)
             else:
                 url, password = self._url(conn, document, None, user)
+                bases = _sqlite_bases(conn, url)
                 entry = self.store.files.create_resource(conn, path, kind, user.name)
-                loc_store.insert_connection(conn, entry.id, url, password)
+                loc_store.insert_connection(conn, entry.id, url, password, bases=bases)
             return entry.id
 
     def read(self, kind: str, entry_id: int, user: User) -> dict[str, Any]:
@@ -214,13 +226,17 @@ class ResourceService:
         with self.store.db.write() as conn:
             self._require_define(conn, user, kind)
             entry = self._locate(conn, kind, entry_id, user, Access.WRITE)
+            # Re-pointed: what is around the new folder or file now is what its runs re-check.
             if kind == "location":
-                loc_store.set_location_folder(conn, entry.id, self._folder(conn, document, user))
+                folder = self._folder(conn, document, user)
+                bases = enclosing_locations(conn, folder)
+                loc_store.set_location_folder(conn, entry.id, folder, bases=bases)
             else:
                 old = loc_store.get_connection(conn, entry.id)
                 assert old is not None
                 url, password = self._url(conn, document, old, user)
-                loc_store.set_connection(conn, entry.id, url, password)
+                bases = _sqlite_bases(conn, url)
+                loc_store.set_connection(conn, entry.id, url, password, bases=bases)
 
     def delete(self, kind: str, entry_id: int, user: User) -> None:
         """Delete a location or connection; definitions naming it fail when they run."""
