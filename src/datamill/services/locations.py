@@ -335,6 +335,7 @@ def check_given_folder(
     what: str,
     *,
     made_before: int | None = None,
+    changing: int | None = None,
 ) -> None:
     """Refuse a folder (or SQLite file) that `user` may not give out as a location or connection.
 
@@ -349,6 +350,9 @@ def check_given_folder(
     where a symbolic link leads. Her own private folder is hers whatever
     encloses it; with `made_before` (a run's re-check of a location or
     connection), a location made after that entry does not take it away.
+    So `changing` (the entry a definer re-points) may not be moved into a
+    location made after it that is not hers: the re-check would never count
+    that location, and revoking its share would leave hers working (attack 12).
     """
     policy = policy_of(store)
     real = os.path.realpath(typed)
@@ -378,6 +382,16 @@ def check_given_folder(
             continue  # made around hers later: it cannot take hers away (attack 10)
         if not _may(conn, user, location.entry, access):
             raise refused
+        if (
+            changing is not None
+            and location.entry.id > changing
+            and location.entry.owner != user.name
+            and not user.is_admin
+        ):
+            raise PathNotAllowed(
+                f"{what}: {typed!r} lies in a location made after this one;"
+                " make a new location or connection for it instead"
+            )
 
 
 def _still_given(conn: Connection, store: Store, entry: FileEntry, real: str) -> bool:
@@ -577,22 +591,72 @@ def _holds_anything(folder: str) -> bool:
         return True  # unreadable or not a folder: not an empty folder of hers either
 
 
-def _set_aside(policy: FilePolicy, name: str) -> None:
+def _pointing_into(conn: Connection, folder: str, private: str) -> bool:
+    """Whether a location or SQLite connection other than the entry `private` names `folder`."""
+    real = os.path.realpath(folder)
+    for location in loc_store.all_locations(conn):
+        if objects.is_uri(location.folder) or location.entry.path == private:
+            continue
+        if _inside(os.path.realpath(location.folder), real):
+            return True
+    return bool(_connections_in(conn, real))
+
+
+def _sqlite_file(conn: Connection, entry: FileEntry) -> str | None:
+    found = loc_store.get_connection(conn, entry.id)
+    if found is None:
+        return None
+    url = sa.make_url(found.url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    return os.path.realpath(url.database)
+
+
+def _connections_in(conn: Connection, real: str) -> list[FileEntry]:
+    return [
+        entry
+        for entry in loc_store.all_resources(conn, "connection")
+        if (file := _sqlite_file(conn, entry)) is not None and _inside(file, real)
+    ]
+
+
+def _set_aside(conn: Connection, policy: FilePolicy, name: str) -> None:
     """Move what is in a new user's private folder out of her way (see ensure_private_location).
 
     It goes to `<users root>/.deleted-<random>/<name>`: no location covers it,
-    so only an ADMIN reaches it (through the root's location).
+    so only an ADMIN reaches it (through the root's location). Every location
+    and SQLite connection naming the old folder or something in it (the old
+    private location, moved or renamed by an ADMIN, who may have shared it
+    as an archive; a deleted steward's own) follows the files there: left
+    behind, it would name the new user's folder (attack 12).
     """
-    folder = _private_folder(policy, name)
-    if not os.path.isdir(folder) or os.path.islink(folder):
+    if os.path.islink(_private_folder(policy, name)):
         return
+    folder = os.path.realpath(_private_folder(policy, name))
     try:
-        aside = tempfile.mkdtemp(prefix=".deleted-", dir=policy.users_root)
-        os.rename(folder, os.path.join(aside, name))
+        aside = os.path.join(tempfile.mkdtemp(prefix=".deleted-", dir=policy.users_root), name)
+        if os.path.isdir(folder):
+            os.rename(folder, aside)
+        else:
+            os.mkdir(aside)  # nothing to move, but the entries naming it must go somewhere
     except OSError:
         raise Conflict(
             f"the private folder of a deleted user named {name!r} cannot be moved aside"
         ) from None
+    aside = os.path.realpath(aside)
+    for location in loc_store.all_locations(conn):
+        real = "" if objects.is_uri(location.folder) else os.path.realpath(location.folder)
+        if real and _inside(real, folder):
+            loc_store.set_location_folder(conn, location.entry.id, aside + real[len(folder) :])
+    for entry in _connections_in(conn, folder):
+        found = loc_store.get_connection(conn, entry.id)
+        assert found is not None
+        url = sa.make_url(found.url)
+        real = os.path.realpath(str(url.database))
+        moved = url.set(database=aside + real[len(folder) :])
+        loc_store.set_connection(
+            conn, entry.id, moved.render_as_string(hide_password=False), found.password
+        )
 
 
 def ensure_private_location(
@@ -612,8 +676,8 @@ def ensure_private_location(
     folder = _private_folder(policy, name)
     path = f"{HOME_ROOT}/{name}/{PRIVATE_LOCATION_NAME}"
     entry = store.files.find(conn, path)
-    if created and _holds_anything(folder):
-        _set_aside(policy, name)
+    if created and (_holds_anything(folder) or _pointing_into(conn, folder, path)):
+        _set_aside(conn, policy, name)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:

@@ -89,7 +89,9 @@ class ResourceService:
         require_access(conn, user, entry, access)
         return entry
 
-    def _folder(self, conn: Connection, document: dict[str, Any], user: User) -> str:
+    def _folder(
+        self, conn: Connection, document: dict[str, Any], user: User, changing: int | None = None
+    ) -> str:
         folder = str(_text(document, "folder"))
         policy = policy_of(self.store)
         if objects.is_uri(folder):
@@ -108,7 +110,7 @@ class ResourceService:
         )
         if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
             raise PathNotAllowed(f"folder: {folder!r} is outside the operator's file roots")
-        check_given_folder(conn, self.store, folder, user, "folder")
+        check_given_folder(conn, self.store, folder, user, "folder", changing=changing)
         try:
             os.makedirs(real, exist_ok=True)
         except OSError:
@@ -160,7 +162,14 @@ class ResourceService:
         if bare.get_backend_name() == "sqlite":
             # A SQLite file is handed out like a location's folder.
             database = str(bare.database)
-            check_given_folder(conn, self.store, database, user, "connection database file")
+            check_given_folder(
+                conn,
+                self.store,
+                database,
+                user,
+                "connection database file",
+                changing=None if old is None else old.entry.id,
+            )
         return bare.render_as_string(hide_password=False), password
 
     # ------------------------------------------------------------ use cases
@@ -215,7 +224,8 @@ class ResourceService:
             self._require_define(conn, user, kind)
             entry = self._locate(conn, kind, entry_id, user, Access.WRITE)
             if kind == "location":
-                loc_store.set_location_folder(conn, entry.id, self._folder(conn, document, user))
+                folder = self._folder(conn, document, user, changing=entry.id)
+                loc_store.set_location_folder(conn, entry.id, folder)
             else:
                 old = loc_store.get_connection(conn, entry.id)
                 assert old is not None

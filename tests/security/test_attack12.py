@@ -1,0 +1,128 @@
+"""Eleventh attack (tenth session): re-pointed locations, re-used user names.
+
+docs/security.md, "Eleventh attack (tenth session)".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from datamill.domain.status import JobKind, JobStatus
+from tests.security.conftest import Actors
+from tests.security.test_attack8 import settings as settings  # the operator's root around home
+from tests.security.test_attack8 import steve as steve  # location.define, connection.define
+from tests.security.test_attack10 import SCHEMA, _run
+
+
+def _download(actors: Actors, user: str, path: str) -> str:
+    config = actors.call(user, "GET", f"/api/filesystem/files{path}").json()["jobConfigurationId"]
+    return actors.call(user, "GET", f"/rest/data/import-job/{config}/download").text
+
+
+def _others(actors: Actors, path: str, *, readable: bool, writable: bool = False) -> None:
+    entry = actors.call("admin", "GET", f"/api/filesystem/files{path}").json()["id"]
+    flags = {"readable": readable, "writable": writable, "executable": False}
+    url = f"/api/filesystem/files/{entry}/permission/others"
+    assert actors.call("admin", "PUT", url, flags).status_code == 200
+
+
+def test_an_older_location_re_pointed_into_a_share_ends_with_the_share(
+    running: Actors, steve: str, tmp_path: Path
+) -> None:
+    actors = running
+    # A run re-checks a location with the locations made before it (so one
+    # made around it later cannot end it), by entry id. steve re-pointed a
+    # location (and a SQLite connection) he had made *before* admin's share
+    # into that share: when admin revoked the share, the re-check skipped it,
+    # and steve's import went on reading admin's file and his export replaced
+    # it (seen on a real server with SQLite and PostgreSQL metadata).
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "secret.csv").write_text("k\nadmin's\n")
+    with sqlite3.connect(shared / "x.db") as db:
+        db.execute("CREATE TABLE t (k TEXT)")
+        db.execute("INSERT INTO t VALUES ('admin''s')")
+    old = {"path": "/Users/steve/old.loc", "folder": str(tmp_path / "area")}
+    made = actors.call(steve, "POST", "/rest/location", old)
+    assert made.status_code == 200, made.text
+    connection = {"path": "/Users/steve/old.dst", "url": f"sqlite:///{tmp_path}/area/x.db"}
+    given = actors.call(steve, "POST", "/rest/connection", connection)
+    assert given.status_code == 200, given.text
+    body = {"path": "/Connections/shared.loc", "folder": str(shared)}
+    assert actors.call("admin", "POST", "/rest/location", body).status_code == 200
+    _others(actors, "/Connections/shared.loc", readable=True, writable=True)
+    moves = {
+        f"/rest/location/{made.json()['id']}": old | {"folder": str(shared)},
+        f"/rest/connection/{given.json()['id']}": connection | {"url": f"sqlite:///{shared}/x.db"},
+    }
+    for url, document in moves.items():
+        # Refused (attack12's fix) or recorded with the share around it: either way
+        # the revocation below must end it.
+        assert actors.call(steve, "PUT", url, document).status_code in (200, 400)
+    define = actors.node.jobs.define_job
+    csv = {"kind": "csv", "location": "/Users/steve/old.loc", "path": "secret.csv"}
+    define("/Users/steve/s.imp", JobKind.IMPORT, {"source": csv, "schema": SCHEMA}, steve)
+    table = {"kind": "database", "connection": "/Users/steve/old.dst", "table": "t"}
+    define("/Users/steve/t.imp", JobKind.IMPORT, {"source": table, "schema": SCHEMA}, steve)
+    (tmp_path / "area" / "mine.csv").write_text("k\nsteve's\n")
+    mine = {"kind": "csv", "location": "/Users/steve/old.loc", "path": "mine.csv"}
+    define("/Users/steve/m.imp", JobKind.IMPORT, {"source": mine, "schema": SCHEMA}, steve)
+    export = {"source": {"importJob": "/Users/steve/m.imp"}, "sink": csv}
+    define("/Users/steve/w.exp", JobKind.EXPORT, export, steve)
+    _others(actors, "/Connections/shared.loc", readable=False)
+    assert _run(actors, steve, "/Users/steve/s.imp") is JobStatus.ERROR
+    assert _run(actors, steve, "/Users/steve/t.imp") is JobStatus.ERROR
+    _run(actors, steve, "/Users/steve/m.imp")
+    _run(actors, steve, "/Users/steve/w.exp")
+    assert (shared / "secret.csv").read_text() == "k\nadmin's\n"
+    # A location made new inside the share (after it) works, and ends with it.
+    body = {"path": "/Users/steve/new.loc", "folder": str(shared / "sub")}
+    _others(actors, "/Connections/shared.loc", readable=True, writable=True)
+    assert actors.call(steve, "POST", "/rest/location", body).status_code == 200
+    (shared / "sub" / "s.csv").write_text("k\nshared\n")
+    source = {"kind": "csv", "location": "/Users/steve/new.loc", "path": "s.csv"}
+    imported = {"path": "/Users/steve/n.imp", "source": source, "schema": SCHEMA}
+    assert actors.call(steve, "POST", "/rest/import-job", imported).status_code == 200
+    assert _run(actors, steve, "/Users/steve/n.imp") is JobStatus.COMPLETED
+    _others(actors, "/Connections/shared.loc", readable=False)
+    assert _run(actors, steve, "/Users/steve/n.imp") is JobStatus.ERROR
+
+
+@pytest.mark.parametrize("old_files", ["some", "none"])
+def test_an_archive_of_a_deleted_users_location_never_names_the_new_users_folder(
+    running: Actors, tmp_path: Path, old_files: str
+) -> None:
+    actors = running
+    # admin deleted bob, kept his private location as an archive (renaming
+    # his home folder) and shared it with eve. A new user named bob got a
+    # fresh folder, the old files set aside, but the archive location still
+    # named <files>/users/bob: eve read the new bob's private file through it
+    # (seen on a real server with SQLite and PostgreSQL metadata).
+    users = tmp_path / "users"
+    if old_files == "some":
+        (users / "bob" / "salary.csv").write_text("k\nold bob's\n")
+    assert actors.call("admin", "DELETE", "/rest/user-management/users/bob").status_code == 200
+    renamed = actors.call("admin", "PUT", "/api/filesystem/folders/Users/bob", {"name": "archive"})
+    assert renamed.status_code == 200, renamed.text
+    _others(actors, "/Users/archive/files.loc", readable=True)
+    bob = {"name": "bob", "password": "pw", "roles": ["ANALYST"]}
+    assert actors.call("admin", "POST", "/rest/user-management/users", bob).status_code == 200
+    (users / "bob" / "salary.csv").write_text("k\nnew bob's\n")
+    source = {"kind": "csv", "location": "/Users/archive/files.loc", "path": "salary.csv"}
+    imported = {"path": "/Users/eve/a.imp", "source": source, "schema": SCHEMA}
+    assert actors.call("eve", "POST", "/rest/import-job", imported).status_code == 200
+    status = _run(actors, "eve", "/Users/eve/a.imp")
+    if old_files == "some":
+        # The archive followed the old files, as admin meant to share them.
+        assert status is JobStatus.COMPLETED
+        assert _download(actors, "eve", "/Users/eve/a.imp").splitlines() == ['"k"', '"old bob\'s"']
+    else:
+        assert status is JobStatus.ERROR
+    (aside,) = users.glob(".deleted-*/bob")
+    archive = actors.call("admin", "GET", "/api/filesystem/files/Users/archive/files.loc").json()
+    found = actors.call("admin", "GET", f"/rest/location/{archive['id']}").json()
+    assert found["folder"] == str(aside)
+    assert (users / "bob" / "salary.csv").read_text() == "k\nnew bob's\n"
