@@ -126,3 +126,26 @@ def test_an_archive_of_a_deleted_users_location_never_names_the_new_users_folder
     found = actors.call("admin", "GET", f"/rest/location/{archive['id']}").json()
     assert found["folder"] == str(aside)
     assert (users / "bob" / "salary.csv").read_text() == "k\nnew bob's\n"
+
+
+@pytest.mark.parametrize("where", ["users/bob", "users/.deleted-x"])
+def test_a_connection_tells_no_folder_in_anothers_files_from_a_missing_one(
+    actors: Actors, steve: str, tmp_path: Path, where: str
+) -> None:
+    # steve's SQLite connection on a file in bob's private folder (or in a
+    # deleted user's set-aside folder) was refused either way, but with
+    # another answer when the file's folder did not exist (`sink folder ...
+    # does not exist`): steve learned which folders bob has (seen on a real
+    # server). A location's folder was already answered alike.
+    (tmp_path / where / "merger").mkdir(parents=True)
+    answers = set()
+    for folder in ("merger", "nothing"):
+        url = f"sqlite:///{tmp_path}/{where}/{folder}/x.db"
+        body = {"path": f"/Users/steve/{folder}.dst", "url": url}
+        refused = actors.call(steve, "POST", "/rest/connection", body)
+        assert refused.status_code == 400, refused.text
+        answers.add(refused.json()["reason"].replace(folder, "<folder>"))
+    assert answers == {
+        f"connection database file: '{tmp_path}/{where}/<folder>/x.db' lies in a location"
+        " you may not read, or in Datamill's own files"
+    }
