@@ -5,12 +5,18 @@ docs/security.md, "Eleventh attack (tenth session)".
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from datamill.api import event_routes
 from datamill.domain.status import JobKind, JobStatus
+from tests.api.test_waiting import _events, _until_watched, _world
+from tests.api.test_waiting import _run as _start
 from tests.security.conftest import Actors
 from tests.security.test_attack8 import settings as settings  # the operator's root around home
 from tests.security.test_attack8 import steve as steve  # location.define, connection.define
@@ -149,3 +155,31 @@ def test_a_connection_tells_no_folder_in_anothers_files_from_a_missing_one(
         f"connection database file: '{tmp_path}/{where}/<folder>/x.db' lies in a location"
         " you may not read, or in Datamill's own files"
     }
+
+
+def test_a_quiet_event_stream_sends_each_event_once(
+    actors: Actors, files_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After every keep-alive the stream sent its last batch of events again:
+    # a quiet run's RUNNING state every 15 s (seen on a real server with
+    # PostgreSQL metadata; a batch may be thousands of log events of a plan's
+    # runs), also to a reader who had lost the right to read the run meanwhile.
+    monkeypatch.setattr(event_routes, "KEEPALIVE_SECONDS", 0.01)
+    world = _world(actors, files_root)
+    first, second = _start(actors, world["imp"]), _start(actors, world["wbk"])  # no worker
+    answers: list[Any] = []
+    url = f"/api/job-execution/{first},{second}/events"
+    streaming = threading.Thread(target=lambda: answers.append(actors.call("eve", "GET", url)))
+    streaming.start()
+    _until_watched(actors, first)
+    killed = actors.call("bob", "POST", f"/rest/job-execution/job-kill/{first}")
+    assert killed.status_code == 200, killed.text
+    threading.Event().wait(0.3)  # room for keep-alives while nothing changes
+    killed = actors.call("bob", "POST", f"/rest/job-execution/job-kill/{second}")
+    assert killed.status_code == 200, killed.text
+    streaming.join()
+    assert ": keep-alive" in answers[0].text
+    events = [(name, json.dumps(data)) for name, data in _events(answers[0].text)]
+    assert len(events) == len(set(events)), events
+    ended = {"runs": {str(first): "CANCELED", str(second): "CANCELED"}}
+    assert events[-1] == ("end", json.dumps(ended))

@@ -115,6 +115,9 @@ async def _stream(request: Request, reader: _Reader, first: list[Any]) -> AsyncI
             for name, data in events:
                 number += 1
                 yield _event(name, number, data)
+            # Sent: a keep-alive below loops back here, which sent them all again
+            # every 15 s (attack 12), also to a reader who lost the right meanwhile.
+            events = []
             if len(reader.ended) == len(reader.ids):
                 number += 1
                 yield _event("end", number, {"runs": {str(i): reader.ended[i] for i in reader.ids}})
