@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from datamill.api import event_routes
+from datamill.api.event_routes import _Reader
 from datamill.domain.status import JobKind, JobStatus
+from datamill.errors import NotFound
 from tests.api.test_waiting import _events, _until_watched, _world
 from tests.api.test_waiting import _run as _start
 from tests.security.conftest import Actors
@@ -183,3 +185,24 @@ def test_a_quiet_event_stream_sends_each_event_once(
     assert len(events) == len(set(events)), events
     ended = {"runs": {str(first): "CANCELED", str(second): "CANCELED"}}
     assert events[-1] == ("end", json.dumps(ended))
+
+
+def test_an_event_stream_of_a_deleted_user_ends_even_if_the_name_is_made_again(
+    actors: Actors, files_root: Path
+) -> None:
+    # A stream re-reads its caller by name at each change, so a deleted
+    # user's open stream ended, unless a new user of the same name had been
+    # made meanwhile: then the old eve's stream read on with the new eve's
+    # rights (here the group that reads bob's job).
+    world = _world(actors, files_root)  # eve reads bob's jobs through the group readers
+    run = _start(actors, world["imp"])  # queued: no worker here
+    with actors.node.store.db.read() as conn:
+        eve = actors.node.store.users.get(conn, "eve")
+    assert eve is not None
+    stream = _Reader(actors.node.jobs, [run], eve)  # as GET .../events opens it
+    assert [name for name, _ in stream.read()] == ["log", "state"]
+    assert actors.call("admin", "DELETE", "/rest/user-management/users/eve").status_code == 200
+    new = {"name": "eve", "password": "other", "roles": ["ANALYST"], "groups": ["readers"]}
+    assert actors.call("admin", "POST", "/rest/user-management/users", new).status_code == 200
+    with pytest.raises(NotFound):
+        stream.read()
