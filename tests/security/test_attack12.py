@@ -206,3 +206,39 @@ def test_an_event_stream_of_a_deleted_user_ends_even_if_the_name_is_made_again(
     assert actors.call("admin", "POST", "/rest/user-management/users", new).status_code == 200
     with pytest.raises(NotFound):
         stream.read()
+
+
+def test_a_new_user_of_a_deleted_users_name_inherits_no_group_share(running: Actors) -> None:
+    actors = running
+    # admin shared the deleted bob's private location (and home) with a group
+    # to hand out his files. The new bob was given the entry back with its
+    # others flags cleared, but not its group flags: eve, in the group, read
+    # the new bob's private file (seen on a real server).
+    assert (
+        actors.call("admin", "POST", "/rest/user-management/groups", {"name": "team"}).status_code
+        == 200
+    )
+    assert (
+        actors.call(
+            "admin", "PUT", "/rest/user-management/users/eve", {"groups": ["team"]}
+        ).status_code
+        == 200
+    )
+    assert actors.call("admin", "DELETE", "/rest/user-management/users/bob").status_code == 200
+    flags = {"name": "team", "readable": True, "writable": True, "executable": True}
+    for path in ("/files/Users/bob/files.loc", "/folders/Users/bob"):
+        entry = actors.call("admin", "GET", f"/api/filesystem{path}").json()["id"]
+        url = f"/api/filesystem/files/{entry}/permission/groups"
+        assert actors.call("admin", "POST", url, flags).status_code == 200, path
+    bob = {"name": "bob", "password": "pw", "roles": ["ANALYST"]}
+    assert actors.call("admin", "POST", "/rest/user-management/users", bob).status_code == 200
+    folder = Path(actors.node.store.file_policy.users_root) / "bob"  # type: ignore[union-attr]
+    (folder / "new.csv").write_text("k\nnew bob's\n")
+    source = {"kind": "csv", "location": "/Users/bob/files.loc", "path": "new.csv"}
+    imported = {"source": source, "schema": SCHEMA}
+    actors.node.jobs.define_job("/Users/eve/n.imp", JobKind.IMPORT, imported, "eve")
+    assert _run(actors, "eve", "/Users/eve/n.imp") is JobStatus.ERROR
+    for path in ("/files/Users/bob/files.loc", "/folders/Users/bob"):
+        entry = actors.call("bob", "GET", f"/api/filesystem{path}").json()["id"]
+        shared = actors.call("bob", "GET", f"/api/filesystem/files/{entry}/permission").json()
+        assert shared["groups"] == [], path

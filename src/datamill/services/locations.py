@@ -701,9 +701,13 @@ def ensure_private_location(
         entry = store.files.create_resource(conn, path, "location", name)
         loc_store.insert_location(conn, entry.id, os.path.realpath(folder))
     elif entry.resource == "location":
-        # Left over from a deleted user of the same name: handed to the new one.
+        # Left over from a deleted user of the same name: handed to the new one,
+        # without the groups an ADMIN shared it with meanwhile (to hand out the
+        # old files, say): they would read the new user's folder (attack 12).
         store.files.set_owner(conn, entry.id, name)
         loc_store.set_location_folder(conn, entry.id, os.path.realpath(folder))
+        if created:
+            store.files.clear_group_flags(conn, entry.id)
     else:
         return  # the name is taken by something else; the user simply has no private location
     store.files.set_others_flags(conn, entry.id, readable=False, writable=False, executable=False)
