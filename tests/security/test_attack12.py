@@ -242,3 +242,17 @@ def test_a_new_user_of_a_deleted_users_name_inherits_no_group_share(running: Act
         entry = actors.call("bob", "GET", f"/api/filesystem{path}").json()["id"]
         shared = actors.call("bob", "GET", f"/api/filesystem/files/{entry}/permission").json()
         assert shared["groups"] == [], path
+
+
+def test_a_file_in_a_new_users_place_is_refused_and_nothing_is_set_aside(
+    actors: Actors, tmp_path: Path
+) -> None:
+    # Setting aside now also runs for an empty or missing folder that a
+    # location names; a *file* in the folder's place is still refused (N2),
+    # without leaving an empty `.deleted-*` folder behind.
+    (tmp_path / "users" / "carol").write_text("x")
+    carol = {"name": "carol", "password": "pw", "roles": ["ANALYST"]}
+    refused = actors.call("admin", "POST", "/rest/user-management/users", carol)
+    assert refused.status_code == 409, refused.text
+    assert list((tmp_path / "users").glob(".deleted-*")) == []
+    assert (tmp_path / "users" / "carol").read_text() == "x"

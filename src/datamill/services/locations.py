@@ -630,8 +630,9 @@ def _set_aside(conn: Connection, policy: FilePolicy, name: str) -> None:
     as an archive; a deleted steward's own) follows the files there: left
     behind, it would name the new user's folder (attack 12).
     """
-    if os.path.islink(_private_folder(policy, name)):
-        return
+    place = _private_folder(policy, name)
+    if os.path.islink(place) or (os.path.lexists(place) and not os.path.isdir(place)):
+        return  # not a folder of hers: the caller refuses what is in the way (N2)
     folder = os.path.realpath(_private_folder(policy, name))
     try:
         aside = os.path.join(tempfile.mkdtemp(prefix=".deleted-", dir=policy.users_root), name)
