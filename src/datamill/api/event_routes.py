@@ -71,7 +71,10 @@ class _Reader:
         # (hours), and groups, roles or the user may be gone meanwhile.
         with self.jobs.store.db.read() as conn:
             user = self.jobs.store.users.get(conn, self.user.name)
-        if user is None:
+        if user is None or user.password_hash != self.user.password_hash:
+            # Deleted, or deleted and made again: a new user of the same name has
+            # another hash (as for session cookies), and the old one's stream must
+            # not read on with her rights (attack 12). A new password ends it too.
             raise NotFound()
         self.user = user
         found: list[tuple[str, dict[str, Any]]] = []
@@ -115,6 +118,9 @@ async def _stream(request: Request, reader: _Reader, first: list[Any]) -> AsyncI
             for name, data in events:
                 number += 1
                 yield _event(name, number, data)
+            # Sent: a keep-alive below loops back here, which sent them all again
+            # every 15 s (attack 12), also to a reader who lost the right meanwhile.
+            events = []
             if len(reader.ended) == len(reader.ids):
                 number += 1
                 yield _event("end", number, {"runs": {str(i): reader.ended[i] for i in reader.ids}})

@@ -139,9 +139,14 @@ async def wait_for_runs(request: Request, ids: Iterable[int], wait: Wait) -> dic
 
 def _as_now(jobs: JobService, user: User) -> User | None:
     """The caller as the store has her now: a wait lasts up to an hour, and her groups,
-    roles or the user herself may be gone by its end (as for event streams)."""
+    roles or the user herself may be gone by its end (as for event streams).
+
+    None if she is gone, also if a new user of her name was made meanwhile (or
+    her password changed): another hash, as for session cookies and streams.
+    """
     with jobs.store.db.read() as conn:
-        return jobs.store.users.get(conn, user.name)
+        now = jobs.store.users.get(conn, user.name)
+    return now if now is not None and now.password_hash == user.password_hash else None
 
 
 def _readable_now(jobs: JobService, ids: list[int], user: User) -> set[int]:

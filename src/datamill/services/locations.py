@@ -604,22 +604,79 @@ def _holds_anything(folder: str) -> bool:
         return True  # unreadable or not a folder: not an empty folder of hers either
 
 
-def _set_aside(policy: FilePolicy, name: str) -> None:
+def _pointing_into(conn: Connection, folder: str, private: str) -> bool:
+    """Whether a location or SQLite connection other than the entry `private` names `folder`."""
+    real = os.path.realpath(folder)
+    for location in loc_store.all_locations(conn):
+        if objects.is_uri(location.folder) or location.entry.path == private:
+            continue
+        if _inside(os.path.realpath(location.folder), real):
+            return True
+    return bool(_connections_in(conn, real))
+
+
+def _sqlite_file(conn: Connection, entry: FileEntry) -> str | None:
+    found = loc_store.get_connection(conn, entry.id)
+    if found is None:
+        return None
+    url = sa.make_url(found.url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    return os.path.realpath(url.database)
+
+
+def _connections_in(conn: Connection, real: str) -> list[FileEntry]:
+    return [
+        entry
+        for entry in loc_store.all_resources(conn, "connection")
+        if (file := _sqlite_file(conn, entry)) is not None and _inside(file, real)
+    ]
+
+
+def _set_aside(conn: Connection, policy: FilePolicy, name: str) -> None:
     """Move what is in a new user's private folder out of her way (see ensure_private_location).
 
     It goes to `<users root>/.deleted-<random>/<name>`: no location covers it,
-    so only an ADMIN reaches it (through the root's location).
+    so only an ADMIN reaches it (through the root's location). Every location
+    and SQLite connection naming the old folder or something in it (the old
+    private location, moved or renamed by an ADMIN, who may have shared it
+    as an archive; a deleted steward's own) follows the files there: left
+    behind, it would name the new user's folder (attack 12).
     """
-    folder = _private_folder(policy, name)
-    if not os.path.isdir(folder) or os.path.islink(folder):
-        return
+    place = _private_folder(policy, name)
+    if os.path.islink(place) or (os.path.lexists(place) and not os.path.isdir(place)):
+        return  # not a folder of hers: the caller refuses what is in the way (N2)
+    folder = os.path.realpath(_private_folder(policy, name))
     try:
-        aside = tempfile.mkdtemp(prefix=".deleted-", dir=policy.users_root)
-        os.rename(folder, os.path.join(aside, name))
+        aside = os.path.join(tempfile.mkdtemp(prefix=".deleted-", dir=policy.users_root), name)
+        if os.path.isdir(folder):
+            os.rename(folder, aside)
+        else:
+            os.mkdir(aside)  # nothing to move, but the entries naming it must go somewhere
     except OSError:
         raise Conflict(
             f"the private folder of a deleted user named {name!r} cannot be moved aside"
         ) from None
+    aside = os.path.realpath(aside)
+    for location in loc_store.all_locations(conn):
+        real = "" if objects.is_uri(location.folder) else os.path.realpath(location.folder)
+        if real and _inside(real, folder):
+            # Moved with the files, not given anew: what was around it stays what it counts.
+            moved_to = aside + real[len(folder) :]
+            loc_store.set_location_folder(conn, location.entry.id, moved_to, bases=location.bases)
+    for entry in _connections_in(conn, folder):
+        found = loc_store.get_connection(conn, entry.id)
+        assert found is not None
+        url = sa.make_url(found.url)
+        real = os.path.realpath(str(url.database))
+        moved = url.set(database=aside + real[len(folder) :])
+        loc_store.set_connection(
+            conn,
+            entry.id,
+            moved.render_as_string(hide_password=False),
+            found.password,
+            bases=found.bases,
+        )
 
 
 def ensure_private_location(
@@ -639,8 +696,8 @@ def ensure_private_location(
     folder = _private_folder(policy, name)
     path = f"{HOME_ROOT}/{name}/{PRIVATE_LOCATION_NAME}"
     entry = store.files.find(conn, path)
-    if created and _holds_anything(folder):
-        _set_aside(policy, name)
+    if created and (_holds_anything(folder) or _pointing_into(conn, folder, path)):
+        _set_aside(conn, policy, name)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:
@@ -664,9 +721,13 @@ def ensure_private_location(
         entry = store.files.create_resource(conn, path, "location", name)
         loc_store.insert_location(conn, entry.id, os.path.realpath(folder), bases=())
     elif entry.resource == "location":
-        # Left over from a deleted user of the same name: handed to the new one.
+        # Left over from a deleted user of the same name: handed to the new one,
+        # without the groups an ADMIN shared it with meanwhile (to hand out the
+        # old files, say): they would read the new user's folder (attack 12).
         store.files.set_owner(conn, entry.id, name)
         loc_store.set_location_folder(conn, entry.id, os.path.realpath(folder), bases=())
+        if created:
+            store.files.clear_group_flags(conn, entry.id)
     else:
         return  # the name is taken by something else; the user simply has no private location
     store.files.set_others_flags(conn, entry.id, readable=False, writable=False, executable=False)

@@ -157,6 +157,14 @@ class ResourceService:
         # URL column held it, or the mask sent back, despite what this module says.
         bare = url._replace(password=None)
         policy = policy_of(self.store)
+        database = str(bare.database or "")
+        given = bare.get_backend_name() == "sqlite" and bool(database)
+        what = "connection database file"
+        if given and not user.is_admin:
+            # A SQLite file is handed out like a location's folder. Checked first:
+            # the URL check below tells a missing folder from one that is there,
+            # which told a definer what lies in another user's private folder.
+            check_given_folder(conn, self.store, database, user, what)
         # Checked once here so an ADMIN hears at once, and again by every run.
         check_database_url(
             bare.render_as_string(hide_password=False),
@@ -166,10 +174,10 @@ class ResourceService:
             must_exist=bare.get_backend_name() != "sqlite",
             forbidden_folders=policy.private_folders,
         )
-        if bare.get_backend_name() == "sqlite":
-            # A SQLite file is handed out like a location's folder.
-            database = str(bare.database)
-            check_given_folder(conn, self.store, database, user, "connection database file")
+        if given and user.is_admin:
+            check_given_folder(
+                conn, self.store, database, user, what
+            )  # after: the URL check says more
         return bare.render_as_string(hide_password=False), password
 
     # ------------------------------------------------------------ use cases

@@ -260,6 +260,7 @@ def _make_home(store: Store, conn: Connection, name: str) -> None:
     # to the new user, and a home is private like a Datameer home folder.
     user_store.set_file_owner(conn, folder_id, name)
     store.files.set_others_flags(conn, folder_id, readable=False, writable=False, executable=False)
+    store.files.clear_group_flags(conn, folder_id)  # shared by an ADMIN since, say
 
 
 def update_user(store: Store, actor: User, name: str, changes: UserChanges) -> None:

@@ -483,6 +483,11 @@ class FileRepository:
         )
         return bool(result.rowcount)
 
+    def clear_group_flags(self, conn: Connection, file_id: int) -> None:
+        """Remove every group's flags from an entry."""
+        gp = t.file_group_permissions
+        conn.execute(sa.delete(gp).where(gp.c.file_id == file_id))
+
     def group_exists(self, conn: Connection, name: str) -> bool:
         """Whether a user group of this name exists."""
         row = conn.execute(sa.select(t.groups.c.id).where(t.groups.c.name == name)).first()
