@@ -283,6 +283,16 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body accepted; beyond it the answer is 413.",
     )
+    max_locations_per_user: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "Locations and connections one user who is not ADMIN may own together; one more"
+            " is a 409 and makes nothing. Every save and run of a file job, and every"
+            " location made, looks at every location, so one user's thousands would slow"
+            " everyone's (docs/security.md)."
+        ),
+    )
     max_waits_per_user: int = Field(
         default=100,
         ge=1,

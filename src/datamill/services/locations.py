@@ -90,6 +90,7 @@ def policy_from_settings(settings: Settings) -> FilePolicy:
             str(settings.resolved_home / SECRET_FILE),
         ),
         max_source_files=settings.source_max_files,
+        max_entries_per_user=settings.max_locations_per_user,
     )
 
 

@@ -180,6 +180,21 @@ class ResourceService:
             )  # after: the URL check says more
         return bare.render_as_string(hide_password=False), password
 
+    def _require_room(self, conn: Connection, user: User) -> None:
+        # Every save and run of a file job, and every location made, looks at
+        # every location: one user's thousands slowed everyone's (eleventh attack).
+        if user.is_admin:
+            return
+        most = policy_of(self.store).max_entries_per_user
+        # Counted under the tree's lock, which the creation takes anyway: two
+        # creations at once on PostgreSQL cannot both see room for one.
+        self.store.files.lock_tree(conn)
+        if loc_store.count_owned(conn, user.name) >= most:
+            raise Conflict(
+                f"you own {most} locations and connections, the most one user may"
+                " (max_locations_per_user); delete one first"
+            )
+
     # ------------------------------------------------------------ use cases
 
     def create(self, kind: str, document: dict[str, Any], user: User) -> int:
@@ -193,6 +208,7 @@ class ResourceService:
             if parent is None or not has_access(conn, user, parent, Access.READ):
                 raise NotFound(f"folder {posixpath.dirname(path)} does not exist")
             require_access(conn, user, parent, Access.WRITE)
+            self._require_room(conn, user)
             # What is around the folder or SQLite file now is what its runs re-check.
             if kind == "location":
                 folder = self._folder(conn, document, user)

@@ -33,6 +33,8 @@ class FilePolicy:
     # hidden in every location, no SQLite file there is a source or sink.
     private_folders: tuple[str, ...]
     max_source_files: int
+    # Locations and connections one user who is not ADMIN may own together.
+    max_entries_per_user: int = 100
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,6 +146,15 @@ def get_connection(conn: Connection, file_id: int) -> DatabaseConnection | None:
     if row is None:
         return None
     return DatabaseConnection(file_from_row(row), row.url, row.password, _bases(row.bases))
+
+
+def count_owned(conn: Connection, owner: str) -> int:
+    """How many location and connection entries `owner` owns."""
+    files = t.files
+    counted = sa.select(sa.func.count()).where(
+        files.c.owner == owner, files.c.kind.in_(("location", "connection"))
+    )
+    return int(conn.execute(counted).scalar_one())
 
 
 def all_resources(conn: Connection, kind: str) -> list[FileEntry]:
