@@ -26,6 +26,7 @@ from datamill.services.locations import (
     CONNECTION_EXTENSION,
     LOCATION_EXTENSION,
     check_given_folder,
+    needs_own_login,
     policy_of,
 )
 from datamill.services.permissions import Access, has_access, has_capability, require_access
@@ -146,6 +147,13 @@ class ResourceService:
                 )
             password = old.password
         check_url_text(url, "url", password, raw=text)
+        if needs_own_login(url, password) and not user.is_admin:
+            # Else libpq logs in as the server (PGPASSWORD, ~/.pgpass): a steward
+            # would read with Datamill's login, a superuser's perhaps (attack 12).
+            raise InvalidDefinition(
+                "url: a PostgreSQL connection must carry its own user and password;"
+                " only an ADMIN may make one that uses the server's own login"
+            )
         # URL.set(password=None) keeps the password (None means "unchanged"): the
         # URL column held it, or the mask sent back, despite what this module says.
         bare = url._replace(password=None)
