@@ -178,7 +178,7 @@ def test_a_quiet_event_stream_sends_each_event_once(
     _until_watched(actors, first)
     killed = actors.call("bob", "POST", f"/rest/job-execution/job-kill/{first}")
     assert killed.status_code == 200, killed.text
-    threading.Event().wait(0.3)  # room for keep-alives while nothing changes
+    threading.Event().wait(0.5)  # room for keep-alives while nothing changes
     killed = actors.call("bob", "POST", f"/rest/job-execution/job-kill/{second}")
     assert killed.status_code == 200, killed.text
     streaming.join()
