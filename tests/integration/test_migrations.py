@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -17,11 +18,12 @@ from datamill.domain.status import JobKind
 from datamill.services.jobs import JobService
 from datamill.services.wakeup import Wakeup
 from datamill.settings import Settings
+from datamill.store import locations as loc_store
 from datamill.store import tables as t
 from datamill.store import users as user_module
 from datamill.store.db import Database
 from datamill.store.jobs import delete_job
-from datamill.store.migrate import upgrade
+from datamill.store.migrate import alembic_config, upgrade
 from datamill.store.store import Store
 from datamill.store.tables import metadata
 from tests.helpers import orders_import, password_hash, write_orders_csv
@@ -270,3 +272,66 @@ def test_a_sqlite_migration_that_would_orphan_rows_changes_nothing(tmp_path: Pat
         assert ddl is not None and "AUTOINCREMENT" not in ddl
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     db.dispose()
+
+
+def test_migration_0010_records_around_each_entry_what_the_old_rule_counted(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A run re-checks a location (or SQLite connection) against the locations
+    # recorded around it when it was given (`bases`). Entries made before
+    # 0010 get what the re-check counted until then: the locations with a
+    # smaller entry id whose folder encloses theirs.
+    upgrade(Database(database_url))
+    store = Store(database_url, str(tmp_path / "data"))
+    try:
+        store.files.ensure_default_tree()
+        with store.db.write() as conn:
+            store.files.ensure_folder(conn, "/Connections", "admin")
+        x = tmp_path / "x"
+        folders = {
+            "a": x,
+            "b": x / "y",
+            "c": x / "y" / "z",
+            "d": tmp_path / "q" / "r",
+            "e": tmp_path / "q",
+            "s3": "s3a://bucket/x",
+        }
+        ids: dict[str, int] = {}
+        with store.db.write() as conn:
+            for name, folder in folders.items():
+                entry = store.files.create_resource(
+                    conn, f"/Connections/{name}.loc", "location", "admin"
+                )
+                loc_store.insert_location(conn, entry.id, str(folder), bases=())
+                ids[name] = entry.id
+            for name, url in {
+                "db": f"sqlite:///{x / 'y' / 'f.db'}",
+                "pg": "postgresql://h/d",
+            }.items():
+                entry = store.files.create_resource(
+                    conn, f"/Connections/{name}.dst", "connection", "admin"
+                )
+                loc_store.insert_connection(conn, entry.id, url, None, bases=())
+                ids[name] = entry.id
+        config = alembic_config(store.db)
+        with store.db.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0009")
+        upgrade(store.db)
+        with store.db.read() as conn:
+            found = {name: loc_store.get_location(conn, ids[name]) for name in folders}
+            db = loc_store.get_connection(conn, ids["db"])
+            pg = loc_store.get_connection(conn, ids["pg"])
+    finally:
+        store.close()
+    bases = {name: location.bases for name, location in found.items() if location is not None}
+    assert bases == {
+        "a": frozenset(),
+        "b": {ids["a"]},
+        "c": {ids["a"], ids["b"]},
+        "d": frozenset(),  # q.loc was made after it
+        "e": frozenset(),
+        "s3": frozenset(),
+    }
+    assert db is not None and db.bases == {ids["a"], ids["b"]}
+    assert pg is not None and pg.bases == frozenset()

@@ -284,7 +284,7 @@ def test_a_stewards_postgresql_connection_must_carry_its_own_login(
         entry = running.node.store.files.find(conn, "/Users/steve/pg.dst")
         assert entry is not None
         url = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        loc_store.set_connection(conn, entry.id, url, None)
+        loc_store.set_connection(conn, entry.id, url, None, bases=())
     source = {"kind": "database", "connection": "/Users/steve/pg.dst", "query": "SELECT 1 AS k"}
     running.node.jobs.define_job(
         "/Users/steve/pg.imp", JobKind.IMPORT, {"source": source, "schema": SCHEMA}, steve

@@ -101,7 +101,7 @@ def test_a_private_location_inside_a_shared_root_stays_hidden_past_an_object_sto
         entry = actors.node.store.files.create_resource(
             conn, "/Connections/a-bucket.loc", "location", ROOT_OWNER
         )
-        loc_store.insert_location(conn, entry.id, "s3a://bucket/prefix")
+        loc_store.insert_location(conn, entry.id, "s3a://bucket/prefix", bases=())
     bob = files / "users" / "bob"
     (bob / "x.csv").write_text("id\n1\n")
     for path in ("users/bob/x.csv", "users/bob/new.csv"):

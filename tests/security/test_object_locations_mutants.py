@@ -56,7 +56,7 @@ def objects_world(actors: Actors) -> Actors:
             node.store.files.set_others_flags(
                 conn, entry.id, readable=False, writable=False, executable=False
             )
-            loc_store.insert_location(conn, entry.id, folder)
+            loc_store.insert_location(conn, entry.id, folder, bases=())
     for user in ("bob", "eve"):  # the source of their exports
         source = {"location": f"/Users/{user}/files.loc", "path": "in.csv"}
         assert _import(actors, user, source, "src").status_code == 200
@@ -247,7 +247,7 @@ def test_a_prefix_she_may_only_read_is_no_sink_of_hers(objects_world: Actors) ->
         entry = actors.node.store.files.create_resource(
             conn, "/Connections/pub.loc", "location", "admin"
         )
-        loc_store.insert_location(conn, entry.id, f"{ROOT}/out/pub")
+        loc_store.insert_location(conn, entry.id, f"{ROOT}/out/pub", bases=())
     _others(actors, "/Connections/pub.loc", readable=True)
     assert _export(actors, "eve", {"path": f"{ROOT}/out/r.csv"}).status_code == 200
     for sink, named in (
@@ -268,7 +268,7 @@ def test_two_locations_on_one_prefix_decide_like_two_on_one_folder(objects_world
             ("/Connections/b.loc", f"{files}/users/bob"),
         ):
             entry = actors.node.store.files.create_resource(conn, path, "location", "admin")
-            loc_store.insert_location(conn, entry.id, folder)
+            loc_store.insert_location(conn, entry.id, folder, bases=())
     _others(actors, "/Connections/a.loc")
     _others(actors, "/Connections/b.loc")
     answers = {

@@ -262,22 +262,72 @@ def test_a_keyed_replay_with_wait_tells_nothing_of_a_run_its_caller_may_no_longe
     assert _ids_and_statuses(route, shared.json()) == [(run, "CANCELED")]
 
 
-def test_a_right_lost_while_a_triggered_run_is_waited_on_hides_its_end(actors: Actors) -> None:
-    # Checked again after the wait, as the status routes do.
-    path = _workbook(actors, "bob", "unshared-meanwhile")
+def _lose_the_right(actors: Actors, path: str, how: str) -> None:
+    if how == "unshared":
+        _share(actors, path, "runners", readable=False)
+    elif how == "left the group":
+        body = {"groups": []}
+        left = actors.call("admin", "PUT", "/rest/user-management/users/eve", body)
+        assert left.status_code == 200, left.text
+    else:
+        gone = actors.call("admin", "DELETE", "/rest/user-management/users/eve")
+        assert gone.status_code == 200, gone.text
+
+
+def _answer_after_losing_the_right(
+    actors: Actors, path: str, how: str, call: Callable[[], httpx.Response]
+) -> httpx.Response:
+    """eve's waiting `call`, answered once bob's run of `path` (his workbook, shared with
+    her group) ended after she lost the right `how`."""
     _share(actors, path, "runners", readable=True)
-    thread, answers = _in_thread(lambda: _keyed(actors, "v2", path, "?wait=3600"))
+    thread, answers = _in_thread(call)
     watch: RunWatch = actors.client.app.state.run_watch  # type: ignore[attr-defined]
     try:
-        _until(lambda: bool(watch._watchers), "the trigger waits on its run")
-        _share(actors, path, "runners", readable=False)
+        _until(lambda: bool(watch._watchers), "eve's request waits on the run")
+        _lose_the_right(actors, path, how)
     finally:
         # bob's one run ends, whatever happened above.
         stopped = actors.call("bob", "POST", f"/api/job-execution{path}/stop")
         thread.join()
     assert stopped.status_code == 200, stopped.text
-    assert answers[0].status_code == 200, answers[0].text
-    assert answers[0].json()["job-status"] is None
+    answer: httpx.Response = answers[0]
+    return answer
+
+
+_LOST = ["unshared", "left the group", "deleted"]
+
+
+@pytest.mark.parametrize("how", _LOST)
+def test_a_right_lost_while_a_triggered_run_is_waited_on_hides_its_end(
+    actors: Actors, how: str
+) -> None:
+    # Checked again after the wait, as the status routes do, with the rights
+    # the caller has then: with the ones she had when the wait began, eve,
+    # taken out of the group (or deleted) meanwhile, still learned the end of
+    # bob's run (up to an hour later).
+    path = _workbook(actors, "bob", "unshared-meanwhile")
+    answer = _answer_after_losing_the_right(
+        actors, path, how, lambda: _keyed(actors, "v2", path, "?wait=3600")
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["job-status"] is None
     status = actors.call("bob", "GET", f"/api/job-execution{path}/status")
     assert status.json()["job-status"] == "CANCELED"
-    assert status.json()["job-execution-id"] == answers[0].json()["job-execution-id"]
+    assert status.json()["job-execution-id"] == answer.json()["job-execution-id"]
+
+
+@pytest.mark.parametrize("how", _LOST)
+def test_a_right_lost_while_a_status_waits_answers_as_for_a_missing_job(
+    actors: Actors, how: str
+) -> None:
+    path = _workbook(actors, "bob", "status-meanwhile")
+    _trigger(actors, "bob", path)
+    waiting = f"/api/job-execution{path}/status?wait=3600"
+    answer = _answer_after_losing_the_right(
+        actors, path, how, lambda: actors.client.get(waiting, headers=auth("eve"))
+    )
+    missing_path = path.replace("status-meanwhile", "no-such")
+    missing = actors.call("admin", "GET", f"/api/job-execution{missing_path}/status")
+    assert missing.status_code == 404, missing.text
+    assert answer.status_code == 404, answer.text
+    assert answer.text == missing.text.replace(missing_path, path)

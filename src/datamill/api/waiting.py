@@ -27,7 +27,7 @@ from starlette.types import Receive
 from datamill.api.security import current_user
 from datamill.api.wire import PrettyJSONResponse
 from datamill.domain.records import User
-from datamill.errors import InvalidInput
+from datamill.errors import InvalidInput, NotFound
 from datamill.services.jobs import JobReference, JobService, StatusView
 from datamill.services.waiting import (
     MAX_WAIT_SECONDS,
@@ -137,6 +137,25 @@ async def wait_for_runs(request: Request, ids: Iterable[int], wait: Wait) -> dic
     return waiting.result() if waiting.done() and not waiting.cancelled() else {}
 
 
+def _as_now(jobs: JobService, user: User) -> User | None:
+    """The caller as the store has her now: a wait lasts up to an hour, and her groups,
+    roles or the user herself may be gone by its end (as for event streams)."""
+    with jobs.store.db.read() as conn:
+        return jobs.store.users.get(conn, user.name)
+
+
+def _readable_now(jobs: JobService, ids: list[int], user: User) -> set[int]:
+    now = _as_now(jobs, user)
+    return set() if now is None else readable_runs(jobs, ids, now)
+
+
+def _status_now(jobs: JobService, job: JobReference, user: User, run: int) -> StatusView:
+    now = _as_now(jobs, user)
+    if now is None:
+        raise NotFound()
+    return status_of_run(jobs, job, now, run)
+
+
 async def waited_statuses(
     request: Request, ids: list[int], wait: Wait, user: User
 ) -> dict[int, str]:
@@ -153,8 +172,8 @@ async def waited_statuses(
     states = await wait_for_runs(request, ids, wait)
     if not all(i in states and states[i].ended for i in ids):
         states = await watch.in_thread(read_states, jobs.store.db, ids, user=user.name)
-    # Checked again after the wait, as the status routes do.
-    readable = await watch.in_thread(readable_runs, jobs, ids, user, user=user.name)
+    # Checked again after the wait, as the status routes do, with the rights she has now.
+    readable = await watch.in_thread(_readable_now, jobs, ids, user, user=user.name)
     return {i: s.status.value for i, s in states.items() if s.status is not None and i in readable}
 
 
@@ -163,8 +182,9 @@ async def waited_status(
 ) -> tuple[StatusView, Wait | None]:
     """What a status route shows: the newest run of the job, or with `wait`, that run once ended.
 
-    The same checks as without `wait`, and again after the wait (through
-    status_of_run: a reader who lost the right meanwhile gets the 404).
+    The same checks as without `wait`, and again after the wait with the
+    caller's rights then (status_of_run: a reader who lost the right, her
+    group or her account meanwhile gets the 404).
     """
     jobs: JobService = request.app.state.jobs
     wait = requested_wait(request)
@@ -179,7 +199,7 @@ async def waited_status(
         await wait_for_runs(request, [waited], wait)
         # One read per caller, job and run for all woken together (services/waiting.py).
         key = ("status", user, job, waited)
-        view = await watch.shared(key, status_of_run, jobs, job, user, waited, user=user.name)
+        view = await watch.shared(key, _status_now, jobs, job, user, waited, user=user.name)
         return view, wait
 
 

@@ -17,6 +17,7 @@ import logging
 import os
 import posixpath
 import tempfile
+from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -305,7 +306,9 @@ def _file_target(
     if objects.is_uri(found.folder):
         return _object_target(conn, found, relative, allowed, user, access, what, location or path)
     folder = os.path.realpath(found.folder)
-    if not _inside_any(folder, allowed) or not _still_given(conn, store, found.entry, folder):
+    if not _inside_any(folder, allowed) or not _still_given(
+        conn, store, found.entry, folder, found.bases
+    ):
         # The operator moved the roots since, or its definer lost the right to
         # give it out; say so without naming the folder.
         raise _refused(what, "location", location or path, access)
@@ -334,8 +337,7 @@ def check_given_folder(
     user: User,
     what: str,
     *,
-    made_before: int | None = None,
-    changing: int | None = None,
+    counted: Collection[int] | None = None,
 ) -> None:
     """Refuse a folder (or SQLite file) that `user` may not give out as a location or connection.
 
@@ -348,11 +350,9 @@ def check_given_folder(
     inside a sink root), the operator roots' own locations excepted (they
     are what definers carve up). The message names the path as typed, not
     where a symbolic link leads. Her own private folder is hers whatever
-    encloses it; with `made_before` (a run's re-check of a location or
-    connection), a location made after that entry does not take it away.
-    So `changing` (the entry a definer re-points) may not be moved into a
-    location made after it that is not hers: the re-check would never count
-    that location, and revoking its share would leave hers working (attack 12).
+    encloses it; with `counted` (a run's re-check of a location or
+    connection: the locations around it when it was given), a location made
+    or re-pointed around it since does not take it away.
     """
     policy = policy_of(store)
     real = os.path.realpath(typed)
@@ -378,27 +378,40 @@ def check_given_folder(
             continue
         if _inside(real, home) and _inside(home, folder):
             continue  # a location around her home (steve's on the users root) takes none of it
-        if made_before is not None and location.entry.id > made_before:
-            continue  # made around hers later: it cannot take hers away (attack 10)
+        if counted is not None and location.entry.id not in counted:
+            continue  # made or re-pointed around hers later: it cannot take hers away
         if not _may(conn, user, location.entry, access):
             raise refused
-        if (
-            changing is not None
-            and location.entry.id > changing
-            and location.entry.owner != user.name
-            and not user.is_admin
-        ):
-            raise PathNotAllowed(
-                f"{what}: {typed!r} lies in a location made after this one;"
-                " make a new location or connection for it instead"
-            )
 
 
-def _still_given(conn: Connection, store: Store, entry: FileEntry, real: str) -> bool:
+def enclosing_locations(conn: Connection, path: str) -> set[int]:
+    """The ids of the local locations whose folder is or encloses `path` (a folder or file).
+
+    Recorded with a location or SQLite connection when its folder or file is
+    given (its `bases`): what a run's re-check counts (`_still_given`).
+    """
+    if objects.is_uri(path):
+        return set()
+    real = os.path.realpath(path)
+    return {
+        location.entry.id
+        for location in loc_store.all_locations(conn)
+        if not objects.is_uri(location.folder) and _inside(real, os.path.realpath(location.folder))
+    }
+
+
+def _still_given(
+    conn: Connection, store: Store, entry: FileEntry, real: str, bases: frozenset[int]
+) -> bool:
     """Whether the owner of a location or SQLite connection may still give out `real`.
 
     A definer's location inside one shared with her stayed hers when the share
-    was revoked, and the one named decides: at run time it is checked again.
+    was revoked, and the one named decides: at run time it is checked again,
+    with the locations that were around it when it was given (`bases`).
+    Counting every one around it now let anyone who made or re-pointed a
+    location around another's end it; counting those made before it (by
+    entry id) let a definer keep a revoked share by re-pointing an older
+    location into it.
     """
     if entry.owner == ROOT_OWNER:
         return True
@@ -406,7 +419,7 @@ def _still_given(conn: Connection, store: Store, entry: FileEntry, real: str) ->
     if owner is None:
         return False
     try:
-        check_given_folder(conn, store, real, owner, "location", made_before=entry.id)
+        check_given_folder(conn, store, real, owner, "location", counted=bases)
     except PathNotAllowed:
         return False
     return True
@@ -509,7 +522,7 @@ def _database_target(
         policy = policy_of(store)
         database = sa.make_url(found.url)
         if database.get_backend_name() == "sqlite" and not _still_given(
-            conn, store, found.entry, str(database.database)
+            conn, store, found.entry, str(database.database), found.bases
         ):
             raise _refused(what, "connection", connection, access)
         if not _own_login(conn, store, found):
@@ -674,15 +687,21 @@ def _set_aside(conn: Connection, policy: FilePolicy, name: str) -> None:
     for location in loc_store.all_locations(conn):
         real = "" if objects.is_uri(location.folder) else os.path.realpath(location.folder)
         if real and _inside(real, folder):
-            loc_store.set_location_folder(conn, location.entry.id, aside + real[len(folder) :])
+            moved = aside + real[len(folder) :]
+            bases = enclosing_locations(conn, moved)
+            loc_store.set_location_folder(conn, location.entry.id, moved, bases=bases)
     for entry in _connections_in(conn, folder):
         found = loc_store.get_connection(conn, entry.id)
         assert found is not None
         url = sa.make_url(found.url)
         real = os.path.realpath(str(url.database))
-        moved = url.set(database=aside + real[len(folder) :])
+        file = aside + real[len(folder) :]
         loc_store.set_connection(
-            conn, entry.id, moved.render_as_string(hide_password=False), found.password
+            conn,
+            entry.id,
+            url.set(database=file).render_as_string(hide_password=False),
+            found.password,
+            bases=enclosing_locations(conn, file),
         )
 
 
@@ -726,13 +745,13 @@ def ensure_private_location(
                 conn, home_id, readable=False, writable=False, executable=False
             )
         entry = store.files.create_resource(conn, path, "location", name)
-        loc_store.insert_location(conn, entry.id, os.path.realpath(folder))
+        loc_store.insert_location(conn, entry.id, os.path.realpath(folder), bases=())
     elif entry.resource == "location":
         # Left over from a deleted user of the same name: handed to the new one,
         # without the groups an ADMIN shared it with meanwhile (to hand out the
         # old files, say): they would read the new user's folder (attack 12).
         store.files.set_owner(conn, entry.id, name)
-        loc_store.set_location_folder(conn, entry.id, os.path.realpath(folder))
+        loc_store.set_location_folder(conn, entry.id, os.path.realpath(folder), bases=())
         if created:
             store.files.clear_group_flags(conn, entry.id)
     else:
@@ -748,14 +767,14 @@ def ensure_default_locations(store: Store, user_names: list[str]) -> None:
         store.files.ensure_folder(conn, ROOT_LOCATIONS_FOLDER, ROOT_OWNER)
         for index, root in enumerate(roots):
             real = root if objects.is_uri(root) else os.path.realpath(root)
-            if loc_store.location_for_folder(conn, real) is not None:
+            if loc_store.folder_has_location(conn, real):
                 continue
             name = "files" if index == 0 else f"files-{index + 1}"
             path = f"{ROOT_LOCATIONS_FOLDER}/{name}{LOCATION_EXTENSION}"
             if store.files.find(conn, path) is not None:
                 continue
             entry = store.files.create_resource(conn, path, "location", ROOT_OWNER)
-            loc_store.insert_location(conn, entry.id, real)
+            loc_store.insert_location(conn, entry.id, real, bases=())
     for name in user_names:
         try:
             with store.db.write() as conn:

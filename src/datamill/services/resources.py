@@ -26,6 +26,7 @@ from datamill.services.locations import (
     CONNECTION_EXTENSION,
     LOCATION_EXTENSION,
     check_given_folder,
+    enclosing_locations,
     needs_own_login,
     policy_of,
 )
@@ -37,6 +38,7 @@ MASK = "********"
 CAPABILITIES = {"location": "location.define", "connection": "connection.define"}
 _EXTENSIONS = {"location": LOCATION_EXTENSION, "connection": CONNECTION_EXTENSION}
 _DEFAULT_FOLDER = "/Connections"
+_FILE = "connection database file"
 
 
 def _text(document: dict[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -65,6 +67,14 @@ def _server(url: sa.URL) -> tuple[object, ...]:
     return (url.drivername, url.host, url.port, url.username, sorted(url.query.items()))
 
 
+def _sqlite_bases(conn: Connection, url: str) -> set[int]:
+    """The locations around a SQLite connection's file (none for another database)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return set()
+    return enclosing_locations(conn, str(parsed.database))
+
+
 class ResourceService:
     """CRUD of location (.loc) and connection (.dst) entries."""
 
@@ -90,9 +100,7 @@ class ResourceService:
         require_access(conn, user, entry, access)
         return entry
 
-    def _folder(
-        self, conn: Connection, document: dict[str, Any], user: User, changing: int | None = None
-    ) -> str:
+    def _folder(self, conn: Connection, document: dict[str, Any], user: User) -> str:
         folder = str(_text(document, "folder"))
         policy = policy_of(self.store)
         if objects.is_uri(folder):
@@ -111,7 +119,7 @@ class ResourceService:
         )
         if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
             raise PathNotAllowed(f"folder: {folder!r} is outside the operator's file roots")
-        check_given_folder(conn, self.store, folder, user, "folder", changing=changing)
+        check_given_folder(conn, self.store, folder, user, "folder")
         try:
             os.makedirs(real, exist_ok=True)
         except OSError:
@@ -164,7 +172,7 @@ class ResourceService:
             # A SQLite file is handed out like a location's folder. Checked first:
             # the URL check below tells a missing folder from one that is there,
             # which told a definer what lies in another user's private folder.
-            self._check_given(conn, database, user, old)
+            check_given_folder(conn, self.store, database, user, _FILE)
         # Checked once here so an ADMIN hears at once, and again by every run.
         check_database_url(
             bare.render_as_string(hide_password=False),
@@ -175,19 +183,8 @@ class ResourceService:
             forbidden_folders=policy.private_folders,
         )
         if given and user.is_admin:
-            self._check_given(conn, database, user, old)  # after: the URL check says more
+            check_given_folder(conn, self.store, database, user, _FILE)  # the URL check says more
         return bare.render_as_string(hide_password=False), password
-
-    def _check_given(
-        self,
-        conn: Connection,
-        database: str,
-        user: User,
-        old: loc_store.DatabaseConnection | None,
-    ) -> None:
-        changing = None if old is None else old.entry.id
-        what = "connection database file"
-        check_given_folder(conn, self.store, database, user, what, changing=changing)
 
     # ------------------------------------------------------------ use cases
 
@@ -202,14 +199,17 @@ class ResourceService:
             if parent is None or not has_access(conn, user, parent, Access.READ):
                 raise NotFound(f"folder {posixpath.dirname(path)} does not exist")
             require_access(conn, user, parent, Access.WRITE)
+            # What is around the folder or SQLite file now is what its runs re-check.
             if kind == "location":
                 folder = self._folder(conn, document, user)
+                bases = enclosing_locations(conn, folder)
                 entry = self.store.files.create_resource(conn, path, kind, user.name)
-                loc_store.insert_location(conn, entry.id, folder)
+                loc_store.insert_location(conn, entry.id, folder, bases=bases)
             else:
                 url, password = self._url(conn, document, None, user)
+                bases = _sqlite_bases(conn, url)
                 entry = self.store.files.create_resource(conn, path, kind, user.name)
-                loc_store.insert_connection(conn, entry.id, url, password)
+                loc_store.insert_connection(conn, entry.id, url, password, bases=bases)
             return entry.id
 
     def read(self, kind: str, entry_id: int, user: User) -> dict[str, Any]:
@@ -240,14 +240,17 @@ class ResourceService:
         with self.store.db.write() as conn:
             self._require_define(conn, user, kind)
             entry = self._locate(conn, kind, entry_id, user, Access.WRITE)
+            # Re-pointed: what is around the new folder or file now is what its runs re-check.
             if kind == "location":
-                folder = self._folder(conn, document, user, changing=entry.id)
-                loc_store.set_location_folder(conn, entry.id, folder)
+                folder = self._folder(conn, document, user)
+                bases = enclosing_locations(conn, folder)
+                loc_store.set_location_folder(conn, entry.id, folder, bases=bases)
             else:
                 old = loc_store.get_connection(conn, entry.id)
                 assert old is not None
                 url, password = self._url(conn, document, old, user)
-                loc_store.set_connection(conn, entry.id, url, password)
+                bases = _sqlite_bases(conn, url)
+                loc_store.set_connection(conn, entry.id, url, password, bases=bases)
 
     def delete(self, kind: str, entry_id: int, user: User) -> None:
         """Delete a location or connection; definitions naming it fail when they run."""

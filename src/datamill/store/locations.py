@@ -7,6 +7,7 @@ services/locations.py for who may create and use them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -36,10 +37,11 @@ class FilePolicy:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Location:
-    """A location entry and the folder it stands for."""
+    """A location entry, the folder it stands for, and the locations around it when given."""
 
     entry: FileEntry
     folder: str
+    bases: frozenset[int] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,75 +51,99 @@ class DatabaseConnection:
     entry: FileEntry
     url: str
     password: str | None = dataclasses.field(repr=False)
+    bases: frozenset[int] = frozenset()
 
 
-def insert_location(conn: Connection, file_id: int, folder: str) -> None:
-    """Record the folder of a new location entry."""
-    conn.execute(sa.insert(t.locations).values(file_id=file_id, folder=folder))
+def bases_text(bases: Iterable[int]) -> str:
+    """The `bases` column's form of a set of location ids."""
+    return ",".join(str(i) for i in sorted(set(bases)))
 
 
-def set_location_folder(conn: Connection, file_id: int, folder: str) -> None:
-    """Point a location at another folder."""
+def _bases(text: str | None) -> frozenset[int]:
+    return frozenset(int(i) for i in (text or "").split(",") if i)
+
+
+def insert_location(conn: Connection, file_id: int, folder: str, *, bases: Iterable[int]) -> None:
+    """Record the folder of a new location entry, and the locations around it."""
+    values = {"file_id": file_id, "folder": folder}
+    if text := bases_text(bases):
+        # No bases is the column's default (''); left out, the default locations of a
+        # home still at an old schema are made as before (tests/integration/test_migrations.py).
+        values["bases"] = text
+    conn.execute(sa.insert(t.locations).values(**values))
+
+
+def set_location_folder(
+    conn: Connection, file_id: int, folder: str, *, bases: Iterable[int]
+) -> None:
+    """Point a location at another folder, and record the locations around that one."""
     conn.execute(
-        sa.update(t.locations).where(t.locations.c.file_id == file_id).values(folder=folder)
+        sa.update(t.locations)
+        .where(t.locations.c.file_id == file_id)
+        .values(folder=folder, bases=bases_text(bases))
     )
 
 
 def get_location(conn: Connection, file_id: int) -> Location | None:
     """The location of an entry id, or None if the entry is no location."""
     row = conn.execute(
-        sa.select(t.files, t.locations.c.folder)
+        sa.select(t.files, t.locations.c.folder, t.locations.c.bases)
         .join(t.locations, t.locations.c.file_id == t.files.c.id)
         .where(t.files.c.id == file_id)
     ).first()
-    return Location(file_from_row(row), row.folder) if row is not None else None
+    return Location(file_from_row(row), row.folder, _bases(row.bases)) if row is not None else None
 
 
 def all_locations(conn: Connection) -> list[Location]:
     """Every location, by path."""
     rows = conn.execute(
-        sa.select(t.files, t.locations.c.folder)
+        sa.select(t.files, t.locations.c.folder, t.locations.c.bases)
         .join(t.locations, t.locations.c.file_id == t.files.c.id)
         .order_by(t.files.c.path)
     ).all()
-    return [Location(file_from_row(r), r.folder) for r in rows]
+    return [Location(file_from_row(r), r.folder, _bases(r.bases)) for r in rows]
 
 
-def location_for_folder(conn: Connection, folder: str) -> Location | None:
-    """A location of exactly this folder, if there is one (the oldest)."""
-    row = conn.execute(
-        sa.select(t.files, t.locations.c.folder)
-        .join(t.locations, t.locations.c.file_id == t.files.c.id)
-        .where(t.locations.c.folder == folder)
-        .order_by(t.files.c.id)
+def folder_has_location(conn: Connection, folder: str) -> bool:
+    """Whether some location stands for exactly this folder."""
+    found = conn.execute(
+        sa.select(t.locations.c.file_id).where(t.locations.c.folder == folder).limit(1)
     ).first()
-    return Location(file_from_row(row), row.folder) if row is not None else None
+    return found is not None
 
 
-def insert_connection(conn: Connection, file_id: int, url: str, password: str | None) -> None:
-    """Record the URL and password of a new connection entry."""
-    conn.execute(sa.insert(t.connections).values(file_id=file_id, url=url, password=password))
+def insert_connection(
+    conn: Connection, file_id: int, url: str, password: str | None, *, bases: Iterable[int]
+) -> None:
+    """Record the URL and password of a new connection entry (bases: of its SQLite file)."""
+    conn.execute(
+        sa.insert(t.connections).values(
+            file_id=file_id, url=url, password=password, bases=bases_text(bases)
+        )
+    )
 
 
-def set_connection(conn: Connection, file_id: int, url: str, password: str | None) -> None:
-    """Replace a connection's URL and password."""
+def set_connection(
+    conn: Connection, file_id: int, url: str, password: str | None, *, bases: Iterable[int]
+) -> None:
+    """Replace a connection's URL and password (bases: of its SQLite file)."""
     conn.execute(
         sa.update(t.connections)
         .where(t.connections.c.file_id == file_id)
-        .values(url=url, password=password)
+        .values(url=url, password=password, bases=bases_text(bases))
     )
 
 
 def get_connection(conn: Connection, file_id: int) -> DatabaseConnection | None:
     """The connection of an entry id, or None if the entry is no connection."""
     row = conn.execute(
-        sa.select(t.files, t.connections.c.url, t.connections.c.password)
+        sa.select(t.files, t.connections.c.url, t.connections.c.password, t.connections.c.bases)
         .join(t.connections, t.connections.c.file_id == t.files.c.id)
         .where(t.files.c.id == file_id)
     ).first()
     if row is None:
         return None
-    return DatabaseConnection(file_from_row(row), row.url, row.password)
+    return DatabaseConnection(file_from_row(row), row.url, row.password, _bases(row.bases))
 
 
 def all_resources(conn: Connection, kind: str) -> list[FileEntry]:

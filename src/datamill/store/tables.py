@@ -282,6 +282,10 @@ locations = sa.Table(
     metadata,
     sa.Column("file_id", sa.Integer, sa.ForeignKey("files.id"), primary_key=True),
     sa.Column("folder", sa.String(4096), nullable=False),
+    # The ids of the locations that were around the folder when it was given
+    # (comma-separated): a run's re-check asks its definer's right on these
+    # only, not on one made or re-pointed around it later (services/locations.py).
+    sa.Column("bases", sa.Text, nullable=False, server_default=""),
 )
 
 connections = sa.Table(
@@ -292,6 +296,8 @@ connections = sa.Table(
     # that renders the URL can show it.
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("password", sa.Text, nullable=True),
+    # As for locations: the locations around a SQLite file when it was given.
+    sa.Column("bases", sa.Text, nullable=False, server_default=""),
 )
 
 # A trigger's Idempotency-Key and the answer it got, per user (the key's scope):
