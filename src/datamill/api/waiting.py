@@ -141,7 +141,9 @@ def _as_now(jobs: JobService, user: User) -> User | None:
     """The caller as the store has her now: a wait lasts up to an hour, and her groups,
     roles or the user herself may be gone by its end (as for event streams)."""
     with jobs.store.db.read() as conn:
-        return jobs.store.users.get(conn, user.name)
+        now = jobs.store.users.get(conn, user.name)
+    # A new user of the same name (deleted and made again) has another hash.
+    return now if now is not None and now.password_hash == user.password_hash else None
 
 
 def _readable_now(jobs: JobService, ids: list[int], user: User) -> set[int]:
