@@ -17,8 +17,10 @@ from datamill.api import event_routes
 from datamill.api.event_routes import _Reader
 from datamill.domain.status import JobKind, JobStatus
 from datamill.errors import NotFound
+from datamill.store import locations as loc_store
 from tests.api.test_waiting import _events, _until_watched, _world
 from tests.api.test_waiting import _run as _start
+from tests.helpers import wait_terminal
 from tests.security.conftest import Actors
 from tests.security.test_attack8 import settings as settings  # the operator's root around home
 from tests.security.test_attack8 import steve as steve  # location.define, connection.define
@@ -176,7 +178,7 @@ def test_a_quiet_event_stream_sends_each_event_once(
     _until_watched(actors, first)
     killed = actors.call("bob", "POST", f"/rest/job-execution/job-kill/{first}")
     assert killed.status_code == 200, killed.text
-    threading.Event().wait(0.3)  # room for keep-alives while nothing changes
+    threading.Event().wait(0.5)  # room for keep-alives while nothing changes
     killed = actors.call("bob", "POST", f"/rest/job-execution/job-kill/{second}")
     assert killed.status_code == 200, killed.text
     streaming.join()
@@ -256,3 +258,42 @@ def test_a_file_in_a_new_users_place_is_refused_and_nothing_is_set_aside(
     assert refused.status_code == 409, refused.text
     assert list((tmp_path / "users").glob(".deleted-*")) == []
     assert (tmp_path / "users" / "carol").read_text() == "x"
+
+
+def test_a_stewards_postgresql_connection_must_carry_its_own_login(
+    running: Actors, steve: str
+) -> None:
+    # steve's connection `postgresql://postgres@127.0.0.1:5432/postgres` (no
+    # password) was accepted, and its runs logged in with the server's own
+    # login (libpq's PGPASSWORD, ~/.pgpass): on a real server given
+    # PGPASSWORD, his import read `current_user` = postgres, the data
+    # directory and `pg_read_file('PG_VERSION')`. Inline URLs were held to
+    # this already (F15); only an ADMIN's connection may use that login.
+    for url in ("postgresql://postgres@127.0.0.1:5432/postgres", "postgresql://127.0.0.1/x"):
+        body = {"path": "/Users/steve/pg.dst", "url": url}
+        refused = running.call(steve, "POST", "/rest/connection", body)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["reason"] == (
+            "url: a PostgreSQL connection must carry its own user and password;"
+            " only an ADMIN may make one that uses the server's own login"
+        )
+    given = {"path": "/Users/steve/pg.dst", "url": "postgresql://u:p@127.0.0.1:5432/postgres"}
+    assert running.call(steve, "POST", "/rest/connection", given).status_code == 200
+    # One saved before (or whose password was taken out since) fails at run time.
+    with running.node.store.db.write() as conn:
+        entry = running.node.store.files.find(conn, "/Users/steve/pg.dst")
+        assert entry is not None
+        url = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        loc_store.set_connection(conn, entry.id, url, None, bases=())
+    source = {"kind": "database", "connection": "/Users/steve/pg.dst", "query": "SELECT 1 AS k"}
+    running.node.jobs.define_job(
+        "/Users/steve/pg.imp", JobKind.IMPORT, {"source": source, "schema": SCHEMA}, steve
+    )
+    started = running.call(steve, "POST", "/api/job-execution/Users/steve/pg.imp/trigger")
+    run = wait_terminal(running.node, started.json()["job-execution-id"])
+    assert run.status is JobStatus.ERROR
+    details = running.call(steve, "GET", f"/rest/job-execution/job-details/{run.id}").json()
+    assert details["failure"]["message"] == (
+        "source: connection '/Users/steve/pg.dst' carries no user and password of its own;"
+        " only an ADMIN's connection may use the server's own login"
+    )

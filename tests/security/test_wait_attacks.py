@@ -272,10 +272,10 @@ def _lose_the_right(actors: Actors, path: str, how: str) -> None:
     else:
         gone = actors.call("admin", "DELETE", "/rest/user-management/users/eve")
         assert gone.status_code == 200, gone.text
-    if how == "made again":
-        # Another eve, in the group that may read the job: not the one waiting.
-        eve = {"name": "eve", "password": "other", "roles": ["ANALYST"], "groups": ["runners"]}
-        made = actors.call("admin", "POST", "/rest/user-management/users", eve)
+    if how == "deleted and made again":
+        # A new eve in the same group: the old eve's wait must not answer with her rights.
+        new = {"name": "eve", "password": "other", "roles": ["ANALYST"], "groups": ["runners"]}
+        made = actors.call("admin", "POST", "/rest/user-management/users", new)
         assert made.status_code == 200, made.text
 
 
@@ -299,7 +299,7 @@ def _answer_after_losing_the_right(
     return answer
 
 
-_LOST = ["unshared", "left the group", "deleted", "made again"]
+_LOST = ["unshared", "left the group", "deleted", "deleted and made again"]
 
 
 @pytest.mark.parametrize("how", _LOST)

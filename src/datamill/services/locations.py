@@ -488,6 +488,27 @@ def _inline_database(
     )
 
 
+def needs_own_login(url: sa.URL, password: str | None) -> bool:
+    """Whether a PostgreSQL URL lacks a user or password, so libpq would use the server's."""
+    return url.get_backend_name() == "postgresql" and not (url.username and password)
+
+
+def _own_login(conn: Connection, store: Store, found: loc_store.DatabaseConnection) -> bool:
+    """Whether a connection may be used as it is: with its own login, or an ADMIN's.
+
+    Without a user or password libpq falls back to the server's own login
+    (PGUSER, PGPASSWORD, ~/.pgpass): a definer who is not ADMIN would act
+    with Datamill's rights, a superuser's perhaps (attack 12, as F15 for
+    inline URLs). Checked with the owner's roles of now.
+    """
+    if not needs_own_login(sa.make_url(found.url), found.password):
+        return True
+    if found.entry.owner == ROOT_OWNER:
+        return True
+    owner = store.users.get(conn, found.entry.owner)
+    return owner is not None and owner.is_admin
+
+
 def _database_target(
     conn: Connection,
     store: Store,
@@ -505,6 +526,11 @@ def _database_target(
             conn, store, found.entry, str(database.database), found.bases
         ):
             raise _refused(what, "connection", connection, access)
+        if not _own_login(conn, store, found):
+            raise InvalidDefinition(
+                f"{what}: connection {connection!r} carries no user and password of its"
+                " own; only an ADMIN's connection may use the server's own login"
+            )
         # An ADMIN's SQLite connection may name any file inside the operator's roots.
         roots = policy.source_roots if access is Access.READ else policy.sink_roots
         return connection_url(found), roots
@@ -670,11 +696,11 @@ def _set_aside(conn: Connection, policy: FilePolicy, name: str) -> None:
         assert found is not None
         url = sa.make_url(found.url)
         real = os.path.realpath(str(url.database))
-        moved = url.set(database=aside + real[len(folder) :])
+        file = aside + real[len(folder) :]
         loc_store.set_connection(
             conn,
             entry.id,
-            moved.render_as_string(hide_password=False),
+            url.set(database=file).render_as_string(hide_password=False),
             found.password,
             bases=found.bases,
         )

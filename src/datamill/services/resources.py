@@ -27,6 +27,7 @@ from datamill.services.locations import (
     LOCATION_EXTENSION,
     check_given_folder,
     enclosing_locations,
+    needs_own_login,
     policy_of,
 )
 from datamill.services.permissions import Access, has_access, has_capability, require_access
@@ -37,6 +38,7 @@ MASK = "********"
 CAPABILITIES = {"location": "location.define", "connection": "connection.define"}
 _EXTENSIONS = {"location": LOCATION_EXTENSION, "connection": CONNECTION_EXTENSION}
 _DEFAULT_FOLDER = "/Connections"
+_FILE = "connection database file"
 
 
 def _text(document: dict[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -153,18 +155,24 @@ class ResourceService:
                 )
             password = old.password
         check_url_text(url, "url", password, raw=text)
+        if needs_own_login(url, password) and not user.is_admin:
+            # Else libpq logs in as the server (PGPASSWORD, ~/.pgpass): a steward
+            # would read with Datamill's login, a superuser's perhaps (attack 12).
+            raise InvalidDefinition(
+                "url: a PostgreSQL connection must carry its own user and password;"
+                " only an ADMIN may make one that uses the server's own login"
+            )
         # URL.set(password=None) keeps the password (None means "unchanged"): the
         # URL column held it, or the mask sent back, despite what this module says.
         bare = url._replace(password=None)
         policy = policy_of(self.store)
         database = str(bare.database or "")
         given = bare.get_backend_name() == "sqlite" and bool(database)
-        what = "connection database file"
         if given and not user.is_admin:
             # A SQLite file is handed out like a location's folder. Checked first:
             # the URL check below tells a missing folder from one that is there,
             # which told a definer what lies in another user's private folder.
-            check_given_folder(conn, self.store, database, user, what)
+            check_given_folder(conn, self.store, database, user, _FILE)
         # Checked once here so an ADMIN hears at once, and again by every run.
         check_database_url(
             bare.render_as_string(hide_password=False),
@@ -175,9 +183,7 @@ class ResourceService:
             forbidden_folders=policy.private_folders,
         )
         if given and user.is_admin:
-            check_given_folder(
-                conn, self.store, database, user, what
-            )  # after: the URL check says more
+            check_given_folder(conn, self.store, database, user, _FILE)  # the URL check says more
         return bare.render_as_string(hide_password=False), password
 
     def _require_room(self, conn: Connection, user: User) -> None:
