@@ -10,6 +10,7 @@ The watcher re-reads at every change; the tests wait for that re-read
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from datamill.domain.records import Execution
 from datamill.domain.status import JobKind, JobStatus
 from datamill.errors import NotFound
 from datamill.services.waiting import GONE, RunState, RunWatch, Watcher, status_of_run
+from datamill.store.db import Database
 from datamill.store.queue import Outcome
 from datamill.worker.housekeeping import drop_old_history
 from tests.helpers import admin, password_hash
@@ -48,13 +50,18 @@ def _claim(node: Node) -> Execution:
     return claimed
 
 
-async def _read_after(watch: RunWatch, reads: int) -> None:
-    """Until the watcher has re-read the runs more than `reads` times (once per change)."""
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Until `condition` holds (bounded: a broken watch fails the test, not hangs it)."""
     for _ in range(3000):
-        if watch.reads > reads:
+        if condition():
             return
         await asyncio.sleep(0.01)
-    raise AssertionError(f"the watcher never re-read after {reads} reads")
+    raise AssertionError(f"never: {what}")
+
+
+async def _read_after(watch: RunWatch, reads: int) -> None:
+    """Until the watcher has re-read the runs more than `reads` times (once per change)."""
+    await _until(lambda: watch.reads > reads, f"a re-read after {reads} reads")
 
 
 async def _until_state(waiter: Watcher, run: int, state: RunState) -> None:
@@ -204,7 +211,19 @@ def test_a_run_changed_after_the_servers_loop_closed_under_an_open_stream_is_cha
             sa.text("SELECT status FROM executions WHERE id = :i"), {"i": run}
         ).scalar_one()
     assert status == JobStatus.CANCELED.value
+    listener = watch._listener
     watch.close()
+    # The stream's task died pending with its loop, in a reference cycle (it
+    # holds the watch, the watch holds it), which the node's database holds
+    # (its change callbacks) and on PostgreSQL the closed listener's thread
+    # until it ends: destroyed here, so its "Task was destroyed" lands in this
+    # test's log, not in whichever later test's the garbage collector picks.
+    node.store.db.run_change_listeners.remove(watch._changed_elsewhere)
+    if listener is not None:
+        listener.join(30)
+        assert not listener.is_alive()
+    del stream, watch, listener
+    gc.collect()
 
 
 def test_a_waiter_learns_its_runs_once_the_database_answers_again(
@@ -349,6 +368,136 @@ def test_waits_share_their_few_threads_fairly_and_answers_once_per_wake_up(
 
     asyncio.run(scenario())
     _nothing_logged(caplog)
+
+
+def test_a_quiet_wait_costs_no_re_read_yet_hears_each_commit_of_a_worker_elsewhere(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker in another process claims the run, reports progress and ends
+    # it, each in a commit of its own: the waiter learns each. Between them a
+    # quiet wait costs nothing. On SQLite a look at the change counter that
+    # finds no commit re-reads nothing (only the first look, which learns the
+    # counter, does) and the looks go on while anyone waits; on PostgreSQL,
+    # where NOTIFY tells of every change, the counter is never looked at,
+    # however often the watch is told to (0: at every turn of its loop).
+    node.store.queue.register_worker(WORKER, "host", 1)
+    (run,) = _runs(node, "quiet", 1)
+    other = open_node(node.settings)
+    sqlite = node.store.db.is_sqlite
+    watch = _ObservedWatch(node.store.db, recheck_seconds=0.01 if sqlite else 0)
+
+    async def scenario() -> None:
+        async with watch.watching([run]) as waiter:
+            await _read_after(watch, 0)
+            if sqlite:
+                await _looks_after(watch, 1)
+                reads = watch.reads
+                await _looks_after(watch, 4)
+                assert watch.reads == reads  # three looks found no commit: no re-read
+            claimed = await asyncio.to_thread(other.store.queue.claim_next_execution, WORKER)
+            assert claimed is not None and claimed.id == run
+            await _until_state(waiter, run, RunState(JobStatus.RUNNING, claimed.progress))
+            await _in_thread(other.store.queue.report_progress, run, 0.5)
+            await _until_state(waiter, run, RunState(JobStatus.RUNNING, 0.5))
+            outcome = Outcome(JobStatus.COMPLETED, success_count=1)
+            await _in_thread(other.store.queue.finish, claimed, WORKER, outcome)
+            await _until_state(waiter, run, RunState(JobStatus.COMPLETED, 1.0))
+        if not sqlite:
+            assert watch.looks == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        watch.close()
+        other.store.close()
+    _nothing_logged(caplog)
+
+
+def test_a_waiter_leaving_while_the_runs_are_re_read_does_not_stop_the_others_wake_ups(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client that goes away (a wait ending, a stream closed) while the watch
+    # re-reads must not end the watch: the runs it read for the leaver are
+    # simply nobody's now, and the waiters that stay still learn their changes.
+    node.store.queue.register_worker(WORKER, "host", 1)
+    first, second = _runs(node, "leaving", 2)
+    assert _claim(node).id == first
+    watch = _ObservedWatch(node.store.db, recheck_seconds=3600)
+
+    async def scenario() -> None:
+        async with watch.watching([first]) as waiter:
+            leaver = watch.watching([second])
+            await leaver.__aenter__()
+            await _read_after(watch, 0)
+            watch.reads_open.clear()
+            watch.reading.clear()
+            await _in_thread(node.store.queue.report_progress, first, 0.25)
+            await _until(watch.reading.is_set, "a re-read started by the change")
+            await leaver.__aexit__(None, None, None)
+            watch.reads_open.set()
+            await _until_state(waiter, first, RunState(JobStatus.RUNNING, 0.25))
+            await _in_thread(node.store.queue.report_progress, first, 0.5)
+            await _until_state(waiter, first, RunState(JobStatus.RUNNING, 0.5))
+        assert watch.waiting == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        watch.reads_open.set()
+        watch.close()
+    _nothing_logged(caplog)
+
+
+def test_a_status_wait_of_no_seconds_gets_its_answer_before_the_watch_read_anything(
+    node: Node,
+) -> None:
+    # `?wait=0` on a run that has not ended (api/waiting.py `waited_status`):
+    # the wait is over before the watch's first re-read on this event loop (a
+    # server just started, or started again), and the answer is asked of
+    # `shared` at once. It must be the run's status, not a 500.
+    user = admin(node)
+    entry, _ = node.jobs.define_job("/Data/ImportJobs/nowait.imp", JobKind.IMPORT, CSV, "admin")
+    job = str(entry.id)
+    run = node.jobs.trigger(job, user).id
+    watch = RunWatch(node.store.db, recheck_seconds=3600)
+
+    async def scenario() -> None:
+        assert await watch.until_ended([run], 0) == {}  # over before anything was read
+        key = ("status", user, job, run)
+        view = await watch.shared(key, status_of_run, node.jobs, job, user, run, user="admin")
+        assert view.execution is not None and view.execution.id == run
+        assert view.execution.status is JobStatus.QUEUED
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        watch.close()
+
+
+class _ObservedWatch(RunWatch):
+    """The real RunWatch, its looks at SQLite's change counter counted, its re-reads held
+    while `reads_open` is clear (each look and each re-read still the real one)."""
+
+    def __init__(self, db: Database, *, recheck_seconds: float) -> None:
+        super().__init__(db, recheck_seconds=recheck_seconds)
+        self.looks = 0
+        self.reading = threading.Event()
+        self.reads_open = threading.Event()
+        self.reads_open.set()
+
+    def _sqlite_changed(self) -> bool:
+        self.looks += 1
+        return super()._sqlite_changed()
+
+    def _read(self, ids: list[int]) -> dict[int, RunState]:
+        self.reading.set()
+        assert self.reads_open.wait(30), "the test never let the re-read go on"
+        return super()._read(ids)
+
+
+async def _looks_after(watch: _ObservedWatch, looks: int) -> None:
+    """Until the watch starts its look number `looks` + 1 (what the looks before caused is done)."""
+    await _until(lambda: watch.looks > looks, f"a look at the change counter after {looks}")
 
 
 def _rename_runs(node: Node, old: str, new: str) -> None:
