@@ -474,19 +474,66 @@ def test_a_status_wait_of_no_seconds_gets_its_answer_before_the_watch_read_anyth
         watch.close()
 
 
+def test_a_waiter_on_a_server_started_again_learns_a_commit_made_before_its_first_look(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQLite's change counter counts per connection: a connection opened anew
+    # (the server's app started again, or after a failure) starts its own
+    # count, which says nothing against the count the closed one had reached.
+    # A commit of another process between the new start's first read and its
+    # first look at the counter must still wake the waiter, not be taken for
+    # "no change" because both counts happened to be 1.
+    if not node.store.db.is_sqlite:
+        pytest.skip("SQLite's change counter; PostgreSQL hears every commit by NOTIFY")
+    (run,) = _runs(node, "restart", 1)
+    other = open_node(node.settings)
+    watch = _ObservedWatch(node.store.db, recheck_seconds=0.01)
+
+    async def first_start() -> None:
+        async with watch.watching([run]):
+            await _looks_after(watch, 1)  # the counter looked at: its connection open
+
+    async def started_again() -> None:
+        watch.looks_open.clear()
+        looks = watch.looks
+        async with watch.watching([run]) as waiter:
+            await _read_after(watch, watch.reads)
+            assert waiter.states == {run: RunState(JobStatus.QUEUED, None)}
+            await _in_thread(_cancel_elsewhere, other, run)
+            watch.looks_open.set()
+            await _looks_after(watch, looks)
+            await _until_state(waiter, run, RunState(JobStatus.CANCELED, None))
+
+    try:
+        asyncio.run(first_start())
+        watch.close()
+        asyncio.run(started_again())
+    finally:
+        watch.looks_open.set()
+        watch.close()
+        other.store.close()
+    _nothing_logged(caplog)
+
+
 class _ObservedWatch(RunWatch):
-    """The real RunWatch, its looks at SQLite's change counter counted, its re-reads held
-    while `reads_open` is clear (each look and each re-read still the real one)."""
+    """The real RunWatch, its looks at SQLite's change counter counted (with the re-reads
+    made before each) and held while `looks_open` is clear, its re-reads held while
+    `reads_open` is clear (each look and each re-read still the real one)."""
 
     def __init__(self, db: Database, *, recheck_seconds: float) -> None:
         super().__init__(db, recheck_seconds=recheck_seconds)
         self.looks = 0
+        self.reads_at_look: list[int] = []
+        self.looks_open = threading.Event()
+        self.looks_open.set()
         self.reading = threading.Event()
         self.reads_open = threading.Event()
         self.reads_open.set()
 
     def _sqlite_changed(self) -> bool:
+        self.reads_at_look.append(self.reads)
         self.looks += 1
+        assert self.looks_open.wait(30), "the test never let the look go on"
         return super()._sqlite_changed()
 
     def _read(self, ids: list[int]) -> dict[int, RunState]:
