@@ -12,17 +12,27 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import threading
 from collections.abc import Callable
 
+import anyio.to_thread
 import pytest
 import sqlalchemy as sa
+from starlette.concurrency import run_in_threadpool
 
 from datamill.bootstrap import Node, open_node
 from datamill.domain.records import Execution
 from datamill.domain.status import JobKind, JobStatus
 from datamill.errors import NotFound
-from datamill.services.waiting import GONE, RunState, RunWatch, Watcher, status_of_run
+from datamill.services.waiting import (
+    GONE,
+    WAIT_THREADS,
+    RunState,
+    RunWatch,
+    Watcher,
+    status_of_run,
+)
 from datamill.store.db import Database
 from datamill.store.queue import Outcome
 from datamill.worker.housekeeping import drop_old_history
@@ -483,15 +493,9 @@ def test_a_waiter_on_a_server_started_again_learns_a_commit_made_before_its_firs
     # A commit of another process between the new start's first read and its
     # first look at the counter must still wake the waiter, not be taken for
     # "no change" because both counts happened to be 1.
-    if not node.store.db.is_sqlite:
-        pytest.skip("SQLite's change counter; PostgreSQL hears every commit by NOTIFY")
+    watch = _counter_watch(node)
     (run,) = _runs(node, "restart", 1)
     other = open_node(node.settings)
-    watch = _ObservedWatch(node.store.db, recheck_seconds=0.01)
-
-    async def first_start() -> None:
-        async with watch.watching([run]):
-            await _looks_after(watch, 1)  # the counter looked at: its connection open
 
     async def started_again() -> None:
         watch.looks_open.clear()
@@ -505,7 +509,7 @@ def test_a_waiter_on_a_server_started_again_learns_a_commit_made_before_its_firs
             await _until_state(waiter, run, RunState(JobStatus.CANCELED, None))
 
     try:
-        asyncio.run(first_start())
+        asyncio.run(_until_looked(watch, run))
         watch.close()
         asyncio.run(started_again())
     finally:
@@ -515,10 +519,204 @@ def test_a_waiter_on_a_server_started_again_learns_a_commit_made_before_its_firs
     _nothing_logged(caplog)
 
 
+def test_a_change_counter_that_fails_is_logged_once_and_its_look_re_reads_the_runs(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The connection the watch looks at SQLite's change counter with fails
+    # (a disk error, a closed handle): the failing look says so once in the
+    # log, counts as a change (the runs are re-read at once: a commit it could
+    # not see may have come), and the next look goes on with a new connection,
+    # which hears another process's later commits.
+    watch = _counter_watch(node)
+    (run,) = _runs(node, "counter", 1)
+    other = open_node(node.settings)
+
+    async def scenario() -> None:
+        async with watch.watching([run]) as waiter:
+            await _looks_after(watch, 1)  # the counter looked at: its connection open
+            # Looks come one at a time: the one after next has not started yet.
+            failing = watch.broken_look = watch.looks + 2
+            await _looks_after(watch, failing)  # it was made, and what it caused
+            before, after = watch.reads_at_look[failing - 1 : failing + 1]
+            assert after == before + 1  # the failing look re-read the runs
+            await _in_thread(_cancel_elsewhere, other, run)
+            await _until_state(waiter, run, RunState(JobStatus.CANCELED, None))
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        watch.close()
+        other.store.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in errors] == [
+        "reading SQLite's data_version failed; re-reading the runs"
+    ]
+    assert errors[0].exc_info is not None  # with what failed
+
+
+def test_one_users_work_holds_one_wait_thread_however_it_keeps_arriving(node: Node) -> None:
+    # One user's waits, streams and shared answers hold WAIT_THREADS_PER_USER
+    # (1) of the WAIT_THREADS (4) at once, also when more of her work arrives
+    # while some of it runs (her turn is kept while any of it runs or waits):
+    # the other users' work is served meanwhile (attack review).
+    gates: dict[str, threading.Event] = {}
+    lock = threading.Lock()
+    running: list[str] = []
+
+    def work(name: str) -> str:
+        with lock:
+            running.append(name)
+        try:
+            assert gates.setdefault(name, threading.Event()).wait(60), "never let end"
+            return name
+        finally:
+            with lock:
+                running.remove(name)
+
+    def let_end(*names: str) -> None:
+        for name in names:
+            gates.setdefault(name, threading.Event()).set()
+
+    async def scenario() -> None:
+        watch = RunWatch(node.store.db, recheck_seconds=3600)
+        try:
+            first = asyncio.ensure_future(watch.in_thread(work, "eve1", user="eve"))
+            await _until(lambda: running == ["eve1"], "her first work running")
+            second = asyncio.ensure_future(watch.in_thread(work, "eve2", user="eve"))
+            await asyncio.sleep(0)  # her second work asked for while her first runs
+            let_end("eve1")
+            assert await first == "eve1"
+            await _until(lambda: running == ["eve2"], "her second work running")
+            # More of hers arrives while her second runs (the first two asks
+            # are placed before the others' are).
+            third = asyncio.ensure_future(watch.in_thread(work, "eve3", user="eve"))
+            shared = asyncio.ensure_future(watch.shared(("answer",), work, "eve4", user="eve"))
+            await _until(lambda: watch.answers_built == 1, "her shared answer asked for")
+            await asyncio.sleep(0)
+            users = ["ann", "bob", "cy"]
+            others = [asyncio.ensure_future(watch.in_thread(work, u, user=u)) for u in users]
+            await _until(lambda: sorted(running) == [*users, "eve2"], "the others served")
+            hers = ["eve2", "eve3", "eve4"]
+            let_end(*hers, *users)
+            assert await asyncio.gather(second, third, shared, *others) == [*hers, *users]
+        finally:
+            let_end(*gates)
+            watch.close()
+
+    asyncio.run(scenario())
+
+
+def test_waits_not_signed_in_yet_take_the_waits_threads_and_none_of_the_servers(
+    node: Node,
+) -> None:
+    # A waiting request signs in on the waits' threads before its user is
+    # known (api/waiting.py `_waiting_caller`). A crowd of them held there (a
+    # slow sign-in) takes WAIT_THREADS (4) of them and none of the server's
+    # own threads: the server's other requests' thread work still runs.
+    gate = threading.Event()
+    lock = threading.Lock()
+    running: list[str] = []
+
+    def sign_in(name: str) -> str:
+        with lock:
+            running.append(name)
+        try:
+            assert gate.wait(60), "the test never let the sign-ins end"
+            return name.upper()
+        finally:
+            with lock:
+                running.remove(name)
+
+    async def scenario() -> None:
+        watch = RunWatch(node.store.db, recheck_seconds=3600)
+        crowd = [f"caller{n}" for n in range(WAIT_THREADS + 2)]
+        # The server's own threads (starlette's run_in_threadpool), as few as the crowd.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = len(crowd)
+        try:
+            signing = asyncio.gather(*(watch.in_thread(sign_in, name) for name in crowd))
+            await _until(lambda: len(running) == WAIT_THREADS, "the waits' threads all taken")
+            other = asyncio.ensure_future(run_in_threadpool(str.upper, "other request"))
+            await _until(other.done, "another request's thread work done")
+            assert other.result() == "OTHER REQUEST"
+            assert len(running) == WAIT_THREADS
+            gate.set()
+            assert await signing == [name.upper() for name in crowd]
+        finally:
+            gate.set()
+            watch.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_shared_answer_that_fails_after_its_askers_went_away_logs_nothing(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A shared answer goes on when its askers go away (another may still ask
+    # for it until the next re-read). If it then fails, there is no one left
+    # to tell: the server's log must not get asyncio's "exception was never
+    # retrieved" for it.
+    (run,) = _runs(node, "answer", 1)
+    gate = threading.Event()
+
+    def failing() -> None:
+        assert gate.wait(60), "the test never let the answer end"
+        raise NotFound("the job was deleted meanwhile")
+
+    async def scenario() -> None:
+        watch = RunWatch(node.store.db, recheck_seconds=3600)
+        try:
+            async with watch.watching([run]):
+                await _read_after(watch, 0)
+                asker = asyncio.ensure_future(watch.shared(("status",), failing, user="eve"))
+                await _until(lambda: watch.answers_built == 1, "the answer asked for")
+                asker.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await asker
+                gate.set()
+                # Its thread ends; the next re-read lets go of the wake-up's answers.
+                reads = watch.reads
+                await _in_thread(_cancel_elsewhere, node, run)
+                await _read_after(watch, reads)
+        finally:
+            gate.set()
+            watch.close()
+
+    asyncio.run(scenario())
+    gc.collect()
+    _nothing_logged(caplog)
+
+
+def test_a_closed_watch_holds_no_handle_on_the_sqlite_database(node: Node) -> None:
+    # The app's shutdown closes its watch: the connection it looked at SQLite's
+    # change counter with is closed then, not left open until the process
+    # ends (a server started again in the same process, as tests and an
+    # embedding application do, would hold one more each time).
+    watch = _counter_watch(node)
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("counts this process's open files through /proc")
+    database = node.store.db.engine.url.database
+    assert database is not None
+    names = {os.path.realpath(database + end) for end in ("", "-wal", "-shm", "-journal")}
+
+    def handles() -> int:
+        """This process's open files on the database (or its journal)."""
+        opened = (os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd"))
+        return sum(1 for name in opened if name in names)
+
+    (run,) = _runs(node, "handles", 1)
+    for _ in range(2):  # started, stopped, started again, stopped
+        asyncio.run(_until_looked(watch, run))
+        assert handles() >= 1
+        watch.close()
+    node.store.db.engine.dispose()  # the node's own pooled connections
+    assert handles() == 0
+
+
 class _ObservedWatch(RunWatch):
     """The real RunWatch, its looks at SQLite's change counter counted (with the re-reads
-    made before each) and held while `looks_open` is clear, its re-reads held while
-    `reads_open` is clear (each look and each re-read still the real one)."""
+    made before each), held while `looks_open` is clear, look number `broken_look` made
+    on a broken connection; its re-reads held while `reads_open` is clear (each look and
+    each re-read still the real one)."""
 
     def __init__(self, db: Database, *, recheck_seconds: float) -> None:
         super().__init__(db, recheck_seconds=recheck_seconds)
@@ -526,6 +724,7 @@ class _ObservedWatch(RunWatch):
         self.reads_at_look: list[int] = []
         self.looks_open = threading.Event()
         self.looks_open.set()
+        self.broken_look: int | None = None
         self.reading = threading.Event()
         self.reads_open = threading.Event()
         self.reads_open.set()
@@ -534,12 +733,27 @@ class _ObservedWatch(RunWatch):
         self.reads_at_look.append(self.reads)
         self.looks += 1
         assert self.looks_open.wait(30), "the test never let the look go on"
+        if self.looks == self.broken_look and self._version_connection is not None:
+            self._version_connection.close()  # as a failing disk or file handle would
         return super()._sqlite_changed()
 
     def _read(self, ids: list[int]) -> dict[int, RunState]:
         self.reading.set()
         assert self.reads_open.wait(30), "the test never let the re-read go on"
         return super()._read(ids)
+
+
+def _counter_watch(node: Node) -> _ObservedWatch:
+    """A watch that looks at SQLite's change counter every 0.01 s (SQLite only)."""
+    if not node.store.db.is_sqlite:
+        pytest.skip("SQLite's change counter; PostgreSQL hears every commit by NOTIFY")
+    return _ObservedWatch(node.store.db, recheck_seconds=0.01)
+
+
+async def _until_looked(watch: _ObservedWatch, run: int) -> None:
+    """Watch the run until the change counter was looked at (its connection open)."""
+    async with watch.watching([run]):
+        await _looks_after(watch, 1)
 
 
 async def _looks_after(watch: _ObservedWatch, looks: int) -> None:
