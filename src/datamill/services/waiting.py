@@ -444,6 +444,9 @@ class RunWatch:
                 pooled = self._db.engine.raw_connection()
                 self._version_connection = pooled.driver_connection
                 pooled.detach()  # kept for good: data_version counts per connection
+                # A new connection counts from its own start: whatever another
+                # process committed since the old one's last look is unknown.
+                self._version = None
             cursor = self._version_connection.cursor()
             version = int(cursor.execute("PRAGMA data_version").fetchone()[0])
             cursor.close()
