@@ -99,6 +99,7 @@ def test_an_object_store_folder_that_is_no_valid_uri_is_refused_by_name(
 ) -> None:
     for folder, why in (
         ("s3a://Bad_Bucket/x", "does not name a valid bucket"),
+        ("s3a://bucket/x", "is outside the operator's file roots"),
         (
             "s3a://bucket//x",
             "must be plain names separated by single slashes"
