@@ -240,3 +240,31 @@ def test_a_private_location_handed_back_is_private_again(actors: Actors) -> None
     assert _make_carol(actors).status_code == 200
     flags = actors.call("admin", "GET", f"/api/filesystem/files/{location['id']}/permission")
     assert flags.json()["others"] == {"readable": False, "writable": False, "executable": False}
+
+
+def test_a_restart_leaves_existing_users_their_private_files(actors: Actors) -> None:
+    # Only a user just made has her folder set aside (a deleted user of the
+    # same name left it); every start runs over the users there are, and
+    # must leave what is in their folders where it is.
+    users = Path(actors.node.settings.resolved_source_roots[0]) / "users"
+    (users / "eve" / "in.csv").write_text("k\neve's\n")
+    ensure_default_locations(actors.node.store, ["admin", "eve", "bob"])
+    assert (users / "eve" / "in.csv").read_text() == "k\neve's\n"
+    assert list(users.glob(".deleted-*")) == []
+    source = {"kind": "csv", "location": "/Users/eve/files.loc", "path": "in.csv"}
+    saved = actors.call(
+        "eve", "POST", "/rest/import-job", {"path": "/Users/eve/in.imp", "source": source}
+    )
+    assert saved.status_code == 200, saved.text
+
+
+def test_a_new_users_empty_folder_made_by_the_operator_is_kept(actors: Actors) -> None:
+    # An operator may make a user's folder before the user (a mount point, a
+    # folder on another disk): empty, nobody's files are in it, so it stays
+    # the same folder and nothing is set aside.
+    users = Path(actors.node.settings.resolved_source_roots[0]) / "users"
+    (users / "carol").mkdir()
+    made = (users / "carol").stat().st_ino
+    assert _make_carol(actors).status_code == 200
+    assert (users / "carol").stat().st_ino == made
+    assert list(users.glob(".deleted-*")) == []
