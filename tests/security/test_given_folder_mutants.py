@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datamill.store import users as user_store
 from tests.helpers import password_hash
 from tests.security.conftest import PASSWORD, Actors
 from tests.security.test_attack8 import settings as settings  # the operator's root around home
@@ -22,6 +23,18 @@ def _refusal(what: str, folder: Path) -> str:
     return (
         f"{what}: {str(folder)!r} lies in a location you may not read, or in Datamill's own files"
     )
+
+
+def _carved(actors: Actors, steve: str, team: Path) -> tuple[str, int]:
+    """steve's mine.loc on `team`/mine (holding x.csv), carved from admin's shared
+    team.loc: the URL of team.loc's flags for others and mine.loc's id."""
+    (team / "mine").mkdir(parents=True)
+    (team / "mine" / "x.csv").write_text("k\nx\n")
+    _, share = _shared_team(actors, team)
+    body = {"path": f"/Users/{steve}/mine.loc", "folder": str(team / "mine")}
+    made = actors.call(steve, "POST", "/rest/location", body)
+    assert made.status_code == 200, made.text
+    return share, int(made.json()["id"])
 
 
 def test_a_location_around_the_users_root_leaves_a_definer_her_own_folder_only(
@@ -75,11 +88,7 @@ def test_a_location_made_later_around_a_revoked_share_keeps_none_of_it(
     # the re-check skips as made since; it must go on to team.loc, whose
     # share admin then revoked.
     team = tmp_path / "team"
-    (team / "mine").mkdir(parents=True)
-    (team / "mine" / "x.csv").write_text("k\nx\n")
-    _, share = _shared_team(actors, team)
-    body = {"path": f"/Users/{steve}/mine.loc", "folder": str(team / "mine")}
-    assert actors.call(steve, "POST", "/rest/location", body).status_code == 200
+    share, _ = _carved(actors, steve, team)
     later = {"path": "/Connections/a.loc", "folder": str(team)}
     assert actors.call("admin", "POST", "/rest/location", later).status_code == 200
     source = {"kind": "csv", "location": f"/Users/{steve}/mine.loc", "path": "x.csv"}
@@ -110,3 +119,27 @@ def test_an_object_store_folder_that_is_no_valid_uri_is_refused_by_name(
         refused = actors.call(steve, "POST", "/rest/location", body)
         assert refused.status_code == 400, refused.text
         assert refused.json()["reason"] == f"folder: {folder!r} {why}"
+
+
+def test_a_location_whose_owner_row_is_gone_gives_out_nothing(
+    actors: Actors, steve: str, tmp_path: Path
+) -> None:
+    # steve carved mine.loc from admin's shared team.loc and let everyone
+    # read it. The API hands a deleted user's entries to the ADMIN deleting
+    # her, but a store whose users row is gone while her entries stay (a
+    # hand edit, a half-restored backup) must not leave them given out by
+    # no one: the re-check fails closed and eve's import is refused.
+    _, mine = _carved(actors, steve, tmp_path / "team")
+    flags = f"/api/filesystem/files/{mine}/permission/others"
+    assert actors.call(steve, "PUT", flags, {"readable": True}).status_code == 200
+    source = {"kind": "csv", "location": f"/Users/{steve}/mine.loc", "path": "x.csv"}
+    imported = {"path": "/Users/eve/x.imp", "source": source, "schema": SCHEMA}
+    assert actors.call("eve", "POST", "/rest/import-job", imported).status_code == 200
+    with actors.node.store.db.write() as conn:
+        user_store.delete_user(conn, steve)  # the row only: no hand-over of his entries
+    imported["path"] = "/Users/eve/y.imp"
+    refused = actors.call("eve", "POST", "/rest/import-job", imported)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["reason"] == (
+        f"source: location '/Users/{steve}/mine.loc' does not exist or you may not read from it"
+    )
