@@ -642,22 +642,23 @@ def _pointing_into(conn: Connection, folder: str, private: str) -> bool:
     return bool(_connections_in(conn, real))
 
 
-def _sqlite_file(conn: Connection, entry: FileEntry) -> str | None:
-    found = loc_store.get_connection(conn, entry.id)
-    if found is None:
+def sqlite_file(url: str) -> str | None:
+    """The real path of a SQLite connection URL's file; None for another database."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
         return None
-    url = sa.make_url(found.url)
-    if url.get_backend_name() != "sqlite" or not url.database:
-        return None
-    return os.path.realpath(url.database)
+    return os.path.realpath(parsed.database)
 
 
-def _connections_in(conn: Connection, real: str) -> list[FileEntry]:
-    return [
-        entry
-        for entry in loc_store.all_resources(conn, "connection")
-        if (file := _sqlite_file(conn, entry)) is not None and _inside(file, real)
-    ]
+def _connections_in(conn: Connection, real: str) -> list[tuple[loc_store.DatabaseConnection, str]]:
+    """The SQLite connections whose file lies in `real`, each with that file."""
+    found = []
+    for entry in loc_store.all_resources(conn, "connection"):
+        connection = loc_store.get_connection(conn, entry.id)
+        file = sqlite_file(connection.url) if connection is not None else None
+        if connection is not None and file is not None and _inside(file, real):
+            found.append((connection, file))
+    return found
 
 
 def _set_aside(conn: Connection, policy: FilePolicy, name: str) -> None:
@@ -673,7 +674,7 @@ def _set_aside(conn: Connection, policy: FilePolicy, name: str) -> None:
     place = _private_folder(policy, name)
     if os.path.islink(place) or (os.path.lexists(place) and not os.path.isdir(place)):
         return  # not a folder of hers: the caller refuses what is in the way (N2)
-    folder = os.path.realpath(_private_folder(policy, name))
+    folder = os.path.realpath(place)
     try:
         aside = os.path.join(tempfile.mkdtemp(prefix=".deleted-", dir=policy.users_root), name)
         if os.path.isdir(folder):
@@ -691,16 +692,12 @@ def _set_aside(conn: Connection, policy: FilePolicy, name: str) -> None:
             # Moved with the files, not given anew: what was around it stays what it counts.
             moved_to = aside + real[len(folder) :]
             loc_store.set_location_folder(conn, location.entry.id, moved_to, bases=location.bases)
-    for entry in _connections_in(conn, folder):
-        found = loc_store.get_connection(conn, entry.id)
-        assert found is not None
-        url = sa.make_url(found.url)
-        real = os.path.realpath(str(url.database))
+    for found, real in _connections_in(conn, folder):
         file = aside + real[len(folder) :]
         loc_store.set_connection(
             conn,
-            entry.id,
-            url.set(database=file).render_as_string(hide_password=False),
+            found.entry.id,
+            sa.make_url(found.url).set(database=file).render_as_string(hide_password=False),
             found.password,
             bases=found.bases,
         )

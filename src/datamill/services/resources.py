@@ -29,6 +29,7 @@ from datamill.services.locations import (
     enclosing_locations,
     needs_own_login,
     policy_of,
+    sqlite_file,
 )
 from datamill.services.permissions import Access, has_access, has_capability, require_access
 from datamill.store import locations as loc_store
@@ -69,10 +70,8 @@ def _server(url: sa.URL) -> tuple[object, ...]:
 
 def _sqlite_bases(conn: Connection, url: str) -> set[int]:
     """The locations around a SQLite connection's file (none for another database)."""
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database:
-        return set()
-    return enclosing_locations(conn, str(parsed.database))
+    file = sqlite_file(url)
+    return set() if file is None else enclosing_locations(conn, file)
 
 
 class ResourceService:
