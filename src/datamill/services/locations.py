@@ -675,9 +675,11 @@ def _set_aside(conn: Connection, policy: FilePolicy, name: str) -> None:
     if os.path.islink(place) or (os.path.lexists(place) and not os.path.isdir(place)):
         return  # not a folder of hers: the caller refuses what is in the way (N2)
     folder = os.path.realpath(place)
+    moved = os.path.isdir(folder)
     try:
-        aside = os.path.join(tempfile.mkdtemp(prefix=".deleted-", dir=policy.users_root), name)
-        if os.path.isdir(folder):
+        parent = tempfile.mkdtemp(prefix=".deleted-", dir=policy.users_root)
+        aside = os.path.join(parent, name)
+        if moved:
             os.rename(folder, aside)
         else:
             os.mkdir(aside)  # nothing to move, but the entries naming it must go somewhere
@@ -685,6 +687,10 @@ def _set_aside(conn: Connection, policy: FilePolicy, name: str) -> None:
         raise Conflict(
             f"the private folder of a deleted user named {name!r} cannot be moved aside"
         ) from None
+    # The entries below are moved in the user's creation transaction; the files
+    # are not. Should it roll back, the entries name the old folder again, so
+    # the files go back there (else an ADMIN's archive would name an empty one).
+    sa.event.listen(conn, "rollback", lambda _: _put_back(folder, parent, moved=moved), once=True)
     aside = os.path.realpath(aside)
     for location in loc_store.all_locations(conn):
         real = "" if objects.is_uri(location.folder) else os.path.realpath(location.folder)
@@ -701,6 +707,22 @@ def _set_aside(conn: Connection, policy: FilePolicy, name: str) -> None:
             found.password,
             bases=found.bases,
         )
+
+
+def _put_back(folder: str, parent: str, *, moved: bool) -> None:
+    """Undo a set-aside whose user creation rolled back: the folder as it was."""
+    aside = os.path.join(parent, os.path.basename(folder))
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(folder)  # made empty by the creation; never anything written in it
+        if moved:
+            os.rename(aside, folder)
+        else:
+            os.rmdir(aside)
+        os.rmdir(parent)
+    except OSError:
+        # Kept aside, nothing lost: an ADMIN finds it under the users root.
+        _log.warning("the set-aside folder %s could not be put back to %s", aside, folder)
 
 
 def ensure_private_location(
