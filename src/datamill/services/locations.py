@@ -412,15 +412,19 @@ def _still_given(
     Counting every one around it now let anyone who made or re-pointed a
     location around another's end it; counting those made before it (by
     entry id) let a definer keep a revoked share by re-pointing an older
-    location into it.
+    location into it. Once a base no longer encloses it (deleted, or
+    re-pointed away) it is judged as if given now: else a share deleted (or
+    moved) and made again private on the same folder left it working
+    (attack 13).
     """
     if entry.owner == ROOT_OWNER:
         return True
     owner = store.users.get(conn, entry.owner)
     if owner is None:
         return False
+    counted = bases if bases <= enclosing_locations(conn, real) else None
     try:
-        check_given_folder(conn, store, real, owner, "location", counted=bases)
+        check_given_folder(conn, store, real, owner, "location", counted=counted)
     except PathNotAllowed:
         return False
     return True
