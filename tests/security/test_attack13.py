@@ -5,16 +5,43 @@ docs/security.md, "Thirteenth attack".
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 
 from datamill.domain.status import JobStatus
+from datamill.settings import Settings
 from tests.security.conftest import Actors
-from tests.security.test_attack8 import settings as settings  # the operator's root around home
 from tests.security.test_attack8 import steve as steve  # location.define, connection.define
 from tests.security.test_attack10 import SCHEMA, _run
 from tests.security.test_attack12 import _download, _others
+from tests.security.test_object_store_attacks import _put
+from tests.spark.conftest import BUCKET
+from tests.spark.conftest import s3_endpoint as s3_endpoint  # a real S3 server on loopback
+
+
+@pytest.fixture
+def s3_root() -> str:
+    """An object-store root of this test alone (a test asking for it gets a real S3)."""
+    return f"s3a://{BUCKET}/a{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """The operator's root around the home (as in attack 8), and an S3 root if asked for."""
+    roots: list[Path | str] = [tmp_path]
+    extra = {}
+    if "s3_root" in request.fixturenames:
+        roots.append(request.getfixturevalue("s3_root"))
+        extra = {
+            "s3_endpoint": request.getfixturevalue("s3_endpoint"),
+            "s3_access_key_id": "test-key",
+            "s3_secret_access_key": "test-secret",
+        }
+    return Settings(
+        **settings.model_dump(exclude_unset=True), source_roots=roots, sink_roots=roots, **extra
+    )
 
 
 @pytest.mark.parametrize("gone", ["deleted", "re-pointed away"])
@@ -59,3 +86,43 @@ def test_a_location_carved_from_a_share_ends_when_the_share_is_made_again_privat
     assert refused.json()["reason"] == (
         "source: location '/Users/steve/t.loc' does not exist or you may not read from it"
     )
+
+
+def test_a_stewards_object_store_location_gives_out_only_what_she_may_use(
+    running: Actors, steve: str, s3_root: str
+) -> None:
+    actors = running
+    # A location's folder given by a definer is checked against the locations
+    # around it (eighth attack), but an s3a:// folder skipped the check: steve's
+    # location on admin's private prefix `hr` was accepted and his import read
+    # its salaries (seen on a real server with SQLite metadata and a real S3);
+    # one in a prefix shared read-only with him was his to write, and a run
+    # never checked again whether he may still give it out.
+    store = actors.node.settings.object_store
+    assert store is not None
+    key = s3_root.removeprefix(f"s3a://{BUCKET}/")
+    _put(store, f"{key}/hr/salary.csv", "k\nhr\n")
+    _put(store, f"{key}/team/mine/t.csv", "k\nteam\n")
+    for name, readable in (("hr", False), ("team", True)):
+        body = {"path": f"/Connections/{name}.loc", "folder": f"{s3_root}/{name}"}
+        assert actors.call("admin", "POST", "/rest/location", body).status_code == 200
+        _others(actors, f"/Connections/{name}.loc", readable=readable)
+    for folder in ("hr", "hr/", "hr/sub", "team", "team/mine"):
+        body = {"path": "/Users/steve/o.loc", "folder": f"{s3_root}/{folder}"}
+        refused = actors.call(steve, "POST", "/rest/location", body)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["reason"] == (
+            f"folder: '{s3_root}/{folder}' lies in a location you may not read,"
+            " or in Datamill's own files"
+        )
+    # Shared to write as well: carved, used, and ended with the share.
+    _others(actors, "/Connections/team.loc", readable=True, writable=True)
+    body = {"path": "/Users/steve/o.loc", "folder": f"{s3_root}/team/mine"}
+    assert actors.call(steve, "POST", "/rest/location", body).status_code == 200
+    source = {"kind": "csv", "location": "/Users/steve/o.loc", "path": "t.csv"}
+    imported = {"path": "/Users/steve/o.imp", "source": source, "schema": SCHEMA}
+    assert actors.call(steve, "POST", "/rest/import-job", imported).status_code == 200
+    assert _run(actors, steve, "/Users/steve/o.imp") is JobStatus.COMPLETED
+    _others(actors, "/Connections/team.loc", readable=False)
+    assert _run(actors, steve, "/Users/steve/o.imp") is JobStatus.ERROR
+    assert _download(actors, steve, "/Users/steve/o.imp").splitlines() == ['"k"', '"team"']
