@@ -12,6 +12,8 @@ import pytest
 
 from datamill.domain.status import JobStatus
 from datamill.settings import Settings
+from datamill.worker.worker import Worker
+from tests.helpers import wait_terminal
 from tests.security.conftest import Actors
 from tests.security.test_attack8 import steve as steve  # location.define, connection.define
 from tests.security.test_attack10 import SCHEMA, _run
@@ -126,3 +128,41 @@ def test_a_stewards_object_store_location_gives_out_only_what_she_may_use(
     _others(actors, "/Connections/team.loc", readable=False)
     assert _run(actors, steve, "/Users/steve/o.imp") is JobStatus.ERROR
     assert _download(actors, steve, "/Users/steve/o.imp").splitlines() == ['"k"', '"team"']
+
+
+def test_a_deleted_users_waiting_run_never_writes_into_a_new_users_folder(
+    actors: Actors, tmp_path: Path
+) -> None:
+    # bob's export to his private location waited in the queue when admin
+    # deleted him and made a new bob: it then ran (as the ADMIN, who may use
+    # every location) and wrote the old bob's data into the new bob's folder,
+    # whose location it names by path (seen on a real server with PostgreSQL
+    # metadata). Runs of a deleted user that have not started now end CANCELED.
+    node = actors.node
+    folder = tmp_path / "users" / "bob"
+    (folder / "in.csv").write_text("k\nold bob's\n")
+    source = {"kind": "csv", "location": "/Users/bob/files.loc", "path": "in.csv"}
+    imported = {"path": "/Users/bob/b.imp", "source": source, "schema": SCHEMA}
+    assert actors.call("bob", "POST", "/rest/import-job", imported).status_code == 200
+    sink = {"kind": "csv", "location": "/Users/bob/files.loc", "path": "out.csv"}
+    export = {"path": "/Users/bob/b.exp", "source": {"importJob": "/Users/bob/b.imp"}, "sink": sink}
+    assert actors.call("bob", "POST", "/rest/export-job", export).status_code == 200
+    first = Worker(node.store, node.settings, node.wakeup)
+    first.start()
+    try:
+        assert _run(actors, "bob", "/Users/bob/b.imp") is JobStatus.COMPLETED
+    finally:
+        first.shutdown(grace_seconds=1.0)
+    queued = actors.call("bob", "POST", "/api/job-execution/Users/bob/b.exp/trigger")
+    assert queued.status_code == 200, queued.text
+    assert actors.call("admin", "DELETE", "/rest/user-management/users/bob").status_code == 200
+    bob = {"name": "bob", "password": "pw", "roles": ["ANALYST"]}
+    assert actors.call("admin", "POST", "/rest/user-management/users", bob).status_code == 200
+    second = Worker(node.store, node.settings, node.wakeup)
+    second.start()
+    try:
+        ended = wait_terminal(node, queued.json()["job-execution-id"])
+    finally:
+        second.shutdown(grace_seconds=1.0)
+    assert ended.status is JobStatus.CANCELED
+    assert list(folder.iterdir()) == []
