@@ -274,6 +274,25 @@ def test_a_sqlite_migration_that_would_orphan_rows_changes_nothing(tmp_path: Pat
     db.dispose()
 
 
+def _store_with_connections_folder(database_url: str, tmp_path: Path) -> Store:
+    """A store at the newest schema, with the tree and /Connections made."""
+    upgrade(Database(database_url))
+    store = Store(database_url, str(tmp_path / "data"))
+    store.files.ensure_default_tree()
+    with store.db.write() as conn:
+        store.files.ensure_folder(conn, "/Connections", "admin")
+    return store
+
+
+def _upgrade_again_from(store: Store, revision: str) -> None:
+    """Downgrade to `revision` and upgrade again: the migrations after it run on what is there."""
+    config = alembic_config(store.db)
+    with store.db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+    upgrade(store.db)
+
+
 def test_migration_0010_records_around_each_entry_what_the_old_rule_counted(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -281,12 +300,8 @@ def test_migration_0010_records_around_each_entry_what_the_old_rule_counted(
     # recorded around it when it was given (`bases`). Entries made before
     # 0010 get what the re-check counted until then: the locations with a
     # smaller entry id whose folder encloses theirs.
-    upgrade(Database(database_url))
-    store = Store(database_url, str(tmp_path / "data"))
+    store = _store_with_connections_folder(database_url, tmp_path)
     try:
-        store.files.ensure_default_tree()
-        with store.db.write() as conn:
-            store.files.ensure_folder(conn, "/Connections", "admin")
         x = tmp_path / "x"
         folders = {
             "a": x,
@@ -313,11 +328,7 @@ def test_migration_0010_records_around_each_entry_what_the_old_rule_counted(
                 )
                 loc_store.insert_connection(conn, entry.id, url, None, bases=())
                 ids[name] = entry.id
-        config = alembic_config(store.db)
-        with store.db.engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0009")
-        upgrade(store.db)
+        _upgrade_again_from(store, "0009")
         with store.db.read() as conn:
             found = {name: loc_store.get_location(conn, ids[name]) for name in folders}
             db = loc_store.get_connection(conn, ids["db"])
@@ -335,3 +346,46 @@ def test_migration_0010_records_around_each_entry_what_the_old_rule_counted(
     }
     assert db is not None and db.bases == {ids["a"], ids["b"]}
     assert pg is not None and pg.bases == frozenset()
+
+
+def test_migration_0011_records_around_each_object_store_location_what_the_old_rule_counted(
+    database_url: str, tmp_path: Path
+) -> None:
+    # 0010 gave s3a:// locations no bases; since the thirteenth attack their
+    # folders are checked as given and re-checked against their bases, so
+    # 0011 gives existing ones the object-store locations with a smaller id
+    # around their prefix (whole segments, same bucket).
+    store = _store_with_connections_folder(database_url, tmp_path)
+    try:
+        folders = {
+            "a": "s3a://bucket/x",
+            "b": "s3a://bucket/x/y",
+            "c": "s3a://bucket/x/y/z",
+            "d": "s3a://bucket/xy",
+            "e": "s3a://other/x/y",
+            "f": "s3a://bucket",
+            "local": str(tmp_path / "x"),
+        }
+        ids: dict[str, int] = {}
+        with store.db.write() as conn:
+            for name, folder in folders.items():
+                entry = store.files.create_resource(
+                    conn, f"/Connections/{name}.loc", "location", "admin"
+                )
+                loc_store.insert_location(conn, entry.id, folder, bases=())
+                ids[name] = entry.id
+        _upgrade_again_from(store, "0010")
+        with store.db.read() as conn:
+            found = {name: loc_store.get_location(conn, ids[name]) for name in folders}
+    finally:
+        store.close()
+    bases = {name: location.bases for name, location in found.items() if location is not None}
+    assert bases == {
+        "a": frozenset(),
+        "b": {ids["a"]},
+        "c": {ids["a"], ids["b"]},
+        "d": frozenset(),
+        "e": frozenset(),
+        "f": frozenset(),  # around them all, but made after them
+        "local": frozenset(),
+    }

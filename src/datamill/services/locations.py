@@ -201,6 +201,7 @@ def _innermost_object(
 
 def _object_target(
     conn: Connection,
+    store: Store,
     found: Location,
     relative: str,
     allowed: tuple[str, ...],
@@ -211,7 +212,9 @@ def _object_target(
 ) -> tuple[str, str, tuple[str, ...]]:
     """`_file_target` for an object-store location: the same rules on bucket and key."""
     folder = objects.parse(found.folder, "location")
-    if not objects.inside_any(folder, allowed):
+    if not objects.inside_any(folder, allowed) or not _still_given(
+        conn, store, found.entry, found.folder, found.bases
+    ):
         raise _refused(what, "location", reference, access)
     # The path as written: `a//b`, `./`, `%2e%2e` or a backslash are refused, not tidied.
     target = objects.parse(f"{folder.uri}/{relative}", what, glob=True)
@@ -305,7 +308,9 @@ def _file_target(
     policy = policy_of(store)
     allowed = policy.source_roots if access is Access.READ else policy.sink_roots
     if objects.is_uri(found.folder):
-        return _object_target(conn, found, relative, allowed, user, access, what, location or path)
+        return _object_target(
+            conn, store, found, relative, allowed, user, access, what, location or path
+        )
     folder = os.path.realpath(found.folder)
     if not _inside_any(folder, allowed) or not _still_given(
         conn, store, found.entry, folder, found.bases
@@ -356,10 +361,13 @@ def check_given_folder(
     or re-pointed around it since does not take it away.
     """
     policy = policy_of(store)
-    real = os.path.realpath(typed)
     refused = PathNotAllowed(
         f"{what}: {typed!r} lies in a location you may not read, or in Datamill's own files"
     )
+    if objects.is_uri(typed):
+        _check_given_prefix(conn, policy, typed, user, refused, counted)
+        return
+    real = os.path.realpath(typed)
     if _inside_any(real, policy.private_folders):
         raise refused
     users = os.path.realpath(policy.users_root)
@@ -385,6 +393,39 @@ def check_given_folder(
             raise refused
 
 
+def _check_given_prefix(
+    conn: Connection,
+    policy: FilePolicy,
+    typed: str,
+    user: User,
+    refused: PathNotAllowed,
+    counted: Collection[int] | None,
+) -> None:
+    """`check_given_folder` for an object-store prefix: no location around it she may not use.
+
+    Private folders of users and Datamill's own files are local; what a
+    prefix can lie in is other object-store locations (attack 13: a
+    steward's location on an ADMIN's private prefix read it).
+    """
+    prefix = objects.parse(typed, "folder")
+    roots = {
+        objects.parse(r, "root")
+        for r in (*policy.source_roots, *policy.sink_roots)
+        if objects.is_uri(r)
+    }
+    access = Access.WRITE if objects.inside_any(prefix, policy.sink_roots) else Access.READ
+    for location in loc_store.all_locations(conn):
+        if not objects.is_uri(location.folder):
+            continue
+        folder = objects.parse(location.folder, "location")
+        if folder in roots or not objects.inside(prefix, folder):
+            continue
+        if counted is not None and location.entry.id not in counted:
+            continue
+        if not _may(conn, user, location.entry, access):
+            raise refused
+
+
 def enclosing_locations(conn: Connection, path: str) -> set[int]:
     """The ids of the local locations whose folder is or encloses `path` (a folder or file).
 
@@ -392,7 +433,13 @@ def enclosing_locations(conn: Connection, path: str) -> set[int]:
     given (its `bases`): what a run's re-check counts (`_still_given`).
     """
     if objects.is_uri(path):
-        return set()
+        prefix = objects.parse(path, "folder")
+        return {
+            location.entry.id
+            for location in loc_store.all_locations(conn)
+            if objects.is_uri(location.folder)
+            and objects.inside(prefix, objects.parse(location.folder, "location"))
+        }
     real = os.path.realpath(path)
     return {
         location.entry.id
@@ -412,15 +459,19 @@ def _still_given(
     Counting every one around it now let anyone who made or re-pointed a
     location around another's end it; counting those made before it (by
     entry id) let a definer keep a revoked share by re-pointing an older
-    location into it.
+    location into it. Once a base no longer encloses it (deleted, or
+    re-pointed away) it is judged as if given now: else a share deleted (or
+    moved) and made again private on the same folder left it working
+    (attack 13).
     """
     if entry.owner == ROOT_OWNER:
         return True
     owner = store.users.get(conn, entry.owner)
     if owner is None:
         return False
+    counted = bases if bases <= enclosing_locations(conn, real) else None
     try:
-        check_given_folder(conn, store, real, owner, "location", counted=bases)
+        check_given_folder(conn, store, real, owner, "location", counted=counted)
     except PathNotAllowed:
         return False
     return True

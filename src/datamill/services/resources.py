@@ -107,6 +107,7 @@ class ResourceService:
             prefix = objects.parse(folder, "folder")
             if not objects.inside_any(prefix, (*policy.source_roots, *policy.sink_roots)):
                 raise PathNotAllowed(f"folder: {folder!r} is outside the operator's file roots")
+            check_given_folder(conn, self.store, folder, user, "folder")
             return prefix.uri
         if not folder.startswith("/") or ".." in folder.split("/"):
             raise PathNotAllowed(f"folder: {folder!r} must be an absolute path without '..'")

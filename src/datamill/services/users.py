@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from datamill.domain.records import NO_PASSWORD, User
 from datamill.errors import AlreadyExists, Conflict, Forbidden, InvalidInput, NotFound
 from datamill.services.auth import hash_password
+from datamill.store import executions
 from datamill.store import tables as t
 from datamill.store import users as user_store
 from datamill.store.files import ROOT_OWNER
@@ -309,6 +310,11 @@ def delete_user(store: Store, actor: User, name: str) -> None:
         # now on they read with the ADMIN's rights, which only the ADMIN may use,
         # deliberately, by sharing or re-enabling them.
         user_store.quiesce_job_files(conn, name)
+        # Their runs not yet started would start as the ADMIN and name their
+        # private location by path: a user made again with the name got the
+        # old user's export in her new folder (attack 13). They end CANCELED.
+        for execution_id in user_store.waiting_runs(conn, name):
+            executions.request_stop(conn, execution_id, by=actor.name)
         user_store.hand_over_files(conn, name, actor.name)
         user_store.delete_user(conn, name)
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from datamill.domain.records import User
+from datamill.domain.status import JobStatus
 from datamill.errors import AlreadyExists
 from datamill.store import precompiled
 from datamill.store import tables as t
@@ -392,6 +393,19 @@ def quiesce_job_files(conn: Connection, owner: str) -> int:
         .values(others_readable=False, others_writable=False, others_executable=False)
     )
     return len(rows)
+
+
+def waiting_runs(conn: Connection, owner: str) -> list[int]:
+    """Ids of the runs of `owner`'s jobs that have not started (queued, or waiting on others)."""
+    executions = t.executions
+    owned = sa.select(t.files.c.id).where(t.files.c.owner == owner)
+    waiting = (JobStatus.QUEUED.value, JobStatus.WAITING_FOR_OTHER_JOB.value)
+    rows = conn.execute(
+        sa.select(executions.c.id)
+        .where(executions.c.file_id.in_(owned), executions.c.status.in_(waiting))
+        .order_by(executions.c.id)
+    )
+    return [int(row.id) for row in rows]
 
 
 def set_file_owner(conn: Connection, file_id: int, owner: str) -> None:
