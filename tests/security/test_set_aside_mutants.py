@@ -176,3 +176,41 @@ def test_a_home_whose_private_location_is_shared_is_read_through_a_location_arou
     assert answers["eve"].json()["reason"] == (
         "source: 'eve/x.csv' is not inside a location you may read from"
     )
+
+
+def test_a_location_on_a_missing_folder_of_a_new_user_gets_a_folder_aside(
+    actors: Actors, tmp_path: Path
+) -> None:
+    # admin's location named users/carol before there was a carol, and the
+    # folder was removed since: there is nothing to move, but the location
+    # must not name carol's new private folder, so it gets an empty one aside.
+    users = tmp_path / "users"
+    body = {"path": "/Connections/carol.loc", "folder": str(users / "carol")}
+    made = actors.call("admin", "POST", "/rest/location", body)
+    assert made.status_code == 200, made.text
+    (users / "carol").rmdir()
+    carol = {"name": "carol", "password": "pw", "roles": ["ANALYST"]}
+    answer = actors.call("admin", "POST", "/rest/user-management/users", carol)
+    assert answer.status_code == 200, answer.text
+    (aside,) = users.glob(".deleted-*/carol")
+    assert aside.is_dir() and list(aside.iterdir()) == []
+    found = actors.call("admin", "GET", f"/rest/location/{made.json()['id']}").json()
+    assert found["folder"] == str(aside)
+    assert (users / "carol").is_dir()
+
+
+def test_a_users_folder_that_is_no_folder_refuses_a_new_user_by_name(
+    actors: Actors, tmp_path: Path
+) -> None:
+    # The operator left a file where the users' folder was: nothing can be
+    # set aside nor made there, and making carol is refused, naming her.
+    users = tmp_path / "users"
+    shutil.rmtree(users)
+    users.write_text("x")
+    carol = {"name": "carol", "password": "pw", "roles": ["ANALYST"]}
+    refused = actors.call("admin", "POST", "/rest/user-management/users", carol)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["reason"] == (
+        "the private folder of a deleted user named 'carol' cannot be moved aside"
+    )
+    assert users.read_text() == "x"
