@@ -77,6 +77,13 @@ def test_an_admins_location_on_an_empty_folder_follows_it_aside_past_an_object_s
     assert old["folder"] == str(_aside(users))
     other = actors.call("admin", "GET", f"/rest/location/{ids['a']}").json()
     assert other["folder"] == "s3a://bkt/p/data"
+    # The locations on other folders stay where they were: eve's, the root's.
+    listed = {
+        item["path"]: item["folder"]
+        for item in actors.call("admin", "GET", "/rest/location").json()
+    }
+    assert listed["/Users/eve/files.loc"] == str(users / "eve")
+    assert listed["/Connections/files.loc"] == str(tmp_path)
 
 
 def test_a_sqlite_connection_on_a_deleted_users_file_follows_it_aside(
