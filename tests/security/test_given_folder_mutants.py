@@ -7,6 +7,7 @@ read is (docs/security.md, "Tenth attack"; the mutants in docs/testing.md).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from datamill.store import users as user_store
@@ -143,3 +144,28 @@ def test_a_location_whose_owner_row_is_gone_gives_out_nothing(
     assert refused.json()["reason"] == (
         f"source: location '/Users/{steve}/mine.loc' does not exist or you may not read from it"
     )
+
+
+def test_an_object_store_location_listed_first_does_not_end_the_check(
+    actors: Actors, steve: str, tmp_path: Path
+) -> None:
+    # admin's object-store location a.loc is listed before her private
+    # secret.loc (by path); it holds no local file and is passed over, but
+    # the check goes on to secret.loc, which steve may not read: he may not
+    # hand out a folder inside it through a location of his own.
+    node = actors.node
+    policy = node.store.file_policy
+    assert policy is not None
+    node.store.file_policy = dataclasses.replace(
+        policy, source_roots=(*policy.source_roots, "s3a://bkt/p")
+    )
+    secret = tmp_path / "secret"
+    (secret / "x").mkdir(parents=True)
+    for name, folder in (("a", "s3a://bkt/p/data"), ("secret", str(secret))):
+        body = {"path": f"/Connections/{name}.loc", "folder": folder}
+        made = actors.call("admin", "POST", "/rest/location", body)
+        assert made.status_code == 200, made.text
+    mine = {"path": f"/Users/{steve}/x.loc", "folder": str(secret / "x")}
+    refused = actors.call(steve, "POST", "/rest/location", mine)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["reason"] == _refusal("folder", secret / "x")
