@@ -1,4 +1,4 @@
-"""Connection URLs (services/resources.py `_url`): cases its mutants showed untested.
+"""Connections and their URLs (services/resources.py `_url`, `create`): untested cases.
 
 docs/testing.md, "Surviving mutants", services/resources.py (eleventh session).
 """
@@ -38,4 +38,29 @@ def test_a_sqlite_url_without_a_file_is_refused_as_such_wherever_the_server_runs
     assert (refused.status_code, refused.json()["reason"]) == (
         400,
         "connection SQLite URL 'sqlite://' must name a file",
+    )
+
+
+def test_a_definer_is_told_a_folder_she_may_not_read_does_not_exist_nor_write(
+    actors: Actors, steve: str
+) -> None:
+    # A missing folder and one she may not read (admin's) get the same 404
+    # naming the folder, for a location and a connection alike.
+    made = actors.call("admin", "POST", "/api/filesystem/folders", {"name": "Private"})
+    assert made.status_code in (200, 201), made.text
+    hidden = f"/api/filesystem/folders/{made.json()['id']}/permission/others"
+    assert actors.call("admin", "PUT", hidden, {"readable": False}).status_code == 200
+    for folder in ("/NoSuch", "/Private"):
+        for kind, body in (("location", {"folder": "/x"}), ("connection", {"url": "sqlite://"})):
+            answer = actors.call(steve, "POST", f"/rest/{kind}", {"path": f"{folder}/c", **body})
+            assert (answer.status_code, answer.json()) == (
+                404,
+                {"status": "failure", "reason": f"folder {folder} does not exist"},
+            ), (folder, kind)
+    # One she may read but not write: refused as such, naming it.
+    assert actors.call("admin", "PUT", hidden, {"readable": True}).status_code == 200
+    answer = actors.call(steve, "POST", "/rest/connection", {"path": "/Private/c", "url": "x"})
+    assert (answer.status_code, answer.json()["reason"]) == (
+        403,
+        "you are not allowed to change /Private",
     )
