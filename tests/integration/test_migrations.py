@@ -351,7 +351,7 @@ def test_migration_0010_records_around_each_entry_what_the_old_rule_counted(
 def test_migration_0011_records_around_each_object_store_location_what_the_old_rule_counted(
     database_url: str, tmp_path: Path
 ) -> None:
-    # 0010 gave s3a:// locations no bases; since the thirteenth attack their
+    # 0010 gave s3a:// locations no bases; since the twelfth attack their
     # folders are checked as given and re-checked against their bases, so
     # 0011 gives existing ones the object-store locations with a smaller id
     # around their prefix (whole segments, same bucket).

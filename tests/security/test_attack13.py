@@ -1,6 +1,6 @@
-"""Thirteenth attack (eleventh session): bases, the per-user cap, the set-aside.
+"""Twelfth attack (eleventh session, branch attack13): bases, the per-user cap, the set-aside.
 
-docs/security.md, "Thirteenth attack".
+docs/security.md, "Twelfth attack".
 """
 
 from __future__ import annotations

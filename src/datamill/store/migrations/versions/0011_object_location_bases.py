@@ -6,7 +6,7 @@ Create Date: 2026-12-03 01:20:00.000000
 
 0010 recorded around each local location the locations enclosing it, but
 left `s3a://` locations without any: their folders were never checked as
-given (docs/security.md, "Thirteenth attack"). Now they are, and a run
+given (docs/security.md, "Twelfth attack"). Now they are, and a run
 re-checks them against their bases; existing ones get what 0010 gave local
 ones: the object-store locations with a smaller id whose prefix holds theirs.
 """
