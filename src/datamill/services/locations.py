@@ -17,7 +17,7 @@ import logging
 import os
 import posixpath
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -379,11 +379,10 @@ def check_given_folder(
     # location she may only read would otherwise become one she may write.
     access = Access.WRITE if _inside_any(real, policy.sink_roots) else Access.READ
     home = os.path.join(users, user.name)
-    for location in loc_store.all_locations(conn):
-        if objects.is_uri(location.folder):
-            continue  # an object-store location holds no local file
-        folder = os.path.realpath(location.folder)
-        if folder in roots or not _inside(real, folder):
+    around = _around_folder(conn, real)
+    counted = _still_around(counted, around)
+    for location, folder in around:
+        if folder in roots:
             continue
         if _inside(real, home) and _inside(home, folder):
             continue  # a location around her home (steve's on the users root) takes none of it
@@ -414,11 +413,10 @@ def _check_given_prefix(
         if objects.is_uri(r)
     }
     access = Access.WRITE if objects.inside_any(prefix, policy.sink_roots) else Access.READ
-    for location in loc_store.all_locations(conn):
-        if not objects.is_uri(location.folder):
-            continue
-        folder = objects.parse(location.folder, "location")
-        if folder in roots or not objects.inside(prefix, folder):
+    around = _around_prefix(conn, prefix)
+    counted = _still_around(counted, around)
+    for location, folder in around:
+        if folder in roots:
             continue
         if counted is not None and location.entry.id not in counted:
             continue
@@ -426,26 +424,54 @@ def _check_given_prefix(
             raise refused
 
 
+def _around_folder(conn: Connection, real: str) -> list[tuple[Location, str]]:
+    """The local locations whose (real) folder is or encloses the real path `real`."""
+    around = []
+    for location in loc_store.all_locations(conn):
+        if objects.is_uri(location.folder):
+            continue  # an object-store location holds no local file
+        folder = os.path.realpath(location.folder)
+        if _inside(real, folder):
+            around.append((location, folder))
+    return around
+
+
+def _around_prefix(
+    conn: Connection, prefix: objects.ObjectPath
+) -> list[tuple[Location, objects.ObjectPath]]:
+    """The object-store locations whose prefix is or holds `prefix`."""
+    around = []
+    for location in loc_store.all_locations(conn):
+        if objects.is_uri(location.folder):
+            folder = objects.parse(location.folder, "location")
+            if objects.inside(prefix, folder):
+                around.append((location, folder))
+    return around
+
+
+def _still_around(
+    counted: Collection[int] | None, around: Sequence[tuple[Location, object]]
+) -> Collection[int] | None:
+    """The bases a run's re-check counts; None (judged as if given now) once one is gone.
+
+    A base no longer around the entry was deleted or re-pointed away: counting
+    only the rest left a share deleted (or moved) and made again private on
+    the same folder still given out (attack 13).
+    """
+    if counted is None or set(counted) <= {location.entry.id for location, _ in around}:
+        return counted
+    return None
+
+
 def enclosing_locations(conn: Connection, path: str) -> set[int]:
-    """The ids of the local locations whose folder is or encloses `path` (a folder or file).
+    """The ids of the locations whose folder (or prefix) is or encloses `path`.
 
     Recorded with a location or SQLite connection when its folder or file is
     given (its `bases`): what a run's re-check counts (`_still_given`).
     """
     if objects.is_uri(path):
-        prefix = objects.parse(path, "folder")
-        return {
-            location.entry.id
-            for location in loc_store.all_locations(conn)
-            if objects.is_uri(location.folder)
-            and objects.inside(prefix, objects.parse(location.folder, "location"))
-        }
-    real = os.path.realpath(path)
-    return {
-        location.entry.id
-        for location in loc_store.all_locations(conn)
-        if not objects.is_uri(location.folder) and _inside(real, os.path.realpath(location.folder))
-    }
+        return {loc.entry.id for loc, _ in _around_prefix(conn, objects.parse(path, "folder"))}
+    return {loc.entry.id for loc, _ in _around_folder(conn, os.path.realpath(path))}
 
 
 def _still_given(
@@ -459,19 +485,16 @@ def _still_given(
     Counting every one around it now let anyone who made or re-pointed a
     location around another's end it; counting those made before it (by
     entry id) let a definer keep a revoked share by re-pointing an older
-    location into it. Once a base no longer encloses it (deleted, or
-    re-pointed away) it is judged as if given now: else a share deleted (or
-    moved) and made again private on the same folder left it working
-    (attack 13).
+    location into it. Once a base no longer encloses it, it is judged as if
+    given now (`_still_around`).
     """
     if entry.owner == ROOT_OWNER:
         return True
     owner = store.users.get(conn, entry.owner)
     if owner is None:
         return False
-    counted = bases if bases <= enclosing_locations(conn, real) else None
     try:
-        check_given_folder(conn, store, real, owner, "location", counted=counted)
+        check_given_folder(conn, store, real, owner, "location", counted=bases)
     except PathNotAllowed:
         return False
     return True
